@@ -1,0 +1,96 @@
+//! The `gauntlet` binary: parses the command line, sets up logging and signals, and hands each
+//! subcommand to its library. Errors print their whole chain; the exit code says what happened.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod signals;
+mod testbed;
+
+/// gauntlet: a distributed load-and-correctness fleet for WebSocket agent-pipeline services.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log filter, RUST_LOG syntax (e.g. `info`, `gauntlet_testbed=debug`).
+    #[arg(long, global = true, env = "GAUNTLET_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines (for clusters).
+    #[arg(long, global = true, env = "GAUNTLET_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference agent-pipeline service with fault injection (the target of demos and
+    /// tests).
+    Testbed(testbed::Args),
+    /// Start an embedded testbed and show what gauntlet checks (the fleet arrives in a later
+    /// release; today this starts the testbed and exercises it once).
+    Demo(demo::Args),
+}
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// Invalid input: a bad plan, config or flag.
+    pub const USAGE: u8 = 2;
+    /// The run itself failed (nothing ran, target unreachable, I/O).
+    pub const RUN_ERROR: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::from(exit::RUN_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Testbed(args) => testbed::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            let usage = e
+                .chain()
+                .any(|c| c.is::<gauntlet_core::config_file::ConfigError>())
+                || e.downcast_ref::<testbed::UsageError>().is_some();
+            ExitCode::from(if usage { exit::USAGE } else { exit::RUN_ERROR })
+        }
+    }
+}
+
+/// Prints an error and its causes, one per line.
+#[allow(clippy::print_stderr)]
+fn report(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

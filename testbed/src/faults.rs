@@ -1,0 +1,456 @@
+//! Fault switches. Each fault has a rate (0..1) and optionally a rule selecting users; whether it
+//! fires is a seeded draw keyed by (seed, fault, user, that user's connection number, pipeline
+//! number), so a given seed and workload inject the same faults every time.
+
+use std::time::Duration;
+
+use gauntlet_core::units::Rate;
+use serde::{Deserialize, Serialize};
+
+use crate::frames::AgentEvent;
+use crate::rng::{SplitMix, hash_str};
+
+/// Every kind of fault, with its stable name (the key in `[faults]` and in stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// A valid token is rejected as if it were bad.
+    AuthReject,
+    /// AUTH_REQUIRED with "user_context must be a UserExecutionContext instance", close 1008.
+    UserContext,
+    /// FACTORY_INIT_FAILED, close 1011 "Factory SSOT validation failed".
+    FactoryInit,
+    /// FACTORY_CRITICAL_FAILURE, close 1011 "Critical factory failure".
+    FactoryCritical,
+    /// Close 1011 "Service not ready: ...".
+    ServiceNotReady,
+    /// Close 1011 "Internal error", no frame.
+    InternalError,
+    /// One event is sent one place earlier than it should be.
+    OutOfOrder,
+    /// One event is never sent.
+    MissingEvent,
+    /// One event is sent twice.
+    DuplicateEvent,
+    /// One event carries another user's `user_id`.
+    IsolationBreach,
+    /// Extra delay before the pipeline's first event.
+    LatencySpike,
+    /// The TCP connection is dropped, without a close frame, after one event.
+    TcpDrop,
+    /// An HTTP endpoint answers 5xx.
+    HttpError,
+}
+
+impl FaultKind {
+    /// All kinds, in stats order.
+    pub const ALL: [FaultKind; 13] = [
+        FaultKind::AuthReject,
+        FaultKind::UserContext,
+        FaultKind::FactoryInit,
+        FaultKind::FactoryCritical,
+        FaultKind::ServiceNotReady,
+        FaultKind::InternalError,
+        FaultKind::OutOfOrder,
+        FaultKind::MissingEvent,
+        FaultKind::DuplicateEvent,
+        FaultKind::IsolationBreach,
+        FaultKind::LatencySpike,
+        FaultKind::TcpDrop,
+        FaultKind::HttpError,
+    ];
+
+    /// The stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::AuthReject => "auth_reject",
+            FaultKind::UserContext => "user_context",
+            FaultKind::FactoryInit => "factory_init",
+            FaultKind::FactoryCritical => "factory_critical",
+            FaultKind::ServiceNotReady => "service_not_ready",
+            FaultKind::InternalError => "internal_error",
+            FaultKind::OutOfOrder => "out_of_order",
+            FaultKind::MissingEvent => "missing_event",
+            FaultKind::DuplicateEvent => "duplicate_event",
+            FaultKind::IsolationBreach => "isolation_breach",
+            FaultKind::LatencySpike => "latency_spike",
+            FaultKind::TcpDrop => "tcp_drop",
+            FaultKind::HttpError => "http_error",
+        }
+    }
+}
+
+/// Which users a fault may hit. Every rule given must hold; the suffix rules read the decimal
+/// digits at the end of `sub` (`user-17` has suffix 17; a subject without one never matches
+/// a suffix rule).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserSelector {
+    /// Exact subjects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// Smallest suffix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suffix_min: Option<u64>,
+    /// Largest suffix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suffix_max: Option<u64>,
+    /// With `suffix_rem`: the suffix modulo this must be one of `suffix_rem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suffix_mod: Option<u64>,
+    /// Accepted remainders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suffix_rem: Vec<u64>,
+}
+
+impl UserSelector {
+    /// Does `sub` match?
+    pub fn matches(&self, sub: &str) -> bool {
+        if !self.subjects.is_empty() && !self.subjects.iter().any(|s| s == sub) {
+            return false;
+        }
+        let uses_suffix =
+            self.suffix_min.is_some() || self.suffix_max.is_some() || self.suffix_mod.is_some();
+        if !uses_suffix {
+            return true;
+        }
+        let digits = sub.len() - sub.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let Ok(suffix) = sub[sub.len() - digits..].parse::<u64>() else {
+            return false;
+        };
+        self.suffix_min.is_none_or(|min| suffix >= min)
+            && self.suffix_max.is_none_or(|max| suffix <= max)
+            && self
+                .suffix_mod
+                .is_none_or(|m| self.suffix_rem.contains(&(suffix % m)))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.suffix_mod {
+            Some(0) => Err("users.suffix_mod must be at least 1".into()),
+            Some(_) if self.suffix_rem.is_empty() => {
+                Err("users.suffix_mod needs suffix_rem".into())
+            }
+            None if !self.suffix_rem.is_empty() => Err("users.suffix_rem needs suffix_mod".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A connection-level fault.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Probability per connection.
+    pub rate: Rate,
+    /// Which users it may hit (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserSelector>,
+}
+
+/// A pipeline fault acting on one event.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFault {
+    /// Probability per pipeline.
+    pub rate: Rate,
+    /// Which users it may hit (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserSelector>,
+    /// The event acted on (each fault has its own default, see `docs/testbed.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<AgentEvent>,
+}
+
+/// Extra latency before a pipeline's first event.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeFault {
+    /// Probability per pipeline.
+    pub rate: Rate,
+    /// Which users it may hit (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserSelector>,
+    /// The extra delay.
+    #[serde(with = "humantime_serde", default = "default_spike")]
+    pub extra: Duration,
+}
+
+fn default_spike() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// HTTP 5xx on chosen endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFault {
+    /// Probability per request.
+    pub rate: Rate,
+    /// Status to answer (500..=599).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Paths it applies to; empty: every endpoint but the admin ones.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+fn default_status() -> u16 {
+    500
+}
+
+/// The whole set of switches (`[faults.<name>]` in TOML, the body of `PUT /__testbed/faults`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Faults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_reject: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_context: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub factory_init: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub factory_critical: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_not_ready: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_error: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_of_order: Option<EventFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_event: Option<EventFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_event: Option<EventFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation_breach: Option<EventFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_spike: Option<SpikeFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_drop: Option<EventFault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_error: Option<HttpFault>,
+}
+
+/// The connection-level faults, in the order they are tried (the first that fires wins).
+pub const CONNECTION_FAULTS: [FaultKind; 5] = [
+    FaultKind::ServiceNotReady,
+    FaultKind::InternalError,
+    FaultKind::UserContext,
+    FaultKind::FactoryCritical,
+    FaultKind::FactoryInit,
+];
+
+impl Faults {
+    /// No switch on.
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
+    }
+
+    /// The connection-level fault `kind`, if switched on.
+    pub fn connection(&self, kind: FaultKind) -> Option<&Fault> {
+        match kind {
+            FaultKind::AuthReject => self.auth_reject.as_ref(),
+            FaultKind::UserContext => self.user_context.as_ref(),
+            FaultKind::FactoryInit => self.factory_init.as_ref(),
+            FaultKind::FactoryCritical => self.factory_critical.as_ref(),
+            FaultKind::ServiceNotReady => self.service_not_ready.as_ref(),
+            FaultKind::InternalError => self.internal_error.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The event fault `kind`, if switched on, with its event resolved to the kind's default.
+    pub fn event(&self, kind: FaultKind) -> Option<(&EventFault, AgentEvent)> {
+        let (fault, default) = match kind {
+            FaultKind::OutOfOrder => (self.out_of_order.as_ref(), AgentEvent::ToolCompleted),
+            FaultKind::MissingEvent => (self.missing_event.as_ref(), AgentEvent::ToolCompleted),
+            FaultKind::DuplicateEvent => (self.duplicate_event.as_ref(), AgentEvent::AgentThinking),
+            FaultKind::IsolationBreach => {
+                (self.isolation_breach.as_ref(), AgentEvent::AgentThinking)
+            }
+            FaultKind::TcpDrop => (self.tcp_drop.as_ref(), AgentEvent::AgentThinking),
+            _ => (None, AgentEvent::AgentStarted),
+        };
+        fault.map(|f| (f, f.event.unwrap_or(default)))
+    }
+
+    /// Rules serde cannot express: `(fault name, message)` of the first broken one.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let selectors = [
+            (
+                FaultKind::AuthReject,
+                self.auth_reject.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::UserContext,
+                self.user_context.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::FactoryInit,
+                self.factory_init.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::FactoryCritical,
+                self.factory_critical
+                    .as_ref()
+                    .and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::ServiceNotReady,
+                self.service_not_ready
+                    .as_ref()
+                    .and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::InternalError,
+                self.internal_error.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::OutOfOrder,
+                self.out_of_order.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::MissingEvent,
+                self.missing_event.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::DuplicateEvent,
+                self.duplicate_event.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::IsolationBreach,
+                self.isolation_breach
+                    .as_ref()
+                    .and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::LatencySpike,
+                self.latency_spike.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+            (
+                FaultKind::TcpDrop,
+                self.tcp_drop.as_ref().and_then(|f| f.users.as_ref()),
+            ),
+        ];
+        for (kind, selector) in selectors {
+            if let Some(Err(msg)) = selector.map(UserSelector::check) {
+                return Err((kind.name(), msg));
+            }
+        }
+        if let Some((_, AgentEvent::AgentStarted)) = self.event(FaultKind::OutOfOrder) {
+            return Err((
+                "out_of_order",
+                "event: agent_started is first and cannot move earlier".into(),
+            ));
+        }
+        if let Some(f) = &self.http_error
+            && !(500..=599).contains(&f.status)
+        {
+            return Err((
+                "http_error",
+                format!("status must be 500..=599 (got {})", f.status),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Does a fault with `rate` and `users` fire for `sub`, keyed by `key` (connection and pipeline
+/// numbers)? Pure: the same arguments always give the same answer.
+pub fn fires(
+    seed: u64,
+    kind: FaultKind,
+    rate: Rate,
+    users: Option<&UserSelector>,
+    sub: &str,
+    key: &[u64],
+) -> bool {
+    if rate == Rate::ZERO || users.is_some_and(|u| !u.matches(sub)) {
+        return false;
+    }
+    let mut parts = vec![seed, kind as u64, hash_str(sub)];
+    parts.extend_from_slice(key);
+    SplitMix::keyed(&parts).chance(rate.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_rules() {
+        let s = UserSelector {
+            suffix_mod: Some(4),
+            suffix_rem: vec![0, 1],
+            ..Default::default()
+        };
+        assert!(s.matches("user-4"));
+        assert!(s.matches("user-9"));
+        assert!(!s.matches("user-7"));
+        assert!(!s.matches("alice"));
+        let s = UserSelector {
+            suffix_min: Some(10),
+            suffix_max: Some(19),
+            ..Default::default()
+        };
+        assert!(s.matches("u15") && !s.matches("u20") && !s.matches("u9"));
+        let s = UserSelector {
+            subjects: vec!["a".into()],
+            ..Default::default()
+        };
+        assert!(s.matches("a") && !s.matches("b"));
+        assert!(UserSelector::default().matches("anyone"));
+    }
+
+    #[test]
+    fn draws_are_deterministic_and_respect_selectors() {
+        let rate = Rate::new(0.5).unwrap();
+        let a: Vec<bool> = (0..64)
+            .map(|n| fires(1, FaultKind::FactoryInit, rate, None, "u1", &[n]))
+            .collect();
+        let b: Vec<bool> = (0..64)
+            .map(|n| fires(1, FaultKind::FactoryInit, rate, None, "u1", &[n]))
+            .collect();
+        assert_eq!(a, b);
+        assert!(a.iter().any(|x| *x) && a.iter().any(|x| !*x));
+        let only_a = UserSelector {
+            subjects: vec!["a".into()],
+            ..Default::default()
+        };
+        assert!(!fires(
+            1,
+            FaultKind::AuthReject,
+            Rate::ONE,
+            Some(&only_a),
+            "b",
+            &[0]
+        ));
+        assert!(fires(
+            1,
+            FaultKind::AuthReject,
+            Rate::ONE,
+            Some(&only_a),
+            "a",
+            &[0]
+        ));
+    }
+
+    #[test]
+    fn check_refuses_impossible_switches() {
+        let mut f = Faults {
+            http_error: Some(HttpFault {
+                rate: Rate::ONE,
+                status: 404,
+                paths: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(f.check().unwrap_err().0, "http_error");
+        f.http_error = None;
+        f.out_of_order = Some(EventFault {
+            rate: Rate::ONE,
+            users: None,
+            event: Some(AgentEvent::AgentStarted),
+        });
+        assert_eq!(f.check().unwrap_err().0, "out_of_order");
+    }
+}

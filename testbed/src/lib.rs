@@ -1,0 +1,35 @@
+//! gauntlet-testbed: a faithful, fast, deterministic emulation of the agent-pipeline service
+//! described in `shared/reference/staging-protocol.md`, with every failure mode gauntlet must
+//! detect available as a switch, and ground truth of what it did at `GET /__testbed/stats`.
+//!
+//! # Layout
+//! - [`config`]: the testbed's settings (TOML file, CLI flags) and their defaults, which mirror
+//!   the reference service.
+//! - [`auth`]: where a token is found on the upgrade request, and JWT validation (HS256, RS256).
+//! - [`faults`]: the fault switches and the seeded, order-independent draw that decides them.
+//! - [`rng`]: the seeded, order-independent draws behind faults and delays.
+//! - [`delay`]: delay distributions for agent events (fixed, uniform, normal, log-normal).
+//! - [`factory`]: the per-user manager factory with its limit and emergency cleanup.
+//! - [`stats`]: ground-truth counters and their JSON snapshot.
+//! - [`frames`]: the JSON frames the service sends.
+//! - [`pipeline`]: the agent pipeline's event schedule, faults applied.
+//! - [`connection`]: one WebSocket connection, from upgrade to close.
+//! - [`http`]: health, discovery, MCP and message endpoints, and the admin endpoints.
+//! - [`server`]: the router, [`serve`] and the in-process [`Testbed`] handle.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod delay;
+pub mod factory;
+pub mod faults;
+pub mod frames;
+pub mod http;
+pub mod pipeline;
+pub mod rng;
+pub mod server;
+pub mod stats;
+
+pub use config::TestbedConfig;
+pub use server::{Testbed, serve};
+pub use stats::StatsSnapshot;
