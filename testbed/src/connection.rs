@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{self, Identity};
@@ -26,9 +26,15 @@ use crate::pipeline::{self, Outgoing, PipelineKey};
 use crate::server::App;
 use crate::stats::RejectReason;
 
-/// Agent runs a connection may have in flight before it stops reading new frames: each waits
-/// for room in the outbox, so a client that floods `start_agent` is slowed, not buffered.
-const OUTBOX_CAPACITY: usize = 16;
+/// Agent runs one connection may have in flight. A run holds its slot until its last frame is
+/// written; when every slot is taken the connection stops reading new frames (but keeps
+/// writing), so a client that floods `start_agent` meets TCP backpressure instead of making the
+/// testbed buffer without bound.
+const MAX_RUNS_PER_CONNECTION: usize = 16;
+
+/// Frames waiting to be written: room for every in-flight run's frames (at most 7 each: five,
+/// a duplicate, a drop), so a run never waits for room while holding its slot.
+const OUTBOX_CAPACITY: usize = MAX_RUNS_PER_CONNECTION * 8;
 
 /// Query parameters of the upgrade request.
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +269,8 @@ async fn serve_admitted(
         user_connection: admitted.connection,
         pipelines: 0,
         outbox: None,
+        run_slots: Arc::new(Semaphore::new(MAX_RUNS_PER_CONNECTION)),
+        waiting_run: None,
     };
     let hello = frames::confirmation(
         app.config.websocket.confirmation,
@@ -308,6 +316,18 @@ struct Connection {
     pipelines: u64,
     /// Created with the first agent run, so idle connections stay small.
     outbox: Option<(mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>)>,
+    /// Slots for in-flight agent runs.
+    run_slots: Arc<Semaphore>,
+    /// A run asked for while every slot was taken (its `thread_id`); reading pauses until a
+    /// slot frees.
+    waiting_run: Option<Option<String>>,
+}
+
+async fn free_slot(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    match slots.clone().acquire_owned().await {
+        Ok(permit) => permit,
+        Err(_) => std::future::pending().await, // the semaphore is never closed
+    }
 }
 
 async fn next_outgoing(
@@ -335,15 +355,23 @@ impl Connection {
         let end = loop {
             tokio::select! {
                 () = app.shutdown.cancelled() => break End::Close(1001, "Server shutting down"),
-                msg = self.socket.recv() => match msg {
+                slot = free_slot(&self.run_slots), if self.waiting_run.is_some() => {
+                    let thread_id = self.waiting_run.take().flatten();
+                    self.start_pipeline(thread_id, slot);
+                }
+                msg = self.socket.recv(), if self.waiting_run.is_none() => match msg {
                     None => break End::Drop,
-                    Some(Err(e)) => {
-                        if is_too_large(&e) {
+                    Some(Err(e)) => match protocol_error(&e) {
+                        Some(ProtocolError::TooLarge) => {
                             app.stats.too_large_closes.fetch_add(1, Ordering::Relaxed);
                             break End::Close(1009, "Message too big");
                         }
-                        break End::Drop;
-                    }
+                        Some(ProtocolError::NotUtf8) => {
+                            app.stats.invalid_utf8_closes.fetch_add(1, Ordering::Relaxed);
+                            break End::Close(1007, "Invalid frame payload data");
+                        }
+                        None => break End::Drop,
+                    },
                     Some(Ok(Message::Text(text))) => {
                         app.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                         self.lease.activity().touch();
@@ -364,7 +392,7 @@ impl Connection {
                     Some(Ok(Message::Ping(_) | Message::Close(_))) => {}
                 },
                 item = next_outgoing(&mut self.outbox) => match item {
-                    Some(Outgoing::Event { event, text, completes }) => {
+                    Some(Outgoing::Event { event, text, completes, slot: _slot }) => {
                         if send(&app, &mut self.socket, text).await.is_err() {
                             break End::Drop;
                         }
@@ -425,7 +453,10 @@ impl Connection {
                 "heartbeat" => frames::heartbeat_ack(&self.sub),
                 "user_message" | "message" | "chat" | "chat_message" | "start_agent"
                 | "execute_agent" => {
-                    self.start_pipeline(msg.thread_id);
+                    match self.run_slots.clone().try_acquire_owned() {
+                        Ok(slot) => self.start_pipeline(msg.thread_id, slot),
+                        Err(_) => self.waiting_run = Some(msg.thread_id),
+                    }
                     return Ok(());
                 }
                 other => {
@@ -437,7 +468,7 @@ impl Connection {
         send(&app, &mut self.socket, reply).await
     }
 
-    fn start_pipeline(&mut self, thread_id: Option<String>) {
+    fn start_pipeline(&mut self, thread_id: Option<String>, slot: OwnedSemaphorePermit) {
         let app = &self.app;
         let number = self.pipelines;
         self.pipelines += 1;
@@ -467,20 +498,29 @@ impl Connection {
         let shape = app.config.websocket.event_shape;
         let app = app.clone();
         tokio::spawn(async move {
-            if !pipeline::play(steps, shape, ids, tx).await {
+            if !pipeline::play(steps, shape, ids, tx, slot).await {
                 app.stats.pipelines_aborted.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
 }
 
-fn is_too_large(error: &axum::Error) -> bool {
+/// Client mistakes that deserve a close code rather than a silent drop.
+enum ProtocolError {
+    /// A message over `max_message_bytes` (1009).
+    TooLarge,
+    /// A text frame that is not UTF-8 (1007).
+    NotUtf8,
+}
+
+fn protocol_error(error: &axum::Error) -> Option<ProtocolError> {
     use std::error::Error as _;
     use tokio_tungstenite::tungstenite::Error as WsError;
-    matches!(
-        error.source().and_then(|e| e.downcast_ref::<WsError>()),
-        Some(WsError::Capacity(_))
-    )
+    match error.source().and_then(|e| e.downcast_ref::<WsError>()) {
+        Some(WsError::Capacity(_)) => Some(ProtocolError::TooLarge),
+        Some(WsError::Utf8(_)) => Some(ProtocolError::NotUtf8),
+        _ => None,
+    }
 }
 
 /// `GET /ws/test`: no auth; confirms the connection, answers pings, and closes when the client

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::config::EventShape;
 use crate::delay::Delay;
@@ -162,20 +162,26 @@ pub enum Outgoing {
         text: String,
         /// Writing it completes its pipeline.
         completes: bool,
+        /// The run's slot, carried by its last frame and freed once that frame is written.
+        slot: Option<OwnedSemaphorePermit>,
     },
     /// Drop the connection without a close frame.
     Drop,
 }
 
-/// Plays `steps` into `outbox`, building each frame when it is due. Returns false when the
-/// connection ended before the schedule did (the outbox closed).
+/// Plays `steps` into `outbox`, building each frame when it is due; the last frame carries
+/// `slot`. Returns false when the connection ended before the schedule did (the outbox closed).
 pub async fn play(
     steps: Vec<Step>,
     shape: EventShape,
     ids: Arc<RunIds>,
     outbox: mpsc::Sender<Outgoing>,
+    slot: OwnedSemaphorePermit,
 ) -> bool {
-    for step in steps {
+    let mut slot = Some(slot);
+    let count = steps.len();
+    for (i, step) in steps.into_iter().enumerate() {
+        let slot = if i + 1 == count { slot.take() } else { None };
         let item = match step {
             Step::Send {
                 event,
@@ -192,6 +198,7 @@ pub async fn play(
                     event,
                     text,
                     completes: last,
+                    slot,
                 }
             }
             Step::Drop => Outgoing::Drop,
@@ -208,7 +215,12 @@ mod tests {
     use super::*;
     use crate::faults::EventFault;
     use gauntlet_core::units::Rate;
+    use tokio::sync::Semaphore;
     use tokio::time::Instant;
+
+    fn slot() -> OwnedSemaphorePermit {
+        Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
+    }
 
     fn key(pipeline: u64) -> PipelineKey<'static> {
         PipelineKey {
@@ -338,7 +350,7 @@ mod tests {
             });
             let (tx, mut rx) = mpsc::channel(16);
             let start = Instant::now();
-            let task = tokio::spawn(play(steps, EventShape::Flat, ids, tx));
+            let task = tokio::spawn(play(steps, EventShape::Flat, ids, tx, slot()));
             let mut at = Vec::new();
             while let Some(item) = rx.recv().await {
                 let Outgoing::Event { event, text, .. } = item else {
@@ -378,6 +390,6 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel(16);
         drop(rx);
-        assert!(!play(steps, EventShape::Flat, ids, tx).await);
+        assert!(!play(steps, EventShape::Flat, ids, tx, slot()).await);
     }
 }

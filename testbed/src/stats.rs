@@ -123,6 +123,7 @@ pub struct Stats {
     pub keepalive_timeouts: AtomicU64,
     pub send_timeouts: AtomicU64,
     pub too_large_closes: AtomicU64,
+    pub invalid_utf8_closes: AtomicU64,
     faults: [AtomicU64; 13],
     http: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
 }
@@ -206,6 +207,7 @@ impl Stats {
                 keepalive_timeouts: get(&self.keepalive_timeouts),
                 send_timeouts: get(&self.send_timeouts),
                 too_large_closes: get(&self.too_large_closes),
+                invalid_utf8_closes: get(&self.invalid_utf8_closes),
             },
             faults: FaultKind::ALL
                 .iter()
@@ -291,4 +293,6 @@ pub struct FrameStats {
     pub send_timeouts: u64,
     /// Connections closed 1009 for a message over `max_message_bytes`.
     pub too_large_closes: u64,
+    /// Connections closed 1007 for a text frame that is not UTF-8.
+    pub invalid_utf8_closes: u64,
 }

@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 use gauntlet_testbed::config::EventShape;
 use gauntlet_testbed::delay::Delay;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -200,27 +200,8 @@ async fn a_client_that_never_answers_pings_is_closed() {
     // This client never answers the close frame either; do not wait long for it.
     c.websocket.send_timeout = Duration::from_millis(100);
     let tb = start(c).await;
-    let mut tcp = tokio::net::TcpStream::connect(tb.addr()).await.unwrap();
-    let request = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        token("user-1")
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut bytes = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut bytes))
-        .await
-        .expect("server never closed")
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    // The last frame is a close frame (opcode 8) with code 1011.
-    let close_at = bytes
-        .windows(2)
-        .rposition(|w| w[0] == 0x88)
-        .expect("no close frame");
-    let code = u16::from_be_bytes([bytes[close_at + 2], bytes[close_at + 3]]);
-    assert_eq!(code, 1011);
+    let mut tcp = raw_upgrade(&tb, "user-1").await;
+    assert_eq!(read_until_closed(&mut tcp).await, 1011);
     assert_eq!(tb.stats().frames.keepalive_timeouts, 1);
 }
 
@@ -248,4 +229,70 @@ async fn config_file_errors_name_file_line_and_field() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_1007() {
+    let mut c = config();
+    c.websocket.send_timeout = Duration::from_millis(100);
+    let tb = start(c).await;
+    let mut tcp = raw_upgrade(&tb, "user-1").await;
+    tcp.write_all(&masked_text_frame(&[0xff, 0xfe, 0x41]))
+        .await
+        .unwrap();
+    assert_eq!(read_until_closed(&mut tcp).await, 1007);
+    assert_eq!(tb.stats().frames.invalid_utf8_closes, 1);
+}
+
+/// A client that floods agent runs and never reads: the testbed's writes block, the send
+/// timeout ends the connection, and nothing grows without bound meanwhile.
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_by_the_send_timeout() {
+    let mut c = config();
+    c.websocket.send_timeout = Duration::from_millis(200);
+    let tb = start(c).await;
+    let mut tcp = raw_upgrade(&tb, "user-1").await;
+    let frame = masked_text_frame(br#"{"type":"start_agent"}"#);
+    let flood = async {
+        // Bounded: at most 200,000 frames; the server cuts us off long before.
+        for _ in 0..200_000 {
+            if tcp.write_all(&frame).await.is_err() {
+                return true;
+            }
+        }
+        false
+    };
+    let cut_off = tokio::time::timeout(LIMIT, flood)
+        .await
+        .expect("the server never cut the client off");
+    assert!(cut_off, "the server never cut the client off");
+    let stats = tb.stats();
+    assert_eq!(stats.frames.send_timeouts, 1);
+    assert_eq!(stats.connections.closed, 1);
+}
+
+/// More runs than a connection has slots for: reading pauses, nothing is lost.
+#[tokio::test]
+async fn more_runs_than_slots_all_complete() {
+    let tb = start(config()).await;
+    let mut ws = established(&tb, "user-1").await;
+    for _ in 0..40 {
+        send_json(
+            &mut ws,
+            json!({"type": "start_agent", "payload": {"user_request": "x"}}),
+        )
+        .await;
+    }
+    let mut completed = 0;
+    while completed < 40 {
+        if next_json(&mut ws).await["type"] == "agent_completed" {
+            completed += 1;
+        }
+    }
+    let stats = tb.stats();
+    assert_eq!(
+        (stats.pipelines.started, stats.pipelines.completed),
+        (40, 40)
+    );
+    assert!(stats.events_sent.values().all(|n| *n == 40));
 }

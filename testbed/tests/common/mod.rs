@@ -233,3 +233,50 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A raw client: sends the upgrade request by hand and returns the socket with the response
+/// head read. It answers nothing on its own (no pongs, no close replies).
+pub async fn raw_upgrade(tb: &Testbed, sub: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(tb.addr()).await.unwrap();
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        token(sub)
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// A client-to-server text frame (masked with a zero key, so the payload stays readable).
+pub fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads until the server closes the TCP connection; returns the close code of the last close
+/// frame it sent.
+pub async fn read_until_closed(tcp: &mut TcpStream) -> u16 {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut bytes))
+        .await
+        .expect("server never closed")
+        .unwrap();
+    let at = bytes
+        .windows(2)
+        .rposition(|w| w[0] == 0x88)
+        .expect("no close frame");
+    u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])
+}
