@@ -273,66 +273,22 @@ impl Faults {
         fault.map(|f| (f, f.event.unwrap_or(default)))
     }
 
+    /// The user selector of fault `kind`, if it is switched on and has one.
+    pub fn users(&self, kind: FaultKind) -> Option<&UserSelector> {
+        match kind {
+            FaultKind::LatencySpike => self.latency_spike.as_ref()?.users.as_ref(),
+            FaultKind::HttpError => None,
+            kind => match self.connection(kind) {
+                Some(fault) => fault.users.as_ref(),
+                None => self.event(kind)?.0.users.as_ref(),
+            },
+        }
+    }
+
     /// Rules serde cannot express: `(fault name, message)` of the first broken one.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let selectors = [
-            (
-                FaultKind::AuthReject,
-                self.auth_reject.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::UserContext,
-                self.user_context.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::FactoryInit,
-                self.factory_init.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::FactoryCritical,
-                self.factory_critical
-                    .as_ref()
-                    .and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::ServiceNotReady,
-                self.service_not_ready
-                    .as_ref()
-                    .and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::InternalError,
-                self.internal_error.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::OutOfOrder,
-                self.out_of_order.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::MissingEvent,
-                self.missing_event.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::DuplicateEvent,
-                self.duplicate_event.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::IsolationBreach,
-                self.isolation_breach
-                    .as_ref()
-                    .and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::LatencySpike,
-                self.latency_spike.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-            (
-                FaultKind::TcpDrop,
-                self.tcp_drop.as_ref().and_then(|f| f.users.as_ref()),
-            ),
-        ];
-        for (kind, selector) in selectors {
-            if let Some(Err(msg)) = selector.map(UserSelector::check) {
+        for kind in FaultKind::ALL {
+            if let Some(Err(msg)) = self.users(kind).map(UserSelector::check) {
                 return Err((kind.name(), msg));
             }
         }
@@ -446,6 +402,18 @@ mod tests {
         };
         assert_eq!(f.check().unwrap_err().0, "http_error");
         f.http_error = None;
+        f.out_of_order = None;
+        f.latency_spike = Some(SpikeFault {
+            rate: Rate::ONE,
+            users: Some(UserSelector {
+                suffix_mod: Some(0),
+                suffix_rem: vec![0],
+                ..Default::default()
+            }),
+            extra: Duration::from_secs(1),
+        });
+        assert_eq!(f.check().unwrap_err().0, "latency_spike");
+        f.latency_spike = None;
         f.out_of_order = Some(EventFault {
             rate: Rate::ONE,
             users: None,
