@@ -269,7 +269,7 @@ async fn serve_admitted(
         user_connection: admitted.connection,
         pipelines: 0,
         outbox: None,
-        run_slots: Arc::new(Semaphore::new(MAX_RUNS_PER_CONNECTION)),
+        run_slots: None,
         waiting_run: None,
     };
     let hello = frames::confirmation(
@@ -316,17 +316,20 @@ struct Connection {
     pipelines: u64,
     /// Created with the first agent run, so idle connections stay small.
     outbox: Option<(mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>)>,
-    /// Slots for in-flight agent runs.
-    run_slots: Arc<Semaphore>,
+    /// Slots for in-flight agent runs, created with the outbox.
+    run_slots: Option<Arc<Semaphore>>,
     /// A run asked for while every slot was taken (its `thread_id`); reading pauses until a
     /// slot frees.
     waiting_run: Option<Option<String>>,
 }
 
-async fn free_slot(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
-    match slots.clone().acquire_owned().await {
-        Ok(permit) => permit,
-        Err(_) => std::future::pending().await, // the semaphore is never closed
+async fn free_slot(slots: Option<&Arc<Semaphore>>) -> OwnedSemaphorePermit {
+    match slots {
+        Some(slots) => match slots.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => std::future::pending().await, // the semaphore is never closed
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -355,7 +358,7 @@ impl Connection {
         let end = loop {
             tokio::select! {
                 () = app.shutdown.cancelled() => break End::Close(1001, "Server shutting down"),
-                slot = free_slot(&self.run_slots), if self.waiting_run.is_some() => {
+                slot = free_slot(self.run_slots.as_ref()), if self.waiting_run.is_some() => {
                     let thread_id = self.waiting_run.take().flatten();
                     self.start_pipeline(thread_id, slot);
                 }
@@ -453,7 +456,10 @@ impl Connection {
                 "heartbeat" => frames::heartbeat_ack(&self.sub),
                 "user_message" | "message" | "chat" | "chat_message" | "start_agent"
                 | "execute_agent" => {
-                    match self.run_slots.clone().try_acquire_owned() {
+                    let slots = self
+                        .run_slots
+                        .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_RUNS_PER_CONNECTION)));
+                    match slots.clone().try_acquire_owned() {
                         Ok(slot) => self.start_pipeline(msg.thread_id, slot),
                         Err(_) => self.waiting_run = Some(msg.thread_id),
                     }

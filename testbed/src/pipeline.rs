@@ -169,8 +169,8 @@ pub enum Outgoing {
     Drop,
 }
 
-/// Plays `steps` into `outbox`, building each frame when it is due; the last frame carries
-/// `slot`. Returns false when the connection ended before the schedule did (the outbox closed).
+/// Plays `steps` into `outbox`, building each frame when it is due; the run's last event
+/// carries `slot` (a run cut by a drop frees it when this returns). Returns false when the connection ended before the schedule did (the outbox closed).
 pub async fn play(
     steps: Vec<Step>,
     shape: EventShape,
@@ -179,9 +179,7 @@ pub async fn play(
     slot: OwnedSemaphorePermit,
 ) -> bool {
     let mut slot = Some(slot);
-    let count = steps.len();
-    for (i, step) in steps.into_iter().enumerate() {
-        let slot = if i + 1 == count { slot.take() } else { None };
+    for step in steps {
         let item = match step {
             Step::Send {
                 event,
@@ -198,7 +196,7 @@ pub async fn play(
                     event,
                     text,
                     completes: last,
-                    slot,
+                    slot: if last { slot.take() } else { None },
                 }
             }
             Step::Drop => Outgoing::Drop,
