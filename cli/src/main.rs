@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod run;
 mod signals;
 mod testbed;
 
@@ -28,6 +29,10 @@ enum Command {
     /// Run the reference agent-pipeline service with fault injection (the target of demos and
     /// tests).
     Testbed(testbed::Args),
+    /// Run a plan (today in this process, with the worker engine).
+    Run(run::Args),
+    /// Check a plan and report every problem as file:line:col: field: what is wrong.
+    Validate(run::ValidateArgs),
     /// Start an embedded testbed and show what gauntlet checks (the fleet arrives in a later
     /// release; today this starts the testbed and exercises it once).
     Demo(demo::Args),
@@ -35,6 +40,8 @@ enum Command {
 
 /// Exit codes shared by every command.
 pub mod exit {
+    /// Sessions failed (later: thresholds failed).
+    pub const FAILED: u8 = 1;
     /// Invalid input: a bad plan, config or flag.
     pub const USAGE: u8 = 2;
     /// The run itself failed (nothing ran, target unreachable, I/O).
@@ -58,16 +65,19 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Testbed(args) => testbed::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Validate(args) => run::validate(args),
         }
     });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             report(&e);
-            let usage = e
-                .chain()
-                .any(|c| c.is::<gauntlet_core::config_file::ConfigError>())
-                || e.downcast_ref::<testbed::UsageError>().is_some();
+            let usage = e.chain().any(|c| {
+                c.is::<gauntlet_core::config_file::ConfigError>()
+                    || c.is::<gauntlet_core::plan::PlanError>()
+                    || c.is::<gauntlet_worker::CompileError>()
+            }) || e.downcast_ref::<testbed::UsageError>().is_some();
             ExitCode::from(if usage { exit::USAGE } else { exit::RUN_ERROR })
         }
     }

@@ -114,6 +114,58 @@ pub fn locate_key(file: &str, text: &str, table: &str, key: &str, message: Strin
     }
 }
 
+/// Builds a [`Located`] for a problem found after parsing, at the value of `path` (the dotted
+/// form `serde_path_to_error` prints: `scenarios[0].steps[2].ws_expect.timeout`). When the path
+/// runs out before its end, points at the deepest part that exists (best effort).
+pub fn locate_path(file: &str, text: &str, path: &str, message: String) -> Located {
+    let offset = span_of_path(text, path).map(|span| span.start);
+    let (line, col) = offset.map_or((0, 0), |o| line_col(text, o));
+    Located {
+        file: file.to_owned(),
+        line,
+        col,
+        field: path.to_owned(),
+        message,
+    }
+}
+
+/// The byte span of the value at `path` in `text`, or of its deepest existing ancestor.
+fn span_of_path(text: &str, path: &str) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut segments = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            segments.push(Err(key));
+        }
+        while let Some((index, after)) = rest.split_once(']') {
+            if let Ok(i) = index.parse::<usize>() {
+                segments.push(Ok(i));
+            }
+            rest = after.trim_start_matches('[');
+        }
+    }
+    let mut current: Option<&DeValue<'_>> = None;
+    let mut span = root.span();
+    for segment in segments {
+        let next = match (current, segment) {
+            (None, Err(key)) => root
+                .get_ref()
+                .iter()
+                .find(|(k, _)| k.get_ref() == key)
+                .map(|(_, v)| v),
+            (Some(value), Err(key)) => value.get(key),
+            (Some(value), Ok(index)) => value.get(index),
+            (None, Ok(_)) => None,
+        };
+        let Some(next) = next else { break };
+        span = next.span();
+        current = Some(next.get_ref());
+    }
+    Some(span)
+}
+
 fn locate(file: &str, text: &str, field: &str, error: &toml::de::Error) -> Located {
     let (line, col) = match error.span() {
         Some(span) => line_col(text, span.start),
@@ -202,6 +254,15 @@ mod tests {
         let l = locate_key("f", text, "u", "b", "bad".into());
         assert_eq!((l.line, l.field.as_str()), (5, "u.b"));
         assert_eq!(l.to_string(), "f:5:1: u.b: bad");
+    }
+
+    #[test]
+    fn locate_path_walks_tables_and_arrays() {
+        let text = "name = \"x\"\n[[s]]\na = 1\n[[s]]\n[s.k]\nt = \"5x\"\n";
+        let l = locate_path("f", text, "s[1].k.t", "bad".into());
+        assert_eq!((l.line, l.col), (6, 5), "{l}");
+        let l = locate_path("f", text, "s[1].k.missing", "bad".into());
+        assert_eq!(l.line, 5, "{l}");
     }
 
     #[test]

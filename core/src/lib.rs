@@ -5,6 +5,18 @@
 //!   `file:line:col: field: what is wrong`.
 //! - [`units`]: small validated value types (rates in `0..=1`, ...) that reject bad input while
 //!   the file is parsed, so the error still knows where it came from.
+//! - [`plan`]: the plan model (target, auth, load, scenarios and steps, isolation checks,
+//!   classifiers) and its validation.
+//! - [`segment`]: execution segments, a worker's share of VUs and arrivals.
+//! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
+//! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
+//!   snapshot.
+//! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
 
 pub mod config_file;
+pub mod metrics;
+pub mod plan;
+pub mod schedule;
+pub mod segment;
+pub mod template;
 pub mod units;

@@ -1,0 +1,329 @@
+//! What a run measures: latency histograms by metric name, counters, failure patterns and
+//! check results, in one [`Snapshot`] type that merges exactly. A worker's interval deltas, a
+//! fleet's total and a report's numbers are all snapshots.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+/// Significant digits of every latency histogram.
+pub const SIGFIG: u8 = 3;
+/// How many raw samples each failure pattern keeps.
+pub const SAMPLES_PER_PATTERN: usize = 3;
+/// Longest raw sample kept, in bytes.
+pub const SAMPLE_BYTES: usize = 512;
+
+/// A new, empty latency histogram (microseconds, [`SIGFIG`] digits, growing as needed).
+pub fn histogram() -> Histogram<u64> {
+    // 3 significant digits is always a valid precision.
+    Histogram::new(SIGFIG).unwrap_or_else(|_| unreachable!("sigfig 3 is valid"))
+}
+
+/// Event counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Sessions that began.
+    pub sessions_started: u64,
+    /// Sessions that ended with every check passing.
+    pub sessions_passed: u64,
+    /// Sessions that ended with a failure.
+    pub sessions_failed: u64,
+    /// Sessions cut off by the end of the run (neither passed nor failed).
+    pub sessions_interrupted: u64,
+    /// Open model: arrivals that found no free VU.
+    pub dropped_arrivals: u64,
+    /// WebSocket frames sent.
+    pub frames_sent: u64,
+    /// WebSocket frames received.
+    pub frames_received: u64,
+    /// Payload bytes sent (WebSocket frames and HTTP bodies).
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Checks evaluated.
+    pub checks_run: u64,
+    /// Checks that failed.
+    pub checks_failed: u64,
+}
+
+impl Counters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.sessions_started += other.sessions_started;
+        self.sessions_passed += other.sessions_passed;
+        self.sessions_failed += other.sessions_failed;
+        self.sessions_interrupted += other.sessions_interrupted;
+        self.dropped_arrivals += other.dropped_arrivals;
+        self.frames_sent += other.frames_sent;
+        self.frames_received += other.frames_received;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.checks_run += other.checks_run;
+        self.checks_failed += other.checks_failed;
+    }
+}
+
+/// Where and what: the key of a failure pattern.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FailureKey {
+    /// Stable category name (`factory_init_failed`, or a plan classifier's).
+    pub category: String,
+    /// What distinguishes it inside the category (`403`, `1011`, `agent_completed`...).
+    pub detail: String,
+    /// Scenario.
+    pub scenario: String,
+    /// Step.
+    pub step: String,
+}
+
+/// How often a pattern was seen, when, and what it looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureStats {
+    /// Sessions whose primary failure this was.
+    pub count: u64,
+    /// First time seen, ms since the run started.
+    pub first_ms: u64,
+    /// Last time seen, ms since the run started.
+    pub last_ms: u64,
+    /// The first few raw samples (close code + reason, the frame, the response).
+    pub samples: Vec<String>,
+}
+
+impl FailureStats {
+    /// One occurrence at `at_ms`.
+    pub fn one(at_ms: u64, sample: String) -> FailureStats {
+        FailureStats {
+            count: 1,
+            first_ms: at_ms,
+            last_ms: at_ms,
+            samples: vec![truncate(sample)],
+        }
+    }
+
+    /// Adds `other` into `self`, keeping the earliest samples.
+    pub fn add(&mut self, other: &FailureStats) {
+        if other.first_ms < self.first_ms {
+            let mut samples = other.samples.clone();
+            samples.append(&mut self.samples);
+            self.samples = samples;
+        } else {
+            self.samples.extend(other.samples.iter().cloned());
+        }
+        self.samples.truncate(SAMPLES_PER_PATTERN);
+        self.count += other.count;
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+    }
+}
+
+/// Cuts a sample to [`SAMPLE_BYTES`] on a character boundary.
+pub fn truncate(mut sample: String) -> String {
+    if sample.len() > SAMPLE_BYTES {
+        let mut end = SAMPLE_BYTES;
+        while !sample.is_char_boundary(end) {
+            end -= 1;
+        }
+        sample.truncate(end);
+        sample.push('…');
+    }
+    sample
+}
+
+/// Runs and failures of one named check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckStats {
+    /// Times evaluated.
+    pub run: u64,
+    /// Times failed.
+    pub failed: u64,
+}
+
+/// Everything measured over some interval by some set of workers.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Latency histograms (microseconds) by metric name.
+    pub histograms: BTreeMap<String, Histogram<u64>>,
+    /// Counters.
+    pub counters: Counters,
+    /// Failure patterns (each failed session counted once, under its primary failure).
+    pub failures: BTreeMap<FailureKey, FailureStats>,
+    /// Check results by check name (`scenario/step`).
+    pub checks: BTreeMap<String, CheckStats>,
+}
+
+impl Snapshot {
+    /// Adds `other` into `self`: histogram counts add bucket by bucket, so percentiles of the
+    /// sum equal those of one histogram that saw every sample.
+    pub fn merge(&mut self, other: &Snapshot) {
+        for (name, h) in &other.histograms {
+            let mine = self
+                .histograms
+                .entry(name.clone())
+                .or_insert_with(histogram);
+            // Auto-resizing histograms of equal precision always add.
+            let _ = mine.add(h);
+        }
+        self.counters.add(&other.counters);
+        for (key, stats) in &other.failures {
+            match self.failures.get_mut(key) {
+                Some(mine) => mine.add(stats),
+                None => {
+                    self.failures.insert(key.clone(), stats.clone());
+                }
+            }
+        }
+        for (name, c) in &other.checks {
+            let mine = self.checks.entry(name.clone()).or_default();
+            mine.run += c.run;
+            mine.failed += c.failed;
+        }
+    }
+
+    /// Failed sessions by category, most frequent first.
+    pub fn failures_by_category(&self) -> Vec<(String, u64)> {
+        let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+        for (key, stats) in &self.failures {
+            *by.entry(&key.category).or_default() += stats.count;
+        }
+        let mut out: Vec<(String, u64)> = by.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// A plain-text summary for a terminal.
+    pub fn render_summary(&self, elapsed_secs: f64) -> String {
+        let c = &self.counters;
+        let mut out = String::new();
+        let finished = c.sessions_passed + c.sessions_failed;
+        let pass_rate = if finished > 0 {
+            100.0 * c.sessions_passed as f64 / finished as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "sessions: {} started, {} passed, {} failed, {} interrupted ({pass_rate:.1} % passed) in {elapsed_secs:.1} s",
+            c.sessions_started, c.sessions_passed, c.sessions_failed, c.sessions_interrupted
+        );
+        if c.dropped_arrivals > 0 {
+            let _ = writeln!(out, "dropped arrivals (no free VU): {}", c.dropped_arrivals);
+        }
+        let _ = writeln!(
+            out,
+            "frames: {} sent, {} received; bytes: {} sent, {} received; checks: {} run, {} failed",
+            c.frames_sent,
+            c.frames_received,
+            c.bytes_sent,
+            c.bytes_received,
+            c.checks_run,
+            c.checks_failed
+        );
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\nfailures by category:");
+            for (category, count) in self.failures_by_category() {
+                let _ = writeln!(out, "  {category:<28} {count:>8}");
+                for (key, stats) in self.failures.iter().filter(|(k, _)| k.category == category) {
+                    let detail = if key.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", key.detail)
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {}/{}{detail}: {} (first {:.1} s, last {:.1} s) e.g. {}",
+                        key.scenario,
+                        key.step,
+                        stats.count,
+                        stats.first_ms as f64 / 1000.0,
+                        stats.last_ms as f64 / 1000.0,
+                        stats.samples.first().map(String::as_str).unwrap_or("-")
+                    );
+                }
+            }
+        }
+        if !self.histograms.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                "latency (ms)", "count", "p50", "p90", "p99", "max"
+            );
+            for (name, h) in &self.histograms {
+                if h.is_empty() {
+                    continue;
+                }
+                let ms = |v: u64| v as f64 / 1000.0;
+                let _ = writeln!(
+                    out,
+                    "{name:<48} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                    h.len(),
+                    ms(h.value_at_quantile(0.5)),
+                    ms(h.value_at_quantile(0.9)),
+                    ms(h.value_at_quantile(0.99)),
+                    ms(h.max())
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn merged_histograms_equal_one_that_saw_everything() {
+        let mut all = histogram();
+        let mut parts = [
+            Snapshot::default(),
+            Snapshot::default(),
+            Snapshot::default(),
+        ];
+        let mut x = 12345u64;
+        for i in 0..30_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = 1 + (x >> 40) % 5_000_000;
+            all.record(v).unwrap();
+            parts[(i % 3) as usize]
+                .histograms
+                .entry("m".into())
+                .or_insert_with(histogram)
+                .record(v)
+                .unwrap();
+        }
+        let mut total = Snapshot::default();
+        for p in &parts {
+            total.merge(p);
+        }
+        let merged = &total.histograms["m"];
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.value_at_quantile(q),
+                all.value_at_quantile(q),
+                "q={q}"
+            );
+        }
+        assert_eq!(merged.len(), all.len());
+    }
+
+    #[test]
+    fn failure_patterns_keep_earliest_samples() {
+        let mut a = FailureStats::one(50, "late".into());
+        a.add(&FailureStats::one(10, "early".into()));
+        a.add(&FailureStats::one(90, "x".into()));
+        a.add(&FailureStats::one(95, "y".into()));
+        assert_eq!(a.count, 4);
+        assert_eq!((a.first_ms, a.last_ms), (10, 95));
+        assert_eq!(a.samples, vec!["early", "late", "x"]);
+    }
+
+    #[test]
+    fn long_samples_are_cut_on_char_boundaries() {
+        let s = truncate("é".repeat(400));
+        assert!(s.len() <= SAMPLE_BYTES + '…'.len_utf8());
+    }
+}

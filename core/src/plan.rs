@@ -1,0 +1,1485 @@
+//! The plan: what a run does (target, auth, load model, scenarios and their steps, isolation
+//! checks, classifiers), parsed from TOML and validated with every error located at
+//! `file:line:col: field`. `docs/plans.md` documents each field; keep the two in step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config_file::{ConfigError, Located, locate_path, parse};
+use crate::template::{Builtin, Template};
+
+/// A whole plan.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Short name; runs of the same plan are compared by it.
+    pub name: String,
+    /// What the plan is for.
+    #[serde(default)]
+    pub description: String,
+    /// Where to send the load.
+    #[serde(default)]
+    pub target: Target,
+    /// JWT minting; no `[auth]` sends no token.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// How many sessions, how fast.
+    pub load: Load,
+    /// What a session does.
+    #[serde(default)]
+    pub scenarios: Vec<Scenario>,
+    /// Fields of received frames that must belong to this VU.
+    #[serde(default)]
+    pub isolation: Vec<IsolationCheck>,
+    /// Plan-specific failure categories, tried before the built-in ones.
+    #[serde(default)]
+    pub classifiers: Vec<Classifier>,
+}
+
+/// The service under test.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// HTTP base URL (`http://127.0.0.1:8080`); `--target` / `GAUNTLET_TARGET` override it.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// WebSocket URL; by default `base_url` with `ws(s)://` and `ws_path`.
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// Path of the WebSocket endpoint when `ws_url` is derived from `base_url`.
+    #[serde(default = "default_ws_path")]
+    pub ws_path: String,
+    /// Headers sent with every HTTP request and WebSocket upgrade.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS settings for `https://` and `wss://`.
+    #[serde(default)]
+    pub tls: Tls,
+    /// Bound on TCP connect + TLS + upgrade of one connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            base_url: None,
+            ws_url: None,
+            ws_path: default_ws_path(),
+            headers: BTreeMap::new(),
+            tls: Tls::default(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_ws_path() -> String {
+    "/ws".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// TLS options.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Accept any server certificate (staging with self-signed certificates only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Extra CA certificates (PEM) trusted besides the bundled web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// JWT signing algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Algorithm {
+    /// HMAC-SHA256 with a shared secret.
+    #[default]
+    HS256,
+    /// RSA PKCS#1 v1.5 SHA-256 with a PEM private key.
+    RS256,
+    /// ECDSA P-256 SHA-256 with a PEM private key.
+    ES256,
+}
+
+/// Where the token travels on the WebSocket upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// `Authorization: Bearer <jwt>`.
+    #[default]
+    Header,
+    /// A `Sec-WebSocket-Protocol` entry `<prefix><base64url(jwt)>`.
+    Subprotocol,
+    /// `?<query_param>=<jwt>`.
+    Query,
+}
+
+/// When a VU gets a new token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPer {
+    /// A fresh token for every session.
+    #[default]
+    Session,
+    /// One token per VU for the whole run (re-minted when it nears expiry).
+    Vu,
+}
+
+/// JWT minting.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Signing algorithm.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Environment variable holding the HS256 secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the HS256 secret (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the RS256/ES256 private key (PEM).
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// File holding the RS256/ES256 private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Where the token goes on the upgrade.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Query parameter name for `placement = "query"`.
+    #[serde(default = "default_query_param")]
+    pub query_param: String,
+    /// Subprotocol prefix for `placement = "subprotocol"`.
+    #[serde(default = "default_subprotocol_prefix")]
+    pub subprotocol_prefix: String,
+    /// Token lifetime (`exp - iat`).
+    #[serde(default = "default_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// A fresh token per session or per VU.
+    #[serde(default)]
+    pub token_per: TokenPer,
+    /// The JWT subject of subject number `{subject_index}`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// How many distinct subjects the VUs map onto (VU `v` gets subject `v % pool`); unset
+    /// gives every VU its own subject.
+    #[serde(default)]
+    pub subject_pool: Option<u64>,
+    /// Claims; string values are templates. `sub`, `iat`, `exp` and `jti` are added unless set.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Value>,
+}
+
+fn default_query_param() -> String {
+    "token".into()
+}
+fn default_subprotocol_prefix() -> String {
+    "jwt.".into()
+}
+fn default_lifetime() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_subject() -> String {
+    "gauntlet-user-{subject_index}".into()
+}
+
+/// Closed or open load model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// A fixed (or ramping) number of VUs, each running sessions back to back.
+    #[default]
+    Closed,
+    /// Sessions arrive at a rate, whatever the target's speed.
+    Open,
+}
+
+/// One ramp: reach `target` (VUs, or sessions/s in the open model) linearly over `duration`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Length of the ramp.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// Value at the end of the ramp.
+    pub target: f64,
+}
+
+/// A fixed or uniformly random pause.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Pause {
+    /// `"1s"`.
+    Fixed(#[serde(with = "humantime_serde")] Duration),
+    /// `{ min = "1s", max = "3s" }`.
+    Uniform {
+        /// Shortest.
+        #[serde(with = "humantime_serde")]
+        min: Duration,
+        /// Longest.
+        #[serde(with = "humantime_serde")]
+        max: Duration,
+    },
+}
+
+/// How much load, how fast.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// `closed` (VUs) or `open` (arrival rate).
+    #[serde(default)]
+    pub model: Model,
+    /// Closed: VUs (the start value when `stages` ramp).
+    #[serde(default)]
+    pub vus: Option<u64>,
+    /// Closed: sessions per VU, then the VU stops.
+    #[serde(default)]
+    pub iterations: Option<u64>,
+    /// How long new sessions start.
+    #[serde(default, with = "humantime_serde::option")]
+    pub duration: Option<Duration>,
+    /// Ramps of VUs (closed) or of the arrival rate (open), one after the other.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Time sessions still running at the end get to finish before they are interrupted.
+    #[serde(default = "default_graceful_stop", with = "humantime_serde")]
+    pub graceful_stop: Duration,
+    /// Open: sessions per second (the start value when `stages` ramp).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Open: VUs available to run arrivals; an arrival finding none free is dropped (counted).
+    #[serde(default)]
+    pub max_vus: Option<u64>,
+    /// Pause between two sessions of one VU (closed model).
+    #[serde(default)]
+    pub think_time: Option<Pause>,
+}
+
+fn default_graceful_stop() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A named, weighted sequence of steps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name (unique in the plan; used in metric names).
+    pub name: String,
+    /// Relative share of sessions.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Variables rendered at session start (`thread = "t-{vu}-{iteration}"`), usable as
+    /// `{thread}` in later templates.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// What the session does, in order.
+    pub steps: Vec<Step>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// One step. In TOML the table has a single key naming the kind: `{ ws_send = { ... } }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Open the WebSocket.
+    WsConnect(WsConnect),
+    /// Send a frame.
+    WsSend(WsSend),
+    /// Wait for one frame that matches.
+    WsExpect(WsExpect),
+    /// Wait for a whole event sequence.
+    WsExpectSequence(WsExpectSequence),
+    /// WebSocket ping control frame, wait for the pong.
+    WsPing(WsPing),
+    /// Close the WebSocket.
+    WsClose(WsClose),
+    /// One HTTP request.
+    Http(Http),
+    /// Pause.
+    Sleep(Sleep),
+    /// Run nested steps several times.
+    Repeat(Repeat),
+}
+
+impl Step {
+    /// The kind's TOML key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::WsConnect(_) => "ws_connect",
+            Step::WsSend(_) => "ws_send",
+            Step::WsExpect(_) => "ws_expect",
+            Step::WsExpectSequence(_) => "ws_expect_sequence",
+            Step::WsPing(_) => "ws_ping",
+            Step::WsClose(_) => "ws_close",
+            Step::Http(_) => "http",
+            Step::Sleep(_) => "sleep",
+            Step::Repeat(_) => "repeat",
+        }
+    }
+
+    /// The step's own name, if the plan gave one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Step::WsConnect(s) => s.name.as_deref(),
+            Step::WsSend(s) => s.name.as_deref(),
+            Step::WsExpect(s) => s.name.as_deref(),
+            Step::WsExpectSequence(s) => s.name.as_deref(),
+            Step::WsPing(s) => s.name.as_deref(),
+            Step::WsClose(s) => s.name.as_deref(),
+            Step::Http(s) => s.name.as_deref(),
+            Step::Sleep(s) => s.name.as_deref(),
+            Step::Repeat(s) => s.name.as_deref(),
+        }
+    }
+}
+
+/// What a `ws_connect` expects when the server must refuse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectRejection {
+    /// HTTP status of a refused handshake (`403`).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Close code after an accepted upgrade (`1008`).
+    #[serde(default)]
+    pub close_code: Option<u16>,
+}
+
+/// `ws_connect`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConnect {
+    /// Step name (default `ws_connect`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path replacing the target's WebSocket path (`/ws/test`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Query parameters (values are templates).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra upgrade headers (values are templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Send the VU's token (default true when `[auth]` exists).
+    #[serde(default)]
+    pub auth: Option<bool>,
+    /// Frame(s) confirming the connection: any one of them must arrive first.
+    #[serde(default)]
+    pub confirmation: Vec<Matcher>,
+    /// Expect the server to refuse instead of opening.
+    #[serde(default)]
+    pub expect_rejection: Option<ExpectRejection>,
+    /// Bound on the confirmation (or rejection) after the upgrade.
+    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_step_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `ws_send`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSend {
+    /// Step name (default `ws_send`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A JSON frame (string values are templates).
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// A raw text frame (a template).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Name of the instant the frame left, for event latencies (default `send`).
+    #[serde(default)]
+    pub mark: Option<String>,
+}
+
+/// A check on one JSON value, found by JSON pointer (RFC 6901).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matcher {
+    /// Where (`/type`, `/data/event`); `""` is the whole frame.
+    pub pointer: String,
+    /// Equal to this value (strings are templates).
+    #[serde(default)]
+    pub equals: Option<Value>,
+    /// A string matching this regex.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// Present (`true`) or absent (`false`).
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// Equal to one of these.
+    #[serde(default)]
+    pub one_of: Option<Vec<Value>>,
+}
+
+/// `ws_expect`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsExpect {
+    /// Step name (default `ws_expect`, or the expected `type`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Shorthand for a matcher `{ pointer = "/type", equals = ... }`.
+    #[serde(default, rename = "type")]
+    pub frame_type: Option<String>,
+    /// Every matcher must hold.
+    #[serde(default, rename = "match")]
+    pub matchers: Vec<Matcher>,
+    /// Bound on the wait.
+    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Latency is measured from this mark (default: the last `ws_send`).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Variables to capture: `{ run_id = "/run_id" }`.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+}
+
+/// `ws_expect_sequence`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsExpectSequence {
+    /// Step name (default `ws_expect_sequence`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where a frame's event type is.
+    #[serde(default = "default_type_pointer")]
+    pub type_pointer: String,
+    /// Allowed orders; the received types must equal one of them.
+    #[serde(default)]
+    pub orders: Vec<Vec<String>>,
+    /// Or: types that must each arrive exactly once, in any order.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Types skipped entirely (`pong`, `heartbeat`).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Types that end the sequence (default: the last type of each order, or the whole set).
+    #[serde(default)]
+    pub terminal: Vec<String>,
+    /// Types that end the sequence as a failure (`agent_error`, `agent_failed`).
+    #[serde(default)]
+    pub error_types: Vec<String>,
+    /// Bound on the whole sequence.
+    #[serde(default = "default_sequence_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Bound on the wait between two events.
+    #[serde(default, with = "humantime_serde::option")]
+    pub gap_timeout: Option<Duration>,
+    /// Event latencies are measured from this mark (default: the last `ws_send`).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Variables to capture from the first event: `{ run_id = "/run_id" }`.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+}
+
+fn default_type_pointer() -> String {
+    "/type".into()
+}
+fn default_sequence_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// `ws_ping`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsPing {
+    /// Step name (default `ws_ping`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Bound on the pong.
+    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// `ws_close`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsClose {
+    /// Step name (default `ws_close`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Close code sent.
+    #[serde(default = "default_close_code")]
+    pub code: u16,
+    /// Close reason sent.
+    #[serde(default)]
+    pub reason: String,
+    /// Bound on the server's close reply.
+    #[serde(default = "default_close_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_close_code() -> u16 {
+    1000
+}
+fn default_close_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `http`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Step name (default `<METHOD> <path>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path below the base URL, or an absolute URL (a template).
+    pub path: String,
+    /// Extra headers (values are templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Send `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub auth: bool,
+    /// A JSON body (string values are templates).
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// A raw body (a template).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Accepted statuses (default: any 2xx).
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    /// The body must be JSON.
+    #[serde(default)]
+    pub expect_json: bool,
+    /// Checks on the JSON body; each must hold.
+    #[serde(default, rename = "match")]
+    pub matchers: Vec<Matcher>,
+    /// Variables to capture from the JSON body.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+    /// Bound on the whole request.
+    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// `sleep`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sleep {
+    /// Step name (default `sleep`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `"1s"` or `{ min = "1s", max = "2s" }`.
+    pub duration: Pause,
+}
+
+/// `repeat`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// Step name (default `repeat`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How many times.
+    pub count: u32,
+    /// The steps repeated.
+    pub steps: Vec<Step>,
+}
+
+/// A field of received frames that must equal this VU's own value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationCheck {
+    /// Name in reports (default: the pointer).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where (`/user_id`); frames without it are not checked.
+    pub pointer: String,
+    /// The VU's value (a template: `{subject}`, `{thread}`, `{run_id}`); checked once every
+    /// variable it reads is known.
+    pub equals: String,
+}
+
+/// Maps what a failure looked like to a plan-specific category; every condition given must
+/// hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Classifier {
+    /// Category name (`[a-z0-9_]+`).
+    pub category: String,
+    /// WebSocket close code.
+    #[serde(default)]
+    pub close_code: Option<u16>,
+    /// Regex on the close reason.
+    #[serde(default)]
+    pub close_reason: Option<String>,
+    /// `error_code` of an error frame.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Regex on the raw text of the frame that failed the session.
+    #[serde(default)]
+    pub frame_regex: Option<String>,
+    /// HTTP status (of a handshake or an `http` step).
+    #[serde(default)]
+    pub http_status: Option<u16>,
+}
+
+/// Values given on the command line that override the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--target`: replaces `target.base_url`; the WebSocket URL follows it.
+    pub target: Option<String>,
+    /// `--ws-target`: replaces the WebSocket URL on its own.
+    pub ws_target: Option<String>,
+}
+
+/// A plan that failed to load: every problem found, each located.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Unreadable or syntactically / structurally wrong.
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    /// Well-formed but wrong; one line per problem.
+    #[error("{}", .0.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Located>),
+}
+
+impl Plan {
+    /// Reads, parses and validates the plan at `path`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Plan::from_text(&path.display().to_string(), &text, overrides)
+    }
+
+    /// Parses and validates `text`, naming it `file` in errors.
+    pub fn from_text(file: &str, text: &str, overrides: &Overrides) -> Result<Plan, PlanError> {
+        let mut plan: Plan = parse(file, text).map_err(ConfigError::from)?;
+        plan.apply(overrides);
+        let problems = plan.problems();
+        if problems.is_empty() {
+            Ok(plan)
+        } else {
+            Err(PlanError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(path, msg)| locate_path(file, text, &path, msg))
+                    .collect(),
+            ))
+        }
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(target) = &overrides.target {
+            self.target.base_url = Some(target.clone());
+            self.target.ws_url = None;
+        }
+        if let Some(ws) = &overrides.ws_target {
+            self.target.ws_url = Some(ws.clone());
+        }
+    }
+
+    /// The WebSocket URL: `ws_url`, or `base_url` with its scheme mapped and `ws_path`.
+    pub fn ws_url(&self) -> Option<String> {
+        if let Some(url) = &self.target.ws_url {
+            return Some(url.clone());
+        }
+        let base = self.target.base_url.as_deref()?;
+        let (scheme, rest) = base.split_once("://")?;
+        let scheme = match scheme {
+            "https" => "wss",
+            _ => "ws",
+        };
+        Some(format!(
+            "{scheme}://{}{}",
+            rest.trim_end_matches('/'),
+            self.target.ws_path
+        ))
+    }
+
+    /// The closed model's largest VU count, or the open model's VU cap.
+    pub fn max_vus(&self) -> u64 {
+        let load = &self.load;
+        match load.model {
+            Model::Closed => load
+                .stages
+                .iter()
+                .map(|s| s.target.max(0.0).ceil() as u64)
+                .chain(load.vus)
+                .max()
+                .unwrap_or(0),
+            Model::Open => load.max_vus.unwrap_or(0),
+        }
+    }
+
+    /// Every semantic problem as `(path, message)`.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut p = Problems::default();
+        self.check_target(&mut p);
+        if let Some(auth) = &self.auth {
+            check_auth(auth, &mut p);
+        }
+        self.check_load(&mut p);
+        if self.scenarios.is_empty() {
+            p.add(
+                "scenarios",
+                "a plan needs at least one [[scenarios]]".into(),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, scenario) in self.scenarios.iter().enumerate() {
+            let at = format!("scenarios[{i}]");
+            if !names.insert(scenario.name.as_str()) {
+                p.add(
+                    &format!("{at}.name"),
+                    format!("scenario `{}` is defined twice", scenario.name),
+                );
+            }
+            check_name(&scenario.name, &format!("{at}.name"), &mut p);
+            if scenario.weight == 0 && self.scenarios.len() == 1 {
+                p.add(
+                    &format!("{at}.weight"),
+                    "the only scenario needs a weight above 0".into(),
+                );
+            }
+            let mut known: BTreeSet<String> = BTreeSet::new();
+            for (name, value) in &scenario.vars {
+                check_name(name, &format!("{at}.vars.{name}"), &mut p);
+                p.template(value, &format!("{at}.vars.{name}"), &known);
+                known.insert(name.clone());
+            }
+            if scenario.steps.is_empty() {
+                p.add(
+                    &format!("{at}.steps"),
+                    "a scenario needs at least one step".into(),
+                );
+            }
+            let mut ws = WsState::default();
+            check_steps(
+                &scenario.steps,
+                &format!("{at}.steps"),
+                &mut known,
+                &mut ws,
+                &mut p,
+            );
+        }
+        if self.scenarios.iter().all(|s| s.weight == 0) && self.scenarios.len() > 1 {
+            p.add(
+                "scenarios",
+                "every scenario has weight 0: nothing would run".into(),
+            );
+        }
+        for (i, check) in self.isolation.iter().enumerate() {
+            let at = format!("isolation[{i}]");
+            p.pointer(&check.pointer, &format!("{at}.pointer"));
+            // Isolation values may read any scenario variable; unknown ones are checked at run
+            // time (skipped until known), so only the syntax is validated here.
+            if let Err(e) = Template::parse(&check.equals) {
+                p.add(&format!("{at}.equals"), e.0);
+            }
+        }
+        for (i, c) in self.classifiers.iter().enumerate() {
+            let at = format!("classifiers[{i}]");
+            check_name(&c.category, &format!("{at}.category"), &mut p);
+            if c.close_code.is_none()
+                && c.close_reason.is_none()
+                && c.error_code.is_none()
+                && c.frame_regex.is_none()
+                && c.http_status.is_none()
+            {
+                p.add(
+                    &at,
+                    "a classifier needs at least one of close_code, close_reason, error_code, \
+                     frame_regex, http_status"
+                        .into(),
+                );
+            }
+            for (field, re) in [
+                ("close_reason", &c.close_reason),
+                ("frame_regex", &c.frame_regex),
+            ] {
+                if let Some(re) = re {
+                    p.regex(re, &format!("{at}.{field}"));
+                }
+            }
+        }
+        p.0
+    }
+
+    fn check_target(&self, p: &mut Problems) {
+        match &self.target.base_url {
+            None => p.add(
+                "target.base_url",
+                "no target: set target.base_url in the plan, or pass --target / GAUNTLET_TARGET"
+                    .into(),
+            ),
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.add(
+                        "target.base_url",
+                        format!("`{url}` must start with http:// or https://"),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &self.target.ws_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            p.add(
+                "target.ws_url",
+                format!("`{url}` must start with ws:// or wss://"),
+            );
+        }
+        if !self.target.ws_path.starts_with('/') {
+            p.add("target.ws_path", "must start with `/`".into());
+        }
+        for (name, value) in &self.target.headers {
+            p.template(value, &format!("target.headers.{name}"), &BTreeSet::new());
+        }
+        if self.target.connect_timeout.is_zero() {
+            p.add("target.connect_timeout", "must be above 0".into());
+        }
+    }
+
+    fn check_load(&self, p: &mut Problems) {
+        let load = &self.load;
+        for (i, stage) in load.stages.iter().enumerate() {
+            if !(stage.target.is_finite() && stage.target >= 0.0) {
+                p.add(
+                    &format!("load.stages[{i}].target"),
+                    "must be 0 or more".into(),
+                );
+            }
+            if load.model == Model::Closed && stage.target.fract() != 0.0 {
+                p.add(
+                    &format!("load.stages[{i}].target"),
+                    "closed-model stages count VUs: use a whole number".into(),
+                );
+            }
+        }
+        if !load.stages.is_empty() && load.duration.is_some() {
+            p.add(
+                "load.duration",
+                "give either duration or stages (the stages' sum is the duration)".into(),
+            );
+        }
+        if let Some(Pause::Uniform { min, max }) = load.think_time
+            && min > max
+        {
+            p.add("load.think_time", "min is above max".into());
+        }
+        match load.model {
+            Model::Closed => {
+                if load.vus.is_none() && load.stages.is_empty() {
+                    p.add("load.vus", "the closed model needs vus (or stages)".into());
+                }
+                if load.iterations.is_none() && load.duration.is_none() && load.stages.is_empty() {
+                    p.add(
+                        "load",
+                        "the closed model needs iterations, duration or stages to end".into(),
+                    );
+                }
+                if load.iterations == Some(0) {
+                    p.add("load.iterations", "must be at least 1".into());
+                }
+                if self.max_vus() == 0 {
+                    p.add(
+                        "load.vus",
+                        "no VU would ever run: set vus or a stage target above 0".into(),
+                    );
+                }
+                for field in ["rate", "max_vus"] {
+                    let set = match field {
+                        "rate" => load.rate.is_some(),
+                        _ => load.max_vus.is_some(),
+                    };
+                    if set {
+                        p.add(
+                            &format!("load.{field}"),
+                            format!("`{field}` belongs to the open model (model = \"open\")"),
+                        );
+                    }
+                }
+            }
+            Model::Open => {
+                match load.rate {
+                    None if load.stages.is_empty() => {
+                        p.add("load.rate", "the open model needs rate (or stages)".into());
+                    }
+                    Some(r) if !(r.is_finite() && r >= 0.0) => {
+                        p.add("load.rate", "must be 0 or more sessions per second".into());
+                    }
+                    _ => {}
+                }
+                if load.max_vus.unwrap_or(0) == 0 {
+                    p.add(
+                        "load.max_vus",
+                        "the open model needs max_vus of at least 1".into(),
+                    );
+                }
+                if load.duration.is_none() && load.stages.is_empty() {
+                    p.add("load", "the open model needs duration or stages".into());
+                }
+                if load.vus.is_some() {
+                    p.add(
+                        "load.vus",
+                        "the open model sizes its pool with max_vus".into(),
+                    );
+                }
+                if load.iterations.is_some() {
+                    p.add(
+                        "load.iterations",
+                        "`iterations` belongs to the closed model".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_auth(auth: &Auth, p: &mut Problems) {
+    let sources = [
+        ("secret_env", auth.secret_env.is_some()),
+        ("secret_file", auth.secret_file.is_some()),
+        ("key_env", auth.key_env.is_some()),
+        ("key_file", auth.key_file.is_some()),
+    ];
+    let given: Vec<&str> = sources
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(n, _)| *n)
+        .collect();
+    let wanted = match auth.algorithm {
+        Algorithm::HS256 => "secret_env or secret_file",
+        _ => "key_env or key_file",
+    };
+    match given.as_slice() {
+        [] => p.add("auth", format!("{:?} needs {wanted}", auth.algorithm)),
+        [one] => {
+            let is_secret = one.starts_with("secret");
+            if is_secret != (auth.algorithm == Algorithm::HS256) {
+                p.add(
+                    &format!("auth.{one}"),
+                    format!("{:?} reads its key from {wanted}", auth.algorithm),
+                );
+            }
+        }
+        many => p.add(
+            &format!("auth.{}", many[1]),
+            format!("give one key source, not {}", many.join(" and ")),
+        ),
+    }
+    if auth.lifetime.is_zero() {
+        p.add("auth.lifetime", "must be above 0".into());
+    }
+    if auth.subject_pool == Some(0) {
+        p.add("auth.subject_pool", "must be at least 1".into());
+    }
+    let claim_scope: BTreeSet<String> = BTreeSet::new();
+    match Template::parse(&auth.subject) {
+        Err(e) => p.add("auth.subject", e.0),
+        Ok(t) => {
+            if t.builtins()
+                .any(|b| matches!(b, Builtin::Subject | Builtin::Token))
+            {
+                p.add("auth.subject", "cannot use {subject} or {token}".into());
+            }
+            if let Some(v) = t.vars().next() {
+                p.add("auth.subject", format!("unknown placeholder `{{{v}}}`"));
+            }
+        }
+    }
+    for (name, value) in &auth.claims {
+        each_string(value, &mut |s| match Template::parse(s) {
+            Err(e) => p.add(&format!("auth.claims.{name}"), e.0),
+            Ok(t) => {
+                if t.builtins().any(|b| b == Builtin::Token) {
+                    p.add(
+                        &format!("auth.claims.{name}"),
+                        "a claim cannot use {token}".into(),
+                    );
+                }
+                if let Some(v) = t.vars().next() {
+                    p.add(
+                        &format!("auth.claims.{name}"),
+                        format!(
+                            "unknown placeholder `{{{v}}}` (claims are minted before scenario \
+                             variables exist)"
+                        ),
+                    );
+                }
+            }
+        });
+    }
+    let _ = claim_scope;
+}
+
+/// What the validator knows about the WebSocket at a point in a scenario.
+#[derive(Debug, Default, Clone)]
+struct WsState {
+    open: bool,
+    marks: BTreeSet<String>,
+}
+
+fn check_steps(
+    steps: &[Step],
+    at: &str,
+    known: &mut BTreeSet<String>,
+    ws: &mut WsState,
+    p: &mut Problems,
+) {
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{at}[{i}].{}", step.kind());
+        if let Some(name) = step.name() {
+            check_name_loose(name, &format!("{at}.name"), p);
+        }
+        let needs_ws = matches!(
+            step,
+            Step::WsSend(_)
+                | Step::WsExpect(_)
+                | Step::WsExpectSequence(_)
+                | Step::WsPing(_)
+                | Step::WsClose(_)
+        );
+        if needs_ws && !ws.open {
+            p.add(
+                &at,
+                format!(
+                    "`{}` needs an open WebSocket: add a ws_connect step before it",
+                    step.kind()
+                ),
+            );
+        }
+        match step {
+            Step::WsConnect(s) => {
+                if let Some(path) = &s.path
+                    && !path.starts_with('/')
+                {
+                    p.add(&format!("{at}.path"), "must start with `/`".into());
+                }
+                for (k, v) in &s.query {
+                    p.template(v, &format!("{at}.query.{k}"), known);
+                }
+                for (k, v) in &s.headers {
+                    p.template(v, &format!("{at}.headers.{k}"), known);
+                }
+                for (j, m) in s.confirmation.iter().enumerate() {
+                    p.matcher(m, &format!("{at}.confirmation[{j}]"), known);
+                }
+                if let Some(r) = &s.expect_rejection {
+                    if r.status.is_none() && r.close_code.is_none() {
+                        p.add(
+                            &format!("{at}.expect_rejection"),
+                            "give status (handshake) and/or close_code".into(),
+                        );
+                    }
+                    if !s.confirmation.is_empty() {
+                        p.add(
+                            &format!("{at}.confirmation"),
+                            "a connection expected to be rejected has no confirmation".into(),
+                        );
+                    }
+                    ws.open = false;
+                } else {
+                    ws.open = true;
+                }
+                p.nonzero(s.timeout, &format!("{at}.timeout"));
+            }
+            Step::WsSend(s) => {
+                match (&s.json, &s.text) {
+                    (Some(json), None) => each_string(json, &mut |t| {
+                        p.template(t, &format!("{at}.json"), known);
+                    }),
+                    (None, Some(text)) => p.template(text, &format!("{at}.text"), known),
+                    _ => p.add(&at, "give exactly one of json and text".into()),
+                }
+                ws.marks
+                    .insert(s.mark.clone().unwrap_or_else(|| "send".into()));
+            }
+            Step::WsExpect(s) => {
+                if s.frame_type.is_none() && s.matchers.is_empty() {
+                    p.add(&at, "give `type` or at least one `match`".into());
+                }
+                for (j, m) in s.matchers.iter().enumerate() {
+                    p.matcher(m, &format!("{at}.match[{j}]"), known);
+                }
+                p.since(s.since.as_deref(), ws, &format!("{at}.since"));
+                p.nonzero(s.timeout, &format!("{at}.timeout"));
+                p.captures(&s.capture, &format!("{at}.capture"), known);
+            }
+            Step::WsExpectSequence(s) => {
+                p.pointer(&s.type_pointer, &format!("{at}.type_pointer"));
+                match (s.orders.is_empty(), s.set.is_empty()) {
+                    (true, true) => p.add(&at, "give `orders` or `set`".into()),
+                    (false, false) => p.add(&at, "give `orders` or `set`, not both".into()),
+                    _ => {}
+                }
+                for (j, order) in s.orders.iter().enumerate() {
+                    if order.is_empty() {
+                        p.add(
+                            &format!("{at}.orders[{j}]"),
+                            "an order needs at least one type".into(),
+                        );
+                    }
+                }
+                let mut seen = BTreeSet::new();
+                for t in &s.set {
+                    if !seen.insert(t) {
+                        p.add(&format!("{at}.set"), format!("`{t}` is listed twice"));
+                    }
+                }
+                let expected: BTreeSet<&String> = s.orders.iter().flatten().chain(&s.set).collect();
+                for t in s.ignore.iter().chain(&s.error_types) {
+                    if expected.contains(t) {
+                        p.add(
+                            &at,
+                            format!("`{t}` is both expected and in ignore/error_types"),
+                        );
+                    }
+                }
+                for t in &s.terminal {
+                    if !expected.contains(t) {
+                        p.add(
+                            &format!("{at}.terminal"),
+                            format!("`{t}` is not an expected type"),
+                        );
+                    }
+                }
+                p.since(s.since.as_deref(), ws, &format!("{at}.since"));
+                p.nonzero(s.timeout, &format!("{at}.timeout"));
+                if let Some(g) = s.gap_timeout {
+                    p.nonzero(g, &format!("{at}.gap_timeout"));
+                }
+                p.captures(&s.capture, &format!("{at}.capture"), known);
+            }
+            Step::WsPing(s) => p.nonzero(s.timeout, &format!("{at}.timeout")),
+            Step::WsClose(s) => {
+                if !(s.code == 1000
+                    || (3000..=4999).contains(&s.code)
+                    || (1001..=1014).contains(&s.code))
+                {
+                    p.add(
+                        &format!("{at}.code"),
+                        format!("{} is not a close code a client may send", s.code),
+                    );
+                }
+                ws.open = false;
+            }
+            Step::Http(s) => {
+                let method_ok =
+                    !s.method.is_empty() && s.method.chars().all(|c| c.is_ascii_uppercase());
+                if !method_ok {
+                    p.add(
+                        &format!("{at}.method"),
+                        format!("`{}` is not an HTTP method (GET, POST, ...)", s.method),
+                    );
+                }
+                p.template(&s.path, &format!("{at}.path"), known);
+                for (k, v) in &s.headers {
+                    p.template(v, &format!("{at}.headers.{k}"), known);
+                }
+                if s.json.is_some() && s.body.is_some() {
+                    p.add(&at, "give json or body, not both".into());
+                }
+                if let Some(json) = &s.json {
+                    each_string(json, &mut |t| p.template(t, &format!("{at}.json"), known));
+                }
+                if let Some(body) = &s.body {
+                    p.template(body, &format!("{at}.body"), known);
+                }
+                for status in &s.expect_status {
+                    if !(100..=599).contains(status) {
+                        p.add(
+                            &format!("{at}.expect_status"),
+                            format!("{status} is not an HTTP status"),
+                        );
+                    }
+                }
+                for (j, m) in s.matchers.iter().enumerate() {
+                    p.matcher(m, &format!("{at}.match[{j}]"), known);
+                }
+                p.nonzero(s.timeout, &format!("{at}.timeout"));
+                p.captures(&s.capture, &format!("{at}.capture"), known);
+            }
+            Step::Sleep(s) => {
+                if let Pause::Uniform { min, max } = s.duration
+                    && min > max
+                {
+                    p.add(&format!("{at}.duration"), "min is above max".into());
+                }
+            }
+            Step::Repeat(s) => {
+                if s.count == 0 {
+                    p.add(&format!("{at}.count"), "must be at least 1".into());
+                }
+                if s.steps.is_empty() {
+                    p.add(&format!("{at}.steps"), "needs at least one step".into());
+                }
+                let before = ws.clone();
+                check_steps(&s.steps, &format!("{at}.steps"), known, ws, p);
+                if before.open != ws.open && s.count > 1 {
+                    p.add(
+                        &format!("{at}.steps"),
+                        "the repeated steps must leave the WebSocket as they found it (open or closed)".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_name(name: &str, at: &str, p: &mut Problems) {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !ok {
+        p.add(
+            at,
+            format!("`{name}` must be lowercase letters, digits, _ or -"),
+        );
+    }
+}
+
+fn check_name_loose(name: &str, at: &str, p: &mut Problems) {
+    if name.trim().is_empty() || name.contains('\n') {
+        p.add(at, "a name needs visible text on one line".into());
+    }
+}
+
+/// Calls `f` on every string inside `value`.
+pub fn each_string(value: &Value, f: &mut impl FnMut(&str)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().for_each(|v| each_string(v, f)),
+        Value::Object(map) => map.values().for_each(|v| each_string(v, f)),
+        _ => {}
+    }
+}
+
+#[derive(Debug, Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, path: &str, message: String) {
+        self.0.push((path.to_owned(), message));
+    }
+
+    fn nonzero(&mut self, d: Duration, at: &str) {
+        if d.is_zero() {
+            self.add(at, "must be above 0".into());
+        }
+    }
+
+    fn template(&mut self, text: &str, at: &str, known: &BTreeSet<String>) {
+        match Template::parse(text) {
+            Err(e) => self.add(at, e.0),
+            Ok(t) => {
+                for v in t.vars() {
+                    if !known.contains(v) {
+                        self.add(
+                            at,
+                            format!(
+                                "`{{{v}}}` is not a builtin, a scenario variable or a value \
+                                 captured by an earlier step"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn pointer(&mut self, pointer: &str, at: &str) {
+        if !(pointer.is_empty() || pointer.starts_with('/')) {
+            self.add(
+                at,
+                format!("`{pointer}` is not a JSON pointer (start it with `/`)"),
+            );
+        }
+    }
+
+    fn regex(&mut self, re: &str, at: &str) {
+        if let Err(e) = regex::Regex::new(re) {
+            self.add(at, format!("bad regex: {e}"));
+        }
+    }
+
+    fn matcher(&mut self, m: &Matcher, at: &str, known: &BTreeSet<String>) {
+        self.pointer(&m.pointer, &format!("{at}.pointer"));
+        let given = [
+            m.equals.is_some(),
+            m.regex.is_some(),
+            m.exists.is_some(),
+            m.one_of.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
+        if given != 1 {
+            self.add(
+                at,
+                "give exactly one of equals, regex, exists, one_of".into(),
+            );
+        }
+        if let Some(Value::String(s)) = &m.equals {
+            self.template(s, &format!("{at}.equals"), known);
+        }
+        if let Some(re) = &m.regex {
+            self.regex(re, &format!("{at}.regex"));
+        }
+    }
+
+    fn since(&mut self, since: Option<&str>, ws: &WsState, at: &str) {
+        if let Some(mark) = since
+            && !ws.marks.contains(mark)
+        {
+            self.add(at, format!("no earlier ws_send sets mark `{mark}`"));
+        }
+    }
+
+    fn captures(
+        &mut self,
+        capture: &BTreeMap<String, String>,
+        at: &str,
+        known: &mut BTreeSet<String>,
+    ) {
+        for (name, pointer) in capture {
+            let ok =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || Builtin::ALL.iter().any(|(n, _)| n == name) {
+                self.add(
+                    &format!("{at}.{name}"),
+                    format!("`{name}` cannot be a variable name"),
+                );
+            }
+            self.pointer(pointer, &format!("{at}.{name}"));
+            known.insert(name.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+[[scenarios]]
+name = "s"
+steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_expect = { type = "pong" } } ]
+"#;
+
+    fn errors(text: &str) -> Vec<Located> {
+        match Plan::from_text("p.toml", text, &Overrides::default()) {
+            Err(PlanError::Invalid(v)) => v,
+            Err(PlanError::File(ConfigError::Invalid(l))) => vec![l],
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_plan_loads_and_derives_the_ws_url() {
+        let plan = Plan::from_text("p.toml", MINIMAL, &Overrides::default()).unwrap();
+        assert_eq!(plan.ws_url().as_deref(), Some("ws://127.0.0.1:1/ws"));
+        let over = Overrides {
+            target: Some("https://staging.example/".into()),
+            ws_target: None,
+        };
+        let plan = Plan::from_text("p.toml", MINIMAL, &over).unwrap();
+        assert_eq!(plan.ws_url().as_deref(), Some("wss://staging.example/ws"));
+    }
+
+    #[test]
+    fn unknown_step_field_points_at_its_line() {
+        let text = MINIMAL.replace(
+            "{ type = \"pong\" }",
+            "{ type = \"pong\", timout = \"1s\" }",
+        );
+        let e = errors(&text);
+        assert_eq!(e[0].line, 10, "{}", e[0]);
+        assert!(e[0].message.contains("unknown field `timout`"), "{}", e[0]);
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        let text = MINIMAL.replace(
+            "ws_send = { json = { type = \"ping\" } }",
+            "ws_send = { json = { type = \"{nope}\" } }",
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "scenarios[0].steps[1].ws_send.json");
+        assert_eq!(e[0].line, 10);
+        assert!(e[0].message.contains("`{nope}`"), "{}", e[0]);
+    }
+
+    #[test]
+    fn steps_need_an_open_socket_and_captures_flow_forward() {
+        let text = MINIMAL.replace("{ ws_connect = {} }, ", "");
+        let e = errors(&text);
+        assert!(
+            e.iter()
+                .any(|l| l.message.contains("needs an open WebSocket")),
+            "{e:?}"
+        );
+        let text = MINIMAL.replace(
+            "{ ws_expect = { type = \"pong\" } }",
+            "{ ws_expect = { type = \"pong\", capture = { uid = \"/data/user_id\" } } }, { ws_send = { text = \"{uid}\" } }",
+        );
+        Plan::from_text("p.toml", &text, &Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn load_models_are_checked() {
+        let text = MINIMAL.replace("vus = 1\niterations = 1", "model = \"open\"\nrate = 5");
+        let e = errors(&text);
+        let msgs: Vec<&str> = e.iter().map(|l| l.message.as_str()).collect();
+        assert!(msgs.iter().any(|m| m.contains("max_vus")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("needs duration or stages")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn auth_needs_one_matching_key_source() {
+        let text = format!("{MINIMAL}\n[auth]\nalgorithm = \"RS256\"\nsecret_env = \"X\"\n");
+        let e = errors(&text);
+        assert_eq!(e[0].field, "auth.secret_env");
+        assert!(e[0].line > 0);
+    }
+
+    #[test]
+    fn missing_target_says_how_to_set_it() {
+        let text = MINIMAL.replace("[target]\nbase_url = \"http://127.0.0.1:1\"\n", "");
+        let e = errors(&text);
+        assert!(e[0].message.contains("--target"), "{}", e[0]);
+    }
+}

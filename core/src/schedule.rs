@@ -1,0 +1,158 @@
+//! Load shapes over time, as pure functions: how many VUs the closed model wants at `t`, and
+//! when the open model's `k`-th session is due. Engines drive their clocks from these.
+
+use std::time::Duration;
+
+use crate::plan::{Load, Model, Stage};
+
+/// The ramp of a load: a start value and stages (or one flat stage of `duration`).
+#[derive(Debug, Clone)]
+pub struct Ramp {
+    start: f64,
+    stages: Vec<Stage>,
+}
+
+impl Ramp {
+    /// The ramp of `load` (VUs for the closed model, sessions/s for the open one). A load with
+    /// `iterations` and neither duration nor stages has no time bound: `total()` is `None`.
+    pub fn of(load: &Load) -> Ramp {
+        let start = match load.model {
+            Model::Closed => load.vus.unwrap_or(0) as f64,
+            Model::Open => load.rate.unwrap_or(0.0),
+        };
+        let stages = if load.stages.is_empty() {
+            load.duration
+                .map(|duration| {
+                    vec![Stage {
+                        duration,
+                        target: start,
+                    }]
+                })
+                .unwrap_or_default()
+        } else {
+            load.stages.clone()
+        };
+        Ramp { start, stages }
+    }
+
+    /// How long sessions keep starting; `None` when only iterations bound the run.
+    pub fn total(&self) -> Option<Duration> {
+        (!self.stages.is_empty()).then(|| self.stages.iter().map(|s| s.duration).sum())
+    }
+
+    /// The value at `t` (the last stage's target after the end; the start value without
+    /// stages).
+    pub fn value_at(&self, t: Duration) -> f64 {
+        let mut from = self.start;
+        let mut elapsed = Duration::ZERO;
+        for stage in &self.stages {
+            if t < elapsed + stage.duration {
+                let f = (t - elapsed).as_secs_f64() / stage.duration.as_secs_f64();
+                return from + (stage.target - from) * f;
+            }
+            elapsed += stage.duration;
+            from = stage.target;
+        }
+        from
+    }
+
+    /// Closed model: VUs wanted at `t` (VU ids `0..n` run).
+    pub fn vus_at(&self, t: Duration) -> u64 {
+        self.value_at(t).max(0.0).floor() as u64
+    }
+
+    /// Open model: when arrival `k` (0-based) is due, or `None` if the ramp ends first.
+    /// Arrival `k` is due when the integral of the rate reaches `k`.
+    pub fn arrival_time(&self, k: u64) -> Option<Duration> {
+        let k = k as f64;
+        let mut from = self.start;
+        let mut elapsed = 0.0f64;
+        let mut count = 0.0f64;
+        for stage in &self.stages {
+            let d = stage.duration.as_secs_f64();
+            let to = stage.target;
+            let in_stage = (from + to) / 2.0 * d;
+            if k < count + in_stage {
+                let need = k - count;
+                let a = (to - from) / (2.0 * d);
+                let tau = if a.abs() < 1e-12 {
+                    need / from
+                } else {
+                    (-from + (from * from + 4.0 * a * need).max(0.0).sqrt()) / (2.0 * a)
+                };
+                return Some(Duration::from_secs_f64(elapsed + tau.clamp(0.0, d)));
+            }
+            count += in_stage;
+            elapsed += d;
+            from = to;
+        }
+        None
+    }
+
+    /// Open model: arrivals the whole ramp plans (fleet-wide).
+    pub fn planned_arrivals(&self) -> u64 {
+        let mut from = self.start;
+        let mut count = 0.0;
+        for stage in &self.stages {
+            count += (from + stage.target) / 2.0 * stage.duration.as_secs_f64();
+            from = stage.target;
+        }
+        // Arrival k exists when k < count.
+        count.ceil().max(0.0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ramp(start: f64, stages: &[(u64, f64)]) -> Ramp {
+        Ramp {
+            start,
+            stages: stages
+                .iter()
+                .map(|(s, t)| Stage {
+                    duration: Duration::from_secs(*s),
+                    target: *t,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn constant_rate_spaces_arrivals_evenly() {
+        let r = ramp(10.0, &[(2, 10.0)]);
+        assert_eq!(r.arrival_time(0), Some(Duration::ZERO));
+        assert_eq!(r.arrival_time(5), Some(Duration::from_millis(500)));
+        assert_eq!(r.arrival_time(19), Some(Duration::from_millis(1900)));
+        assert_eq!(r.arrival_time(20), None);
+        assert_eq!(r.planned_arrivals(), 20);
+    }
+
+    #[test]
+    fn linear_ramp_integrates_the_rate() {
+        // 0 -> 10/s over 2 s: 10 arrivals; the 5th half-way through the area, at sqrt(2) s.
+        let r = ramp(0.0, &[(2, 10.0), (1, 0.0)]);
+        assert_eq!(r.planned_arrivals(), 15);
+        let t = r.arrival_time(5).unwrap().as_secs_f64();
+        assert!((t - 2f64.sqrt()).abs() < 1e-9, "{t}");
+        let mut last = Duration::ZERO;
+        for k in 0..15 {
+            let t = r.arrival_time(k).unwrap();
+            assert!(t >= last);
+            last = t;
+        }
+        assert_eq!(r.arrival_time(15), None);
+    }
+
+    #[test]
+    fn closed_ramp_counts_vus() {
+        let r = ramp(2.0, &[(10, 12.0), (10, 12.0), (5, 0.0)]);
+        assert_eq!(r.vus_at(Duration::ZERO), 2);
+        assert_eq!(r.vus_at(Duration::from_secs(5)), 7);
+        assert_eq!(r.vus_at(Duration::from_secs(15)), 12);
+        assert_eq!(r.vus_at(Duration::from_secs(30)), 0);
+        assert_eq!(r.total(), Some(Duration::from_secs(25)));
+    }
+}

@@ -1,0 +1,172 @@
+//! JWT minting per virtual user: the key read from the worker's environment or files (never
+//! from the plan), the subject chosen from the pool, claims rendered from templates.
+
+use std::time::Duration;
+
+use gauntlet_core::plan::{Algorithm, Auth, Placement, TokenPer};
+use gauntlet_core::template::Template;
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{Map, Value};
+
+use crate::render::{Context, JsonTemplate, Vars, compile, render, unix_now};
+use crate::rng::Rng;
+
+/// Mints the tokens of one plan.
+pub struct Minter {
+    header: Header,
+    key: EncodingKey,
+    subject: Template,
+    claims: Vec<(String, JsonTemplate)>,
+    lifetime: Duration,
+    pool: Option<u64>,
+    /// Where tokens travel.
+    pub placement: Placement,
+    /// Query parameter for `Placement::Query`.
+    pub query_param: String,
+    /// Subprotocol prefix for `Placement::Subprotocol`.
+    pub subprotocol_prefix: String,
+    /// Fresh per session or per VU.
+    pub token_per: TokenPer,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("alg", &self.header.alg)
+            .field("key", &"<redacted>")
+            .field("subject", &self.subject.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Minter {
+    /// Reads the key and compiles the claims of a validated `[auth]`.
+    pub fn new(auth: &Auth) -> Result<Minter, String> {
+        let read_env = |name: &String| {
+            std::env::var(name)
+                .map_err(|_| format!("auth: environment variable `{name}` is not set"))
+        };
+        let read_file = |path: &std::path::PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))
+        };
+        let material = if let Some(n) = &auth.secret_env {
+            read_env(n)?
+        } else if let Some(p) = &auth.secret_file {
+            read_file(p)?.trim_end_matches(['\n', '\r']).to_owned()
+        } else if let Some(n) = &auth.key_env {
+            read_env(n)?
+        } else if let Some(p) = &auth.key_file {
+            read_file(p)?
+        } else {
+            return Err("auth: no key source".into());
+        };
+        let (alg, key) = match auth.algorithm {
+            Algorithm::HS256 => {
+                if material.is_empty() {
+                    return Err("auth: the HS256 secret is empty".into());
+                }
+                (
+                    jsonwebtoken::Algorithm::HS256,
+                    EncodingKey::from_secret(material.as_bytes()),
+                )
+            }
+            Algorithm::RS256 => (
+                jsonwebtoken::Algorithm::RS256,
+                EncodingKey::from_rsa_pem(material.as_bytes())
+                    .map_err(|e| format!("auth: not an RSA private key in PEM: {e}"))?,
+            ),
+            Algorithm::ES256 => (
+                jsonwebtoken::Algorithm::ES256,
+                EncodingKey::from_ec_pem(material.as_bytes())
+                    .map_err(|e| format!("auth: not a P-256 private key in PEM (PKCS#8): {e}"))?,
+            ),
+        };
+        let claims = auth
+            .claims
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    JsonTemplate::compile(v).map_err(|e| format!("auth.claims.{k}: {e}"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let minter = Minter {
+            header: Header::new(alg),
+            key,
+            subject: compile(&auth.subject).map_err(|e| format!("auth.subject: {e}"))?,
+            claims,
+            lifetime: auth.lifetime,
+            pool: auth.subject_pool,
+            placement: auth.placement,
+            query_param: auth.query_param.clone(),
+            subprotocol_prefix: auth.subprotocol_prefix.clone(),
+            token_per: auth.token_per,
+        };
+        // Sign once now, so a key that cannot sign fails the run before any session.
+        let vars = Vars::default();
+        minter.mint(0, 0, &mut Rng::keyed(&[0]), &vars)?;
+        Ok(minter)
+    }
+
+    /// The subject number of VU `vu`.
+    pub fn subject_index(&self, vu: u64) -> u64 {
+        self.pool.map_or(vu, |p| vu % p)
+    }
+
+    /// The subject of VU `vu`.
+    pub fn subject(&self, vu: u64, rng: &mut Rng) -> String {
+        let vars = Vars::default();
+        let index = self.subject_index(vu);
+        let ctx = Context {
+            vu,
+            iteration: 0,
+            subject: "",
+            subject_index: index,
+            scenario: "",
+            token: "",
+            vars: &vars,
+        };
+        render(&self.subject, &ctx, rng).unwrap_or_default()
+    }
+
+    /// How long a token lives.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// A token for VU `vu` in its session `iteration`.
+    pub fn mint(
+        &self,
+        vu: u64,
+        iteration: u64,
+        rng: &mut Rng,
+        vars: &Vars,
+    ) -> Result<String, String> {
+        let subject = self.subject(vu, rng);
+        let ctx = Context {
+            vu,
+            iteration,
+            subject: &subject,
+            subject_index: self.subject_index(vu),
+            scenario: "",
+            token: "",
+            vars,
+        };
+        let now = unix_now().as_secs();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String(subject.clone()));
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + self.lifetime.as_secs()).into());
+        claims.insert("jti".into(), Value::String(rng.uuid()));
+        for (name, t) in &self.claims {
+            let v = t
+                .render_value(&ctx, rng)
+                .ok_or_else(|| format!("auth.claims.{name}: cannot render"))?;
+            claims.insert(name.clone(), v);
+        }
+        jsonwebtoken::encode(&self.header, &claims, &self.key)
+            .map_err(|e| format!("auth: signing failed: {e}"))
+    }
+}

@@ -1,0 +1,327 @@
+//! The failure taxonomy: turns what a session saw (a close code, an error frame, a refused
+//! handshake, a timeout...) into one stable category name plus a detail, trying the plan's
+//! classifiers first.
+
+use gauntlet_core::plan::Classifier;
+use regex::Regex;
+
+/// What went wrong, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Symptom {
+    /// TCP connection refused (or reset while connecting).
+    ConnectRefused(String),
+    /// The host name did not resolve.
+    Dns(String),
+    /// TLS failed.
+    Tls(String),
+    /// The upgrade was answered with this HTTP status.
+    Handshake {
+        /// Status code.
+        status: u16,
+        /// Response body (may be empty).
+        body: String,
+    },
+    /// The server closed the WebSocket.
+    Close {
+        /// Close code (1005 when the frame had none).
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// The connection ended without a close frame.
+    Reset(String),
+    /// An error frame arrived.
+    ErrorFrame {
+        /// Its `error_code` (`UNKNOWN` when absent).
+        code: String,
+        /// The raw frame.
+        text: String,
+    },
+    /// A wait ended.
+    Timeout(String),
+    /// Events came in an order no rule allows.
+    Sequence(String),
+    /// An expected event never came.
+    MissingEvent(String),
+    /// An event came twice.
+    DuplicateEvent(String),
+    /// A frame carried another user's id.
+    Isolation {
+        /// Which check.
+        check: String,
+        /// The raw frame.
+        text: String,
+    },
+    /// An HTTP step got a status it does not accept.
+    HttpStatus {
+        /// Status code.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+    /// A named check failed.
+    CheckFailed {
+        /// The check.
+        name: String,
+        /// What was seen.
+        sample: String,
+    },
+    /// The peer broke the protocol (bad frame, non-JSON where JSON is needed).
+    Protocol(String),
+}
+
+impl Symptom {
+    /// The raw sample kept with the failure.
+    pub fn sample(&self) -> String {
+        match self {
+            Symptom::ConnectRefused(m) | Symptom::Dns(m) | Symptom::Tls(m) | Symptom::Reset(m) => {
+                m.clone()
+            }
+            Symptom::Handshake { status, body } | Symptom::HttpStatus { status, body } => {
+                format!("HTTP {status} {body}")
+            }
+            Symptom::Close { code, reason } => format!("close {code} \"{reason}\""),
+            Symptom::ErrorFrame { text, .. } | Symptom::Isolation { text, .. } => text.clone(),
+            Symptom::Timeout(m)
+            | Symptom::Sequence(m)
+            | Symptom::MissingEvent(m)
+            | Symptom::DuplicateEvent(m)
+            | Symptom::Protocol(m) => m.clone(),
+            Symptom::CheckFailed { sample, .. } => sample.clone(),
+        }
+    }
+}
+
+/// A plan classifier, compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledClassifier {
+    category: String,
+    close_code: Option<u16>,
+    close_reason: Option<Regex>,
+    error_code: Option<String>,
+    frame_regex: Option<Regex>,
+    http_status: Option<u16>,
+}
+
+impl CompiledClassifier {
+    /// Compiles a validated classifier.
+    pub fn compile(c: &Classifier) -> Result<CompiledClassifier, String> {
+        let re = |r: &Option<String>| {
+            r.as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        Ok(CompiledClassifier {
+            category: c.category.clone(),
+            close_code: c.close_code,
+            close_reason: re(&c.close_reason)?,
+            error_code: c.error_code.clone(),
+            frame_regex: re(&c.frame_regex)?,
+            http_status: c.http_status,
+        })
+    }
+
+    fn matches(&self, s: &Symptom) -> bool {
+        let close = match s {
+            Symptom::Close { code, reason } => Some((*code, reason.as_str())),
+            _ => None,
+        };
+        if let Some(want) = self.close_code
+            && close.map(|c| c.0) != Some(want)
+        {
+            return false;
+        }
+        if let Some(re) = &self.close_reason
+            && !close.is_some_and(|c| re.is_match(c.1))
+        {
+            return false;
+        }
+        if let Some(want) = &self.error_code
+            && !matches!(s, Symptom::ErrorFrame { code, .. } if code == want)
+        {
+            return false;
+        }
+        if let Some(re) = &self.frame_regex {
+            let text = match s {
+                Symptom::ErrorFrame { text, .. } | Symptom::Isolation { text, .. } => text.as_str(),
+                Symptom::CheckFailed { sample, .. } => sample.as_str(),
+                _ => return false,
+            };
+            if !re.is_match(text) {
+                return false;
+            }
+        }
+        if let Some(want) = self.http_status {
+            let status = match s {
+                Symptom::Handshake { status, .. } | Symptom::HttpStatus { status, .. } => {
+                    Some(*status)
+                }
+                _ => None,
+            };
+            if status != Some(want) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `(category, detail)` for `symptom`: the first plan classifier that matches, else the
+/// built-in taxonomy.
+pub fn classify(symptom: &Symptom, classifiers: &[CompiledClassifier]) -> (String, String) {
+    if let Some(c) = classifiers.iter().find(|c| c.matches(symptom)) {
+        return (c.category.clone(), detail(symptom));
+    }
+    let category = match symptom {
+        Symptom::ConnectRefused(_) => "connect_refused",
+        Symptom::Dns(_) => "dns",
+        Symptom::Tls(_) => "tls",
+        Symptom::Handshake {
+            status: 401 | 403, ..
+        } => "auth_rejected",
+        Symptom::Handshake { .. } => "handshake_rejected",
+        Symptom::Close { code: 1008, .. } => "auth_rejected",
+        Symptom::Close { code: 1011, reason } => {
+            let r = reason.to_ascii_lowercase();
+            if r.contains("factory") {
+                "factory_init_failed"
+            } else if r.contains("not ready") {
+                "service_not_ready"
+            } else {
+                "internal_error"
+            }
+        }
+        Symptom::Close { .. } | Symptom::Reset(_) => "unexpected_close",
+        Symptom::ErrorFrame { code, .. } => error_code_category(code),
+        Symptom::Timeout(_) => "timeout",
+        Symptom::Sequence(_) => "sequence_violation",
+        Symptom::MissingEvent(_) => "missing_event",
+        Symptom::DuplicateEvent(_) => "duplicate_event",
+        Symptom::Isolation { .. } => "isolation_breach",
+        Symptom::HttpStatus { .. } => "http_status",
+        Symptom::CheckFailed { .. } => "check_failed",
+        Symptom::Protocol(_) => "protocol_error",
+    };
+    (category.to_owned(), detail(symptom))
+}
+
+fn error_code_category(code: &str) -> &'static str {
+    match code {
+        c if c.starts_with("AUTH") || c == "NO_TOKEN" || c == "VALIDATION_FAILED" => {
+            "auth_rejected"
+        }
+        c if c.starts_with("FACTORY") => "factory_init_failed",
+        "INTERNAL_ERROR" => "internal_error",
+        "SERVICE_NOT_READY" | "SERVICE_UNAVAILABLE" => "service_not_ready",
+        _ => "error_frame",
+    }
+}
+
+fn detail(symptom: &Symptom) -> String {
+    match symptom {
+        Symptom::Handshake { status, .. } | Symptom::HttpStatus { status, .. } => {
+            status.to_string()
+        }
+        Symptom::Close { code, .. } => code.to_string(),
+        Symptom::Reset(_) => "1006".into(),
+        Symptom::ErrorFrame { code, .. } => code.clone(),
+        Symptom::Timeout(what)
+        | Symptom::Sequence(what)
+        | Symptom::MissingEvent(what)
+        | Symptom::DuplicateEvent(what) => what.clone(),
+        Symptom::Isolation { check, .. } => check.clone(),
+        Symptom::CheckFailed { name, .. } => name.clone(),
+        Symptom::ConnectRefused(_) | Symptom::Dns(_) | Symptom::Tls(_) | Symptom::Protocol(_) => {
+            String::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn close(code: u16, reason: &str) -> Symptom {
+        Symptom::Close {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn frame(code: &str, text: &str) -> Symptom {
+        Symptom::ErrorFrame {
+            code: code.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn staging_failure_modes_have_their_categories() {
+        let c = |s: &Symptom| classify(s, &[]).0;
+        assert_eq!(c(&close(1008, "SSOT Auth failed")), "auth_rejected");
+        assert_eq!(
+            c(&close(1011, "Factory SSOT validation failed")),
+            "factory_init_failed"
+        );
+        assert_eq!(
+            c(&close(1011, "Critical factory failure")),
+            "factory_init_failed"
+        );
+        assert_eq!(
+            c(&close(1011, "Service not ready: warming up")),
+            "service_not_ready"
+        );
+        assert_eq!(c(&close(1011, "Internal error")), "internal_error");
+        assert_eq!(c(&close(1001, "going away")), "unexpected_close");
+        assert_eq!(c(&frame("AUTH_REQUIRED", "{}")), "auth_rejected");
+        assert_eq!(c(&frame("NO_TOKEN", "{}")), "auth_rejected");
+        assert_eq!(
+            c(&frame("FACTORY_INIT_FAILED", "{}")),
+            "factory_init_failed"
+        );
+        assert_eq!(c(&frame("FORMAT_ERROR", "{}")), "error_frame");
+        assert_eq!(
+            classify(
+                &Symptom::Handshake {
+                    status: 403,
+                    body: String::new()
+                },
+                &[]
+            ),
+            ("auth_rejected".into(), "403".into())
+        );
+        assert_eq!(
+            classify(
+                &Symptom::Handshake {
+                    status: 502,
+                    body: String::new()
+                },
+                &[]
+            ),
+            ("handshake_rejected".into(), "502".into())
+        );
+    }
+
+    #[test]
+    fn plan_classifiers_come_first_and_need_every_condition() {
+        let user_context = CompiledClassifier::compile(&Classifier {
+            category: "user_context_invalid".into(),
+            close_code: None,
+            close_reason: None,
+            error_code: Some("AUTH_REQUIRED".into()),
+            frame_regex: Some("UserExecutionContext".into()),
+            http_status: None,
+        })
+        .unwrap();
+        let list = [user_context];
+        let hit = frame(
+            "AUTH_REQUIRED",
+            r#"{"details":{"error":"user_context must be a UserExecutionContext instance"}}"#,
+        );
+        assert_eq!(classify(&hit, &list).0, "user_context_invalid");
+        let miss = frame("AUTH_REQUIRED", r#"{"details":{}}"#);
+        assert_eq!(classify(&miss, &list).0, "auth_rejected");
+    }
+}

@@ -1,0 +1,260 @@
+//! The load schedulers: runs a compiled plan's share (an execution segment) with the closed
+//! model (VUs looping sessions, ramped by stages) or the open model (sessions arriving on
+//! schedule, dropped when no VU is free), stops on time or on request with a graceful period,
+//! and streams a [`Snapshot`] delta every interval.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gauntlet_core::metrics::{Counters, Snapshot};
+use gauntlet_core::plan::Model;
+use gauntlet_core::schedule::Ramp;
+use gauntlet_core::segment::ExecutionSegment;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::program::Program;
+use crate::recorder::Collector;
+use crate::rng::Rng;
+use crate::session::{Vu, pause_duration, run_session};
+
+/// How a worker runs its share.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConfig {
+    /// The share of the load.
+    pub segment: ExecutionSegment,
+    /// How often a snapshot delta is sent.
+    pub interval: Duration,
+    /// Seeds VU random sources (think times, scenario picks, UUIDs).
+    pub seed: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            segment: ExecutionSegment::WHOLE,
+            interval: Duration::from_secs(1),
+            seed: 0,
+        }
+    }
+}
+
+/// Closed model: how often a VU above the ramp's current target looks again.
+const RAMP_POLL: Duration = Duration::from_millis(100);
+
+/// Runs `program`'s share and sends snapshot deltas to `out` (the last one after every
+/// session ended). Cancelling `stop` starts no new session and gives running ones the
+/// plan's `graceful_stop`. Returns the run's length.
+pub async fn run(
+    program: Arc<Program>,
+    config: RunConfig,
+    stop: CancellationToken,
+    out: mpsc::Sender<Snapshot>,
+) -> Duration {
+    let started = Instant::now();
+    let collector = Arc::new(Collector::new(
+        program.metric_names.clone(),
+        program.check_names.clone(),
+        started,
+    ));
+    let stopping = stop.child_token();
+    let hard = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let ticker = {
+        let collector = Arc::clone(&collector);
+        let out = out.clone();
+        let done = CancellationToken::new();
+        let guard = done.clone();
+        let handle = tokio::spawn(async move {
+            let mut next = Instant::now() + config.interval;
+            loop {
+                tokio::select! {
+                    _ = guard.cancelled() => break,
+                    _ = sleep_until(next) => {}
+                }
+                next += config.interval;
+                // The receiver gone means nobody wants results any more.
+                if out.send(collector.take()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (done, handle)
+    };
+
+    let ramp = Ramp::of(&program.plan.load);
+    let starts_end = ramp.total().map(|t| started + t);
+    match program.plan.load.model {
+        Model::Closed => {
+            let vus = config.segment.vus(program.plan.max_vus());
+            for id in vus {
+                let vu = Vu::new(&program, id, collector.recorder(id), config.seed);
+                tracker.spawn(closed_vu(
+                    Arc::clone(&program),
+                    vu,
+                    ramp.clone(),
+                    started,
+                    stopping.clone(),
+                    hard.clone(),
+                ));
+            }
+        }
+        Model::Open => {
+            tracker.spawn(open_arrivals(
+                Arc::clone(&program),
+                Arc::clone(&collector),
+                config,
+                ramp.clone(),
+                started,
+                stopping.clone(),
+                hard.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
+    tracker.close();
+
+    // Phase 1: sessions start until the ramp ends, every VU is done, or a stop request.
+    tokio::select! {
+        _ = stopping.cancelled() => {}
+        _ = tracker.wait() => {}
+        _ = async {
+            match starts_end {
+                Some(end) => sleep_until(end).await,
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+    stopping.cancel();
+    // Phase 2: running sessions get the graceful period, then are interrupted.
+    tokio::select! {
+        _ = tracker.wait() => {}
+        _ = sleep(program.plan.load.graceful_stop) => {
+            hard.cancel();
+            tracker.wait().await;
+        }
+    }
+    let (done, handle) = ticker;
+    done.cancel();
+    let _ = handle.await;
+    let _ = out.send(collector.take()).await;
+    started.elapsed()
+}
+
+async fn closed_vu(
+    program: Arc<Program>,
+    mut vu: Vu,
+    ramp: Ramp,
+    started: Instant,
+    stopping: CancellationToken,
+    hard: CancellationToken,
+) {
+    let iterations = program.plan.load.iterations;
+    let think = program.plan.load.think_time;
+    loop {
+        if stopping.is_cancelled() || iterations.is_some_and(|n| vu.iteration >= n) {
+            break;
+        }
+        if ramp.vus_at(started.elapsed()) <= vu.id {
+            tokio::select! {
+                _ = stopping.cancelled() => break,
+                _ = sleep(RAMP_POLL) => continue,
+            }
+        }
+        let scenario = program.pick_scenario(Rng::keyed(&[vu.id, vu.iteration]).next_u64());
+        let origin = Instant::now();
+        let finished = tokio::select! {
+            biased;
+            _ = hard.cancelled() => false,
+            _ = run_session(&program, &mut vu, scenario, origin) => true,
+        };
+        if !finished {
+            vu.rec.counters.sessions_interrupted += 1;
+            break;
+        }
+        if let Some(pause) = &think {
+            let d = pause_duration(pause, &mut vu.rng);
+            tokio::select! {
+                _ = stopping.cancelled() => break,
+                _ = sleep(d) => {}
+            }
+        }
+    }
+    vu.rec.shrink();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_arrivals(
+    program: Arc<Program>,
+    collector: Arc<Collector>,
+    config: RunConfig,
+    ramp: Ramp,
+    started: Instant,
+    stopping: CancellationToken,
+    hard: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let pool = config.segment.vus(program.plan.max_vus());
+    let mut next_new = pool.start;
+    // Idle VUs; a session task puts its VU back when it ends. Bounded by the pool size.
+    let idle: Arc<Mutex<Vec<Vu>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut dropped = 0u64;
+    let mut k = 0u64;
+    while let Some(at) = ramp.arrival_time(k) {
+        let arrival = k;
+        k += 1;
+        if !config.segment.owns_arrival(arrival) {
+            continue;
+        }
+        let due = started + at;
+        tokio::select! {
+            _ = stopping.cancelled() => break,
+            _ = sleep_until(due) => {}
+        }
+        let vu = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let vu = match vu {
+            Some(vu) => vu,
+            None if next_new < pool.end => {
+                next_new += 1;
+                Vu::new(
+                    &program,
+                    next_new - 1,
+                    collector.recorder(next_new - 1),
+                    config.seed,
+                )
+            }
+            None => {
+                dropped += 1;
+                if dropped % 64 == 1 {
+                    tracing::debug!(arrival, dropped, "no free VU: arrival dropped");
+                }
+                collector.add_counters(&Counters {
+                    dropped_arrivals: 1,
+                    ..Counters::default()
+                });
+                continue;
+            }
+        };
+        let program = Arc::clone(&program);
+        let idle = Arc::clone(&idle);
+        let hard = hard.clone();
+        tracker.spawn(async move {
+            let mut vu = vu;
+            let scenario =
+                program.pick_scenario(Rng::keyed(&[vu.id, vu.iteration, arrival]).next_u64());
+            let finished = tokio::select! {
+                biased;
+                _ = hard.cancelled() => false,
+                _ = run_session(&program, &mut vu, scenario, due) => true,
+            };
+            if !finished {
+                vu.rec.counters.sessions_interrupted += 1;
+            }
+            vu.rec.shrink();
+            idle.lock().unwrap_or_else(|p| p.into_inner()).push(vu);
+        });
+    }
+}

@@ -1,0 +1,27 @@
+//! gauntlet-worker: the engine that runs a worker's share of a plan against the target.
+//!
+//! # Layout
+//! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS).
+//! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
+//! - [`session`]: one VU session: WebSocket, HTTP and sleep steps, timing, checks.
+//! - [`sequence`]: whole-conversation checks (orders, sets, missing / duplicate events).
+//! - [`matcher`]: JSON-pointer matchers and captures.
+//! - [`classify`]: the failure taxonomy and the plan's classifiers.
+//! - [`auth`]: JWT minting per VU and the subject pool.
+//! - [`recorder`]: per-VU buffers flushed into sharded histograms; snapshot deltas.
+//! - [`render`]: templates filled from a session's context.
+//! - [`rng`]: a small seedable random source.
+
+pub mod auth;
+pub mod classify;
+pub mod engine;
+pub mod matcher;
+pub mod program;
+pub mod recorder;
+pub mod render;
+pub mod rng;
+pub mod sequence;
+pub mod session;
+
+pub use engine::{RunConfig, run};
+pub use program::{CompileError, Program};
