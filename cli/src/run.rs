@@ -134,6 +134,18 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         println!("\nverdict: error: no session ran to completion");
         return Ok(crate::exit::RUN_ERROR);
     }
+    let unreachable = ["connect_refused", "dns", "tls"];
+    if c.sessions_passed == 0
+        && total
+            .failures
+            .keys()
+            .all(|k| unreachable.contains(&k.category.as_str()))
+    {
+        println!(
+            "\nverdict: error: the target was never reached (every session failed to connect)"
+        );
+        return Ok(crate::exit::RUN_ERROR);
+    }
     if c.sessions_failed > 0 {
         println!(
             "\nverdict: fail: {} of {} sessions failed",

@@ -170,3 +170,56 @@ impl Minter {
             .map_err(|e| format!("auth: signing failed: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    fn auth(toml_text: &str) -> Auth {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn es256_tokens_verify_and_carry_rendered_claims() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let a = auth(&format!(
+            "algorithm = \"ES256\"\nkey_file = \"{dir}/tests/fixtures/ec_private.pem\"\nsubject = \"u-{{subject_index}}\"\nsubject_pool = 3\nclaims = {{ iss = \"me\", vu = \"{{vu}}\", email = \"{{subject}}@x\", n = 7 }}"
+        ));
+        let m = Minter::new(&a).unwrap();
+        let token = m
+            .mint(7, 2, &mut Rng::keyed(&[1]), &Vars::default())
+            .unwrap();
+        let public = std::fs::read(format!("{dir}/tests/fixtures/ec_public.pem")).unwrap();
+        let mut v = Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_issuer(&["me"]);
+        let data =
+            jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_ec_pem(&public).unwrap(), &v)
+                .unwrap();
+        let c = data.claims;
+        assert_eq!(c["sub"], "u-1", "VU 7 maps to subject 7 % 3");
+        assert_eq!(c["vu"], "7");
+        assert_eq!(c["email"], "u-1@x");
+        assert_eq!(c["n"], 7);
+        assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 900);
+        assert!(c["jti"].as_str().unwrap().len() == 36);
+    }
+
+    #[test]
+    fn key_problems_are_named() {
+        let e = Minter::new(&auth("secret_env = \"GAUNTLET_TEST_SURELY_UNSET\"")).unwrap_err();
+        assert!(e.contains("GAUNTLET_TEST_SURELY_UNSET"), "{e}");
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let e = Minter::new(&auth(&format!(
+            "algorithm = \"RS256\"\nkey_file = \"{dir}/tests/fixtures/ec_private.pem\""
+        )))
+        .unwrap_err();
+        assert!(e.contains("not an RSA private key"), "{e}");
+        let e = Minter::new(&auth(
+            "algorithm = \"RS256\"\nkey_file = \"/nonexistent/key.pem\"",
+        ))
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
+    }
+}

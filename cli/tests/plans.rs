@@ -1,0 +1,120 @@
+//! The example plans, run by the real binary against an in-process testbed with its
+//! defaults: each prints a summary and exits 0, except the shared-subjects probe, which must
+//! show factory-init failures and exit 1. Bad plans exit 2 with `file:line:col: field`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use gauntlet_testbed::config::Secret;
+use gauntlet_testbed::{Testbed, TestbedConfig};
+
+const SECRET: &str = "cli-plans-test-secret";
+
+fn plans_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plans")
+}
+
+fn gauntlet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gauntlet"))
+        .args(args)
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("GAUNTLET_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_plan_runs_against_the_testbed_defaults() {
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    let tb = Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let target = tb.http_url();
+    let mut names: Vec<String> = std::fs::read_dir(plans_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in names {
+        let path = plans_dir().join(&name);
+        let path = path.to_str().unwrap().to_owned();
+        let target = target.clone();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            gauntlet(&["run", &path, "--local", "--target", &target])
+        })
+        .await
+        .unwrap();
+        assert!(
+            stdout.contains("sessions:"),
+            "{name}: no summary\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("latency (ms)"),
+            "{name}: no latency table\n{stdout}"
+        );
+        if name == "per-user-limit-shared.toml" {
+            assert_eq!(code, 1, "{name}\n{stdout}\n{stderr}");
+            assert!(stdout.contains("factory_init_failed"), "{name}\n{stdout}");
+        } else {
+            assert_eq!(code, 0, "{name}\n{stdout}\n{stderr}");
+            assert!(stdout.contains(" 0 failed"), "{name}\n{stdout}");
+        }
+    }
+    tb.stop().await.unwrap();
+}
+
+#[test]
+fn a_bad_plan_exits_2_and_points_at_the_field() {
+    let dir = std::env::temp_dir().join(format!("gauntlet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"bad\"\n[target]\nbase_url = \"http://127.0.0.1:1\"\n[load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\nsteps = [\n  { ws_connect = {} },\n  { ws_expect = { type = \"pong\", timeout = \"soon\" } },\n]\n",
+    )
+    .unwrap();
+    let path = bad.to_str().unwrap();
+    for command in ["validate", "run"] {
+        let (code, _, stderr) = gauntlet(&[command, path]);
+        assert_eq!(code, 2, "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{path}:11:44: scenarios[0].steps[1].ws_expect.timeout"
+            )),
+            "{command}: {stderr}"
+        );
+    }
+    let (code, stdout, _) = gauntlet(&[
+        "validate",
+        plans_dir().join("agent-pipeline.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(": ok: plan `agent-pipeline`"), "{stdout}");
+}
+
+#[test]
+fn a_run_where_nothing_can_connect_is_an_error_not_a_pass() {
+    // Port 9 on loopback: nothing listens, every connection is refused.
+    let (code, stdout, _) = gauntlet(&[
+        "run",
+        plans_dir().join("connect-ping.toml").to_str().unwrap(),
+        "--target",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("connect_refused"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: error: the target was never reached"),
+        "{stdout}"
+    );
+}
