@@ -4,23 +4,24 @@
 //! apart. Run: `cargo bench -p gauntlet-testbed --bench testbed` (env knobs in `Knobs`).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[path = "support/echo.rs"]
+mod echo;
+use echo::{ROLE, Server, echo_server, request};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use gauntlet_testbed::config::Secret;
 use gauntlet_testbed::{Testbed, TestbedConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-const ROLE: &str = "GAUNTLET_BENCH_ROLE";
 const SECRET: &str = "bench-secret";
 
 /// Settings, from the environment.
@@ -68,30 +69,6 @@ fn serve(server: impl std::future::Future<Output = ()>) {
         .block_on(server);
 }
 
-/// The bare loop: accept, upgrade, echo every data frame. Same read buffer as the testbed.
-async fn echo_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("{}", listener.local_addr().unwrap().port());
-    loop {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        tokio::spawn(async move {
-            let config = WebSocketConfig::default()
-                .read_buffer_size(4096)
-                .write_buffer_size(0);
-            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
-            else {
-                return;
-            };
-            while let Some(Ok(msg)) = ws.next().await {
-                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
 async fn testbed_server() {
     let mut config = TestbedConfig::default();
     config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
@@ -100,42 +77,6 @@ async fn testbed_server() {
         .unwrap();
     println!("{}", testbed.addr().port());
     std::future::pending::<()>().await;
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn spawn(role: &str) -> Server {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(ROLE, role)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Server {
-            port: line.trim().parse().unwrap(),
-            child,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn token(sub: &str) -> String {
@@ -179,15 +120,6 @@ async fn open(port: u16, sub: &str, testbed: bool) -> Ws {
         );
     }
     ws
-}
-
-/// A 200-byte JSON request, as in the peers' measurements.
-fn request() -> String {
-    let base = r#"{"type":"ping","pad":""}"#;
-    format!(
-        r#"{{"type":"ping","pad":"{}"}}"#,
-        "x".repeat(200 - base.len())
-    )
 }
 
 /// Round trips per second over `conns` connections for `seconds`.

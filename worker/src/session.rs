@@ -8,14 +8,16 @@ use futures_util::{SinkExt, StreamExt};
 use gauntlet_core::metrics::FailureKey;
 use gauntlet_core::plan::{Pause, Placement, TokenPer};
 use serde_json::Value;
+use std::pin::Pin;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout_at};
+
+use tokio::time::{Instant, Sleep, timeout_at};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::classify::{Symptom, classify};
 use crate::matcher::text_at;
@@ -25,7 +27,12 @@ use crate::render::{Context, Vars, render};
 use crate::rng::Rng;
 use crate::sequence::{Seen, Verdict};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A byte stream to the target: plain TCP or TLS, boxed so a session holds a pointer rather
+/// than the largest variant (rustls state is over a kilobyte).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// A virtual user: its identity, credentials and local recorder, kept across sessions.
 #[derive(Debug)]
@@ -76,6 +83,13 @@ pub enum Outcome {
     Failed,
 }
 
+/// Where the session timer rests when nothing is awaited.
+const IDLE_TIMER: Duration = Duration::from_secs(24 * 3600);
+
+async fn close_quietly(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}
+
 /// A failure that ends the session (already recorded as a symptom).
 #[derive(Debug)]
 struct Fatal;
@@ -98,6 +112,8 @@ struct Session<'a> {
     first: Option<(Symptom, String, Instant)>,
     /// The first step's latency counts from here (the open model's intended start).
     origin: Option<Instant>,
+    /// One timer per session for every wait (see [`Session::read`]).
+    timer: Pin<Box<Sleep>>,
 }
 
 /// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
@@ -114,6 +130,7 @@ pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Inst
         first: None,
         origin: Some(origin),
         ws: None,
+        timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
         vu,
     };
     let result = s.start().await;
@@ -122,9 +139,9 @@ pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Inst
         Err(f) => Err(f),
     };
     let _ = result;
-    if let Some(mut ws) = s.ws.take() {
+    if let Some(ws) = s.ws.take() {
         // Close politely without waiting long for the reply; the session's verdict is made.
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        Box::pin(close_quietly(ws)).await;
     }
     let end = Instant::now();
     let vu = s.vu;
@@ -153,7 +170,7 @@ pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Inst
     outcome
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Token and scenario variables for this session.
     async fn start(&mut self) -> Result<(), Fatal> {
         if let Some(minter) = &self.p.minter {
@@ -233,31 +250,73 @@ impl Session<'_> {
         self.origin.take().unwrap_or_else(Instant::now)
     }
 
-    async fn run_steps(&mut self, steps: &[CompiledStep]) -> Result<(), Fatal> {
-        for step in steps {
+    /// Runs `steps` in order; `repeat` nests without recursion (an explicit stack), so a
+    /// repeated step costs no allocation per turn.
+    async fn run_steps(&mut self, steps: &'a [CompiledStep]) -> Result<(), Fatal> {
+        struct Level<'s> {
+            steps: &'s [CompiledStep],
+            next: usize,
+            turns_left: u32,
+            /// The `repeat` step that opened this level, and when it started.
+            opened_by: Option<(&'s CompiledStep, Instant)>,
+        }
+        let mut stack = vec![Level {
+            steps,
+            next: 0,
+            turns_left: 1,
+            opened_by: None,
+        }];
+        while let Some(level) = stack.last_mut() {
+            if level.next == level.steps.len() {
+                level.turns_left = level.turns_left.saturating_sub(1);
+                if level.turns_left > 0 {
+                    level.next = 0;
+                    continue;
+                }
+                if let Some(Level {
+                    opened_by: Some((step, start)),
+                    ..
+                }) = stack.pop()
+                {
+                    self.vu.rec.record(step.metric, start.elapsed());
+                }
+                continue;
+            }
+            let step = &level.steps[level.next];
+            level.next += 1;
             let start = self.step_start();
             match &step.kind {
-                StepKind::Connect { .. } => self.connect(step, start).await?,
-                StepKind::Send { frame, mark } => self.send(step, frame, *mark).await?,
-                StepKind::Expect { .. } => self.expect(step, start).await?,
-                StepKind::Sequence { .. } => self.sequence(step, start).await?,
-                StepKind::Ping { timeout } => self.ping(step, start, *timeout).await?,
+                StepKind::Repeat { count, steps } => {
+                    stack.push(Level {
+                        steps,
+                        next: 0,
+                        turns_left: *count,
+                        opened_by: Some((step, start)),
+                    });
+                    continue;
+                }
+                StepKind::Sleep(pause) => {
+                    let d = pause_duration(pause, &mut self.vu.rng);
+                    if d >= Duration::from_millis(100) {
+                        // A long pause: hand the buffered samples over and free the buffers.
+                        self.vu.rec.shrink();
+                    }
+                    self.timer.as_mut().reset(Instant::now() + d);
+                    self.timer.as_mut().await;
+                    continue;
+                }
+                // Rare, large futures are boxed so an idle session's state stays small.
+                StepKind::Connect { .. } => Box::pin(self.connect(step, start)).await?,
+                StepKind::Http(h) => Box::pin(self.http(step, h)).await?,
                 StepKind::Close {
                     code,
                     reason,
                     timeout,
-                } => self.close(step, *code, reason, *timeout).await?,
-                StepKind::Http(h) => self.http(step, h).await?,
-                StepKind::Sleep(pause) => {
-                    let d = pause_duration(pause, &mut self.vu.rng);
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
-                StepKind::Repeat { count, steps } => {
-                    for _ in 0..*count {
-                        Box::pin(self.run_steps(steps)).await?;
-                    }
-                }
+                } => Box::pin(self.close(step, *code, reason, *timeout)).await?,
+                StepKind::Send { frame, mark } => self.send(step, frame, *mark).await?,
+                StepKind::Expect { .. } => self.expect(step, start).await?,
+                StepKind::Sequence { .. } => Box::pin(self.sequence(step, start)).await?,
+                StepKind::Ping { timeout } => self.ping(step, start, *timeout).await?,
             }
             self.vu.rec.record(step.metric, start.elapsed());
         }
@@ -277,8 +336,8 @@ impl Session<'_> {
         else {
             return Ok(());
         };
-        if let Some(mut old) = self.ws.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), old.close(None)).await;
+        if let Some(old) = self.ws.take() {
+            close_quietly(old).await;
         }
         let mut url = self.p.ws_url.clone();
         if let Some(path) = path {
@@ -486,13 +545,22 @@ impl Session<'_> {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
-        let connector = Connector::Rustls(self.p.tls.clone());
-        let upgrade = tokio_tungstenite::client_async_tls_with_config(
-            request,
-            tcp,
-            Some(self.p.ws_config),
-            Some(connector),
-        );
+        let io: Box<dyn Io> = if url.scheme() == "wss" {
+            let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+                Ok(n) => n,
+                Err(e) => return Err(Symptom::Tls(format!("{host}: {e}"))),
+            };
+            let tls = tokio_rustls::TlsConnector::from(self.p.tls.clone());
+            match timeout_at(deadline, tls.connect(name, tcp)).await {
+                Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
+                Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
+                Ok(Ok(stream)) => Box::new(stream),
+            }
+        } else {
+            Box::new(tcp)
+        };
+        let upgrade =
+            tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
         match timeout_at(deadline, upgrade).await {
             Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
             Ok(Ok((ws, _response))) => Ok(ws),
@@ -518,10 +586,24 @@ impl Session<'_> {
             self.fail(step, Symptom::Protocol("no open WebSocket".into()));
             return Err(Fatal);
         };
+        // The session timer is only moved earlier, never later: a wait with a later deadline
+        // than the armed one lets it fire, checks the real deadline and re-arms. Back-to-back
+        // waits (deadlines that grow) thus touch the timer wheel about once per timeout
+        // period instead of once per frame.
         loop {
-            let next = match timeout_at(deadline, ws.next()).await {
-                Err(_) => return Ok(Read::Timeout),
-                Ok(next) => next,
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            let next = tokio::select! {
+                biased;
+                next = ws.next() => next,
+                _ = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Ok(Read::Timeout);
+                    }
+                    self.timer.as_mut().reset(deadline);
+                    continue;
+                }
             };
             let symptom = match next {
                 Some(Ok(msg)) => {
