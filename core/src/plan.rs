@@ -1174,10 +1174,7 @@ fn check_steps(
             }
             Step::WsPing(s) => p.nonzero(s.timeout, &format!("{at}.timeout")),
             Step::WsClose(s) => {
-                if !(s.code == 1000
-                    || (3000..=4999).contains(&s.code)
-                    || (1001..=1014).contains(&s.code))
-                {
+                if !matches!(s.code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
                     p.add(
                         &format!("{at}.code"),
                         format!("{} is not a close code a client may send", s.code),

@@ -849,7 +849,18 @@ impl<'a> Session<'a> {
                     }
                     break check.verdict(&received);
                 }
-                Seen::Error | Seen::Unexpected => {
+                Seen::Error => {
+                    // An error type ends the run unsuccessfully: an error frame named by its
+                    // `error_code` if it has one, else by its type.
+                    self.vu.rec.check(step.check, false);
+                    let symptom = error_frame(&frame, &text).unwrap_or(Symptom::ErrorFrame {
+                        code: kind,
+                        text: text.to_string(),
+                    });
+                    self.fail(&step.name, symptom);
+                    return Ok(());
+                }
+                Seen::Unexpected => {
                     if let Some(symptom) = error_frame(&frame, &text) {
                         self.vu.rec.check(step.check, false);
                         self.fail(&step.name, symptom);
