@@ -46,7 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let secret = format!("demo-{nonce}");
-    let secret_file = std::env::temp_dir().join(format!("gauntlet-demo-{}-{nonce}.secret", std::process::id()));
+    let secret_file = std::env::temp_dir().join(format!(
+        "gauntlet-demo-{}-{nonce}.secret",
+        std::process::id()
+    ));
     std::fs::write(&secret_file, &secret).context("cannot write the demo's JWT secret file")?;
     let result = demo(&args, &secret, &secret_file).await;
     let _ = std::fs::remove_file(&secret_file);
@@ -66,7 +69,8 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         .iter()
         .enumerate()
         .map(|(i, (knob, _))| {
-            let fault = serde_json::json!({ "rate": 0.2, "users": { "suffix_mod": 4, "suffix_rem": [i] } });
+            let fault =
+                serde_json::json!({ "rate": 0.2, "users": { "suffix_mod": 4, "suffix_rem": [i] } });
             ((*knob).to_owned(), fault)
         })
         .collect();

@@ -13,8 +13,16 @@ fn the_demo_finds_every_injected_fault() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("demo ok: every injected fault was found and classified"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("demo ok: every injected fault was found and classified"),
+        "{stdout}"
+    );
     assert!(stdout.contains("failures by category:"), "{stdout}");
     assert!(!stdout.contains("!="), "{stdout}");
 }
