@@ -243,9 +243,16 @@ impl Snapshot {
             }
         }
         if !self.histograms.is_empty() {
+            let w = self
+                .histograms
+                .keys()
+                .map(|k| k.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max("latency (ms)".len());
             let _ = writeln!(
                 out,
-                "\n{:<48} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                "\n{:<w$} {:>8} {:>10} {:>10} {:>10} {:>10}",
                 "latency (ms)", "count", "p50", "p90", "p99", "max"
             );
             for (name, h) in &self.histograms {
@@ -255,7 +262,7 @@ impl Snapshot {
                 let ms = |v: u64| v as f64 / 1000.0;
                 let _ = writeln!(
                     out,
-                    "{name:<48} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                    "{name:<w$} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
                     h.len(),
                     ms(h.value_at_quantile(0.5)),
                     ms(h.value_at_quantile(0.9)),

@@ -294,3 +294,29 @@ steps = [ {{ ws_connect = {{ auth = false, expect_rejection = {{ close_code = 10
     let s = run(plan(&tb, &text)).await;
     assert_eq!(category(&s, "check_failed"), 4, "{:#?}", s.failures);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_steps_carry_the_token_and_captures_flow_into_later_frames() {
+    let tb = start(config()).await;
+    let text = format!(
+        r#"name = "capture"
+{}
+[load]
+vus = 3
+iterations = 2
+[[scenarios]]
+name = "flow"
+steps = [
+  {{ http = {{ path = "/api/messages", auth = true, match = [{{ pointer = "/user_id", equals = "{{subject}}" }}], capture = {{ uid = "/user_id" }} }} }},
+  {{ ws_connect = {{}} }},
+  {{ ws_send = {{ json = {{ type = "hello-{{uid}}" }} }} }},
+  {{ ws_expect = {{ type = "ack", match = [{{ pointer = "/received_type", equals = "hello-{{uid}}" }}] }} }},
+]
+"#,
+        auth("capture", "")
+    );
+    let s = run(plan(&tb, &text)).await;
+    assert_eq!(s.counters.sessions_passed, 6, "{:#?}", s.failures);
+    assert_eq!(tb.stats().http["/api/messages"][&200], 6);
+    assert_eq!(s.checks["flow/GET /api/messages"].run, 6);
+}

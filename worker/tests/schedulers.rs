@@ -210,3 +210,27 @@ async fn the_open_models_p99_includes_a_stall_the_closed_loop_hides() {
         "the closed loop records the stall once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn scenarios_share_sessions_by_weight() {
+    let text = r#"name = "weights"
+[target]
+base_url = "http://127.0.0.1:9"
+[load]
+vus = 10
+iterations = 40
+[[scenarios]]
+name = "heavy"
+weight = 3
+steps = [ { sleep = { duration = "1s" } } ]
+[[scenarios]]
+name = "light"
+weight = 1
+steps = [ { sleep = { duration = "1s" } } ]
+"#;
+    let s = run(Plan::from_text("weights.toml", text, &Overrides::default()).unwrap()).await;
+    let heavy = s.histograms["session.heavy"].len();
+    let light = s.histograms["session.light"].len();
+    assert_eq!(heavy + light, 400);
+    assert!((255..=345).contains(&heavy), "heavy {heavy}, light {light}");
+}
