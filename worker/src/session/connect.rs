@@ -1,0 +1,237 @@
+//! `ws_connect`: DNS, TCP, TLS for `wss://`, the upgrade with the VU's token, and the
+//! confirmation frame or the expected rejection.
+
+use gauntlet_core::plan::Placement;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+
+use super::{Fatal, Io, Read, Session, Want, Ws, close_quietly, unrendered};
+use crate::classify::Symptom;
+use crate::program::{CompiledStep, StepKind};
+
+impl Session<'_> {
+    pub(super) async fn connect(
+        &mut self,
+        step: &CompiledStep,
+        start: Instant,
+    ) -> Result<(), Fatal> {
+        let StepKind::Connect {
+            path,
+            query,
+            headers,
+            auth,
+            confirmation,
+            rejection,
+            timeout,
+        } = &step.kind
+        else {
+            return Ok(());
+        };
+        if let Some(old) = self.ws.take() {
+            close_quietly(old).await;
+        }
+        let mut url = self.p.ws_url.clone();
+        if let Some(path) = path {
+            url.set_path(path);
+        }
+        let use_token = *auth && self.p.minter.is_some();
+        {
+            let mut pairs = Vec::new();
+            for (k, t) in query {
+                match self.render(t) {
+                    Some(v) => pairs.push((k.clone(), v)),
+                    None => {
+                        self.fail(&step.name, unrendered(k));
+                        return Err(Fatal);
+                    }
+                }
+            }
+            if use_token
+                && let Some(m) = &self.p.minter
+                && m.placement == Placement::Query
+            {
+                pairs.push((m.query_param.clone(), self.token.clone()));
+            }
+            if !pairs.is_empty() {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in &pairs {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        let mut request = match url.as_str().into_client_request() {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(
+                    &step.name,
+                    Symptom::Protocol(format!("bad WebSocket URL {url}: {e}")),
+                );
+                return Err(Fatal);
+            }
+        };
+        let mut all_headers = Vec::new();
+        for (k, t) in self.p.headers.iter().chain(headers) {
+            match self.render(t) {
+                Some(v) => all_headers.push((k.clone(), v)),
+                None => {
+                    self.fail(&step.name, unrendered(k));
+                    return Err(Fatal);
+                }
+            }
+        }
+        if use_token && let Some(m) = &self.p.minter {
+            match m.placement {
+                Placement::Header => {
+                    all_headers.push(("Authorization".into(), format!("Bearer {}", self.token)))
+                }
+                Placement::Subprotocol => {
+                    use base64::Engine as _;
+                    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(self.token.as_bytes());
+                    all_headers.push((
+                        "Sec-WebSocket-Protocol".into(),
+                        format!("{}{b64}", m.subprotocol_prefix),
+                    ));
+                }
+                Placement::Query => {}
+            }
+        }
+        for (k, v) in all_headers {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                (Ok(k), Ok(v)) => {
+                    request.headers_mut().insert(k, v);
+                }
+                _ => {
+                    self.fail(
+                        &step.name,
+                        Symptom::Protocol(format!("header `{k}` is not a valid HTTP header")),
+                    );
+                    return Err(Fatal);
+                }
+            }
+        }
+        let deadline = Instant::now() + self.p.plan.target.connect_timeout;
+        let ws = match self.handshake(&url, request, deadline).await {
+            Ok(ws) => ws,
+            Err(symptom) => {
+                if let (Some(r), Symptom::Handshake { status, .. }) = (rejection, &symptom)
+                    && r.status.is_none_or(|want| want == *status)
+                    && r.status.is_some()
+                {
+                    self.vu.rec.check(step.check, true);
+                    return Ok(());
+                }
+                if rejection.is_some() {
+                    self.vu.rec.check(step.check, false);
+                }
+                self.fail(&step.name, symptom);
+                return Err(Fatal);
+            }
+        };
+        self.vu.rec.record(self.p.m_handshake, start.elapsed());
+        self.ws = Some(ws);
+        let deadline = Instant::now() + *timeout;
+        if let Some(r) = rejection {
+            // The upgrade was accepted: the server must now close with the expected code.
+            let passed = loop {
+                match self.read(deadline, &step.name, true).await {
+                    Ok(Read::Text(_) | Read::Pong) => continue,
+                    Ok(Read::Timeout) => break false,
+                    Err(Fatal) => {
+                        let closed_as_expected = matches!(
+                            &self.first,
+                            Some((Symptom::Close { code, .. }, _, _)) if r.close_code == Some(*code)
+                        );
+                        if closed_as_expected {
+                            self.first = None;
+                        }
+                        break closed_as_expected;
+                    }
+                }
+            };
+            self.ws = None;
+            self.vu.rec.check(step.check, passed);
+            if !passed {
+                self.fail(
+                    &step.name,
+                    Symptom::CheckFailed {
+                        name: format!("{}: expected rejection", step.name),
+                        sample: "the connection stayed open".into(),
+                    },
+                );
+                return Err(Fatal);
+            }
+            return Ok(());
+        }
+        if confirmation.is_empty() {
+            return Ok(());
+        }
+        self.wait_for(step, deadline, confirmation, Want::Any, "confirmation")
+            .await?;
+        self.vu.rec.record(self.p.m_confirmation, start.elapsed());
+        Ok(())
+    }
+
+    async fn handshake(
+        &mut self,
+        url: &url::Url,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        deadline: Instant,
+    ) -> Result<Ws, Symptom> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await
+        {
+            Err(_) => return Err(Symptom::Timeout(format!("resolving {host}"))),
+            Ok(Err(e)) => return Err(Symptom::Dns(format!("{host}: {e}"))),
+            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+        };
+        let Some(addr) = addrs.first().copied() else {
+            return Err(Symptom::Dns(format!("{host}: no address")));
+        };
+        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(Symptom::Timeout(format!("TCP connect to {addr}"))),
+            Ok(Err(e)) => return Err(Symptom::ConnectRefused(format!("{addr}: {e}"))),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if url.scheme() == "wss" {
+            let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+                Ok(n) => n,
+                Err(e) => return Err(Symptom::Tls(format!("{host}: {e}"))),
+            };
+            let tls = tokio_rustls::TlsConnector::from(self.p.tls.clone());
+            match timeout_at(deadline, tls.connect(name, tcp)).await {
+                Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
+                Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
+                Ok(Ok(stream)) => Box::new(stream),
+            }
+        } else {
+            Box::new(tcp)
+        };
+        let upgrade =
+            tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
+        match timeout_at(deadline, upgrade).await {
+            Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
+            Ok(Ok((ws, _response))) => Ok(ws),
+            Ok(Err(WsError::Http(response))) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(Symptom::Handshake { status, body })
+            }
+            Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
+            Ok(Err(WsError::Io(e))) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
+            Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The conversation steps on an open WebSocket: `ws_send`, `ws_expect`,
+//! `ws_expect_sequence`, `ws_ping` and `ws_close`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::{Fatal, Read, Session, Want, describe, error_frame, unrendered};
+use crate::classify::Symptom;
+use crate::program::{CompiledStep, Frame, StepKind};
+use crate::sequence::{Seen, Verdict};
+
+impl Session<'_> {
+    pub(super) async fn send(
+        &mut self,
+        step: &CompiledStep,
+        frame: &Frame,
+        mark: usize,
+    ) -> Result<(), Fatal> {
+        let text: Option<Utf8Bytes> = match frame {
+            Frame::Json(t) => self.with_ctx(|ctx, rng| t.render_text(ctx, rng)),
+            Frame::Text(t) => self.render(t).map(Utf8Bytes::from),
+        };
+        let Some(text) = text else {
+            self.fail(&step.name, unrendered("frame"));
+            return Err(Fatal);
+        };
+        let len = text.len() as u64;
+        let Some(ws) = self.ws.as_mut() else {
+            self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
+            return Err(Fatal);
+        };
+        if let Err(e) = ws.send(Message::Text(text)).await {
+            self.ws = None;
+            self.fail(&step.name, Symptom::Reset(format!("send failed: {e}")));
+            return Err(Fatal);
+        }
+        let now = Instant::now();
+        self.marks[mark] = Some(now);
+        self.last_send = Some(now);
+        self.vu.rec.counters.frames_sent += 1;
+        self.vu.rec.counters.bytes_sent += len;
+        Ok(())
+    }
+
+    pub(super) async fn expect(
+        &mut self,
+        step: &CompiledStep,
+        start: Instant,
+    ) -> Result<(), Fatal> {
+        let StepKind::Expect {
+            matchers,
+            timeout,
+            since,
+            capture,
+            event_metric,
+        } = &step.kind
+        else {
+            return Ok(());
+        };
+        let frame = self
+            .wait_for(
+                step,
+                start + *timeout,
+                matchers,
+                Want::All,
+                &describe(matchers),
+            )
+            .await?;
+        let from = self.since(*since, start);
+        self.vu.rec.record(*event_metric, from.elapsed());
+        self.capture(step, capture, &frame);
+        Ok(())
+    }
+
+    pub(super) async fn sequence(
+        &mut self,
+        step: &CompiledStep,
+        start: Instant,
+    ) -> Result<(), Fatal> {
+        let StepKind::Sequence {
+            check,
+            type_pointer,
+            timeout,
+            gap_timeout,
+            since,
+            capture,
+            event_metrics,
+        } = &step.kind
+        else {
+            return Ok(());
+        };
+        let whole = start + *timeout;
+        let from = self.since(*since, start);
+        let mut received: Vec<usize> = Vec::with_capacity(check.types.len() + 2);
+        let mut captured = false;
+        let verdict = loop {
+            let deadline = match gap_timeout {
+                Some(g) => whole.min(Instant::now() + *g),
+                None => whole,
+            };
+            let text = match self.read(deadline, &step.name, false).await {
+                Err(Fatal) => {
+                    self.vu.rec.check(step.check, false);
+                    return Err(Fatal);
+                }
+                Ok(Read::Pong) => continue,
+                Ok(Read::Timeout) => break check.verdict_on_timeout(&received),
+                Ok(Read::Text(text)) => text,
+            };
+            let Some(frame) = self.inspect(&text) else {
+                continue;
+            };
+            let Some(kind) = frame
+                .pointer(type_pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            else {
+                if let Some(symptom) = error_frame(&frame, &text) {
+                    self.vu.rec.check(step.check, false);
+                    self.fail(&step.name, symptom);
+                    return Err(Fatal);
+                }
+                continue;
+            };
+            match check.on_type(&kind, &mut received) {
+                Seen::Ignored => continue,
+                Seen::Expected { index, first } => {
+                    if first {
+                        self.vu.rec.record(event_metrics[index], from.elapsed());
+                    }
+                    if !captured {
+                        captured = true;
+                        self.capture(step, capture, &frame);
+                    }
+                }
+                Seen::Ended => {
+                    if let Some(&index) = received.last()
+                        && received.iter().filter(|t| **t == index).count() == 1
+                    {
+                        self.vu.rec.record(event_metrics[index], from.elapsed());
+                    }
+                    if !captured {
+                        self.capture(step, capture, &frame);
+                    }
+                    break check.verdict(&received);
+                }
+                Seen::Error => {
+                    // An error type ends the run unsuccessfully: an error frame named by its
+                    // `error_code` if it has one, else by its type.
+                    self.vu.rec.check(step.check, false);
+                    let symptom = error_frame(&frame, &text).unwrap_or(Symptom::ErrorFrame {
+                        code: kind,
+                        text: text.to_string(),
+                    });
+                    self.fail(&step.name, symptom);
+                    return Ok(());
+                }
+                Seen::Unexpected => {
+                    if let Some(symptom) = error_frame(&frame, &text) {
+                        self.vu.rec.check(step.check, false);
+                        self.fail(&step.name, symptom);
+                        return Err(Fatal);
+                    }
+                    break Verdict::Violation(format!("unexpected `{kind}`"));
+                }
+            }
+        };
+        let symptom = match verdict {
+            Verdict::Pass => None,
+            Verdict::Missing(t) => Some(Symptom::MissingEvent(t)),
+            Verdict::Duplicate(t) => Some(Symptom::DuplicateEvent(t)),
+            Verdict::Violation(what) => Some(Symptom::Sequence(what)),
+            Verdict::Timeout(what) => Some(Symptom::Timeout(format!("{}: {what}", step.name))),
+        };
+        self.vu.rec.check(step.check, symptom.is_none());
+        match symptom {
+            None => Ok(()),
+            Some(s @ Symptom::Timeout(_)) => {
+                self.fail(&step.name, s);
+                Err(Fatal)
+            }
+            Some(s) => {
+                // The conversation was wrong but the socket is fine: go on with the next steps.
+                self.fail(&step.name, s);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn ping(
+        &mut self,
+        step: &CompiledStep,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<(), Fatal> {
+        let Some(ws) = self.ws.as_mut() else {
+            self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
+            return Err(Fatal);
+        };
+        if let Err(e) = ws.send(Message::Ping(vec![0x67; 8].into())).await {
+            self.ws = None;
+            self.fail(&step.name, Symptom::Reset(format!("ping failed: {e}")));
+            return Err(Fatal);
+        }
+        self.vu.rec.counters.frames_sent += 1;
+        let deadline = start + timeout;
+        loop {
+            match self.read(deadline, &step.name, false).await? {
+                Read::Pong => {
+                    self.vu.rec.check(step.check, true);
+                    return Ok(());
+                }
+                Read::Text(text) => {
+                    let _ = self.inspect(&text);
+                }
+                Read::Timeout => {
+                    self.vu.rec.check(step.check, false);
+                    self.fail(&step.name, Symptom::Timeout(format!("{}: pong", step.name)));
+                    return Err(Fatal);
+                }
+            }
+        }
+    }
+
+    pub(super) async fn close(
+        &mut self,
+        step: &CompiledStep,
+        code: u16,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<(), Fatal> {
+        let Some(mut ws) = self.ws.take() else {
+            return Ok(());
+        };
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_owned().into(),
+        };
+        let closed = tokio::time::timeout(timeout, async {
+            ws.close(Some(frame)).await.ok()?;
+            // Drain until the server's reply ends the stream.
+            while let Some(Ok(_)) = ws.next().await {}
+            Some(())
+        })
+        .await;
+        if !matches!(closed, Ok(Some(()))) {
+            self.fail(
+                &step.name,
+                Symptom::Timeout(format!("{}: close reply", step.name)),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,521 @@
+//! One session: a VU runs one scenario's steps against the target, times each of them, checks
+//! every frame (expectations, sequences, isolation) and ends passed, or failed with exactly
+//! one primary failure (its first) while every check result is still counted.
+//!
+//! # Layout
+//! - this file: the VU, the session's life (token, variables, the step loop), reading frames
+//!   with one reusable timer, isolation checks, waiting for a matching frame;
+//! - [`connect`]: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
+//! - [`conversation`]: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
+//! - [`http`]: the `http` step.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gauntlet_core::metrics::FailureKey;
+use gauntlet_core::plan::{Pause, TokenPer};
+use serde_json::Value;
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use crate::classify::{Symptom, classify};
+use crate::matcher::{CompiledMatcher, text_at};
+use crate::program::{CompiledScenario, CompiledStep, Program, StepKind};
+use crate::recorder::VuRecorder;
+use crate::render::{Context, Vars, render};
+use crate::rng::Rng;
+
+/// A byte stream to the target: plain TCP or TLS, boxed so a session holds a pointer rather
+/// than the largest variant (rustls state is over a kilobyte).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+mod connect;
+mod conversation;
+mod http;
+
+/// A virtual user: its identity, credentials and local recorder, kept across sessions.
+#[derive(Debug)]
+pub struct Vu {
+    /// Fleet-unique id.
+    pub id: u64,
+    /// Sessions run so far.
+    pub iteration: u64,
+    /// JWT subject.
+    pub subject: String,
+    /// Subject number.
+    pub subject_index: u64,
+    /// Random source.
+    pub rng: Rng,
+    /// Measurements.
+    pub rec: VuRecorder,
+    token: Option<(String, Instant)>,
+    vars: Vars,
+}
+
+impl Vu {
+    /// VU `id` of `program`.
+    pub fn new(program: &Program, id: u64, rec: VuRecorder, seed: u64) -> Vu {
+        let mut rng = Rng::keyed(&[seed, id]);
+        let (subject, subject_index) = match &program.minter {
+            Some(m) => (m.subject(id, &mut rng), m.subject_index(id)),
+            None => (format!("vu-{id}"), id),
+        };
+        Vu {
+            id,
+            iteration: 0,
+            subject,
+            subject_index,
+            rng,
+            rec,
+            token: None,
+            vars: Vars::default(),
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed.
+    Passed,
+    /// It failed (its primary failure is recorded).
+    Failed,
+}
+
+/// Where the session timer rests when nothing is awaited.
+const IDLE_TIMER: Duration = Duration::from_secs(24 * 3600);
+
+async fn close_quietly(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}
+
+/// A failure that ends the session (already recorded as a symptom).
+#[derive(Debug)]
+struct Fatal;
+
+/// Whether every matcher or any one must pass.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    All,
+    Any,
+}
+
+/// What reading the socket gave.
+enum Read {
+    Text(Utf8Bytes),
+    Pong,
+    Timeout,
+}
+
+struct Session<'a> {
+    p: &'a Program,
+    sc: &'a CompiledScenario,
+    vu: &'a mut Vu,
+    ws: Option<Ws>,
+    token: String,
+    marks: Vec<Option<Instant>>,
+    last_send: Option<Instant>,
+    first: Option<(Symptom, String, Instant)>,
+    /// The first step's latency counts from here (the open model's intended start).
+    origin: Option<Instant>,
+    /// One timer per session for every wait (see [`Session::read`]).
+    timer: Pin<Box<Sleep>>,
+}
+
+/// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
+/// intended start, from which its latencies count.
+pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Instant) -> Outcome {
+    let sc = &p.scenarios[scenario];
+    vu.rec.counters.sessions_started += 1;
+    let mut s = Session {
+        p,
+        sc,
+        token: String::new(),
+        marks: vec![None; sc.marks],
+        last_send: None,
+        first: None,
+        origin: Some(origin),
+        ws: None,
+        timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
+        vu,
+    };
+    let result = s.start().await;
+    let result = match result {
+        Ok(()) => s.run_steps(&sc.steps).await,
+        Err(f) => Err(f),
+    };
+    let _ = result;
+    if let Some(ws) = s.ws.take() {
+        // Close politely without waiting long for the reply; the session's verdict is made.
+        Box::pin(close_quietly(ws)).await;
+    }
+    let end = Instant::now();
+    let vu = s.vu;
+    vu.rec.record(p.m_session, end - origin);
+    vu.rec.record(sc.m_session, end - origin);
+    vu.iteration += 1;
+    let outcome = match s.first.take() {
+        None => {
+            vu.rec.counters.sessions_passed += 1;
+            Outcome::Passed
+        }
+        Some((symptom, step, at)) => {
+            vu.rec.counters.sessions_failed += 1;
+            let (category, detail) = classify(&symptom, &p.classifiers);
+            let key = FailureKey {
+                category,
+                detail,
+                scenario: sc.name.clone(),
+                step,
+            };
+            vu.rec.failure(key, at, symptom.sample());
+            Outcome::Failed
+        }
+    };
+    vu.rec.flush();
+    outcome
+}
+
+impl<'a> Session<'a> {
+    /// Token and scenario variables for this session.
+    async fn start(&mut self) -> Result<(), Fatal> {
+        if let Some(minter) = &self.p.minter {
+            let now = Instant::now();
+            let reuse = match (&self.vu.token, minter.token_per) {
+                (Some((_, expires)), TokenPer::Vu) => *expires > now + minter.lifetime() / 4,
+                _ => false,
+            };
+            if !reuse {
+                match minter.mint(
+                    self.vu.id,
+                    self.vu.iteration,
+                    &mut self.vu.rng,
+                    &Vars::default(),
+                ) {
+                    Ok(t) => self.vu.token = Some((t, now + minter.lifetime())),
+                    Err(e) => {
+                        self.fail(
+                            "auth",
+                            Symptom::CheckFailed {
+                                name: "mint token".into(),
+                                sample: e,
+                            },
+                        );
+                        return Err(Fatal);
+                    }
+                }
+            }
+            self.token = self
+                .vu
+                .token
+                .as_ref()
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default();
+        }
+        self.vu.vars.clear();
+        for (name, t) in &self.sc.vars {
+            let value = self.with_ctx(|ctx, rng| render(t, ctx, rng));
+            if let Some(v) = value {
+                self.vu.vars.set(name, v);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, step: &str, symptom: Symptom) {
+        if self.first.is_none() {
+            self.first = Some((symptom, step.to_owned(), Instant::now()));
+        }
+    }
+
+    /// Runs `f` with the session's template context and random source.
+    fn with_ctx<R>(&mut self, f: impl FnOnce(&Context<'_>, &mut Rng) -> R) -> R {
+        let vu = &mut *self.vu;
+        let ctx = Context {
+            vu: vu.id,
+            iteration: vu.iteration,
+            subject: &vu.subject,
+            subject_index: vu.subject_index,
+            scenario: &self.sc.name,
+            token: &self.token,
+            vars: &vu.vars,
+        };
+        f(&ctx, &mut vu.rng)
+    }
+
+    fn render(&mut self, t: &gauntlet_core::template::Template) -> Option<String> {
+        self.with_ctx(|ctx, rng| render(t, ctx, rng))
+    }
+
+    fn step_start(&mut self) -> Instant {
+        self.origin.take().unwrap_or_else(Instant::now)
+    }
+
+    /// Runs `steps` in order; `repeat` nests without recursion (an explicit stack), so a
+    /// repeated step costs no allocation per turn.
+    async fn run_steps(&mut self, steps: &'a [CompiledStep]) -> Result<(), Fatal> {
+        struct Level<'s> {
+            steps: &'s [CompiledStep],
+            next: usize,
+            turns_left: u32,
+            /// The `repeat` step that opened this level, and when it started.
+            opened_by: Option<(&'s CompiledStep, Instant)>,
+        }
+        let mut stack = vec![Level {
+            steps,
+            next: 0,
+            turns_left: 1,
+            opened_by: None,
+        }];
+        while let Some(level) = stack.last_mut() {
+            if level.next == level.steps.len() {
+                level.turns_left = level.turns_left.saturating_sub(1);
+                if level.turns_left > 0 {
+                    level.next = 0;
+                    continue;
+                }
+                if let Some(Level {
+                    opened_by: Some((step, start)),
+                    ..
+                }) = stack.pop()
+                {
+                    self.vu.rec.record(step.metric, start.elapsed());
+                }
+                continue;
+            }
+            let step = &level.steps[level.next];
+            level.next += 1;
+            let start = self.step_start();
+            match &step.kind {
+                StepKind::Repeat { count, steps } => {
+                    stack.push(Level {
+                        steps,
+                        next: 0,
+                        turns_left: *count,
+                        opened_by: Some((step, start)),
+                    });
+                    continue;
+                }
+                StepKind::Sleep(pause) => {
+                    let d = pause_duration(pause, &mut self.vu.rng);
+                    if d >= Duration::from_millis(100) {
+                        // A long pause: hand the buffered samples over and free the buffers.
+                        self.vu.rec.shrink();
+                    }
+                    self.timer.as_mut().reset(Instant::now() + d);
+                    self.timer.as_mut().await;
+                    continue;
+                }
+                // Rare, large futures are boxed so an idle session's state stays small.
+                StepKind::Connect { .. } => Box::pin(self.connect(step, start)).await?,
+                StepKind::Http(h) => Box::pin(self.http(step, h)).await?,
+                StepKind::Close {
+                    code,
+                    reason,
+                    timeout,
+                } => Box::pin(self.close(step, *code, reason, *timeout)).await?,
+                StepKind::Send { frame, mark } => self.send(step, frame, *mark).await?,
+                StepKind::Expect { .. } => self.expect(step, start).await?,
+                StepKind::Sequence { .. } => Box::pin(self.sequence(step, start)).await?,
+                StepKind::Ping { timeout } => self.ping(step, start, *timeout).await?,
+            }
+            self.vu.rec.record(step.metric, start.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Reads frames until one passes `matchers` (all of them, or any one), skipping the others;
+    /// records the step's check. A timeout, a close or an error frame the matchers do not
+    /// expect fails the session.
+    async fn wait_for(
+        &mut self,
+        step: &CompiledStep,
+        deadline: Instant,
+        matchers: &[CompiledMatcher],
+        want: Want,
+        awaited: &str,
+    ) -> Result<Value, Fatal> {
+        loop {
+            let text = match self.read(deadline, &step.name, false).await {
+                Ok(Read::Pong) => continue,
+                Ok(Read::Text(text)) => text,
+                Ok(Read::Timeout) => {
+                    self.vu.rec.check(step.check, false);
+                    self.fail(
+                        &step.name,
+                        Symptom::Timeout(format!("{}: {awaited}", step.name)),
+                    );
+                    return Err(Fatal);
+                }
+                Err(Fatal) => {
+                    self.vu.rec.check(step.check, false);
+                    return Err(Fatal);
+                }
+            };
+            let Some(frame) = self.inspect(&text) else {
+                continue;
+            };
+            let hit = self.with_ctx(|ctx, rng| match want {
+                Want::All => matchers.iter().all(|m| m.matches(&frame, ctx, rng)),
+                Want::Any => matchers.iter().any(|m| m.matches(&frame, ctx, rng)),
+            });
+            if hit {
+                self.vu.rec.check(step.check, true);
+                return Ok(frame);
+            }
+            if let Some(symptom) = error_frame(&frame, &text) {
+                self.vu.rec.check(step.check, false);
+                self.fail(&step.name, symptom);
+                return Err(Fatal);
+            }
+        }
+    }
+
+    /// Reads the next text frame or pong; records closes and resets as the failure (unless
+    /// `quiet`, where the caller judges the close itself).
+    async fn read(&mut self, deadline: Instant, step: &str, quiet: bool) -> Result<Read, Fatal> {
+        let Some(ws) = self.ws.as_mut() else {
+            self.fail(step, Symptom::Protocol("no open WebSocket".into()));
+            return Err(Fatal);
+        };
+        // The session timer is only moved earlier, never later: a wait with a later deadline
+        // than the armed one lets it fire, checks the real deadline and re-arms. Back-to-back
+        // waits (deadlines that grow) thus touch the timer wheel about once per timeout
+        // period instead of once per frame.
+        loop {
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            let next = tokio::select! {
+                biased;
+                next = ws.next() => next,
+                _ = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Ok(Read::Timeout);
+                    }
+                    self.timer.as_mut().reset(deadline);
+                    continue;
+                }
+            };
+            let symptom = match next {
+                Some(Ok(msg)) => {
+                    let c = &mut self.vu.rec.counters;
+                    c.frames_received += 1;
+                    c.bytes_received += msg.len() as u64;
+                    match msg {
+                        Message::Text(t) => return Ok(Read::Text(t)),
+                        Message::Pong(_) => return Ok(Read::Pong),
+                        Message::Ping(_) | Message::Binary(_) | Message::Frame(_) => continue,
+                        Message::Close(frame) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            Symptom::Close { code, reason }
+                        }
+                    }
+                }
+                None => Symptom::Reset("connection closed without a close frame".into()),
+                Some(Err(WsError::Protocol(e))) => Symptom::Reset(e.to_string()),
+                Some(Err(WsError::Io(e))) => Symptom::Reset(e.to_string()),
+                Some(Err(e)) => Symptom::Protocol(e.to_string()),
+            };
+            self.ws = None;
+            if quiet {
+                self.first
+                    .get_or_insert((symptom, step.to_owned(), Instant::now()));
+            } else {
+                self.fail(step, symptom);
+            }
+            return Err(Fatal);
+        }
+    }
+
+    /// Parses a frame and runs the isolation checks on it; `None` if it is not JSON.
+    fn inspect(&mut self, text: &str) -> Option<Value> {
+        let frame: Value = serde_json::from_str(text).ok()?;
+        for check in &self.p.isolation {
+            let Some(found) = text_at(&frame, &check.pointer) else {
+                continue;
+            };
+            let Some(want) = self.render(&check.equals) else {
+                continue;
+            };
+            let ok = found == want;
+            self.vu.rec.check(check.check, ok);
+            if !ok {
+                self.fail(
+                    &format!("isolation:{}", check.name),
+                    Symptom::Isolation {
+                        check: check.name.clone(),
+                        text: text.to_owned(),
+                    },
+                );
+            }
+        }
+        Some(frame)
+    }
+
+    fn since(&self, since: Option<usize>, fallback: Instant) -> Instant {
+        match since {
+            Some(m) => self.marks[m].unwrap_or(fallback),
+            None => self.last_send.unwrap_or(fallback),
+        }
+    }
+
+    fn capture(&mut self, step: &CompiledStep, capture: &[(String, String)], frame: &Value) {
+        for (name, pointer) in capture {
+            match text_at(frame, pointer) {
+                Some(v) => self.vu.vars.set(name, v),
+                None => self.fail(
+                    &step.name,
+                    Symptom::CheckFailed {
+                        name: format!("{}: capture {name}", step.name),
+                        sample: format!("{pointer} not found in {}", frame),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+fn unrendered(what: &str) -> Symptom {
+    Symptom::CheckFailed {
+        name: format!("render {what}"),
+        sample: format!("`{what}` reads a variable no earlier step captured"),
+    }
+}
+
+fn describe(matchers: &[CompiledMatcher]) -> String {
+    matchers
+        .iter()
+        .map(|m| m.describe())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// An error frame: `type` `error_message`/`error`, or any frame with an `error_code`.
+fn error_frame(frame: &Value, text: &str) -> Option<Symptom> {
+    let kind = frame.get("type").and_then(Value::as_str);
+    let code = frame.get("error_code").and_then(Value::as_str);
+    if code.is_none() && !matches!(kind, Some("error_message" | "error")) {
+        return None;
+    }
+    Some(Symptom::ErrorFrame {
+        code: code.unwrap_or("UNKNOWN").to_owned(),
+        text: text.to_owned(),
+    })
+}
+
+/// A pause's length.
+pub fn pause_duration(pause: &Pause, rng: &mut Rng) -> Duration {
+    match *pause {
+        Pause::Fixed(d) => d,
+        Pause::Uniform { min, max } => min + (max - min).mul_f64(rng.unit()),
+    }
+}
