@@ -5,9 +5,9 @@
 //! # Layout
 //! - this file: the VU, the session's life (token, variables, the step loop), reading frames
 //!   with one reusable timer, isolation checks, waiting for a matching frame;
-//! - [`connect`]: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
-//! - [`conversation`]: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
-//! - [`http`]: the `http` step.
+//! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
+//! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
+//! - `http`: the `http` step.
 
 use std::time::Duration;
 
