@@ -282,7 +282,7 @@ vus = 2
 iterations = 2
 [[scenarios]]
 name = "anonymous"
-steps = [ {{ ws_connect = {{ auth = false, expect_rejection = {{ close_code = 1008 }} }} }} ]
+steps = [ {{ ws_connect = {{ auth = false, expect_rejection = {{ close_code = 1008 }}, timeout = "500ms" }} }} ]
 "#,
         auth("reject", "")
     );
@@ -290,9 +290,16 @@ steps = [ {{ ws_connect = {{ auth = false, expect_rejection = {{ close_code = 10
     assert_eq!(s.counters.sessions_passed, 4, "{:#?}", s.failures);
     assert_eq!(tb.stats().connections.rejected["no_token"], 4);
 
-    let text = text.replace("auth = false, ", "");
-    let s = run(plan(&tb, &text)).await;
+    // Let in although a rejection was expected: the check fails.
+    let let_in = text.replace("auth = false, ", "");
+    let s = run(plan(&tb, &let_in)).await;
     assert_eq!(category(&s, "check_failed"), 4, "{:#?}", s.failures);
+
+    // Refused, but not the way expected: the refusal is the failure, under its own category.
+    tb.set_faults(faults(json!({ "factory_init": { "rate": 1.0 } })));
+    let s = run(plan(&tb, &let_in)).await;
+    assert_eq!(category(&s, "factory_init_failed"), 4, "{:#?}", s.failures);
+    assert_eq!(s.checks["anonymous/ws_connect"].failed, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,8 +121,7 @@ impl Session<'_> {
             Ok(ws) => ws,
             Err(symptom) => {
                 if let (Some(r), Symptom::Handshake { status, .. }) = (rejection, &symptom)
-                    && r.status.is_none_or(|want| want == *status)
-                    && r.status.is_some()
+                    && r.status == Some(*status)
                 {
                     self.vu.rec.check(step.check, true);
                     return Ok(());
@@ -139,35 +138,28 @@ impl Session<'_> {
         let deadline = Instant::now() + *timeout;
         if let Some(r) = rejection {
             // The upgrade was accepted: the server must now close with the expected code.
-            let passed = loop {
-                match self.read(deadline, &step.name, true).await {
+            let ended = loop {
+                match self.next_frame(deadline).await {
                     Ok(Read::Text(_) | Read::Pong) => continue,
-                    Ok(Read::Timeout) => break false,
-                    Err(Fatal) => {
-                        let closed_as_expected = matches!(
-                            &self.first,
-                            Some((Symptom::Close { code, .. }, _, _)) if r.close_code == Some(*code)
-                        );
-                        if closed_as_expected {
-                            self.first = None;
-                        }
-                        break closed_as_expected;
-                    }
+                    Ok(Read::Timeout) => break None,
+                    Err(symptom) => break Some(symptom),
                 }
             };
             self.ws = None;
+            let passed = matches!(
+                &ended,
+                Some(Symptom::Close { code, .. }) if r.close_code == Some(*code)
+            );
             self.vu.rec.check(step.check, passed);
-            if !passed {
-                self.fail(
-                    &step.name,
-                    Symptom::CheckFailed {
-                        name: format!("{}: expected rejection", step.name),
-                        sample: "the connection stayed open".into(),
-                    },
-                );
-                return Err(Fatal);
+            if passed {
+                return Ok(());
             }
-            return Ok(());
+            let symptom = ended.unwrap_or_else(|| Symptom::CheckFailed {
+                name: format!("{}: expected rejection", step.name),
+                sample: "the connection stayed open".into(),
+            });
+            self.fail(&step.name, symptom);
+            return Err(Fatal);
         }
         if confirmation.is_empty() {
             return Ok(());

@@ -104,7 +104,7 @@ impl Session<'_> {
                 Some(g) => whole.min(Instant::now() + *g),
                 None => whole,
             };
-            let text = match self.read(deadline, &step.name, false).await {
+            let text = match self.read(deadline, &step.name).await {
                 Err(Fatal) => {
                     self.vu.rec.check(step.check, false);
                     return Err(Fatal);
@@ -211,7 +211,7 @@ impl Session<'_> {
         self.vu.rec.counters.frames_sent += 1;
         let deadline = start + timeout;
         loop {
-            match self.read(deadline, &step.name, false).await? {
+            match self.read(deadline, &step.name).await? {
                 Read::Pong => {
                     self.vu.rec.check(step.check, true);
                     return Ok(());

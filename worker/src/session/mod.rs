@@ -19,6 +19,7 @@ use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::classify::{Symptom, classify};
@@ -342,7 +343,7 @@ impl<'a> Session<'a> {
         awaited: &str,
     ) -> Result<Value, Fatal> {
         loop {
-            let text = match self.read(deadline, &step.name, false).await {
+            let text = match self.read(deadline, &step.name).await {
                 Ok(Read::Pong) => continue,
                 Ok(Read::Text(text)) => text,
                 Ok(Read::Timeout) => {
@@ -377,12 +378,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads the next text frame or pong; records closes and resets as the failure (unless
-    /// `quiet`, where the caller judges the close itself).
-    async fn read(&mut self, deadline: Instant, step: &str, quiet: bool) -> Result<Read, Fatal> {
+    /// Reads the next text frame or pong; the end of the connection is recorded as the
+    /// session's failure.
+    async fn read(&mut self, deadline: Instant, step: &str) -> Result<Read, Fatal> {
+        match self.next_frame(deadline).await {
+            Ok(read) => Ok(read),
+            Err(symptom) => {
+                self.fail(step, symptom);
+                Err(Fatal)
+            }
+        }
+    }
+
+    /// Reads the next text frame or pong; `Err` says how the connection ended.
+    async fn next_frame(&mut self, deadline: Instant) -> Result<Read, Symptom> {
         let Some(ws) = self.ws.as_mut() else {
-            self.fail(step, Symptom::Protocol("no open WebSocket".into()));
-            return Err(Fatal);
+            return Err(Symptom::Protocol("no open WebSocket".into()));
         };
         // The session timer is only moved earlier, never later: a wait with a later deadline
         // than the armed one lets it fire, checks the real deadline and re-arms. Back-to-back
@@ -421,18 +432,16 @@ impl<'a> Session<'a> {
                     }
                 }
                 None => Symptom::Reset("connection closed without a close frame".into()),
-                Some(Err(WsError::Protocol(e))) => Symptom::Reset(e.to_string()),
-                Some(Err(WsError::Io(e))) => Symptom::Reset(e.to_string()),
+                Some(Err(
+                    e @ (WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+                    | WsError::ConnectionClosed
+                    | WsError::AlreadyClosed
+                    | WsError::Io(_)),
+                )) => Symptom::Reset(e.to_string()),
                 Some(Err(e)) => Symptom::Protocol(e.to_string()),
             };
             self.ws = None;
-            if quiet {
-                self.first
-                    .get_or_insert((symptom, step.to_owned(), Instant::now()));
-            } else {
-                self.fail(step, symptom);
-            }
-            return Err(Fatal);
+            return Err(symptom);
         }
     }
 
