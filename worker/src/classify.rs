@@ -324,4 +324,40 @@ mod tests {
         let miss = frame("AUTH_REQUIRED", r#"{"details":{}}"#);
         assert_eq!(classify(&miss, &list).0, "auth_rejected");
     }
+
+    #[test]
+    fn close_and_status_conditions() {
+        let c = |toml_text: &str| {
+            let parsed: Classifier =
+                toml::from_str(&format!("category = \"x\"\n{toml_text}")).unwrap();
+            CompiledClassifier::compile(&parsed).unwrap()
+        };
+        let slow_deploy = [c(
+            "close_code = 1011\nclose_reason = \"^Service not ready: migrat\"",
+        )];
+        assert_eq!(
+            classify(&close(1011, "Service not ready: migrating"), &slow_deploy).0,
+            "x"
+        );
+        assert_eq!(
+            classify(&close(1011, "Service not ready: warming"), &slow_deploy).0,
+            "service_not_ready"
+        );
+        assert_eq!(
+            classify(&close(1008, "Service not ready: migrating"), &slow_deploy).0,
+            "auth_rejected"
+        );
+        let gateway = [c("http_status = 502")];
+        let bad_gateway = Symptom::HttpStatus {
+            status: 502,
+            body: String::new(),
+        };
+        assert_eq!(classify(&bad_gateway, &gateway), ("x".into(), "502".into()));
+        let refused = Symptom::Handshake {
+            status: 502,
+            body: String::new(),
+        };
+        assert_eq!(classify(&refused, &gateway).0, "x");
+        assert_eq!(classify(&close(1011, "x"), &gateway).0, "internal_error");
+    }
 }
