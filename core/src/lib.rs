@@ -11,12 +11,16 @@
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
 //!   snapshot.
+//! - [`report`]: the run report (`report.json`) and its text rendering.
+//! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
 
 pub mod config_file;
 pub mod metrics;
 pub mod plan;
+pub mod report;
 pub mod schedule;
 pub mod segment;
 pub mod template;
+pub mod thresholds;
 pub mod units;

@@ -38,6 +38,43 @@ pub struct Plan {
     /// Plan-specific failure categories, tried before the built-in ones.
     #[serde(default)]
     pub classifiers: Vec<Classifier>,
+    /// Pass/fail rules judged by the coordinator; none means "no session may fail".
+    #[serde(default)]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
+    /// How the fleet runs this plan.
+    #[serde(default)]
+    pub fleet: Fleet,
+}
+
+/// Fleet settings of a plan (the command line can override them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// Wait for this many workers before starting.
+    #[serde(default)]
+    pub min_workers: Option<u32>,
+    /// How long to wait for them.
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_workers_timeout: Option<Duration>,
+    /// What a lost worker's share becomes.
+    #[serde(default)]
+    pub on_worker_loss: WorkerLoss,
+    /// Snapshot interval.
+    #[serde(default, with = "humantime_serde::option")]
+    pub interval: Option<Duration>,
+}
+
+/// What happens to a lost worker's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerLoss {
+    /// The survivors take it over for the rest of the run.
+    #[default]
+    Reassign,
+    /// The run goes on without it (the report shows the load delivered).
+    Continue,
+    /// The run stops with verdict error.
+    Abort,
 }
 
 /// The service under test.
@@ -798,6 +835,16 @@ impl Plan {
                 p.add(&format!("{at}.equals"), e.0);
             }
         }
+        for (i, t) in self.thresholds.iter().enumerate() {
+            if let Err(msg) = t.check() {
+                p.add(&format!("thresholds[{i}]"), msg);
+            }
+        }
+        if let Some(d) = self.fleet.interval
+            && d < Duration::from_millis(100)
+        {
+            p.add("fleet.interval", "must be at least 100ms".into());
+        }
         for (i, c) in self.classifiers.iter().enumerate() {
             let at = format!("classifiers[{i}]");
             check_name(&c.category, &format!("{at}.category"), &mut p);
@@ -1471,6 +1518,24 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
         let e = errors(&text);
         assert_eq!(e[0].field, "auth.secret_env");
         assert!(e[0].line > 0);
+    }
+
+    #[test]
+    fn thresholds_and_fleet_are_checked() {
+        let text = format!("{MINIMAL}\n[[thresholds]]\nmetric = \"session\"\nbelow = \"1s\"\n");
+        let e = errors(&text);
+        assert_eq!(e[0].field, "thresholds[0]");
+        assert!(e[0].message.contains("stat and below"), "{}", e[0]);
+        assert!(e[0].line > 0);
+        let text = format!("{MINIMAL}\n[fleet]\non_worker_loss = \"shrug\"\n");
+        let e = errors(&text);
+        assert_eq!(e[0].field, "fleet.on_worker_loss");
+        let text = format!(
+            "{MINIMAL}\n[fleet]\nmin_workers = 3\non_worker_loss = \"abort\"\n[[thresholds]]\nfailures = \"*\"\nrate_below = 0.01\n"
+        );
+        let plan = Plan::from_text("p.toml", &text, &Overrides::default()).unwrap();
+        assert_eq!(plan.fleet.min_workers, Some(3));
+        assert_eq!(plan.thresholds.len(), 1);
     }
 
     #[test]

@@ -1,0 +1,409 @@
+//! The run report (`report.json`): what a person and a CI system read after a run. Built by
+//! the coordinator from the merged snapshot; its JSON shape is `docs/report.schema.json` and
+//! changes only with `SCHEMA_VERSION`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Snapshot;
+
+/// Version of the report's JSON shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Pass, fail or error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Sessions ran and every threshold held.
+    Pass,
+    /// A threshold failed.
+    Fail,
+    /// The run could not be judged: nothing ran, no worker, the target never reached, aborted.
+    Error,
+}
+
+impl Verdict {
+    /// The exit code of `gauntlet run` for this verdict.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Error => 3,
+        }
+    }
+}
+
+/// The plan a report is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRef {
+    /// Plan name.
+    pub name: String,
+    /// SHA-256 of the plan's text, hex.
+    pub hash: String,
+}
+
+/// Session totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Sessions started.
+    pub sessions: u64,
+    /// Sessions passed.
+    pub passed: u64,
+    /// Sessions failed.
+    pub failed: u64,
+    /// Sessions interrupted by the end of the run.
+    pub interrupted: u64,
+    /// Open-model arrivals dropped for lack of a free VU.
+    pub dropped: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Checks run.
+    pub checks_run: u64,
+    /// Checks failed.
+    pub checks_failed: u64,
+}
+
+/// One failure pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReport {
+    /// Category.
+    pub category: String,
+    /// Detail inside the category.
+    pub detail: String,
+    /// Scenario.
+    pub scenario: String,
+    /// Step.
+    pub step: String,
+    /// Sessions.
+    pub count: u64,
+    /// First seen, ms since the run started.
+    pub first_seen_ms: u64,
+    /// Last seen, ms since the run started.
+    pub last_seen_ms: u64,
+    /// First raw samples.
+    pub samples: Vec<String>,
+}
+
+/// Latency summary of one metric, microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricReport {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl MetricReport {
+    /// The summary of `h`.
+    pub fn of(h: &Histogram<u64>) -> MetricReport {
+        MetricReport {
+            count: h.len(),
+            min_us: h.min(),
+            mean_us: h.mean(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// One threshold's judgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdReport {
+    /// The threshold, in words (`p99(session) < 2s over any 30s window`).
+    pub expr: String,
+    /// What was observed (the worst window for windowed thresholds); `None` when nothing was
+    /// measured, which fails the threshold.
+    pub observed: Option<f64>,
+    /// Unit of `observed` (`us`, `count`, `ratio`).
+    pub unit: String,
+    /// Whether it held.
+    pub pass: bool,
+    /// Why it failed, in words.
+    pub reason: String,
+}
+
+/// One worker's part in the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Worker id.
+    pub id: String,
+    /// Worker name.
+    pub name: String,
+    /// Fraction of the load assigned (reassigned shares added).
+    pub share: f64,
+    /// Sessions it started.
+    pub sessions: u64,
+    /// Snapshots merged from it.
+    pub snapshots: u64,
+    /// When it was lost, ms since the run started.
+    pub lost_at_ms: Option<u64>,
+    /// For a lost worker: sessions it may have run after its last acknowledged snapshot, which
+    /// the report cannot contain (its VUs at the last snapshot).
+    pub in_flight_bound: Option<u64>,
+}
+
+/// One interval of the run, fleet-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// Interval end, ms since the run started.
+    pub at_ms: u64,
+    /// Sessions started in it.
+    pub sessions: u64,
+    /// Sessions passed in it.
+    pub passed: u64,
+    /// Sessions failed in it.
+    pub failed: u64,
+    /// Failed sessions by category.
+    pub failures: BTreeMap<String, u64>,
+    /// p50 and p99 of the main metrics (microseconds), by metric.
+    pub latency: BTreeMap<String, [u64; 2]>,
+    /// VUs active at its end.
+    pub active_vus: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Run id.
+    pub run_id: String,
+    /// The plan.
+    pub plan: PlanRef,
+    /// RFC 3339 start.
+    pub started_at: String,
+    /// RFC 3339 end.
+    pub ended_at: String,
+    /// Length, seconds.
+    pub duration_s: f64,
+    /// Pass, fail or error.
+    pub verdict: Verdict,
+    /// Why, in words.
+    pub verdict_reason: String,
+    /// Fraction of the planned load actually delivered (1.0 unless workers were lost and not
+    /// replaced, or the run was cut short).
+    pub delivered: f64,
+    /// Totals.
+    pub totals: Totals,
+    /// Failure patterns, most frequent first.
+    pub failures: Vec<FailureReport>,
+    /// Latency summaries by metric name.
+    pub metrics: BTreeMap<String, MetricReport>,
+    /// Checks by name: `[run, failed]`.
+    pub checks: BTreeMap<String, [u64; 2]>,
+    /// Thresholds and their judgement.
+    pub thresholds: Vec<ThresholdReport>,
+    /// Workers.
+    pub workers: Vec<WorkerReport>,
+    /// Per-interval series.
+    pub intervals: Vec<IntervalReport>,
+}
+
+/// What a snapshot measured, in report form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// Totals.
+    pub totals: Totals,
+    /// Failure patterns, most frequent first.
+    pub failures: Vec<FailureReport>,
+    /// Latency summaries.
+    pub metrics: BTreeMap<String, MetricReport>,
+    /// Checks: `[run, failed]`.
+    pub checks: BTreeMap<String, [u64; 2]>,
+}
+
+/// Totals, failures, metrics and checks of `s`, in report form.
+pub fn summarize(s: &Snapshot) -> Measured {
+    let c = &s.counters;
+    let totals = Totals {
+        sessions: c.sessions_started,
+        passed: c.sessions_passed,
+        failed: c.sessions_failed,
+        interrupted: c.sessions_interrupted,
+        dropped: c.dropped_arrivals,
+        frames_sent: c.frames_sent,
+        frames_received: c.frames_received,
+        checks_run: c.checks_run,
+        checks_failed: c.checks_failed,
+    };
+    let mut failures: Vec<FailureReport> = s
+        .failures
+        .iter()
+        .map(|(k, v)| FailureReport {
+            category: k.category.clone(),
+            detail: k.detail.clone(),
+            scenario: k.scenario.clone(),
+            step: k.step.clone(),
+            count: v.count,
+            first_seen_ms: v.first_ms,
+            last_seen_ms: v.last_ms,
+            samples: v.samples.clone(),
+        })
+        .collect();
+    failures.sort_by(|a, b| b.count.cmp(&a.count).then(a.category.cmp(&b.category)));
+    let metrics = s
+        .histograms
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| (name.clone(), MetricReport::of(h)))
+        .collect();
+    let checks = s
+        .checks
+        .iter()
+        .map(|(k, c)| (k.clone(), [c.run, c.failed]))
+        .collect();
+    Measured {
+        totals,
+        failures,
+        metrics,
+        checks,
+    }
+}
+
+impl Report {
+    /// A plain-text summary for a terminal.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let t = &self.totals;
+        let finished = t.passed + t.failed;
+        let rate = if finished > 0 {
+            100.0 * t.passed as f64 / finished as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "run {} of plan `{}` ({:.1} s)",
+            self.run_id, self.plan.name, self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "sessions: {} started, {} passed, {} failed, {} interrupted ({rate:.1} % passed)",
+            t.sessions, t.passed, t.failed, t.interrupted
+        );
+        if t.dropped > 0 {
+            let _ = writeln!(out, "dropped arrivals (no free VU): {}", t.dropped);
+        }
+        if self.delivered < 1.0 {
+            let _ = writeln!(
+                out,
+                "load delivered: {:.1} % of the plan",
+                100.0 * self.delivered
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\nfailures:");
+            for f in &self.failures {
+                let detail = if f.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", f.detail)
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>7}  {}/{}{detail}  e.g. {}",
+                    f.category,
+                    f.count,
+                    f.scenario,
+                    f.step,
+                    f.samples.first().map(String::as_str).unwrap_or("-")
+                );
+            }
+        }
+        if !self.metrics.is_empty() {
+            let w = self
+                .metrics
+                .keys()
+                .map(|k| k.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(12);
+            let _ = writeln!(
+                out,
+                "\n{:<w$} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                "latency (ms)", "count", "p50", "p90", "p99", "max"
+            );
+            for (name, m) in &self.metrics {
+                let ms = |v: u64| v as f64 / 1000.0;
+                let _ = writeln!(
+                    out,
+                    "{name:<w$} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                    m.count,
+                    ms(m.p50_us),
+                    ms(m.p90_us),
+                    ms(m.p99_us),
+                    ms(m.max_us)
+                );
+            }
+        }
+        if !self.workers.is_empty() {
+            let _ = writeln!(out, "\nworkers:");
+            for w in &self.workers {
+                let lost = match (w.lost_at_ms, w.in_flight_bound) {
+                    (Some(at), bound) => format!(
+                        "  LOST at {:.1} s (up to {} sessions in flight not reported)",
+                        at as f64 / 1000.0,
+                        bound.unwrap_or(0)
+                    ),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} ({}) share {:.1} %, {} sessions{lost}",
+                    w.name,
+                    w.id,
+                    100.0 * w.share,
+                    w.sessions
+                );
+            }
+        }
+        if !self.thresholds.is_empty() {
+            let _ = writeln!(out, "\nthresholds:");
+            for th in &self.thresholds {
+                let mark = if th.pass { "ok  " } else { "FAIL" };
+                let observed = th
+                    .observed
+                    .map_or("no samples".to_owned(), |v| format!("{v:.0} {}", th.unit));
+                let _ = writeln!(
+                    out,
+                    "  {mark} {} (observed {observed}){}",
+                    th.expr,
+                    if th.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", th.reason)
+                    }
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nverdict: {:?}: {}",
+            self.verdict, self.verdict_reason
+        );
+        out
+    }
+}
