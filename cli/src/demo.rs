@@ -100,7 +100,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         "plan: agent-pipeline, {} VUs x 2 agent runs, checks: event order, duplicates, missing events, user and thread isolation\n",
         args.users
     );
-    let (tx, mut rx) = mpsc::channel::<Snapshot>(16);
+    let (tx, mut rx) = mpsc::channel::<gauntlet_worker::Delta>(16);
     let engine = tokio::spawn(gauntlet_worker::run(
         program,
         RunConfig::default(),
@@ -109,7 +109,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
     ));
     let mut total = Snapshot::default();
     while let Some(delta) = rx.recv().await {
-        total.merge(&delta);
+        total.merge(&delta.snapshot);
     }
     let elapsed = engine.await.context("the engine stopped unexpectedly")?;
     print!("{}", total.render_summary(elapsed.as_secs_f64()));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod fleet;
 mod run;
 mod signals;
 mod testbed;
@@ -14,9 +15,10 @@ mod testbed;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log filter, RUST_LOG syntax (e.g. `info`, `gauntlet_testbed=debug`).
-    #[arg(long, global = true, env = "GAUNTLET_LOG", default_value = "info")]
-    log: String,
+    /// Log filter, RUST_LOG syntax (e.g. `info`, `gauntlet_testbed=debug`); default `info` for
+    /// the services (coordinator, worker, testbed), `warn` for the other commands.
+    #[arg(long, global = true, env = "GAUNTLET_LOG")]
+    log: Option<String>,
     /// Log as JSON lines (for clusters).
     #[arg(long, global = true, env = "GAUNTLET_LOG_JSON")]
     log_json: bool,
@@ -29,8 +31,12 @@ enum Command {
     /// Run the reference agent-pipeline service with fault injection (the target of demos and
     /// tests).
     Testbed(testbed::Args),
-    /// Run a plan (today in this process, with the worker engine).
+    /// Run a plan on a fleet: a coordinator's, or one started in this process.
     Run(run::Args),
+    /// Run the coordinator: workers register with it, runs are submitted to it.
+    Coordinator(fleet::CoordinatorArgs),
+    /// Run a worker: it registers with a coordinator and runs its share of each run.
+    Worker(fleet::WorkerArgs),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
     /// Start an embedded testbed and show what gauntlet checks (the fleet arrives in a later
@@ -40,7 +46,7 @@ enum Command {
 
 /// Exit codes shared by every command.
 pub mod exit {
-    /// Sessions failed (later: thresholds failed).
+    /// Thresholds failed.
     pub const FAILED: u8 = 1;
     /// Invalid input: a bad plan, config or flag.
     pub const USAGE: u8 = 2;
@@ -50,7 +56,15 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_json);
+    let service = matches!(
+        cli.command,
+        Command::Coordinator(_) | Command::Worker(_) | Command::Testbed(_)
+    );
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if service { "info" } else { "warn" }.to_owned());
+    init_tracing(&filter, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +80,8 @@ fn main() -> ExitCode {
             Command::Testbed(args) => testbed::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Coordinator(args) => fleet::coordinator(args).await,
+            Command::Worker(args) => fleet::worker(args).await,
             Command::Validate(args) => run::validate(args),
         }
     });

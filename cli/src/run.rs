@@ -1,16 +1,12 @@
-//! `gauntlet run PLAN` and `gauntlet validate PLAN`: load and check a plan, run it on this
-//! machine with the worker engine, print progress and the summary, and exit 0 only when
-//! sessions ran and every one of them passed.
-
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+//! `gauntlet run PLAN` and `gauntlet validate PLAN`: load and check a plan, run it on a fleet
+//! (a coordinator and workers started in this process unless `--coordinator` names one),
+//! write report.json, print the summary, and exit with the verdict's code.
 
 use anyhow::Context;
-use gauntlet_core::metrics::Snapshot;
 use gauntlet_core::plan::{Overrides, Plan};
-use gauntlet_worker::{Program, RunConfig};
-use tokio::sync::mpsc;
+use std::path::PathBuf;
+
+use crate::fleet::{Fleet, Submission, run_plan, write_report};
 
 /// Where the plan's target comes from when the command line overrides it.
 #[derive(Debug, clap::Args)]
@@ -38,17 +34,24 @@ impl TargetArgs {
 pub struct Args {
     /// The plan (TOML; see docs/plans.md).
     plan: PathBuf,
-    /// Run in this process with the worker engine (the only mode until the fleet lands).
-    #[arg(long)]
+    /// Coordinator URL; without it a coordinator and `--workers` workers start in this
+    /// process, on loopback, and the run goes through the same gRPC calls.
+    #[arg(long, env = "GAUNTLET_COORDINATOR")]
+    coordinator: Option<String>,
+    /// In-process workers (without `--coordinator`).
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    /// Kept for compatibility: the same as giving no `--coordinator`.
+    #[arg(long, hide = true)]
     local: bool,
+    /// Wait for this many workers before starting (default: the plan's `fleet.min_workers`).
+    #[arg(long)]
+    min_workers: Option<u32>,
     #[command(flatten)]
     target: TargetArgs,
-    /// Seed of VU random draws (think times, scenario picks); random when unset.
-    #[arg(long, env = "GAUNTLET_SEED")]
-    seed: Option<u64>,
-    /// How often progress is printed.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    progress: Duration,
+    /// Directory for report.json (default: gauntlet-runs/<run id>).
+    #[arg(long, env = "GAUNTLET_OUT")]
+    out: Option<PathBuf>,
 }
 
 /// `gauntlet validate` flags.
@@ -76,87 +79,44 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Runs a plan locally.
+/// Runs a plan on a fleet (in-process by default) and writes its report.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let _ = args.local;
+    // Validate here first: a bad plan is exit 2 with its location, before any network.
     let plan = Plan::load(&args.plan, &args.target.overrides())?;
-    let name = plan.name.clone();
-    let program = Program::compile(plan)
-        .with_context(|| format!("{}: cannot run this plan here", args.plan.display()))?;
-    let program = Arc::new(program);
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
-    let config = RunConfig {
-        seed,
-        ..RunConfig::default()
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("cannot read {}", args.plan.display()))?;
+    if args.workers == 0 && args.coordinator.is_none() {
+        return Err(crate::testbed::UsageError("--workers must be at least 1".into()).into());
+    }
+    let fleet = match args.coordinator {
+        Some(url) => Fleet::Remote(url),
+        None => {
+            check_open_files(plan.max_vus());
+            Fleet::InProcess(args.workers)
+        }
     };
     eprintln!(
-        "running plan `{name}` against {} ({})",
-        program.base_url, program.ws_url
+        "running plan `{}` against {} ({})",
+        plan.name,
+        plan.target.base_url.as_deref().unwrap_or("-"),
+        plan.ws_url().unwrap_or_default()
     );
-    check_open_files(program.plan.max_vus());
-    let stop = crate::signals::shutdown_token();
-    // A handful of deltas in flight at most; the engine waits when the printer lags.
-    let (tx, mut rx) = mpsc::channel::<Snapshot>(16);
-    let engine = tokio::spawn(gauntlet_worker::run(Arc::clone(&program), config, stop, tx));
-    let mut total = Snapshot::default();
-    let started = tokio::time::Instant::now();
-    let mut next_progress = started + args.progress;
-    while let Some(delta) = rx.recv().await {
-        total.merge(&delta);
-        let now = tokio::time::Instant::now();
-        if now >= next_progress {
-            next_progress = now + args.progress;
-            let c = &total.counters;
-            let failures: Vec<String> = total
-                .failures_by_category()
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            eprintln!(
-                "[{:>6.1}s] sessions {} passed {} failed {} {}",
-                started.elapsed().as_secs_f64(),
-                c.sessions_started,
-                c.sessions_passed,
-                c.sessions_failed,
-                failures.join(" ")
-            );
-        }
-    }
-    let elapsed = engine.await.context("the engine stopped unexpectedly")?;
-    println!("\nplan `{name}`");
-    print!("{}", total.render_summary(elapsed.as_secs_f64()));
-    let c = &total.counters;
-    if c.sessions_passed + c.sessions_failed == 0 {
-        println!("\nverdict: error: no session ran to completion");
-        return Ok(crate::exit::RUN_ERROR);
-    }
-    let unreachable = ["connect_refused", "dns", "tls"];
-    if c.sessions_passed == 0
-        && total
-            .failures
-            .keys()
-            .all(|k| unreachable.contains(&k.category.as_str()))
-    {
-        println!(
-            "\nverdict: error: the target was never reached (every session failed to connect)"
-        );
-        return Ok(crate::exit::RUN_ERROR);
-    }
-    if c.sessions_failed > 0 {
-        println!(
-            "\nverdict: fail: {} of {} sessions failed",
-            c.sessions_failed,
-            c.sessions_passed + c.sessions_failed
-        );
-        return Ok(crate::exit::FAILED);
-    }
-    println!("\nverdict: pass");
-    Ok(0)
+    let submission = Submission {
+        plan_toml: text,
+        plan_file: args.plan.display().to_string(),
+        target: args.target.target.clone(),
+        ws_target: args.target.ws_target.clone(),
+        min_workers: args.min_workers.unwrap_or(0),
+    };
+    let report = run_plan(fleet, submission, false).await?;
+    let dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(&report.run_id));
+    let path = write_report(&dir, &report)?;
+    println!("{}", report.render_text());
+    println!("report: {}", path.display());
+    Ok(report.verdict.exit_code())
 }
 
 /// Raises this process's open-files limit to its hard limit (every connection is a file) and

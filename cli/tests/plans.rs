@@ -16,9 +16,14 @@ fn plans_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plans")
 }
 
+/// Runs the binary; `run` writes its report under the system temp dir, never in the repo.
 fn gauntlet(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gauntlet"))
         .args(args)
+        .env(
+            "GAUNTLET_OUT",
+            std::env::temp_dir().join(format!("gauntlet-cli-test-{}", std::process::id())),
+        )
         .env("JWT_SECRET_KEY", SECRET)
         .env("GAUNTLET_LOG", "warn")
         .output()

@@ -26,6 +26,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// `pass`, `fail` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+
     /// The exit code of `gauntlet run` for this verdict.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -384,25 +393,20 @@ impl Report {
             let _ = writeln!(out, "\nthresholds:");
             for th in &self.thresholds {
                 let mark = if th.pass { "ok  " } else { "FAIL" };
-                let observed = th
-                    .observed
-                    .map_or("no samples".to_owned(), |v| format!("{v:.0} {}", th.unit));
-                let _ = writeln!(
-                    out,
-                    "  {mark} {} (observed {observed}){}",
-                    th.expr,
-                    if th.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", th.reason)
-                    }
-                );
+                let observed = match th.observed {
+                    Some(v) if th.unit == "ratio" => format!("observed {v:.4}"),
+                    Some(v) if th.unit == "us" => format!("observed {:.2} ms", v / 1000.0),
+                    Some(v) => format!("observed {v:.0}"),
+                    None => th.reason.clone(),
+                };
+                let _ = writeln!(out, "  {mark} {} ({observed})", th.expr);
             }
         }
         let _ = writeln!(
             out,
-            "\nverdict: {:?}: {}",
-            self.verdict, self.verdict_reason
+            "\nverdict: {}: {}",
+            self.verdict.as_str(),
+            self.verdict_reason
         );
         out
     }

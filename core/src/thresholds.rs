@@ -255,7 +255,7 @@ impl Threshold {
                 "nothing was measured for it (no samples is not a pass)".to_owned(),
             ),
             Some(v) if limit_ok(v) => (true, String::new()),
-            Some(v) => (false, format!("observed {v:.3} {unit}")),
+            Some(v) => (false, format!("observed {v:.3} {unit}, beyond the limit")),
         };
         ThresholdReport {
             expr: self.expr(),

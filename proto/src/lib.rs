@@ -10,4 +10,6 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 mod convert;
-pub use convert::{ConvertError, snapshot_from_proto, snapshot_to_proto};
+pub use convert::{
+    ConvertError, counters_from_proto, counters_to_proto, snapshot_from_proto, snapshot_to_proto,
+};

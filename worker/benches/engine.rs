@@ -169,7 +169,7 @@ async fn engine_round_trips(port: u16, conns: usize, seconds: u64) -> f64 {
     ));
     let mut frames = Vec::new();
     while let Some(s) = rx.recv().await {
-        frames.push(s.counters.frames_received);
+        frames.push(s.snapshot.counters.frames_received);
     }
     engine.await.unwrap();
     // Deltas 2..=seconds+1 cover seconds 1..seconds+1 of the run.
@@ -205,10 +205,14 @@ async fn idle_engine(port: u16, n: u64, ramp: bool) {
     ));
     let mut established = 0;
     while let Some(s) = rx.recv().await {
-        established += s.histograms.get("ws.handshake").map_or(0, |h| h.len());
+        established += s
+            .snapshot
+            .histograms
+            .get("ws.handshake")
+            .map_or(0, |h| h.len());
         println!(
             "established {established} failed {}",
-            s.counters.sessions_failed
+            s.snapshot.counters.sessions_failed
         );
     }
 }

@@ -1,8 +1,9 @@
 //! The load schedulers: runs a compiled plan's share (an execution segment) with the closed
 //! model (VUs looping sessions, ramped by stages) or the open model (sessions arriving on
 //! schedule, dropped when no VU is free), stops on time or on request with a graceful period,
-//! and streams a [`Snapshot`] delta every interval.
+//! and streams a [`Delta`] (a [`Snapshot`] with its time and the active VUs) every interval.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,20 @@ pub struct RunConfig {
     pub interval: Duration,
     /// Seeds VU random sources (think times, scenario picks, UUIDs).
     pub seed: u64,
+    /// Time already elapsed in the run when this share starts (a share taken over from a
+    /// lost worker): the ramp and the arrivals continue from there.
+    pub offset: Duration,
+}
+
+/// One interval's measurements.
+#[derive(Debug)]
+pub struct Delta {
+    /// What was measured.
+    pub snapshot: Snapshot,
+    /// When the interval ended, since the run's start (offset included).
+    pub at: Duration,
+    /// VUs in a session at that moment.
+    pub active_vus: u64,
 }
 
 impl Default for RunConfig {
@@ -37,6 +52,7 @@ impl Default for RunConfig {
             segment: ExecutionSegment::WHOLE,
             interval: Duration::from_secs(1),
             seed: 0,
+            offset: Duration::ZERO,
         }
     }
 }
@@ -51,9 +67,12 @@ pub async fn run(
     program: Arc<Program>,
     config: RunConfig,
     stop: CancellationToken,
-    out: mpsc::Sender<Snapshot>,
+    out: mpsc::Sender<Delta>,
 ) -> Duration {
-    let started = Instant::now();
+    let now = Instant::now();
+    // The run's start: earlier than now by the offset of a taken-over share.
+    let started = now.checked_sub(config.offset).unwrap_or(now);
+    let active = Arc::new(AtomicU64::new(0));
     let collector = Arc::new(Collector::new(
         program.metric_names.clone(),
         program.check_names.clone(),
@@ -65,19 +84,30 @@ pub async fn run(
 
     let ticker = {
         let collector = Arc::clone(&collector);
+        let active = Arc::clone(&active);
         let out = out.clone();
         let done = CancellationToken::new();
         let guard = done.clone();
         let handle = tokio::spawn(async move {
-            let mut next = Instant::now() + config.interval;
+            // Ticks fall on whole intervals of the run's clock (a taken-over share joins the
+            // same grid), and each delta carries its nominal time, so the coordinator files
+            // it under the right interval however late the tick ran.
+            let interval = config.interval.max(Duration::from_millis(1));
+            let mut tick = config.offset.as_nanos() / interval.as_nanos() + 1;
             loop {
+                let at = interval * tick as u32;
                 tokio::select! {
                     _ = guard.cancelled() => break,
-                    _ = sleep_until(next) => {}
+                    _ = sleep_until(started + at) => {}
                 }
-                next += config.interval;
+                tick += 1;
+                let delta = Delta {
+                    snapshot: collector.take(),
+                    at,
+                    active_vus: active.load(Ordering::Relaxed),
+                };
                 // The receiver gone means nobody wants results any more.
-                if out.send(collector.take()).await.is_err() {
+                if out.send(delta).await.is_err() {
                     break;
                 }
             }
@@ -97,8 +127,8 @@ pub async fn run(
                     vu,
                     ramp.clone(),
                     started,
-                    stopping.clone(),
-                    hard.clone(),
+                    (stopping.clone(), hard.clone()),
+                    Arc::clone(&active),
                 ));
             }
         }
@@ -109,9 +139,9 @@ pub async fn run(
                 config,
                 ramp.clone(),
                 started,
-                stopping.clone(),
-                hard.clone(),
+                (stopping.clone(), hard.clone()),
                 tracker.clone(),
+                Arc::clone(&active),
             ));
         }
     }
@@ -140,8 +170,30 @@ pub async fn run(
     let (done, handle) = ticker;
     done.cancel();
     let _ = handle.await;
-    let _ = out.send(collector.take()).await;
-    started.elapsed()
+    let _ = out
+        .send(Delta {
+            snapshot: collector.take(),
+            at: started.elapsed(),
+            active_vus: 0,
+        })
+        .await;
+    now.elapsed()
+}
+
+/// Counts a VU as active while it lives.
+struct ActiveGuard(Arc<AtomicU64>);
+
+impl ActiveGuard {
+    fn new(active: &Arc<AtomicU64>) -> ActiveGuard {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(active))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn closed_vu(
@@ -149,8 +201,8 @@ async fn closed_vu(
     mut vu: Vu,
     ramp: Ramp,
     started: Instant,
-    stopping: CancellationToken,
-    hard: CancellationToken,
+    (stopping, hard): (CancellationToken, CancellationToken),
+    active: Arc<AtomicU64>,
 ) {
     let iterations = program.plan.load.iterations;
     let think = program.plan.load.think_time;
@@ -166,11 +218,13 @@ async fn closed_vu(
         }
         let scenario = program.pick_scenario(Rng::keyed(&[vu.id, vu.iteration]).next_u64());
         let origin = Instant::now();
+        let session = ActiveGuard::new(&active);
         let finished = tokio::select! {
             biased;
             _ = hard.cancelled() => false,
             _ = run_session(&program, &mut vu, scenario, origin) => true,
         };
+        drop(session);
         if !finished {
             vu.rec.counters.sessions_interrupted += 1;
             break;
@@ -193,9 +247,9 @@ async fn open_arrivals(
     config: RunConfig,
     ramp: Ramp,
     started: Instant,
-    stopping: CancellationToken,
-    hard: CancellationToken,
+    (stopping, hard): (CancellationToken, CancellationToken),
     tracker: TaskTracker,
+    active: Arc<AtomicU64>,
 ) {
     let pool = config.segment.vus(program.plan.max_vus());
     let mut next_new = pool.start;
@@ -206,7 +260,8 @@ async fn open_arrivals(
     while let Some(at) = ramp.arrival_time(k) {
         let arrival = k;
         k += 1;
-        if !config.segment.owns_arrival(arrival) {
+        // Not this share's, or already past when a taken-over share starts.
+        if !config.segment.owns_arrival(arrival) || at < config.offset {
             continue;
         }
         let due = started + at;
@@ -241,7 +296,9 @@ async fn open_arrivals(
         let program = Arc::clone(&program);
         let idle = Arc::clone(&idle);
         let hard = hard.clone();
+        let session = ActiveGuard::new(&active);
         tracker.spawn(async move {
+            let _session = session;
             let mut vu = vu;
             let scenario =
                 program.pick_scenario(Rng::keyed(&[vu.id, vu.iteration, arrival]).next_u64());

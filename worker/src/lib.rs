@@ -1,6 +1,8 @@
 //! gauntlet-worker: the engine that runs a worker's share of a plan against the target.
 //!
 //! # Layout
+//! - [`agent`]: the worker's side of the fleet (register, Session stream, assignments,
+//!   numbered snapshots resent until acknowledged, reconnects, drain).
 //! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS).
 //! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
 //! - [`session`]: one VU session: WebSocket, HTTP and sleep steps, timing, checks.
@@ -12,6 +14,7 @@
 //! - [`render`]: templates filled from a session's context.
 //! - [`rng`]: a small seedable random source.
 
+pub mod agent;
 pub mod auth;
 pub mod classify;
 pub mod engine;
@@ -23,5 +26,5 @@ pub mod rng;
 pub mod sequence;
 pub mod session;
 
-pub use engine::{RunConfig, run};
+pub use engine::{Delta, RunConfig, run};
 pub use program::{CompileError, Program};

@@ -122,7 +122,7 @@ pub async fn run_with(plan: Plan, config: RunConfig, stop: CancellationToken) ->
     let engine = tokio::spawn(gauntlet_worker::run(program, config, stop, tx));
     let mut total = Snapshot::default();
     while let Some(s) = rx.recv().await {
-        total.merge(&s);
+        total.merge(&s.snapshot);
     }
     engine.await.unwrap();
     total

@@ -1,0 +1,284 @@
+//! `gauntlet coordinator`, `gauntlet worker`, and the client side of a run: submit a plan to a
+//! coordinator (or to one started in this process with in-process workers, over the same
+//! gRPC calls), follow its progress, and return the report.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
+use gauntlet_core::report::Report;
+use gauntlet_proto::v1;
+use gauntlet_proto::v1::control_service_client::ControlServiceClient;
+use gauntlet_worker::agent::{AgentConfig, run_agent};
+use tokio_util::sync::CancellationToken;
+
+/// `gauntlet coordinator` flags.
+#[derive(Debug, clap::Args)]
+pub struct CoordinatorArgs {
+    /// gRPC address workers and clients connect to.
+    #[arg(long, env = "GAUNTLET_LISTEN", default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// A worker silent for this long is lost.
+    #[arg(long, env = "GAUNTLET_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+}
+
+/// `gauntlet worker` flags.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "GAUNTLET_COORDINATOR",
+        default_value = "http://127.0.0.1:7000"
+    )]
+    coordinator: String,
+    /// Relative share of the load this worker takes.
+    #[arg(long, env = "GAUNTLET_CAPACITY", default_value_t = 1)]
+    capacity: u32,
+    /// Worker name (default: the host name).
+    #[arg(long, env = "GAUNTLET_WORKER_NAME")]
+    name: Option<String>,
+    /// How long running sessions get to finish on SIGTERM/SIGINT.
+    #[arg(long, env = "GAUNTLET_DRAIN", default_value = "15s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+}
+
+/// Runs a coordinator until a signal.
+#[allow(clippy::print_stderr)]
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
+    let shutdown = crate::signals::shutdown_token();
+    let config = CoordinatorConfig {
+        heartbeat_timeout: args.heartbeat_timeout,
+        ..CoordinatorConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("coordinator listening on {}", listener.local_addr()?);
+    Coordinator::new(config, shutdown).serve(listener).await?;
+    Ok(0)
+}
+
+/// Runs a worker until a signal.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
+    let name = args.name.unwrap_or_else(host_name);
+    crate::run::check_open_files(0);
+    let config = AgentConfig {
+        coordinator: args.coordinator,
+        name,
+        capacity: args.capacity,
+        labels: BTreeMap::new(),
+        drain: args.drain,
+    };
+    run_agent(config, crate::signals::shutdown_token()).await?;
+    Ok(0)
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// A plan to submit.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Plan text.
+    pub plan_toml: String,
+    /// Its file name.
+    pub plan_file: String,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--ws-target`.
+    pub ws_target: Option<String>,
+    /// Workers to wait for.
+    pub min_workers: u32,
+}
+
+/// Where a run goes.
+#[derive(Debug, Clone)]
+pub enum Fleet {
+    /// A coordinator elsewhere.
+    Remote(String),
+    /// A coordinator and this many workers started here, on loopback.
+    InProcess(u32),
+}
+
+/// Submits `submission`, follows it, and returns its report.
+pub async fn run_plan(fleet: Fleet, submission: Submission, quiet: bool) -> anyhow::Result<Report> {
+    let stop_local = CancellationToken::new();
+    let (url, local_workers) = match fleet {
+        Fleet::Remote(url) => (url, 0),
+        Fleet::InProcess(n) => {
+            let coordinator = Coordinator::new(CoordinatorConfig::default(), stop_local.clone());
+            let (addr, _) = coordinator
+                .start("127.0.0.1:0".parse()?)
+                .await
+                .context("cannot start the in-process coordinator")?;
+            let url = format!("http://{addr}");
+            for i in 0..n {
+                let config = AgentConfig {
+                    coordinator: url.clone(),
+                    name: format!("local-{}", i + 1),
+                    capacity: 1,
+                    labels: BTreeMap::new(),
+                    drain: Duration::from_secs(15),
+                };
+                let stop = stop_local.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = run_agent(config, stop).await {
+                        tracing::error!(error = %e, "in-process worker stopped");
+                    }
+                });
+            }
+            (url, n)
+        }
+    };
+    let result = follow(&url, submission, local_workers, quiet).await;
+    stop_local.cancel();
+    result
+}
+
+#[allow(clippy::print_stderr)]
+async fn follow(
+    url: &str,
+    submission: Submission,
+    local_workers: u32,
+    quiet: bool,
+) -> anyhow::Result<Report> {
+    let mut client = ControlServiceClient::connect(url.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let min_workers = if submission.min_workers > 0 {
+        submission.min_workers
+    } else {
+        local_workers
+    };
+    let submitted = client
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: submission.plan_toml,
+            plan_file: submission.plan_file,
+            target: submission.target.unwrap_or_default(),
+            ws_target: submission.ws_target.unwrap_or_default(),
+            min_workers,
+            min_workers_timeout_ms: 0,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("the coordinator refused the run: {}", s.message()))?
+        .into_inner();
+    let run_id = submitted.run_id;
+    let ctrl_c = crate::signals::shutdown_token();
+    let mut stream = client
+        .watch_run(v1::WatchRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot follow run {run_id}: {}", s.message()))?
+        .into_inner();
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let mut last_line = tokio::time::Instant::now();
+    let mut cancelled = false;
+    loop {
+        let next = tokio::select! {
+            _ = ctrl_c.cancelled(), if !cancelled => {
+                cancelled = true;
+                eprintln!("\nstopping run {run_id} (Ctrl-C): running sessions get their graceful stop");
+                let _ = client.cancel_run(v1::CancelRunRequest { run_id: run_id.clone() }).await;
+                continue;
+            }
+            next = stream.message() => next,
+        };
+        let progress = match next {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                bail!("the coordinator ended run {run_id}'s progress stream without a report")
+            }
+            Err(s) => bail!(
+                "lost the coordinator while following run {run_id}: {}",
+                s.message()
+            ),
+        };
+        if !progress.report_json.is_empty() {
+            if tty {
+                eprintln!();
+            }
+            let report: Report = serde_json::from_str(&progress.report_json)
+                .context("the coordinator sent an unreadable report")?;
+            return Ok(report);
+        }
+        if quiet {
+            continue;
+        }
+        let line = progress_line(&progress);
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = tokio::time::Instant::now();
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn progress_line(p: &v1::RunProgress) -> String {
+    let c = p.counters.unwrap_or_default();
+    let elapsed = p.elapsed_ms as f64 / 1000.0;
+    let planned = if p.planned_ms > 0 {
+        format!("/{:.0}s", p.planned_ms as f64 / 1000.0)
+    } else {
+        String::new()
+    };
+    let rate = if elapsed > 0.0 {
+        c.sessions_started as f64 / elapsed
+    } else {
+        0.0
+    };
+    let metrics: Vec<String> = p
+        .metrics
+        .iter()
+        .map(|m| {
+            format!(
+                "{} p50 {:.1}ms p99 {:.1}ms",
+                m.name,
+                m.p50_us as f64 / 1000.0,
+                m.p99_us as f64 / 1000.0
+            )
+        })
+        .collect();
+    let failures: Vec<String> = p
+        .failures
+        .iter()
+        .map(|f| format!("{}={}", f.category, f.count))
+        .collect();
+    format!(
+        "[{} {elapsed:.1}s{planned}] workers {}{} VUs {} sessions {} ({rate:.0}/s) passed {} failed {} {} {}",
+        p.state,
+        p.workers,
+        if p.workers_lost > 0 {
+            format!(" ({} lost)", p.workers_lost)
+        } else {
+            String::new()
+        },
+        p.active_vus,
+        c.sessions_started,
+        c.sessions_passed,
+        c.sessions_failed,
+        failures.join(" "),
+        metrics.join(", ")
+    )
+}
+
+/// Writes `report` as `dir/report.json`; returns the path.
+pub fn write_report(dir: &std::path::Path, report: &Report) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("report.json");
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}

@@ -1,0 +1,221 @@
+//! The exact merge of a run's snapshots: each (worker, sequence number) is merged once, into
+//! the run's total and into its interval (by the snapshot's time), so fleet-wide percentiles
+//! equal those of one histogram that saw every sample, and a resent snapshot changes nothing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use gauntlet_core::metrics::Snapshot;
+use gauntlet_core::report::IntervalReport;
+use gauntlet_core::thresholds::keep_for_windows;
+use gauntlet_proto::{ConvertError, snapshot_from_proto, v1};
+
+/// Metrics whose p50/p99 the per-interval series carries.
+pub const MAIN_METRICS: [&str; 3] = ["session", "ws.handshake", "ws.confirmation"];
+
+/// What one worker contributed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerTally {
+    /// Sessions it started (merged).
+    pub sessions: u64,
+    /// Snapshots merged.
+    pub snapshots: u64,
+    /// `at_ms` of its latest merged snapshot.
+    pub last_at_ms: u64,
+    /// VUs active at its latest merged snapshot.
+    pub last_active_vus: u64,
+    /// Sessions it started in its latest merged snapshot's interval.
+    pub last_sessions: u64,
+}
+
+/// A run's merged measurements.
+#[derive(Debug)]
+pub struct Aggregator {
+    interval_ms: u64,
+    total: Snapshot,
+    /// Per interval: everything but the histograms of metrics no windowed threshold reads.
+    intervals: Vec<Snapshot>,
+    /// Per interval: the main metrics' histograms, for the series.
+    main: Vec<Snapshot>,
+    active_vus: Vec<BTreeMap<String, u64>>,
+    windowed: Vec<String>,
+    seen: HashSet<(String, u64)>,
+    workers: BTreeMap<String, WorkerTally>,
+}
+
+impl Aggregator {
+    /// An aggregator for snapshots every `interval_ms`, keeping per-interval histograms of
+    /// `windowed` metrics (those windowed thresholds read).
+    pub fn new(interval_ms: u64, windowed: Vec<String>) -> Aggregator {
+        Aggregator {
+            interval_ms: interval_ms.max(1),
+            total: Snapshot::default(),
+            intervals: Vec::new(),
+            main: Vec::new(),
+            active_vus: Vec::new(),
+            windowed,
+            seen: HashSet::new(),
+            workers: BTreeMap::new(),
+        }
+    }
+
+    /// Merges snapshot `wire` from `worker` unless that (worker, seq) was merged already.
+    /// Returns whether it was new.
+    pub fn merge(&mut self, worker: &str, wire: &v1::Snapshot) -> Result<bool, ConvertError> {
+        if self.seen.contains(&(worker.to_owned(), wire.seq)) {
+            return Ok(false);
+        }
+        let delta = snapshot_from_proto(wire)?;
+        self.seen.insert((worker.to_owned(), wire.seq));
+        self.total.merge(&delta);
+        // The interval ending at or after `at_ms`.
+        let index = (wire.at_ms.saturating_sub(1) / self.interval_ms) as usize;
+        if self.intervals.len() <= index {
+            self.intervals.resize_with(index + 1, Snapshot::default);
+            self.main.resize_with(index + 1, Snapshot::default);
+            self.active_vus.resize_with(index + 1, BTreeMap::new);
+        }
+        self.intervals[index].merge(&keep_for_windows(&delta, &self.windowed));
+        let mut main = Snapshot::default();
+        for m in MAIN_METRICS {
+            if let Some(h) = delta.histograms.get(m) {
+                main.histograms.insert(m.to_owned(), h.clone());
+            }
+        }
+        self.main[index].merge(&main);
+        self.active_vus[index].insert(worker.to_owned(), wire.active_vus);
+        let tally = self.workers.entry(worker.to_owned()).or_default();
+        tally.sessions += delta.counters.sessions_started;
+        tally.snapshots += 1;
+        if wire.at_ms >= tally.last_at_ms {
+            tally.last_at_ms = wire.at_ms;
+            tally.last_active_vus = wire.active_vus;
+            tally.last_sessions = delta.counters.sessions_started;
+        }
+        Ok(true)
+    }
+
+    /// Everything merged so far.
+    pub fn total(&self) -> &Snapshot {
+        &self.total
+    }
+
+    /// Per-interval deltas (for windowed thresholds).
+    pub fn intervals(&self) -> &[Snapshot] {
+        &self.intervals
+    }
+
+    /// What each worker contributed.
+    pub fn workers(&self) -> &BTreeMap<String, WorkerTally> {
+        &self.workers
+    }
+
+    /// VUs active fleet-wide at the latest interval.
+    pub fn active_vus(&self) -> u64 {
+        self.active_vus.last().map_or(0, |m| m.values().sum())
+    }
+
+    /// The per-interval series.
+    pub fn series(&self) -> Vec<IntervalReport> {
+        self.intervals
+            .iter()
+            .zip(&self.main)
+            .zip(&self.active_vus)
+            .enumerate()
+            .map(|(i, ((s, main), vus))| {
+                let mut failures = BTreeMap::new();
+                for (k, v) in &s.failures {
+                    *failures.entry(k.category.clone()).or_insert(0) += v.count;
+                }
+                let latency = main
+                    .histograms
+                    .iter()
+                    .filter(|(_, h)| !h.is_empty())
+                    .map(|(name, h)| {
+                        (
+                            name.clone(),
+                            [h.value_at_quantile(0.5), h.value_at_quantile(0.99)],
+                        )
+                    })
+                    .collect();
+                IntervalReport {
+                    at_ms: (i as u64 + 1) * self.interval_ms,
+                    sessions: s.counters.sessions_started,
+                    passed: s.counters.sessions_passed,
+                    failed: s.counters.sessions_failed,
+                    failures,
+                    latency,
+                    active_vus: vus.values().sum(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use gauntlet_core::metrics::histogram;
+    use gauntlet_proto::snapshot_to_proto;
+
+    fn delta(values: &[u64], passed: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut h = histogram();
+        for v in values {
+            h.record(*v).unwrap();
+        }
+        s.histograms.insert("session".into(), h);
+        s.counters.sessions_started = passed;
+        s.counters.sessions_passed = passed;
+        s
+    }
+
+    #[test]
+    fn each_worker_and_sequence_is_merged_once() {
+        let mut a = Aggregator::new(1000, vec![]);
+        let one = snapshot_to_proto(&delta(&[10, 20], 2), "r", 1, 1000, 2);
+        assert!(a.merge("w1", &one).unwrap());
+        assert!(!a.merge("w1", &one).unwrap(), "a resend changes nothing");
+        assert!(
+            a.merge("w2", &one).unwrap(),
+            "another worker's seq 1 is its own"
+        );
+        assert_eq!(a.total().counters.sessions_passed, 4);
+        assert_eq!(a.total().histograms["session"].len(), 4);
+        assert_eq!(a.workers()["w1"].snapshots, 1);
+        assert_eq!(a.active_vus(), 4);
+    }
+
+    #[test]
+    fn fleet_percentiles_equal_one_histogram_that_saw_every_sample() {
+        let mut all = histogram();
+        let mut a = Aggregator::new(1000, vec![]);
+        let mut x = 7u64;
+        for worker in 0..3 {
+            for seq in 1..=20u64 {
+                let mut values = Vec::new();
+                for _ in 0..500 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let v = 1 + (x >> 35) % 30_000_000;
+                    values.push(v);
+                    all.record(v).unwrap();
+                }
+                let wire = snapshot_to_proto(&delta(&values, 1), "r", seq, seq * 1000, 1);
+                a.merge(&format!("w{worker}"), &wire).unwrap();
+            }
+        }
+        let merged = &a.total().histograms["session"];
+        assert_eq!(merged.len(), all.len());
+        for q in [0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.value_at_quantile(q),
+                all.value_at_quantile(q),
+                "q={q}"
+            );
+        }
+        assert_eq!(a.series().len(), 20);
+        assert_eq!(a.series()[4].sessions, 3);
+    }
+}

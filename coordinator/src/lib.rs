@@ -1,0 +1,119 @@
+//! gauntlet-coordinator: the fleet's centre. Workers register and keep a Session stream; runs
+//! are split into execution segments by worker capacity, started at one instant, merged
+//! exactly, watched for lost workers, judged against thresholds once, and reported.
+//!
+//! # Layout
+//! - [`registry`]: known workers, their streams and heartbeats.
+//! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
+//! - [`aggregator`]: the exact, idempotent merge of snapshots.
+//! - [`service`]: the gRPC services (WorkerService, ControlService) over the above.
+
+pub mod aggregator;
+pub mod registry;
+pub mod run;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gauntlet_proto::v1::control_service_server::ControlServiceServer;
+use gauntlet_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use registry::Registry;
+pub use run::Run;
+
+/// Coordinator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    /// A worker silent for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// How often workers send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Delay between assigning a run and its common start instant.
+    pub start_delay: Duration,
+    /// How long a run waits for `min_workers` unless the plan or request says otherwise.
+    pub min_workers_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            start_delay: Duration::from_millis(500),
+            min_workers_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The coordinator's shared state.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    /// Settings.
+    pub config: CoordinatorConfig,
+    /// Workers.
+    pub registry: Arc<Registry>,
+    runs: Arc<Mutex<BTreeMap<String, Arc<Run>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Coordinator {
+    /// A coordinator that stops its runs when `shutdown` is cancelled.
+    pub fn new(config: CoordinatorConfig, shutdown: CancellationToken) -> Coordinator {
+        Coordinator {
+            config,
+            registry: Arc::new(Registry::default()),
+            runs: Arc::new(Mutex::new(BTreeMap::new())),
+            shutdown,
+        }
+    }
+
+    /// The run `id`.
+    pub fn run(&self, id: &str) -> Option<Arc<Run>> {
+        lock(&self.runs).get(id).cloned()
+    }
+
+    /// Every run, oldest first.
+    pub fn runs(&self) -> Vec<Arc<Run>> {
+        lock(&self.runs).values().cloned().collect()
+    }
+
+    fn add_run(&self, run: Arc<Run>) {
+        lock(&self.runs).insert(run.id.clone(), run);
+    }
+
+    /// Serves both gRPC services on `listener` until `shutdown` is cancelled.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+        let shutdown = self.shutdown.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(WorkerServiceServer::new(service::Workers(self.clone())))
+            .add_service(ControlServiceServer::new(service::Control(self.clone())))
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+    }
+
+    /// Binds `addr` and serves in a background task; returns the bound address.
+    pub async fn start(
+        self,
+        addr: SocketAddr,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let handle = tokio::spawn(async move {
+            if let Err(e) = self.serve(listener).await {
+                tracing::error!(error = %e, "coordinator server stopped");
+            }
+        });
+        Ok((bound, handle))
+    }
+}
+
+/// Locks a mutex, going on with the data if a panicking thread poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

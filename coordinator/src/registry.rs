@@ -1,0 +1,126 @@
+//! Known workers: identity, capacity, the sending half of each one's Session stream, and
+//! when it was last heard from.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use gauntlet_proto::v1;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::lock;
+
+/// One worker.
+#[derive(Debug, Clone)]
+pub struct WorkerEntry {
+    /// Id given at registration.
+    pub id: String,
+    /// Name it gave.
+    pub name: String,
+    /// Relative capacity.
+    pub capacity: u32,
+    /// gauntlet version.
+    pub version: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Last message (or registration).
+    pub last_seen: Instant,
+    /// Its open Session stream, if any.
+    pub outbox: Option<mpsc::Sender<v1::CoordinatorMessage>>,
+    /// Counts Session streams, so a closed old stream does not detach a newer one.
+    pub stream: u64,
+}
+
+/// The registry.
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: Mutex<BTreeMap<String, WorkerEntry>>,
+    next: Mutex<u64>,
+}
+
+impl Registry {
+    /// Registers a worker, keeping `known_id` if it was registered before.
+    pub fn register(&self, req: &v1::RegisterRequest) -> String {
+        let mut workers = lock(&self.workers);
+        let id = if !req.worker_id.is_empty() && workers.contains_key(&req.worker_id) {
+            req.worker_id.clone()
+        } else {
+            let mut next = lock(&self.next);
+            *next += 1;
+            let name: String = req
+                .name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(32)
+                .collect();
+            format!("w{}-{name}", *next)
+        };
+        let entry = workers.entry(id.clone()).or_insert_with(|| WorkerEntry {
+            id: id.clone(),
+            name: req.name.clone(),
+            capacity: req.capacity.max(1),
+            version: req.version.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+            last_seen: Instant::now(),
+            outbox: None,
+            stream: 0,
+        });
+        entry.capacity = req.capacity.max(1);
+        entry.last_seen = Instant::now();
+        id
+    }
+
+    /// Attaches a new Session stream to `id`; returns its number, or `None` for an unknown id.
+    pub fn attach(&self, id: &str, outbox: mpsc::Sender<v1::CoordinatorMessage>) -> Option<u64> {
+        let mut workers = lock(&self.workers);
+        let entry = workers.get_mut(id)?;
+        entry.stream += 1;
+        entry.outbox = Some(outbox);
+        entry.last_seen = Instant::now();
+        Some(entry.stream)
+    }
+
+    /// Detaches stream `stream` of `id` (a newer stream stays).
+    pub fn detach(&self, id: &str, stream: u64) {
+        if let Some(entry) = lock(&self.workers).get_mut(id)
+            && entry.stream == stream
+        {
+            entry.outbox = None;
+        }
+    }
+
+    /// Notes that `id` was heard from.
+    pub fn seen(&self, id: &str) {
+        if let Some(entry) = lock(&self.workers).get_mut(id) {
+            entry.last_seen = Instant::now();
+        }
+    }
+
+    /// A copy of worker `id`.
+    pub fn get(&self, id: &str) -> Option<WorkerEntry> {
+        lock(&self.workers).get(id).cloned()
+    }
+
+    /// Workers with an open stream heard from within `fresh`.
+    pub fn connected(&self, fresh: std::time::Duration) -> Vec<WorkerEntry> {
+        let now = Instant::now();
+        lock(&self.workers)
+            .values()
+            .filter(|w| w.outbox.is_some() && now.duration_since(w.last_seen) < fresh)
+            .cloned()
+            .collect()
+    }
+
+    /// Every worker.
+    pub fn all(&self) -> Vec<WorkerEntry> {
+        lock(&self.workers).values().cloned().collect()
+    }
+
+    /// Sends `msg` to worker `id`; false if it has no open stream or the stream is full.
+    pub fn send(&self, id: &str, msg: v1::CoordinatorMessage) -> bool {
+        let outbox = lock(&self.workers).get(id).and_then(|w| w.outbox.clone());
+        // A full outbox means the worker is not reading: the message is dropped and the
+        // worker's heartbeat timeout decides its fate.
+        outbox.is_some_and(|o| o.try_send(msg).is_ok())
+    }
+}

@@ -1,0 +1,365 @@
+//! The worker's side of the fleet: registers with the coordinator, keeps one Session stream,
+//! runs each assignment with the engine from the common start instant, streams numbered
+//! snapshots and keeps the unacknowledged ones to resend after a reconnect, reconnects with
+//! backoff, stops its sessions when the coordinator stays away past the lease, and drains on
+//! shutdown.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gauntlet_core::plan::{Overrides, Plan};
+use gauntlet_core::segment::ExecutionSegment;
+use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
+use gauntlet_proto::v1::{self, coordinator_message, worker_message};
+use gauntlet_proto::{PROTOCOL_VERSION, snapshot_to_proto};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Delta, RunConfig};
+use crate::program::Program;
+
+/// Unacknowledged snapshots kept per assignment; beyond this the oldest are dropped (and
+/// logged): ten minutes of 1 s snapshots while the coordinator is unreachable.
+const UNACKED_LIMIT: usize = 600;
+/// Messages queued to the coordinator while a stream is open; when full, snapshots wait in
+/// the unacknowledged buffer and go out with the next resend.
+const OUTBOX: usize = 256;
+
+/// How to reach the coordinator and what to tell it.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Coordinator URL (`http://127.0.0.1:7000`).
+    pub coordinator: String,
+    /// Worker name.
+    pub name: String,
+    /// Relative capacity.
+    pub capacity: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// How long to wait for running sessions when shutting down.
+    pub drain: Duration,
+}
+
+/// A failure that ends the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The coordinator refused this worker (a protocol mismatch).
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+    /// The coordinator URL is not usable.
+    #[error("bad coordinator URL `{0}`: {1}")]
+    BadUrl(String, String),
+}
+
+/// Snapshots not yet acknowledged, and finished assignments, by (run, first_seq).
+#[derive(Debug, Default)]
+struct Pending {
+    unacked: BTreeMap<(String, u64), VecDeque<v1::Snapshot>>,
+    done: Vec<v1::Done>,
+    /// Per run: cancels its assignments (a Stop from the coordinator).
+    stops: BTreeMap<String, CancellationToken>,
+    /// The open stream's sender, if connected.
+    outbox: Option<mpsc::Sender<v1::WorkerMessage>>,
+}
+
+type Shared = Arc<Mutex<Pending>>;
+
+fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn snapshot_msg(s: v1::Snapshot) -> v1::WorkerMessage {
+    v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Snapshot(s)),
+    }
+}
+
+/// Runs the agent until `shutdown`; then stops its sessions (graceful stop) and flushes the
+/// last snapshots, waiting at most `config.drain`.
+pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(5));
+    let pending: Shared = Arc::default();
+    // Parent of every assignment's stop token; replaced after it is used.
+    let mut jobs_stop = CancellationToken::new();
+    let jobs = TaskTracker::new();
+    let mut worker_id = String::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut disconnected_since: Option<Instant> = None;
+    let mut lease = Duration::from_secs(5);
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Away from the coordinator past the lease: it has given our shares away.
+        if disconnected_since.is_some_and(|d| d.elapsed() > lease)
+            && !jobs.is_empty()
+            && !jobs_stop.is_cancelled()
+        {
+            tracing::warn!("coordinator unreachable past the lease: stopping running sessions");
+            jobs_stop.cancel();
+        }
+        if jobs_stop.is_cancelled() && jobs.is_empty() {
+            jobs_stop = CancellationToken::new();
+        }
+        let session = connect_once(
+            &endpoint,
+            &config,
+            &mut worker_id,
+            &pending,
+            &jobs,
+            &jobs_stop,
+            &shutdown,
+        )
+        .await;
+        match session {
+            Ok(lease_was) => {
+                lease = lease_was;
+                backoff = Duration::from_millis(100);
+                disconnected_since = Some(Instant::now());
+            }
+            Err(Some(refused)) => return Err(refused),
+            Err(None) => {
+                disconnected_since.get_or_insert_with(Instant::now);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    // Drain: running sessions get their graceful stop; the last snapshots go out if a stream
+    // is open (a reconnect is attempted once more if not).
+    jobs_stop.cancel();
+    jobs.close();
+    let _ = tokio::time::timeout(config.drain, jobs.wait()).await;
+    if !lock(&pending).unacked.values().all(VecDeque::is_empty) {
+        let flush = CancellationToken::new();
+        let deadline = flush.clone();
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(3)).await;
+            deadline.cancel();
+        });
+        let _ = connect_once(
+            &endpoint,
+            &config,
+            &mut worker_id,
+            &pending,
+            &jobs,
+            &jobs_stop,
+            &flush,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// One connection: register, open the Session stream, resend what is pending, serve it until
+/// it ends or `until` is cancelled. `Ok(lease)` after a session; `Err(Some)` when refused;
+/// `Err(None)` when the coordinator cannot be reached.
+#[allow(clippy::too_many_arguments)]
+async fn connect_once(
+    endpoint: &tonic::transport::Endpoint,
+    config: &AgentConfig,
+    worker_id: &mut String,
+    pending: &Shared,
+    jobs: &TaskTracker,
+    jobs_stop: &CancellationToken,
+    until: &CancellationToken,
+) -> Result<Duration, Option<AgentError>> {
+    let channel = endpoint.connect().await.map_err(|e| {
+        tracing::debug!(error = %e, "coordinator not reachable");
+        None
+    })?;
+    let mut client = WorkerServiceClient::new(channel);
+    let registered = client
+        .register(v1::RegisterRequest {
+            name: config.name.clone(),
+            capacity: config.capacity,
+            version: env!("CARGO_PKG_VERSION").into(),
+            labels: config.labels.clone().into_iter().collect(),
+            protocol: PROTOCOL_VERSION,
+            worker_id: worker_id.clone(),
+        })
+        .await;
+    let registered = match registered {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            return Err(Some(AgentError::Refused(status.message().to_owned())));
+        }
+        Err(status) => {
+            tracing::debug!(%status, "registration failed");
+            return Err(None);
+        }
+    };
+    *worker_id = registered.worker_id.clone();
+    let lease = Duration::from_millis(registered.lease_ms.max(1000));
+    let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000));
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let hello = v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Hello(v1::Hello {
+            worker_id: worker_id.clone(),
+        })),
+    };
+    // The stream was just created: these cannot find it full.
+    let _ = tx.try_send(hello);
+    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            tracing::debug!(%status, "session refused");
+            return Err(None);
+        }
+    };
+    tracing::info!(worker = %worker_id, "connected to the coordinator");
+    {
+        let mut p = lock(pending);
+        for s in p.unacked.values().flatten() {
+            let _ = tx.try_send(snapshot_msg(s.clone()));
+        }
+        for d in &p.done {
+            let _ = tx.try_send(v1::WorkerMessage {
+                kind: Some(worker_message::Kind::Done(d.clone())),
+            });
+        }
+        p.outbox = Some(tx.clone());
+    }
+    let mut ticker = tokio::time::interval(heartbeat);
+    let result = loop {
+        tokio::select! {
+            _ = until.cancelled() => break Ok(lease),
+            _ = ticker.tick() => {
+                let beat = v1::WorkerMessage { kind: Some(worker_message::Kind::Heartbeat(v1::Heartbeat::default())) };
+                if tx.try_send(beat).is_err() && tx.is_closed() {
+                    break Ok(lease);
+                }
+            }
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break Ok(lease),
+                };
+                match msg.kind {
+                    Some(coordinator_message::Kind::Assignment(a)) => {
+                        let stop = lock(pending)
+                            .stops
+                            .entry(a.run_id.clone())
+                            .or_insert_with(|| jobs_stop.child_token())
+                            .clone();
+                        jobs.spawn(run_assignment(a, Arc::clone(pending), stop));
+                    }
+                    Some(coordinator_message::Kind::Stop(stop)) => {
+                        tracing::info!(run = %stop.run_id, reason = %stop.reason, "stop requested");
+                        if let Some(token) = lock(pending).stops.get(&stop.run_id) {
+                            token.cancel();
+                        }
+                    }
+                    Some(coordinator_message::Kind::Ack(ack)) => {
+                        let mut p = lock(pending);
+                        for ((run, _), queue) in p.unacked.iter_mut() {
+                            if *run == ack.run_id {
+                                queue.retain(|s| s.seq != ack.seq);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    };
+    lock(pending).outbox = None;
+    result
+}
+
+/// Runs one assignment with the engine and reports it.
+async fn run_assignment(a: v1::Assignment, pending: Shared, stop: CancellationToken) {
+    let key = (a.run_id.clone(), a.first_seq);
+    let finish = |error: String, last_seq: u64| {
+        let done = v1::Done {
+            run_id: a.run_id.clone(),
+            last_seq,
+            error,
+            first_seq: a.first_seq,
+        };
+        let mut p = lock(&pending);
+        if let Some(o) = &p.outbox {
+            let _ = o.try_send(v1::WorkerMessage {
+                kind: Some(worker_message::Kind::Done(done.clone())),
+            });
+        }
+        p.done.push(done);
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let overrides = Overrides {
+        target: non_empty(&a.target),
+        ws_target: non_empty(&a.ws_target),
+    };
+    let program = Plan::from_text(&a.plan_file, &a.plan_toml, &overrides)
+        .map_err(|e| e.to_string())
+        .and_then(|plan| Program::compile(plan).map_err(|e| format!("{}: {e}", a.plan_file)));
+    let program = match program {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::error!(run = %a.run_id, error = %e, "cannot run this assignment");
+            finish(e, a.first_seq);
+            return;
+        }
+    };
+    let Some(segment) = ExecutionSegment::new(a.segment_start, a.segment_end) else {
+        finish(
+            format!("bad segment [{}, {})", a.segment_start, a.segment_end),
+            a.first_seq,
+        );
+        return;
+    };
+    // Everyone starts at the same instant.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let wait = Duration::from_millis(a.start_at_unix_ms.saturating_sub(now_ms));
+    tokio::select! {
+        _ = stop.cancelled() => {
+            finish(String::new(), a.first_seq);
+            return;
+        }
+        _ = sleep(wait) => {}
+    }
+    let config = RunConfig {
+        segment,
+        interval: Duration::from_millis(a.interval_ms.max(100)),
+        seed: a.seed,
+        offset: Duration::from_millis(a.offset_ms),
+    };
+    let (tx, mut rx) = mpsc::channel::<Delta>(16);
+    let engine = tokio::spawn(crate::engine::run(program, config, stop, tx));
+    let mut seq = a.first_seq;
+    while let Some(delta) = rx.recv().await {
+        seq += 1;
+        tracing::debug!(run = %a.run_id, seq, at_ms = delta.at.as_millis() as u64, sessions = delta.snapshot.counters.sessions_started, active = delta.active_vus, "snapshot");
+        let wire = snapshot_to_proto(
+            &delta.snapshot,
+            &a.run_id,
+            seq,
+            delta.at.as_millis() as u64,
+            delta.active_vus,
+        );
+        let mut p = lock(&pending);
+        if let Some(o) = &p.outbox {
+            // A full outbox leaves the snapshot to the resend after the next reconnect.
+            let _ = o.try_send(snapshot_msg(wire.clone()));
+        }
+        let queue = p.unacked.entry(key.clone()).or_default();
+        queue.push_back(wire);
+        if queue.len() > UNACKED_LIMIT {
+            queue.pop_front();
+            tracing::warn!(run = %a.run_id, "unacknowledged snapshot buffer full: the oldest is dropped");
+        }
+    }
+    let _ = engine.await;
+    finish(String::new(), seq);
+}
