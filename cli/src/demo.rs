@@ -1,20 +1,16 @@
-//! `gauntlet demo`: starts the embedded testbed with a few faults switched on, runs the
-//! agent-pipeline example plan against it with the worker engine, prints gauntlet's summary and
-//! then the testbed's ground truth next to gauntlet's failure counts. The fleet (coordinator +
-//! workers) takes the engine's place here when it lands; the command line stays the same.
+//! `gauntlet demo`: starts the embedded testbed with a few faults switched on, a coordinator
+//! and two workers in this process, runs the agent-pipeline example plan over gRPC, prints the
+//! summary, the testbed's ground truth next to gauntlet's failure counts, and the report's path.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use gauntlet_core::metrics::Snapshot;
-use gauntlet_core::plan::{Overrides, Plan};
 use gauntlet_testbed::config::Secret;
 use gauntlet_testbed::faults::Faults;
 use gauntlet_testbed::{Testbed, TestbedConfig};
-use gauntlet_worker::{Program, RunConfig};
-use tokio::sync::mpsc;
+
+use crate::fleet::{Fleet, Submission, run_plan, write_report};
 
 /// The plan the demo runs (the file in `plans/`, compiled in).
 const PLAN: &str = include_str!("../../plans/agent-pipeline.toml");
@@ -36,6 +32,9 @@ pub struct Args {
     /// Keep the testbed running after the demo until Ctrl-C, to explore it by hand.
     #[arg(long)]
     serve: bool,
+    /// Directory for report.json (default: a directory under the system's temp dir).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 /// Runs the demo.
@@ -84,38 +83,45 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         FAULTS.map(|(k, _)| k).join(", ")
     );
 
-    let overrides = Overrides {
-        target: Some(testbed.http_url()),
-        ws_target: None,
-    };
-    let mut plan = Plan::from_text("plans/agent-pipeline.toml", PLAN, &overrides)?;
-    if let Some(auth) = plan.auth.as_mut() {
-        auth.secret_env = None;
-        auth.secret_file = Some(secret_file.to_owned());
+    // The example plan, with the demo's secret file and size.
+    let mut plan: toml::Table = PLAN.parse().context("the embedded plan")?;
+    if let Some(toml::Value::Table(auth)) = plan.get_mut("auth") {
+        auth.remove("secret_env");
+        auth.insert(
+            "secret_file".into(),
+            secret_file.display().to_string().into(),
+        );
     }
-    plan.load.vus = Some(u64::from(args.users));
-    plan.load.iterations = Some(2);
-    let program = Arc::new(Program::compile(plan)?);
+    if let Some(toml::Value::Table(load)) = plan.get_mut("load") {
+        load.insert("vus".into(), i64::from(args.users).into());
+        load.insert("iterations".into(), 2.into());
+    }
     println!(
-        "plan: agent-pipeline, {} VUs x 2 agent runs, checks: event order, duplicates, missing events, user and thread isolation\n",
+        "plan: agent-pipeline, {} VUs x 2 agent runs on a coordinator with 2 workers (gRPC on loopback); checks: event order, duplicates, missing events, user and thread isolation\n",
         args.users
     );
-    let (tx, mut rx) = mpsc::channel::<gauntlet_worker::Delta>(16);
-    let engine = tokio::spawn(gauntlet_worker::run(
-        program,
-        RunConfig::default(),
-        crate::signals::shutdown_token(),
-        tx,
-    ));
-    let mut total = Snapshot::default();
-    while let Some(delta) = rx.recv().await {
-        total.merge(&delta.snapshot);
-    }
-    let elapsed = engine.await.context("the engine stopped unexpectedly")?;
-    print!("{}", total.render_summary(elapsed.as_secs_f64()));
+    let submission = Submission {
+        plan_toml: toml::to_string(&plan).context("the demo plan")?,
+        plan_file: "plans/agent-pipeline.toml".into(),
+        target: Some(testbed.http_url()),
+        ws_target: None,
+        min_workers: 2,
+    };
+    let report = run_plan(Fleet::InProcess(2), submission, true).await?;
+    let dir = args.out.clone().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join("gauntlet-demo")
+            .join(&report.run_id)
+    });
+    let path = write_report(&dir, &report)?;
+    print!("{}", report.render_text());
+    println!("(the injected faults make the plan's threshold fail, as they should)");
 
     let truth = testbed.stats();
-    let by_category: BTreeMap<String, u64> = total.failures_by_category().into_iter().collect();
+    let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &report.failures {
+        *by_category.entry(f.category.clone()).or_default() += f.count;
+    }
     println!("\ngauntlet's failure counts next to the testbed's ground truth:");
     println!("  {:<20} {:>9} {:>9}", "fault", "injected", "gauntlet");
     let mut all_equal = true;
@@ -126,10 +132,11 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         let mark = if injected == seen { "=" } else { "!=" };
         println!("  {knob:<20} {injected:>9} {seen:>9}  {mark} {category}");
     }
-    if total.counters.sessions_passed == 0 {
+    if report.totals.passed == 0 {
         bail!("no session passed: the demo ran nothing useful");
     }
     let verdict_ok = all_equal;
+    println!("\nreport: {}", path.display());
     println!(
         "\n{}",
         if all_equal {

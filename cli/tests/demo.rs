@@ -1,5 +1,6 @@
-//! The README's first command: `gauntlet demo` runs the example agent-pipeline plan against
-//! the embedded testbed and finds every injected fault under the right category.
+//! The README's first command: `gauntlet demo` runs the example agent-pipeline plan on an
+//! in-process coordinator and two workers against the embedded testbed, finds every injected
+//! fault under the right category, and writes its report.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,6 +24,18 @@ fn the_demo_finds_every_injected_fault() {
         stdout.contains("demo ok: every injected fault was found and classified"),
         "{stdout}"
     );
-    assert!(stdout.contains("failures by category:"), "{stdout}");
+    assert!(stdout.contains("\nfailures:\n"), "{stdout}");
+    assert!(stdout.contains("workers:\n  local-"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: fail"),
+        "the injected faults fail the plan's threshold: {stdout}"
+    );
+    let report = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .expect("the demo names its report");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(json["totals"]["sessions"], 80);
     assert!(!stdout.contains("!="), "{stdout}");
 }
