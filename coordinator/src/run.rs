@@ -579,12 +579,14 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);
             let t = tallies.get(&share.worker).cloned().unwrap_or_default();
-            // Sessions it may have started after its last merged snapshot: those running
-            // then, plus as many as it started per interval for every interval until the loss
-            // was detected.
-            let gap_ms = at.saturating_sub(t.last_at_ms);
-            let intervals = gap_ms.div_ceil(run.interval.as_millis().max(1) as u64);
-            w.in_flight_bound = Some(t.last_active_vus + t.last_sessions * intervals.max(1));
+            w.in_flight_bound = Some(unreported_bound(
+                run,
+                &total,
+                share.segment,
+                t.last_at_ms,
+                at,
+                t.last_active_vus,
+            ));
         }
     }
     let planned_sessions = match (
@@ -701,6 +703,53 @@ fn verdict(
                 list.join("; ")
             ),
         )
+    }
+}
+
+/// How many sessions a lost worker may have started between its last merged snapshot
+/// (`last_ms`) and its loss (`lost_ms`) that no snapshot reported. Open model: the arrivals its
+/// segment owned in that gap plus the sessions running at the snapshot. Closed model: each of
+/// its VUs can have started at most one session per shortest session seen fleet-wide (plus the
+/// one it was in).
+fn unreported_bound(
+    run: &Run,
+    total: &gauntlet_core::metrics::Snapshot,
+    segment: ExecutionSegment,
+    last_ms: u64,
+    lost_ms: u64,
+    active_at_last: u64,
+) -> u64 {
+    let ramp = Ramp::of(&run.plan.load);
+    match run.plan.load.model {
+        Model::Open => {
+            let (from, to) = (
+                Duration::from_millis(last_ms),
+                Duration::from_millis(lost_ms),
+            );
+            let mut owned = 0;
+            let mut k = 0;
+            while let Some(t) = ramp.arrival_time(k) {
+                if t > to {
+                    break;
+                }
+                if t > from && segment.owns_arrival(k) {
+                    owned += 1;
+                }
+                k += 1;
+            }
+            owned + active_at_last
+        }
+        Model::Closed => {
+            let vus = segment.vus(run.plan.max_vus()).count() as u64;
+            let shortest_us = total
+                .histograms
+                .get("session")
+                .filter(|h| !h.is_empty())
+                .map_or(1000, |h| h.min())
+                .max(1);
+            let gap_us = lost_ms.saturating_sub(last_ms) * 1000;
+            vus * (gap_us / shortest_us + 1)
+        }
     }
 }
 

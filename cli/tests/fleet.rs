@@ -1,0 +1,304 @@
+//! The fleet in separate processes: a coordinator, three workers and `gauntlet run` as child
+//! processes of this test, the testbed in it. The report's counts equal the testbed's ground
+//! truth; a worker killed with SIGKILL mid-run is reported lost, its share is reassigned, and
+//! the totals differ from the ground truth by no more than the bound the report states.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gauntlet_testbed::config::Secret;
+use gauntlet_testbed::{Testbed, TestbedConfig};
+use serde_json::Value;
+
+const SECRET: &str = "fleet-test-secret";
+
+/// A child process killed (by its PID, SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gauntlet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gauntlet"));
+    c.env("JWT_SECRET_KEY", SECRET).env("GAUNTLET_LOG", "warn");
+    c
+}
+
+/// Starts a coordinator on a free port; returns it and its URL.
+fn coordinator() -> (Proc, String) {
+    let mut child = gauntlet()
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "2s",
+        ])
+        .env("GAUNTLET_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(addr) = line.strip_prefix("coordinator listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn worker(url: &str, name: &str) -> Proc {
+    Proc(
+        gauntlet()
+            .args([
+                "worker",
+                "--coordinator",
+                url,
+                "--name",
+                name,
+                "--drain",
+                "2s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn plan_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gauntlet-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(url: &str, plan: &PathBuf, target: &str, out: &str) -> Child {
+    gauntlet()
+        .args([
+            "run",
+            plan.to_str().unwrap(),
+            "--coordinator",
+            url,
+            "--min-workers",
+            "3",
+            "--target",
+            target,
+            "--out",
+            out,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn report(out: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(PathBuf::from(out).join("report.json")).unwrap())
+        .unwrap()
+}
+
+async fn testbed(faults: Value) -> Testbed {
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    config.pipeline.delay = gauntlet_testbed::delay::Delay::ZERO;
+    config.faults = serde_json::from_value(faults).unwrap();
+    Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+const AGENT_PLAN: &str = r#"
+name = "fleet-agent"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+subject = "fleet-user-{subject_index}"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 60
+iterations = 2
+[[scenarios]]
+name = "agent-run"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "start_agent", payload = { user_request = "go" } } } },
+  { ws_expect_sequence = { orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], ignore = ["pong", "ack"], timeout = "10s" } },
+  { ws_close = {} },
+]
+[[isolation]]
+pointer = "/user_id"
+equals = "{subject}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_report_exactly_what_the_testbed_saw() {
+    let tb = testbed(serde_json::json!({
+        "factory_init": { "rate": 0.1, "users": { "suffix_mod": 3, "suffix_rem": [0] } },
+        "missing_event": { "rate": 0.2, "users": { "suffix_mod": 3, "suffix_rem": [1] } },
+        "isolation_breach": { "rate": 0.2, "users": { "suffix_mod": 3, "suffix_rem": [2] } },
+    }))
+    .await;
+    let (_coordinator, url) = coordinator();
+    let _workers: Vec<Proc> = (1..=3).map(|i| worker(&url, &format!("w{i}"))).collect();
+    let plan = plan_file("agent.toml", AGENT_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-exact", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let target = tb.http_url();
+    let child = tokio::task::spawn_blocking(move || {
+        run(&url, &plan, &target, &out)
+            .wait_with_output()
+            .map(|o| (o, out))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (output, out) = child;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "faults fail the implicit threshold\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = report(&out);
+    let truth = tb.stats();
+    assert_eq!(r["totals"]["sessions"], 120);
+    assert_eq!(
+        r["totals"]["sessions"], truth.connections.accepted,
+        "{stdout}"
+    );
+    let by_category = |c: &str| -> u64 {
+        r["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["category"] == c)
+            .map(|f| f["count"].as_u64().unwrap())
+            .sum()
+    };
+    for (knob, category) in [
+        ("factory_init", "factory_init_failed"),
+        ("missing_event", "missing_event"),
+        ("isolation_breach", "isolation_breach"),
+    ] {
+        assert!(truth.faults[knob] > 0, "{knob} never fired");
+        assert_eq!(
+            by_category(category),
+            truth.faults[knob],
+            "{knob}\n{stdout}"
+        );
+    }
+    let workers = r["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3);
+    let shares: f64 = workers.iter().map(|w| w["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["sessions"].as_u64().unwrap() == 40),
+        "{workers:?}"
+    );
+    assert_eq!(r["verdict"], "fail");
+}
+
+const SOAK_PLAN: &str = r#"
+name = "fleet-soak"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 30
+duration = "8s"
+graceful_stop = "2s"
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong" } },
+  { sleep = { duration = "100ms" } },
+  { ws_close = {} },
+]
+[fleet]
+on_worker_loss = "reassign"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_is_reported_lost_and_its_share_reassigned() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let mut workers: Vec<Proc> = (1..=3).map(|i| worker(&url, &format!("w{i}"))).collect();
+    let plan = plan_file("soak.toml", SOAK_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-kill", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(run(&url, &plan, &tb.http_url(), &out));
+    // Mid-run: once the fleet has established a good number of sessions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tb.stats().connections.established < 600 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = workers.remove(0);
+    drop(victim); // SIGKILL, by PID
+    let mut run_child = run_child;
+    let status = tokio::task::spawn_blocking(move || run_child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let r = report(&out);
+    assert!(status.code().is_some(), "the run ended on its own");
+    let workers_r = r["workers"].as_array().unwrap();
+    let lost: Vec<&Value> = workers_r
+        .iter()
+        .filter(|w| !w["lost_at_ms"].is_null())
+        .collect();
+    assert_eq!(lost.len(), 1, "{workers_r:?}");
+    assert_eq!(lost[0]["name"], "w1");
+    // The survivors took the lost third over: their shares add up to more than 2/3.
+    let survivors: f64 = workers_r
+        .iter()
+        .filter(|w| w["lost_at_ms"].is_null())
+        .map(|w| w["share"].as_f64().unwrap())
+        .sum();
+    assert!(
+        survivors > 0.99,
+        "survivors' shares {survivors}: {workers_r:?}"
+    );
+    // Sessions the killed worker started after its last merged snapshot reached the testbed
+    // but not the report; the report bounds how many.
+    let bound = lost[0]["in_flight_bound"].as_u64().unwrap();
+    let reported = r["totals"]["sessions"].as_u64().unwrap();
+    let accepted = tb.stats().connections.accepted;
+    eprintln!(
+        "killed worker: testbed accepted {accepted}, report {reported}, stated bound {bound}"
+    );
+    assert!(
+        accepted >= reported,
+        "the report counts more than happened: {reported} > {accepted}"
+    );
+    assert!(
+        accepted - reported <= bound,
+        "missing {} > bound {bound}",
+        accepted - reported
+    );
+    assert!(
+        (r["delivered"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "reassigned: the whole load was delivered"
+    );
+}
