@@ -86,7 +86,7 @@ fn plan_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn run(url: &str, plan: &PathBuf, target: &str, out: &str) -> Child {
+fn run(url: &str, plan: &std::path::Path, target: &str, out: &str) -> Child {
     gauntlet()
         .args([
             "run",
