@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
@@ -14,7 +15,7 @@ use crate::metrics::Snapshot;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Pass, fail or error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Sessions ran and every threshold held.
@@ -46,7 +47,7 @@ impl Verdict {
 }
 
 /// The plan a report is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PlanRef {
     /// Plan name.
     pub name: String,
@@ -55,7 +56,7 @@ pub struct PlanRef {
 }
 
 /// Session totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Totals {
     /// Sessions started.
     pub sessions: u64,
@@ -78,7 +79,7 @@ pub struct Totals {
 }
 
 /// One failure pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FailureReport {
     /// Category.
     pub category: String,
@@ -99,7 +100,7 @@ pub struct FailureReport {
 }
 
 /// Latency summary of one metric, microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricReport {
     /// Samples.
     pub count: u64,
@@ -139,7 +140,7 @@ impl MetricReport {
 }
 
 /// One threshold's judgement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ThresholdReport {
     /// The threshold, in words (`p99(session) < 2s over any 30s window`).
     pub expr: String,
@@ -155,7 +156,7 @@ pub struct ThresholdReport {
 }
 
 /// One worker's part in the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerReport {
     /// Worker id.
     pub id: String,
@@ -175,7 +176,7 @@ pub struct WorkerReport {
 }
 
 /// One interval of the run, fleet-wide.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IntervalReport {
     /// Interval end, ms since the run started.
     pub at_ms: u64,
@@ -194,7 +195,11 @@ pub struct IntervalReport {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "gauntlet run report",
+    description = "report.json, written by `gauntlet run` and `gauntlet demo`."
+)]
 pub struct Report {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -409,5 +414,32 @@ impl Report {
             self.verdict_reason
         );
         out
+    }
+}
+
+/// The JSON Schema of [`Report`] (what `docs/report.schema.json` holds).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Report);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/report.schema.json` is generated from the types: this fails when they drift.
+    /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p gauntlet-core report_schema`.
+    #[test]
+    fn report_schema_doc_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &generated).expect("write the schema");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/report.schema.json is stale: run UPDATE_SCHEMA=1 cargo test -p gauntlet-core report_schema"
+        );
     }
 }
