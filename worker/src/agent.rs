@@ -229,6 +229,9 @@ async fn connect_once(
         }
         p.outbox = Some(tx.clone());
     }
+    // However this function ends (even dropped mid-await), the stream's sender goes with it,
+    // so nothing more is written into a connection nobody serves.
+    let _detach = Detach(Arc::clone(pending));
     let mut ticker = tokio::time::interval(heartbeat);
     let result = loop {
         tokio::select! {
@@ -272,8 +275,16 @@ async fn connect_once(
             }
         }
     };
-    lock(pending).outbox = None;
     result
+}
+
+/// Clears the shared outbox when a connection ends.
+struct Detach(Shared);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        lock(&self.0).outbox = None;
+    }
 }
 
 /// Runs one assignment with the engine and reports it.

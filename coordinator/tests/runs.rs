@@ -1,0 +1,351 @@
+//! Run lifecycle on an in-process coordinator with in-process workers and plans whose steps
+//! only sleep (no target): protocol checks, waiting for workers, worker loss policies, live
+//! aborts, and idempotent snapshots over the real gRPC stream.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
+use gauntlet_core::report::{Report, Verdict};
+use gauntlet_proto::v1::control_service_client::ControlServiceClient;
+use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
+use gauntlet_proto::v1::{self, worker_message};
+use gauntlet_worker::agent::{AgentConfig, run_agent};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+async fn coordinator() -> (String, CancellationToken) {
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_timeout: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        min_workers_timeout: Duration::from_secs(10),
+    };
+    let (addr, _) = Coordinator::new(config, stop.clone())
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (format!("http://{addr}"), stop)
+}
+
+fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
+    let stop = CancellationToken::new();
+    let config = AgentConfig {
+        coordinator: url.to_owned(),
+        name: name.to_owned(),
+        capacity: 1,
+        labels: BTreeMap::new(),
+        drain: Duration::from_secs(5),
+    };
+    let token = stop.clone();
+    (
+        tokio::spawn(async move { run_agent(config, token).await.unwrap() }),
+        stop,
+    )
+}
+
+fn sleepy(load: &str, extra: &str) -> String {
+    format!(
+        "name = \"sleepy\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\n{load}\n[[scenarios]]\nname = \"nap\"\nsteps = [ {{ sleep = {{ duration = \"100ms\" }} }} ]\n{extra}\n"
+    )
+}
+
+async fn run(url: &str, plan: String, min_workers: u32) -> Report {
+    let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
+    let id = client
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: plan,
+            plan_file: "sleepy.toml".into(),
+            min_workers,
+            ..v1::SubmitRunRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let mut stream = client
+        .watch_run(v1::WatchRunRequest { run_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = stream.message().await.unwrap() {
+        if !p.report_json.is_empty() {
+            return serde_json::from_str(&p.report_json).unwrap();
+        }
+    }
+    panic!("no report");
+}
+
+async fn wait_for_workers(url: &str, n: usize) {
+    let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
+    for _ in 0..200 {
+        let w = client
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if w.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("workers never registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_split_the_load_and_pass() {
+    let (url, _stop) = coordinator().await;
+    let _a = worker(&url, "a");
+    let _b = worker(&url, "b");
+    let r = run(&url, sleepy("vus = 10\niterations = 3", ""), 2).await;
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.verdict_reason);
+    assert_eq!(r.totals.sessions, 30);
+    assert_eq!(r.workers.len(), 2);
+    assert_eq!(r.workers.iter().map(|w| w.sessions).sum::<u64>(), 30);
+    assert!(
+        r.workers.iter().all(|w| w.sessions == 15),
+        "{:?}",
+        r.workers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_protocol_is_refused_with_a_clear_message() {
+    let (url, _stop) = coordinator().await;
+    let mut client = WorkerServiceClient::connect(url).await.unwrap();
+    let status = client
+        .register(v1::RegisterRequest {
+            name: "old".into(),
+            protocol: 999,
+            version: "0.0.1".into(),
+            ..v1::RegisterRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("speaks protocol 999"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_workers_is_an_error_not_a_hang() {
+    let (url, _stop) = coordinator().await;
+    let _a = worker(&url, "a");
+    let r = run(
+        &url,
+        sleepy(
+            "vus = 1\niterations = 1",
+            "[fleet]\nmin_workers_timeout = \"1s\"",
+        ),
+        2,
+    )
+    .await;
+    assert_eq!(r.verdict, Verdict::Error);
+    assert!(
+        r.verdict_reason.contains("only 1 of the 2 workers"),
+        "{}",
+        r.verdict_reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_nothing_is_an_error() {
+    let (url, _stop) = coordinator().await;
+    let _a = worker(&url, "a");
+    wait_for_workers(&url, 1).await;
+    // Rate 0: no session is ever due.
+    let r = run(
+        &url,
+        sleepy(
+            "model = \"open\"\nrate = 0\nduration = \"1s\"\nmax_vus = 1",
+            "",
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(r.verdict, Verdict::Error);
+    assert!(
+        r.verdict_reason.contains("no session ran"),
+        "{}",
+        r.verdict_reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_with_continue_leaves_part_of_the_load_undelivered() {
+    let (url, _stop) = coordinator().await;
+    let (a, _) = worker(&url, "a");
+    let _b = worker(&url, "b");
+    wait_for_workers(&url, 2).await;
+    let url2 = url.clone();
+    let report = tokio::spawn(async move {
+        run(
+            &url2,
+            sleepy(
+                "vus = 10\nduration = \"4s\"\ngraceful_stop = \"1s\"",
+                "[fleet]\non_worker_loss = \"continue\"",
+            ),
+            2,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.abort();
+    let r = report.await.unwrap();
+    let lost: Vec<_> = r
+        .workers
+        .iter()
+        .filter(|w| w.lost_at_ms.is_some())
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", r.workers);
+    assert!(
+        r.delivered < 0.9 && r.delivered > 0.5,
+        "delivered {}",
+        r.delivered
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_with_abort_ends_the_run_as_an_error() {
+    let (url, _stop) = coordinator().await;
+    let (a, _) = worker(&url, "a");
+    let _b = worker(&url, "b");
+    wait_for_workers(&url, 2).await;
+    let url2 = url.clone();
+    let report = tokio::spawn(async move {
+        run(
+            &url2,
+            sleepy(
+                "vus = 10\nduration = \"20s\"\ngraceful_stop = \"1s\"",
+                "[fleet]\non_worker_loss = \"abort\"",
+            ),
+            2,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.abort();
+    let r = report.await.unwrap();
+    assert_eq!(r.verdict, Verdict::Error);
+    assert!(
+        r.verdict_reason.contains("was lost"),
+        "{}",
+        r.verdict_reason
+    );
+    assert!(r.duration_s < 15.0, "aborted early: {}", r.duration_s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_fail_threshold_stops_the_run_after_its_grace() {
+    let (url, _stop) = coordinator().await;
+    let _a = worker(&url, "a");
+    wait_for_workers(&url, 1).await;
+    // Every session takes 100 ms: a p50 below 50 ms fails as soon as it is judged.
+    let threshold = "[[thresholds]]\nmetric = \"session\"\nstat = \"p50\"\nbelow = \"50ms\"\nabort_on_fail = true\ngrace = \"1s\"";
+    let r = run(
+        &url,
+        sleepy(
+            "vus = 2\nduration = \"30s\"\ngraceful_stop = \"1s\"",
+            threshold,
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert!(
+        r.verdict_reason.starts_with("aborted"),
+        "{}",
+        r.verdict_reason
+    );
+    assert!(r.duration_s < 10.0, "{}", r.duration_s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_twice_is_counted_once() {
+    let (url, _stop) = coordinator().await;
+    // A hand-driven worker: register, open the stream, take the assignment, report one
+    // snapshot twice, finish.
+    let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
+    let id = client
+        .register(v1::RegisterRequest {
+            name: "manual".into(),
+            capacity: 1,
+            protocol: gauntlet_proto::PROTOCOL_VERSION,
+            ..v1::RegisterRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Hello(v1::Hello { worker_id: id })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let url2 = url.clone();
+    let report =
+        tokio::spawn(async move { run(&url2, sleepy("vus = 1\niterations = 1", ""), 1).await });
+    let assignment = loop {
+        if let Some(v1::coordinator_message::Kind::Assignment(a)) =
+            inbound.message().await.unwrap().unwrap().kind
+        {
+            break a;
+        }
+    };
+    let mut snapshot = gauntlet_core::metrics::Snapshot::default();
+    snapshot.counters.sessions_started = 7;
+    snapshot.counters.sessions_passed = 7;
+    let wire = gauntlet_proto::snapshot_to_proto(
+        &snapshot,
+        &assignment.run_id,
+        assignment.first_seq + 1,
+        1000,
+        0,
+    );
+    for _ in 0..2 {
+        tx.send(v1::WorkerMessage {
+            kind: Some(worker_message::Kind::Snapshot(wire.clone())),
+        })
+        .await
+        .unwrap();
+    }
+    let mut acks = 0;
+    while acks < 2 {
+        if let Some(v1::coordinator_message::Kind::Ack(ack)) =
+            inbound.message().await.unwrap().unwrap().kind
+        {
+            assert_eq!(ack.seq, wire.seq);
+            acks += 1;
+        }
+    }
+    let done = v1::Done {
+        run_id: assignment.run_id.clone(),
+        last_seq: wire.seq,
+        error: String::new(),
+        first_seq: assignment.first_seq,
+    };
+    tx.send(v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Done(done)),
+    })
+    .await
+    .unwrap();
+    let r = report.await.unwrap();
+    assert_eq!(
+        r.totals.sessions, 7,
+        "each snapshot is merged once, however often it arrives"
+    );
+    assert_eq!(r.workers[0].snapshots, 1);
+}
