@@ -233,7 +233,7 @@ async fn connect_once(
     // so nothing more is written into a connection nobody serves.
     let _detach = Detach(Arc::clone(pending));
     let mut ticker = tokio::time::interval(heartbeat);
-    let result = loop {
+    loop {
         tokio::select! {
             _ = until.cancelled() => break Ok(lease),
             _ = ticker.tick() => {
@@ -274,8 +274,7 @@ async fn connect_once(
                 }
             }
         }
-    };
-    result
+    }
 }
 
 /// Clears the shared outbox when a connection ends.
