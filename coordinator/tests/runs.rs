@@ -17,9 +17,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 async fn coordinator() -> (String, CancellationToken) {
+    coordinator_with(Duration::from_secs(1)).await
+}
+
+async fn coordinator_with(heartbeat_timeout: Duration) -> (String, CancellationToken) {
     let stop = CancellationToken::new();
     let config = CoordinatorConfig {
-        heartbeat_timeout: Duration::from_secs(1),
+        heartbeat_timeout,
         heartbeat_interval: Duration::from_millis(200),
         start_delay: Duration::from_millis(100),
         min_workers_timeout: Duration::from_secs(10),
@@ -348,4 +352,63 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         "each snapshot is merged once, however often it arrives"
     );
     assert_eq!(r.workers[0].snapshots, 1);
+}
+
+/// A TCP proxy that can cut every connection through it and refuse new ones for a while.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+async fn cuttable_proxy(to: std::net::SocketAddr) -> Cuttable {
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, watch) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut watch = watch.clone();
+            if *watch.borrow() {
+                continue; // refused: dropped at once
+            }
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(to).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watch.wait_for(|c| *c) => {}
+                }
+            });
+        }
+    });
+    Cuttable { addr, cut }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_held_during_a_network_cut_arrive_after_it_and_count_once() {
+    let (url, _stop) = coordinator_with(Duration::from_secs(5)).await;
+    let coordinator_addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let proxy = cuttable_proxy(coordinator_addr).await;
+    let _a = worker(&format!("http://{}", proxy.addr), "behind-proxy");
+    wait_for_workers(&url, 1).await;
+    let url2 = url.clone();
+    // 4 VUs x 25 sessions of 100 ms: about 2.5 s of work, every session counted.
+    let report =
+        tokio::spawn(async move { run(&url2, sleepy("vus = 4\niterations = 25", ""), 1).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Cut for less than the heartbeat timeout (1 s) but several snapshot intervals... the
+    // interval is 1 s here, so hold the cut 800 ms and let the worker buffer what it measures.
+    proxy.cut.send_replace(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.cut.send_replace(false);
+    let r = report.await.unwrap();
+    assert_eq!(r.totals.sessions, 100, "{}", r.render_text());
+    assert_eq!(r.totals.passed, 100);
+    assert!(
+        r.workers[0].lost_at_ms.is_none(),
+        "a short cut is not a loss: {:?}",
+        r.workers
+    );
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.verdict_reason);
 }

@@ -132,7 +132,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
             _ = shutdown.cancelled() => break,
             _ = sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Capped well under a lease: a short network cut must not cost the worker its shares.
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
     // Drain: running sessions get their graceful stop; the last snapshots go out if a stream
     // is open (a reconnect is attempted once more if not).
