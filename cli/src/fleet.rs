@@ -24,6 +24,12 @@ pub struct CoordinatorArgs {
     /// A worker silent for this long is lost.
     #[arg(long, env = "GAUNTLET_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
+    /// Require this bearer token on every gRPC call (workers and clients pass it with --token).
+    #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// HTTP address for health checks and the runs list (`/healthz`, `/api/runs`).
+    #[arg(long, env = "GAUNTLET_HTTP")]
+    http: Option<SocketAddr>,
 }
 
 /// `gauntlet worker` flags.
@@ -45,6 +51,9 @@ pub struct WorkerArgs {
     /// How long running sessions get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "GAUNTLET_DRAIN", default_value = "15s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// Bearer token the coordinator requires.
+    #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs a coordinator until a signal.
@@ -59,7 +68,24 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("coordinator listening on {}", listener.local_addr()?);
-    Coordinator::new(config, shutdown).serve(listener).await?;
+    let coordinator = Coordinator::new(config, shutdown.clone()).with_token(args.token);
+    if let Some(addr) = args.http {
+        let http = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
+        eprintln!("coordinator HTTP on {}", http.local_addr()?);
+        let router = gauntlet_coordinator::http::router(coordinator.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "coordinator HTTP server stopped");
+            }
+        });
+    }
+    coordinator.serve(listener).await?;
     Ok(0)
 }
 
@@ -73,6 +99,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         capacity: args.capacity,
         labels: BTreeMap::new(),
         drain: args.drain,
+        token: args.token,
     };
     run_agent(config, crate::signals::shutdown_token()).await?;
     Ok(0)
@@ -100,6 +127,8 @@ pub struct Submission {
     pub ws_target: Option<String>,
     /// Workers to wait for.
     pub min_workers: u32,
+    /// Bearer token of a remote coordinator.
+    pub token: Option<String>,
 }
 
 /// Where a run goes.
@@ -130,6 +159,7 @@ pub async fn run_plan(fleet: Fleet, submission: Submission, quiet: bool) -> anyh
                     capacity: 1,
                     labels: BTreeMap::new(),
                     drain: Duration::from_secs(15),
+                    token: None,
                 };
                 let stop = stop_local.clone();
                 tokio::spawn(async move {
@@ -153,9 +183,15 @@ async fn follow(
     local_workers: u32,
     quiet: bool,
 ) -> anyhow::Result<Report> {
-    let mut client = ControlServiceClient::connect(url.to_owned())
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad coordinator URL `{url}`"))?
+        .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let mut client = ControlServiceClient::with_interceptor(
+        channel,
+        gauntlet_proto::auth::attach_token(submission.token.clone()),
+    );
     let min_workers = if submission.min_workers > 0 {
         submission.min_workers
     } else {

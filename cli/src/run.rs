@@ -52,6 +52,9 @@ pub struct Args {
     /// Directory for report.json (default: gauntlet-runs/<run id>).
     #[arg(long, env = "GAUNTLET_OUT")]
     out: Option<PathBuf>,
+    /// Bearer token of the coordinator.
+    #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// `gauntlet validate` flags.
@@ -108,6 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         target: args.target.target.clone(),
         ws_target: args.target.ws_target.clone(),
         min_workers: args.min_workers.unwrap_or(0),
+        token: args.token.clone(),
     };
     let report = run_plan(fleet, submission, false).await?;
     let dir = args

@@ -6,9 +6,11 @@
 //! - [`registry`]: known workers, their streams and heartbeats.
 //! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
+//! - [`http`]: the HTTP port (`/healthz`, `/api/runs`).
 //! - [`service`]: the gRPC services (WorkerService, ControlService) over the above.
 
 pub mod aggregator;
+pub mod http;
 pub mod registry;
 pub mod run;
 pub mod service;
@@ -59,6 +61,8 @@ pub struct Coordinator {
     pub registry: Arc<Registry>,
     runs: Arc<Mutex<BTreeMap<String, Arc<Run>>>>,
     shutdown: CancellationToken,
+    /// Bearer token every gRPC call must carry, if set.
+    token: Option<String>,
 }
 
 impl Coordinator {
@@ -69,7 +73,14 @@ impl Coordinator {
             registry: Arc::new(Registry::default()),
             runs: Arc::new(Mutex::new(BTreeMap::new())),
             shutdown,
+            token: None,
         }
+    }
+
+    /// Requires `token` (as `authorization: Bearer <token>`) on every gRPC call.
+    pub fn with_token(mut self, token: Option<String>) -> Coordinator {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The run `id`.
@@ -90,9 +101,16 @@ impl Coordinator {
     pub async fn serve(self, listener: TcpListener) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shutdown.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let check = gauntlet_proto::auth::check_token(self.token.clone());
         tonic::transport::Server::builder()
-            .add_service(WorkerServiceServer::new(service::Workers(self.clone())))
-            .add_service(ControlServiceServer::new(service::Control(self.clone())))
+            .add_service(WorkerServiceServer::with_interceptor(
+                service::Workers(self.clone()),
+                check.clone(),
+            ))
+            .add_service(ControlServiceServer::with_interceptor(
+                service::Control(self.clone()),
+                check,
+            ))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
     }

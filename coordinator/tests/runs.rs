@@ -43,6 +43,7 @@ fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
         capacity: 1,
         labels: BTreeMap::new(),
         drain: Duration::from_secs(5),
+        token: None,
     };
     let token = stop.clone();
     (
@@ -411,4 +412,95 @@ async fn snapshots_held_during_a_network_cut_arrive_after_it_and_count_once() {
         r.workers
     );
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.verdict_reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_both_services_and_the_http_port_answers() {
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::new(config, stop.clone()).with_token(Some("s3cret".into()));
+    let (addr, _) = coordinator
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}");
+    // No token: refused, and the agent says so instead of retrying forever.
+    let config = |token: Option<&str>| AgentConfig {
+        coordinator: url.clone(),
+        name: "t".into(),
+        capacity: 1,
+        labels: BTreeMap::new(),
+        drain: Duration::from_secs(1),
+        token: token.map(str::to_owned),
+    };
+    let refused = run_agent(config(None), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("needs a token"), "{refused}");
+    let mut control = ControlServiceClient::connect(url.clone()).await.unwrap();
+    let status = control.list_runs(v1::ListRunsRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // With it: works.
+    let stop_worker = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(config(Some("s3cret")), stop_worker.clone()));
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut control = ControlServiceClient::with_interceptor(
+        channel,
+        gauntlet_proto::auth::attach_token(Some("s3cret".into())),
+    );
+    let id = control
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: sleepy("vus = 2\niterations = 2", ""),
+            plan_file: "sleepy.toml".into(),
+            min_workers: 1,
+            ..v1::SubmitRunRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let mut stream = control
+        .watch_run(v1::WatchRunRequest { run_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut report: Option<Report> = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        if !p.report_json.is_empty() {
+            report = Some(serde_json::from_str(&p.report_json).unwrap());
+        }
+    }
+    let report = report.unwrap();
+    assert_eq!(report.totals.passed, 4, "{}", report.verdict_reason);
+
+    // The HTTP port lists the run.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, gauntlet_coordinator::http::router(coordinator)).await
+    });
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains(&report.run_id) && body.contains("\"verdict\":\"pass\""),
+        "{body}"
+    );
+    stop_worker.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
 }

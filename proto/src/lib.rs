@@ -9,6 +9,7 @@ pub mod v1 {
 /// Wire protocol version; a worker with another is refused at `Register`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+pub mod auth;
 mod convert;
 pub use convert::{
     ConvertError, counters_from_proto, counters_to_proto, snapshot_from_proto, snapshot_to_proto,

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gauntlet_core::plan::{Overrides, Plan};
 use gauntlet_core::segment::ExecutionSegment;
+use gauntlet_proto::auth::attach_token;
 use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
 use gauntlet_proto::v1::{self, coordinator_message, worker_message};
 use gauntlet_proto::{PROTOCOL_VERSION, snapshot_to_proto};
@@ -42,6 +43,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How long to wait for running sessions when shutting down.
     pub drain: Duration,
+    /// Bearer token the coordinator requires, if any.
+    pub token: Option<String>,
 }
 
 /// A failure that ends the agent.
@@ -178,7 +181,8 @@ async fn connect_once(
         tracing::debug!(error = %e, "coordinator not reachable");
         None
     })?;
-    let mut client = WorkerServiceClient::new(channel);
+    let mut client =
+        WorkerServiceClient::with_interceptor(channel, attach_token(config.token.clone()));
     let registered = client
         .register(v1::RegisterRequest {
             name: config.name.clone(),
@@ -191,7 +195,12 @@ async fn connect_once(
         .await;
     let registered = match registered {
         Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated
+            ) =>
+        {
             return Err(Some(AgentError::Refused(status.message().to_owned())));
         }
         Err(status) => {
