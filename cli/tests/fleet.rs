@@ -87,6 +87,10 @@ fn plan_file(name: &str, text: &str) -> PathBuf {
 }
 
 fn run(url: &str, plan: &std::path::Path, target: &str, out: &str) -> Child {
+    run_on(url, plan, target, out, 3)
+}
+
+fn run_on(url: &str, plan: &std::path::Path, target: &str, out: &str, workers: u32) -> Child {
     gauntlet()
         .args([
             "run",
@@ -94,7 +98,7 @@ fn run(url: &str, plan: &std::path::Path, target: &str, out: &str) -> Child {
             "--coordinator",
             url,
             "--min-workers",
-            "3",
+            &workers.to_string(),
             "--target",
             target,
             "--out",
@@ -301,4 +305,64 @@ async fn a_worker_killed_mid_run_is_reported_lost_and_its_share_reassigned() {
         (r["delivered"].as_f64().unwrap() - 1.0).abs() < 1e-9,
         "reassigned: the whole load was delivered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_drains_reports_everything_and_hands_its_share_over() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let leaving = worker(&url, "leaving");
+    let _staying = worker(&url, "staying");
+    let plan = plan_file("drain.toml", SOAK_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-drain", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let mut run_child = Proc(run_on(&url, &plan, &tb.http_url(), &out, 2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tb.stats().connections.established < 600 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGTERM to the worker process we started, by its PID.
+    let term = Command::new("kill")
+        .args(["-TERM", &leaving.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || run_child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.code().is_some());
+    let r = report(&out);
+    let workers = r["workers"].as_array().unwrap();
+    let left: Vec<&Value> = workers
+        .iter()
+        .filter(|w| !w["left_at_ms"].is_null())
+        .collect();
+    assert_eq!(left.len(), 1, "{workers:?}");
+    assert_eq!(left[0]["name"], "leaving");
+    assert!(
+        workers.iter().all(|w| w["lost_at_ms"].is_null()),
+        "a drained worker is not lost: {workers:?}"
+    );
+    let staying: f64 = workers
+        .iter()
+        .filter(|w| w["name"] == "staying")
+        .map(|w| w["share"].as_f64().unwrap())
+        .sum();
+    assert!(
+        staying > 0.99,
+        "the rest of the leaver's share went to the other worker: {workers:?}"
+    );
+    // It drained and flushed: nothing it ran is missing from the report.
+    assert_eq!(
+        r["totals"]["sessions"],
+        tb.stats().connections.accepted,
+        "{}",
+        r["totals"]
+    );
+    assert_eq!(r["totals"]["failed"], 0);
 }

@@ -53,6 +53,10 @@ struct Share {
     done: bool,
     error: Option<String>,
     lost_at_ms: Option<u64>,
+    /// The worker stopped this share early because it was shutting down.
+    left_at_ms: Option<u64>,
+    /// Its remaining load was dealt with (handed over, dropped, or the run aborted).
+    handed_over: bool,
 }
 
 #[derive(Debug)]
@@ -167,6 +171,7 @@ impl Run {
     /// A worker finished one of its shares.
     pub fn on_done(&self, worker: &str, done: &v1::Done) {
         let mut state = lock(&self.state);
+        let elapsed = Self::elapsed_ms(&state);
         if let Some(share) = state
             .shares
             .iter_mut()
@@ -175,6 +180,9 @@ impl Run {
             share.done = true;
             if !done.error.is_empty() {
                 share.error = Some(done.error.clone());
+            }
+            if done.left {
+                share.left_at_ms = Some(elapsed);
             }
         }
     }
@@ -351,6 +359,8 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
                 done: false,
                 error: None,
                 lost_at_ms: None,
+                left_at_ms: None,
+                handed_over: false,
             };
             state.shares.push(share);
         }
@@ -410,15 +420,27 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
     finish(&coordinator, &run, None);
 }
 
-/// Workers silent past the heartbeat timeout are lost; their shares are handed over, dropped
-/// or end the run, as the plan says.
+/// Workers silent past the heartbeat timeout are lost, and workers that shut down left their
+/// shares early; the rest of those shares is handed over, dropped or ends the run, as the plan
+/// says.
 fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
     let timeout = coordinator.config.heartbeat_timeout;
     let mut state = lock(&run.state);
+    if state.ended_early.is_some() {
+        // Stopping: shares end because they were told to; nothing to hand over.
+        return;
+    }
     let elapsed = Run::elapsed_ms(&state);
     let mut newly_lost = Vec::new();
     for (i, share) in state.shares.iter().enumerate() {
-        if share.done || share.lost_at_ms.is_some() {
+        if share.handed_over || share.lost_at_ms.is_some() {
+            continue;
+        }
+        if share.left_at_ms.is_some() {
+            newly_lost.push(i);
+            continue;
+        }
+        if share.done {
             continue;
         }
         let silent = coordinator
@@ -437,8 +459,14 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
         .map(|i| state.shares[*i].worker.clone())
         .collect();
     for i in &newly_lost {
-        state.shares[*i].lost_at_ms = Some(elapsed);
-        tracing::warn!(run = %run.id, worker = %state.shares[*i].worker, "worker lost");
+        let share = &mut state.shares[*i];
+        share.handed_over = true;
+        if share.left_at_ms.is_some() {
+            tracing::info!(run = %run.id, worker = %share.worker, "worker left (shutting down)");
+        } else {
+            share.lost_at_ms = Some(elapsed);
+            tracing::warn!(run = %run.id, worker = %share.worker, "worker lost");
+        }
     }
     let remaining = remaining_fraction(run, elapsed);
     match run.plan.fleet.on_worker_loss {
@@ -505,6 +533,8 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                         done: false,
                         error: None,
                         lost_at_ms: None,
+                        left_at_ms: None,
+                        handed_over: false,
                     };
                     if run.assign(coordinator, &share, start_wall, offset, seed) {
                         tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
@@ -572,9 +602,13 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
                 sessions: t.sessions,
                 snapshots: t.snapshots,
                 lost_at_ms: None,
+                left_at_ms: None,
                 in_flight_bound: None,
             }
         });
+        if let Some(at) = share.left_at_ms {
+            w.left_at_ms = Some(at);
+        }
         w.share += share.segment.end() - share.segment.start();
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);

@@ -341,6 +341,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         last_seq: wire.seq,
         error: String::new(),
         first_seq: assignment.first_seq,
+        left: false,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),

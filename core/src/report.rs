@@ -170,6 +170,9 @@ pub struct WorkerReport {
     pub snapshots: u64,
     /// When it was lost, ms since the run started.
     pub lost_at_ms: Option<u64>,
+    /// When it left early because it was shutting down (its sessions drained and reported),
+    /// ms since the run started.
+    pub left_at_ms: Option<u64>,
     /// For a lost worker: sessions it may have run after its last acknowledged snapshot, which
     /// the report cannot contain (its VUs at the last snapshot).
     pub in_flight_bound: Option<u64>,
@@ -377,6 +380,10 @@ impl Report {
             let _ = writeln!(out, "\nworkers:");
             for w in &self.workers {
                 let lost = match (w.lost_at_ms, w.in_flight_bound) {
+                    (None, _) if w.left_at_ms.is_some() => format!(
+                        "  left at {:.1} s (shut down; its sessions were drained and reported)",
+                        w.left_at_ms.unwrap_or(0) as f64 / 1000.0
+                    ),
                     (Some(at), bound) => format!(
                         "  LOST at {:.1} s (up to {} sessions in flight not reported)",
                         at as f64 / 1000.0,

@@ -264,7 +264,7 @@ async fn connect_once(
                             .entry(a.run_id.clone())
                             .or_insert_with(|| jobs_stop.child_token())
                             .clone();
-                        jobs.spawn(run_assignment(a, Arc::clone(pending), stop));
+                        jobs.spawn(run_assignment(a, Arc::clone(pending), stop, jobs_stop.clone()));
                     }
                     Some(coordinator_message::Kind::Stop(stop)) => {
                         tracing::info!(run = %stop.run_id, reason = %stop.reason, "stop requested");
@@ -296,8 +296,14 @@ impl Drop for Detach {
     }
 }
 
-/// Runs one assignment with the engine and reports it.
-async fn run_assignment(a: v1::Assignment, pending: Shared, stop: CancellationToken) {
+/// Runs one assignment with the engine and reports it. `leaving` is cancelled when this
+/// worker shuts down (or gives its shares up): a share stopped by it is reported as left.
+async fn run_assignment(
+    a: v1::Assignment,
+    pending: Shared,
+    stop: CancellationToken,
+    leaving: CancellationToken,
+) {
     let key = (a.run_id.clone(), a.first_seq);
     let finish = |error: String, last_seq: u64| {
         let done = v1::Done {
@@ -305,6 +311,7 @@ async fn run_assignment(a: v1::Assignment, pending: Shared, stop: CancellationTo
             last_seq,
             error,
             first_seq: a.first_seq,
+            left: leaving.is_cancelled(),
         };
         let mut p = lock(&pending);
         if let Some(o) = &p.outbox {
