@@ -663,6 +663,9 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     state.phase = "finished";
     drop(state);
     run.publish(Ramp::of(&run.plan.load).total());
+    // The report holds what is kept; the merged histograms go (a coordinator lives for many
+    // runs). Snapshots arriving later are acknowledged and dropped.
+    lock(&run.state).agg = Aggregator::new(run.interval.as_millis() as u64, Vec::new());
     tracing::info!(run = %run.id, ?verdict, "run finished");
 }
 
