@@ -107,6 +107,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         ws_target: None,
         min_workers: 2,
         token: None,
+        tls_ca: None,
     };
     let report = run_plan(Fleet::InProcess(2), submission, true).await?;
     let dir = args.out.clone().unwrap_or_else(|| {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -30,6 +31,12 @@ pub struct CoordinatorArgs {
     /// HTTP address for health checks and the runs list (`/healthz`, `/api/runs`).
     #[arg(long, env = "GAUNTLET_HTTP")]
     http: Option<SocketAddr>,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "GAUNTLET_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, env = "GAUNTLET_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `gauntlet worker` flags.
@@ -54,6 +61,9 @@ pub struct WorkerArgs {
     /// Bearer token the coordinator requires.
     #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator.
+    #[arg(long, env = "GAUNTLET_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Runs a coordinator until a signal.
@@ -68,7 +78,13 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("coordinator listening on {}", listener.local_addr()?);
-    let coordinator = Coordinator::new(config, shutdown.clone()).with_token(args.token);
+    let mut coordinator = Coordinator::new(config, shutdown.clone()).with_token(args.token);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let cert =
+            std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+        let key = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+        coordinator = coordinator.with_tls(cert, key);
+    }
     if let Some(addr) = args.http {
         let http = tokio::net::TcpListener::bind(addr)
             .await
@@ -100,9 +116,16 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         labels: BTreeMap::new(),
         drain: args.drain,
         token: args.token,
+        tls_ca: read_pem(args.tls_ca.as_deref())?,
     };
     run_agent(config, crate::signals::shutdown_token()).await?;
     Ok(0)
+}
+
+/// Reads a PEM file given on the command line.
+pub fn read_pem(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()
 }
 
 fn host_name() -> String {
@@ -129,6 +152,8 @@ pub struct Submission {
     pub min_workers: u32,
     /// Bearer token of a remote coordinator.
     pub token: Option<String>,
+    /// Extra CA certificate (PEM) for an https:// coordinator.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// Where a run goes.
@@ -160,6 +185,7 @@ pub async fn run_plan(fleet: Fleet, submission: Submission, quiet: bool) -> anyh
                     labels: BTreeMap::new(),
                     drain: Duration::from_secs(15),
                     token: None,
+                    tls_ca: None,
                 };
                 let stop = stop_local.clone();
                 tokio::spawn(async move {
@@ -183,8 +209,8 @@ async fn follow(
     local_workers: u32,
     quiet: bool,
 ) -> anyhow::Result<Report> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("bad coordinator URL `{url}`"))?
+    let channel = gauntlet_proto::auth::endpoint(url, submission.tls_ca.as_deref())
+        .map_err(anyhow::Error::msg)?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;

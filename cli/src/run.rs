@@ -55,6 +55,9 @@ pub struct Args {
     /// Bearer token of the coordinator.
     #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator.
+    #[arg(long, env = "GAUNTLET_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// `gauntlet validate` flags.
@@ -112,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         ws_target: args.target.ws_target.clone(),
         min_workers: args.min_workers.unwrap_or(0),
         token: args.token.clone(),
+        tls_ca: crate::fleet::read_pem(args.tls_ca.as_deref())?,
     };
     let report = run_plan(fleet, submission, false).await?;
     let dir = args

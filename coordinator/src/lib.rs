@@ -63,6 +63,8 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     /// Bearer token every gRPC call must carry, if set.
     token: Option<String>,
+    /// Certificate chain and private key (PEM) for TLS on the gRPC port, if set.
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Coordinator {
@@ -74,7 +76,14 @@ impl Coordinator {
             runs: Arc::new(Mutex::new(BTreeMap::new())),
             shutdown,
             token: None,
+            tls: None,
         }
+    }
+
+    /// Serves gRPC over TLS with this certificate chain and key (PEM).
+    pub fn with_tls(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Coordinator {
+        self.tls = Some((cert_pem, key_pem));
+        self
     }
 
     /// Requires `token` (as `authorization: Bearer <token>`) on every gRPC call.
@@ -102,7 +111,13 @@ impl Coordinator {
         let shutdown = self.shutdown.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let check = gauntlet_proto::auth::check_token(self.token.clone());
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            builder =
+                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        }
+        builder
             .add_service(WorkerServiceServer::with_interceptor(
                 service::Workers(self.clone()),
                 check.clone(),

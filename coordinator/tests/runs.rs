@@ -44,6 +44,7 @@ fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
         labels: BTreeMap::new(),
         drain: Duration::from_secs(5),
         token: None,
+        tls_ca: None,
     };
     let token = stop.clone();
     (
@@ -438,6 +439,7 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
         labels: BTreeMap::new(),
         drain: Duration::from_secs(1),
         token: token.map(str::to_owned),
+        tls_ca: None,
     };
     let refused = run_agent(config(None), CancellationToken::new())
         .await
@@ -502,6 +504,100 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
         "{body}"
     );
     stop_worker.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::new(config, stop.clone())
+        .with_tls(leaf.pem().into_bytes(), key.serialize_pem().into_bytes());
+    let (addr, _) = coordinator
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://{addr}");
+    let ca_pem = ca.pem().into_bytes();
+
+    // Without the CA the coordinator's certificate is not trusted.
+    let untrusted = gauntlet_proto::auth::endpoint(&url, None)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(untrusted.is_err(), "an unknown CA must not be trusted");
+
+    let worker_stop = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(
+        AgentConfig {
+            coordinator: url.clone(),
+            name: "tls".into(),
+            capacity: 1,
+            labels: BTreeMap::new(),
+            drain: Duration::from_secs(1),
+            token: None,
+            tls_ca: Some(ca_pem.clone()),
+        },
+        worker_stop.clone(),
+    ));
+    let channel = gauntlet_proto::auth::endpoint(&url, Some(&ca_pem))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut control = ControlServiceClient::new(channel);
+    for _ in 0..200 {
+        if !control
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let id = control
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: sleepy("vus = 2\niterations = 2", ""),
+            plan_file: "sleepy.toml".into(),
+            min_workers: 1,
+            ..v1::SubmitRunRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let mut stream = control
+        .watch_run(v1::WatchRunRequest { run_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut passed = 0;
+    while let Some(p) = stream.message().await.unwrap() {
+        if !p.report_json.is_empty() {
+            let r: Report = serde_json::from_str(&p.report_json).unwrap();
+            passed = r.totals.passed;
+        }
+    }
+    assert_eq!(passed, 4);
+    worker_stop.cancel();
     agent.await.unwrap().unwrap();
     stop.cancel();
 }

@@ -45,3 +45,27 @@ pub fn attach_token(
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// A client endpoint for `url`: TLS for `https://` URLs (the bundled web roots, plus the PEM
+/// CA certificate `ca` if given), plain HTTP/2 otherwise.
+pub fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("bad coordinator URL `{url}`: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if !url.starts_with("https://") {
+        if ca.is_some() {
+            return Err(format!(
+                "a CA certificate was given but `{url}` is not https://"
+            ));
+        }
+        return Ok(endpoint);
+    }
+    let mut tls = ClientTlsConfig::new().with_webpki_roots();
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
+    }
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| format!("TLS settings for `{url}`: {e}"))
+}

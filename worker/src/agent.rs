@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// Bearer token the coordinator requires, if any.
     pub token: Option<String>,
+    /// Extra CA certificate (PEM) trusted for an `https://` coordinator.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// A failure that ends the agent.
@@ -84,9 +86,8 @@ fn snapshot_msg(s: v1::Snapshot) -> v1::WorkerMessage {
 /// Runs the agent until `shutdown`; then stops its sessions (graceful stop) and flushes the
 /// last snapshots, waiting at most `config.drain`.
 pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
+    let endpoint = gauntlet_proto::auth::endpoint(&config.coordinator, config.tls_ca.as_deref())
+        .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e))?;
     let pending: Shared = Arc::default();
     // Parent of every assignment's stop token; replaced after it is used.
     let mut jobs_stop = CancellationToken::new();
