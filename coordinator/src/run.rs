@@ -718,6 +718,24 @@ fn verdict(
             "the target was never reached (every session failed to connect)".into(),
         );
     }
+    let unjudged: Vec<&str> = thresholds
+        .iter()
+        .filter(|t| t.observed.is_none())
+        .map(|t| t.expr.as_str())
+        .collect();
+    if !unjudged.is_empty() {
+        return (
+            Verdict::Error,
+            format!(
+                "nothing was measured for {} (a threshold without samples is an error, not a pass)",
+                unjudged
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
     let failed: Vec<&ThresholdReport> = thresholds.iter().filter(|t| !t.pass).collect();
     if failed.is_empty() {
         let n = thresholds.len();

@@ -601,3 +601,18 @@ async fn grpc_over_tls_with_a_private_ca() {
     agent.await.unwrap().unwrap();
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_on_a_metric_without_samples_is_an_error() {
+    let (url, _stop) = coordinator().await;
+    let _a = worker(&url, "a");
+    let typo = "[[thresholds]]\nmetric = \"sesion\"\nstat = \"p99\"\nbelow = \"1s\"";
+    let r = run(&url, sleepy("vus = 1\niterations = 2", typo), 1).await;
+    assert_eq!(r.verdict, Verdict::Error);
+    assert!(
+        r.verdict_reason.contains("`p99(sesion) < 1s`"),
+        "{}",
+        r.verdict_reason
+    );
+    assert_eq!(r.thresholds[0].observed, None);
+}
