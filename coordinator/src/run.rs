@@ -59,6 +59,23 @@ struct Share {
     handed_over: bool,
 }
 
+impl Share {
+    /// The `index`-th share of a run; its sequence numbers start at `index * SEQ_BLOCK`.
+    fn new(worker: &str, name: &str, segment: ExecutionSegment, index: usize) -> Share {
+        Share {
+            worker: worker.to_owned(),
+            name: name.to_owned(),
+            segment,
+            first_seq: index as u64 * SEQ_BLOCK,
+            done: false,
+            error: None,
+            lost_at_ms: None,
+            left_at_ms: None,
+            handed_over: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     phase: &'static str,
@@ -351,17 +368,12 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
         state.started = Some(started);
         state.started_wall = Some(start_wall);
         for (i, segment) in ExecutionSegment::split(&weights) {
-            let share = Share {
-                worker: workers[i].id.clone(),
-                name: workers[i].name.clone(),
+            let share = Share::new(
+                &workers[i].id,
+                &workers[i].name,
                 segment,
-                first_seq: state.shares.len() as u64 * SEQ_BLOCK,
-                done: false,
-                error: None,
-                lost_at_ms: None,
-                left_at_ms: None,
-                handed_over: false,
-            };
+                state.shares.len(),
+            );
             state.shares.push(share);
         }
         for share in &state.shares {
@@ -525,17 +537,12 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                     ) else {
                         continue;
                     };
-                    let share = Share {
-                        worker: survivors[j].0.clone(),
-                        name: survivors[j].1.clone(),
+                    let share = Share::new(
+                        &survivors[j].0,
+                        &survivors[j].1,
                         segment,
-                        first_seq: state.shares.len() as u64 * SEQ_BLOCK,
-                        done: false,
-                        error: None,
-                        lost_at_ms: None,
-                        left_at_ms: None,
-                        handed_over: false,
-                    };
+                        state.shares.len(),
+                    );
                     if run.assign(coordinator, &share, start_wall, offset, seed) {
                         tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
                         state.shares.push(share);

@@ -184,33 +184,28 @@ async fn a_run_of_nothing_is_an_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_worker_with_continue_leaves_part_of_the_load_undelivered() {
+/// Runs `duration` of sleepy sessions on two workers with `on_worker_loss = policy`, and
+/// makes one of them vanish (its task aborted: no more heartbeats) 1.5 s in.
+async fn lose_a_worker(duration: &str, policy: &str) -> Report {
     let (url, _stop) = coordinator().await;
     let (a, _) = worker(&url, "a");
     let _b = worker(&url, "b");
     wait_for_workers(&url, 2).await;
-    let url2 = url.clone();
-    let report = tokio::spawn(async move {
-        run(
-            &url2,
-            sleepy(
-                "vus = 10\nduration = \"4s\"\ngraceful_stop = \"1s\"",
-                "[fleet]\non_worker_loss = \"continue\"",
-            ),
-            2,
-        )
-        .await
-    });
+    let plan = sleepy(
+        &format!("vus = 10\nduration = \"{duration}\"\ngraceful_stop = \"1s\""),
+        &format!("[fleet]\non_worker_loss = \"{policy}\""),
+    );
+    let report = tokio::spawn(async move { run(&url, plan, 2).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     a.abort();
-    let r = report.await.unwrap();
-    let lost: Vec<_> = r
-        .workers
-        .iter()
-        .filter(|w| w.lost_at_ms.is_some())
-        .collect();
-    assert_eq!(lost.len(), 1, "{:?}", r.workers);
+    report.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_with_continue_leaves_part_of_the_load_undelivered() {
+    let r = lose_a_worker("4s", "continue").await;
+    let lost = r.workers.iter().filter(|w| w.lost_at_ms.is_some()).count();
+    assert_eq!(lost, 1, "{:?}", r.workers);
     assert!(
         r.delivered < 0.9 && r.delivered > 0.5,
         "delivered {}",
@@ -220,25 +215,7 @@ async fn a_lost_worker_with_continue_leaves_part_of_the_load_undelivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_worker_with_abort_ends_the_run_as_an_error() {
-    let (url, _stop) = coordinator().await;
-    let (a, _) = worker(&url, "a");
-    let _b = worker(&url, "b");
-    wait_for_workers(&url, 2).await;
-    let url2 = url.clone();
-    let report = tokio::spawn(async move {
-        run(
-            &url2,
-            sleepy(
-                "vus = 10\nduration = \"20s\"\ngraceful_stop = \"1s\"",
-                "[fleet]\non_worker_loss = \"abort\"",
-            ),
-            2,
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    a.abort();
-    let r = report.await.unwrap();
+    let r = lose_a_worker("20s", "abort").await;
     assert_eq!(r.verdict, Verdict::Error);
     assert!(
         r.verdict_reason.contains("was lost"),
