@@ -336,11 +336,29 @@ fn progress_line(p: &v1::RunProgress) -> String {
     )
 }
 
-/// Writes `report` as `dir/report.json`; returns the path.
+/// Writes `report.json`, `report.md` and `junit.xml` into `dir` (report.md compares with
+/// `previous` when given); returns the path of report.json.
 pub fn write_report(dir: &std::path::Path, report: &Report) -> anyhow::Result<std::path::PathBuf> {
+    write_reports(dir, report, None)
+}
+
+/// [`write_report`] with a previous run to compare against.
+pub fn write_reports(
+    dir: &std::path::Path,
+    report: &Report,
+    previous: Option<&Report>,
+) -> anyhow::Result<std::path::PathBuf> {
+    use gauntlet_core::report::{junit, markdown};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("report.json");
-    let json = serde_json::to_string_pretty(report)?;
-    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok::<_, anyhow::Error>(path)
+    };
+    // report.json first: the figures are safe before anything else is attempted.
+    let json = write("report.json", &serde_json::to_string_pretty(report)?)?;
+    let comparison = previous.map(|p| gauntlet_core::compare::compare(p, report));
+    write("report.md", &markdown::render(report, comparison.as_ref()))?;
+    write("junit.xml", &junit::render(report))?;
+    Ok(json)
 }

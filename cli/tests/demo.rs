@@ -36,6 +36,36 @@ fn the_demo_finds_every_injected_fault() {
         .expect("the demo names its report");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let dir = std::path::Path::new(report).parent().unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("# gauntlet run") && md.contains("## Failure patterns"),
+        "{md}"
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let failures: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .map(|n| {
+            format!(
+                "{} {}",
+                n.attribute("type").unwrap_or(""),
+                n.attribute("message").unwrap_or("")
+            )
+        })
+        .collect();
+    for category in [
+        "factory_init_failed",
+        "missing_event",
+        "duplicate_event",
+        "isolation_breach",
+    ] {
+        assert!(
+            failures.iter().any(|f| f.contains(category)),
+            "{category} missing from junit.xml: {failures:?}"
+        );
+    }
     assert_eq!(json["totals"]["sessions"], 80);
     assert!(!stdout.contains("!="), "{stdout}");
 }

@@ -11,10 +11,13 @@
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
 //!   snapshot.
-//! - [`report`]: the run report (`report.json`) and its text rendering.
+//! - [`report`]: the run report (`report.json`), its text rendering, `report.md` and
+//!   `junit.xml`.
+//! - [`compare`]: progress between two runs of a plan.
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
 
+pub mod compare;
 pub mod config_file;
 pub mod metrics;
 pub mod plan;

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
 
+pub mod junit;
+pub mod markdown;
+
 /// Version of the report's JSON shape.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -431,8 +434,156 @@ pub fn json_schema() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::metrics::{CheckStats, FailureKey, FailureStats, histogram};
+
+    /// A report of 10 sessions of scenario `chat`: 7 passed, 2 factory-init failures and one
+    /// missing event (whose sample contains markup and a pipe).
+    pub(crate) fn sample(run_id: &str, factory: u64, missing: u64) -> Report {
+        let mut s = Snapshot::default();
+        let passed = 10 - factory - missing;
+        s.counters.sessions_started = 10;
+        s.counters.sessions_passed = passed;
+        s.counters.sessions_failed = factory + missing;
+        let mut h = histogram();
+        for v in 1..=10u64 {
+            h.record(v * 1000).unwrap();
+        }
+        s.histograms.insert("session".into(), h.clone());
+        s.histograms.insert("session.chat".into(), h);
+        let key = |category: &str, step: &str| FailureKey {
+            category: category.into(),
+            detail: String::new(),
+            scenario: "chat".into(),
+            step: step.into(),
+        };
+        if factory > 0 {
+            s.failures.insert(
+                key("factory_init_failed", "ws_connect"),
+                FailureStats {
+                    count: factory,
+                    first_ms: 100,
+                    last_ms: 900,
+                    samples: vec!["close 1011 \"Factory SSOT validation failed\"".into()],
+                },
+            );
+        }
+        if missing > 0 {
+            s.failures.insert(
+                key("missing_event", "agent events"),
+                FailureStats {
+                    count: missing,
+                    first_ms: 200,
+                    last_ms: 200,
+                    samples: vec!["<tool_completed> & a|b".into()],
+                },
+            );
+        }
+        s.checks.insert(
+            "chat/ws_connect".into(),
+            CheckStats {
+                run: 10,
+                failed: factory,
+            },
+        );
+        s.checks.insert(
+            "chat/agent events".into(),
+            CheckStats {
+                run: 10 - factory,
+                failed: missing,
+            },
+        );
+        s.checks.insert(
+            "isolation:event-user".into(),
+            CheckStats { run: 40, failed: 0 },
+        );
+        let m = summarize(&s);
+        Report {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.into(),
+            plan: PlanRef {
+                name: "agent".into(),
+                hash: "00".into(),
+            },
+            started_at: "2026-11-21T00:00:00Z".into(),
+            ended_at: "2026-11-21T00:00:10Z".into(),
+            duration_s: 10.0,
+            verdict: if factory + missing > 0 {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            },
+            verdict_reason: "test".into(),
+            delivered: 1.0,
+            totals: m.totals,
+            failures: m.failures,
+            metrics: m.metrics,
+            checks: m.checks,
+            thresholds: vec![ThresholdReport {
+                expr: "failed sessions <= 0".into(),
+                observed: Some((factory + missing) as f64),
+                unit: "count".into(),
+                pass: factory + missing == 0,
+                reason: String::new(),
+            }],
+            workers: vec![],
+            intervals: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_has_the_numbers() {
+        let before = sample("r1", 2, 1);
+        let after = sample("r2", 0, 3);
+        let md = markdown::render(&after, Some(&crate::compare::compare(&before, &after)));
+        assert!(md.contains("# gauntlet run `r2`: FAIL"), "{md}");
+        assert!(md.contains("| `chat` | 10 | 7 | 3 |"), "{md}");
+        assert!(
+            md.contains("| `missing_event` |  | `chat/agent events` | 3 |"),
+            "{md}"
+        );
+        assert!(md.contains("&"), "{md}");
+        assert!(md.contains("a\\|b"), "pipes are escaped: {md}");
+        assert!(
+            md.contains("- Resolved categories: `factory_init_failed` (2 -> 0)"),
+            "{md}"
+        );
+        assert!(md.contains("- New categories: none"), "{md}");
+        assert!(md.contains("| `missing_event` | 1 | 3 | +2 |"), "{md}");
+        assert!(
+            md.contains("| `failed sessions <= 0` | 3 | **FAIL** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn junit_lists_checks_and_thresholds_with_failures() {
+        let xml = junit::render(&sample("r", 2, 1));
+        assert!(
+            xml.contains("<testsuites name=\"gauntlet agent\" tests=\"4\" failures=\"3\""),
+            "{xml}"
+        );
+        assert!(xml.contains("<failure type=\"factory_init_failed\" message=\"2 of 10 failed; factory_init_failed x2\">close 1011 &quot;Factory SSOT validation failed&quot;</failure>"), "{xml}");
+        assert!(xml.contains("&lt;tool_completed&gt; &amp; a|b"), "{xml}");
+        assert!(
+            xml.contains("<testcase classname=\"agent.isolation\" name=\"isolation:event-user\"/>"),
+            "{xml}"
+        );
+        // It parses, and the failures are where CI looks for them.
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let failures: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("failure"))
+            .filter_map(|n| n.attribute("type"))
+            .collect();
+        assert_eq!(
+            failures,
+            ["missing_event", "factory_init_failed", "threshold"],
+            "checks in name order, then thresholds"
+        );
+    }
 
     /// `docs/report.schema.json` is generated from the types: this fails when they drift.
     /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p gauntlet-core report_schema`.

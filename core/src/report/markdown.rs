@@ -1,0 +1,193 @@
+//! `report.md`: the report for a person: the verdict and why, a table per scenario, failure
+//! patterns, thresholds, workers, progress against the previous run, and every latency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::compare::Comparison;
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// Escapes a cell of a Markdown table (pipes and newlines), cut to `max` characters.
+fn cell(text: &str, max: usize) -> String {
+    let mut s: String = text.chars().take(max).collect();
+    if text.chars().count() > max {
+        s.push('…');
+    }
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// Sessions, passed and failed per scenario: finished sessions from `session.<scenario>`,
+/// failures from the failure patterns.
+pub fn scenario_table(r: &Report) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for (name, m) in &r.metrics {
+        if let Some(scenario) = name.strip_prefix("session.") {
+            out.entry(scenario.to_owned()).or_default().0 = m.count;
+        }
+    }
+    for f in &r.failures {
+        out.entry(f.scenario.clone()).or_default().2 += f.count;
+    }
+    for v in out.values_mut() {
+        v.1 = v.0.saturating_sub(v.2);
+    }
+    out
+}
+
+/// Renders `report.md`; `previous` adds "progress vs previous cycle".
+pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
+    let mut out = String::new();
+    let t = &r.totals;
+    let finished = t.passed + t.failed;
+    let rate = if finished > 0 {
+        100.0 * t.passed as f64 / finished as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        out,
+        "# gauntlet run `{}`: {}\n",
+        r.run_id,
+        r.verdict.as_str().to_uppercase()
+    );
+    let _ = writeln!(
+        out,
+        "**Verdict: {}.** {}\n",
+        r.verdict.as_str(),
+        r.verdict_reason
+    );
+    let _ = writeln!(
+        out,
+        "| plan | started | duration | sessions | passed | failed | interrupted | pass rate | load delivered |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| `{}` | {} | {:.1} s | {} | {} | {} | {} | {rate:.1} % | {:.1} % |\n",
+        r.plan.name,
+        r.started_at,
+        r.duration_s,
+        t.sessions,
+        t.passed,
+        t.failed,
+        t.interrupted,
+        100.0 * r.delivered
+    );
+    if t.dropped > 0 {
+        let _ = writeln!(out, "Dropped arrivals (no free VU): **{}**.\n", t.dropped);
+    }
+
+    let _ = writeln!(out, "## Scenarios\n");
+    let _ = writeln!(
+        out,
+        "| scenario | sessions | passed | failed | session p50 | session p99 |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for (scenario, (sessions, passed, failed)) in scenario_table(r) {
+        let m = r.metrics.get(&format!("session.{scenario}"));
+        let (p50, p99) = m.map_or(("-".into(), "-".into()), |m| (ms(m.p50_us), ms(m.p99_us)));
+        let _ = writeln!(
+            out,
+            "| `{scenario}` | {sessions} | {passed} | {failed} | {p50} | {p99} |"
+        );
+    }
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "## Failure patterns\n");
+    if r.failures.is_empty() {
+        let _ = writeln!(out, "No session failed.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "| category | detail | where | sessions | first seen | last seen | sample |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---|");
+        for f in &r.failures {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | `{}/{}` | {} | {} | {} | `{}` |",
+                f.category,
+                cell(&f.detail, 60),
+                f.scenario,
+                f.step,
+                f.count,
+                secs(f.first_seen_ms),
+                secs(f.last_seen_ms),
+                cell(f.samples.first().map(String::as_str).unwrap_or("-"), 160)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "## Thresholds\n");
+    let _ = writeln!(out, "| threshold | observed | result |");
+    let _ = writeln!(out, "|---|---:|---|");
+    for th in &r.thresholds {
+        let observed = match th.observed {
+            None => "no samples".to_owned(),
+            Some(v) if th.unit == "us" => ms(v as u64),
+            Some(v) if th.unit == "ratio" => format!("{v:.4}"),
+            Some(v) => format!("{v:.0}"),
+        };
+        let result = if th.pass { "pass" } else { "**FAIL**" };
+        let _ = writeln!(out, "| `{}` | {observed} | {result} |", th.expr);
+    }
+    let _ = writeln!(out);
+
+    if !r.workers.is_empty() {
+        let _ = writeln!(out, "## Workers\n");
+        let _ = writeln!(out, "| worker | share | sessions | status |");
+        let _ = writeln!(out, "|---|---:|---:|---|");
+        for w in &r.workers {
+            let status = match (w.lost_at_ms, w.left_at_ms) {
+                (Some(at), _) => format!(
+                    "lost at {} (up to {} sessions in flight not reported)",
+                    secs(at),
+                    w.in_flight_bound.unwrap_or(0)
+                ),
+                (None, Some(at)) => format!("left at {} (drained)", secs(at)),
+                _ => "ok".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} (`{}`) | {:.1} % | {} | {status} |",
+                w.name,
+                w.id,
+                100.0 * w.share,
+                w.sessions
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    if let Some(c) = previous {
+        let _ = writeln!(out, "## Progress vs previous cycle\n");
+        out.push_str(&c.to_markdown());
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "## Latency\n");
+    let _ = writeln!(out, "| metric | count | p50 | p90 | p99 | p99.9 | max |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (name, m) in &r.metrics {
+        let _ = writeln!(
+            out,
+            "| `{name}` | {} | {} | {} | {} | {} | {} |",
+            m.count,
+            ms(m.p50_us),
+            ms(m.p90_us),
+            ms(m.p99_us),
+            ms(m.p999_us),
+            ms(m.max_us)
+        );
+    }
+    out
+}
