@@ -44,8 +44,7 @@ pub fn render(r: &Report) -> String {
                 .failures
                 .iter()
                 .filter(|f| {
-                    (f.scenario == suite && f.step == step)
-                        || (suite == "isolation" && f.step == step)
+                    f.step == step && (f.scenario == suite || suite == "isolation")
                 })
                 .collect();
             let categories: Vec<String> = patterns
