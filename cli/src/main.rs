@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod fleet;
+mod history;
 mod run;
 mod signals;
 mod testbed;
@@ -33,6 +34,14 @@ enum Command {
     Testbed(testbed::Args),
     /// Run a plan on a fleet: a coordinator's, or one started in this process.
     Run(run::Args),
+    /// List stored runs, newest first.
+    History(history::ListArgs),
+    /// Show a stored run's summary (or its report.json).
+    Show(history::ShowArgs),
+    /// Write a stored run's report.json, report.md and junit.xml again.
+    Report(history::ReportArgs),
+    /// Compare two stored runs: resolved and new failure categories, counts, latency.
+    Compare(history::CompareArgs),
     /// Run the coordinator: workers register with it, runs are submitted to it.
     Coordinator(fleet::CoordinatorArgs),
     /// Run a worker: it registers with a coordinator and runs its share of each run.
@@ -81,6 +90,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Coordinator(args) => fleet::coordinator(args).await,
+            Command::History(args) => history::list(args),
+            Command::Show(args) => history::show(args),
+            Command::Report(args) => history::report(args),
+            Command::Compare(args) => history::compare_runs(args),
             Command::Worker(args) => fleet::worker(args).await,
             Command::Validate(args) => run::validate(args),
         }

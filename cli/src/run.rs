@@ -58,6 +58,11 @@ pub struct Args {
     /// Extra CA certificate (PEM) to trust for an https:// coordinator.
     #[arg(long, env = "GAUNTLET_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    history: crate::history::HistoryArgs,
+    /// Do not store the run in the history.
+    #[arg(long)]
+    no_history: bool,
 }
 
 /// `gauntlet validate` flags.
@@ -117,14 +122,45 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         token: args.token.clone(),
         tls_ca: crate::fleet::read_pem(args.tls_ca.as_deref())?,
     };
+    let plan_toml = submission.plan_toml.clone();
     let report = run_plan(fleet, submission, false).await?;
     let dir = args
         .out
         .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(&report.run_id));
+    // The files first: whatever the history database does, the run is on disk.
     let path = write_report(&dir, &report)?;
+    if !args.no_history {
+        store(&args.history, &report, &plan_toml, &dir);
+    }
     println!("{}", report.render_text());
     println!("report: {}", path.display());
     Ok(report.verdict.exit_code())
+}
+
+/// Stores the run and, when the plan ran before, rewrites report.md with the progress since
+/// then. A database problem is a warning: the report files are already written.
+#[allow(clippy::print_stderr)]
+fn store(
+    args: &crate::history::HistoryArgs,
+    report: &gauntlet_core::report::Report,
+    plan_toml: &str,
+    dir: &std::path::Path,
+) {
+    let result = (|| -> anyhow::Result<()> {
+        let history = args.open()?;
+        let previous = history.previous(&report.plan.name, &report.run_id)?;
+        history.store(report, plan_toml)?;
+        if previous.is_some() {
+            crate::fleet::write_reports(dir, report, previous.as_ref())?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!(
+            "warning: the run was not stored in the history ({e:#}); its report files are in {}",
+            dir.display()
+        );
+    }
 }
 
 /// Raises this process's open-files limit to its hard limit (every connection is a file) and

@@ -28,7 +28,12 @@ impl Drop for Proc {
 
 fn gauntlet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gauntlet"));
-    c.env("JWT_SECRET_KEY", SECRET).env("GAUNTLET_LOG", "warn");
+    c.env("JWT_SECRET_KEY", SECRET)
+        .env("GAUNTLET_LOG", "warn")
+        .env(
+            "GAUNTLET_HISTORY",
+            std::env::temp_dir().join(format!("gauntlet-fleet-{}.db", std::process::id())),
+        );
     c
 }
 

@@ -24,6 +24,10 @@ fn gauntlet(args: &[&str]) -> (i32, String, String) {
             "GAUNTLET_OUT",
             std::env::temp_dir().join(format!("gauntlet-cli-test-{}", std::process::id())),
         )
+        .env(
+            "GAUNTLET_HISTORY",
+            std::env::temp_dir().join(format!("gauntlet-cli-test-{}.db", std::process::id())),
+        )
         .env("JWT_SECRET_KEY", SECRET)
         .env("GAUNTLET_LOG", "warn")
         .output()

@@ -6,10 +6,12 @@
 //! - [`registry`]: known workers, their streams and heartbeats.
 //! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
+//! - [`history`]: the SQLite run history.
 //! - [`http`]: the HTTP port (`/healthz`, `/api/runs`).
 //! - [`service`]: the gRPC services (WorkerService, ControlService) over the above.
 
 pub mod aggregator;
+pub mod history;
 pub mod http;
 pub mod registry;
 pub mod run;

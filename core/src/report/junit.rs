@@ -43,9 +43,7 @@ pub fn render(r: &Report) -> String {
             let patterns: Vec<_> = r
                 .failures
                 .iter()
-                .filter(|f| {
-                    f.step == step && (f.scenario == suite || suite == "isolation")
-                })
+                .filter(|f| f.step == step && (f.scenario == suite || suite == "isolation"))
                 .collect();
             let categories: Vec<String> = patterns
                 .iter()

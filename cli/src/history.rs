@@ -1,0 +1,135 @@
+//! `gauntlet history`, `show`, `report` and `compare`: the run history kept in SQLite, read
+//! back, re-rendered and compared.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gauntlet_coordinator::history::{History, default_path};
+use gauntlet_core::compare::compare;
+
+/// Where the history database is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// The history database (default: $XDG_DATA_HOME/gauntlet/history.db or
+    /// ~/.local/share/gauntlet/history.db).
+    #[arg(long = "history", env = "GAUNTLET_HISTORY")]
+    pub path: Option<PathBuf>,
+}
+
+impl HistoryArgs {
+    /// The database path.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(default_path)
+    }
+
+    /// Opens the database.
+    pub fn open(&self) -> anyhow::Result<History> {
+        Ok(History::open(&self.path())?)
+    }
+}
+
+/// `gauntlet history` flags.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only runs of this plan.
+    #[arg(long)]
+    plan: Option<String>,
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[command(flatten)]
+    history: HistoryArgs,
+}
+
+/// `gauntlet show` flags.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Run id.
+    run: String,
+    /// Print report.json instead of the summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    history: HistoryArgs,
+}
+
+/// `gauntlet report` flags.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Run id.
+    run: String,
+    /// Directory for report.json, report.md and junit.xml.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    history: HistoryArgs,
+}
+
+/// `gauntlet compare` flags.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The earlier run.
+    before: String,
+    /// The later run.
+    after: String,
+    #[command(flatten)]
+    history: HistoryArgs,
+}
+
+/// Lists runs.
+#[allow(clippy::print_stdout)]
+pub fn list(args: ListArgs) -> anyhow::Result<u8> {
+    let rows = args
+        .history
+        .open()?
+        .list(args.plan.as_deref(), args.limit)?;
+    if rows.is_empty() {
+        println!("no runs in {}", args.history.path().display());
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<24} {:<26} {:<7} {:>9} {:>7}",
+        "run", "plan", "started", "verdict", "sessions", "failed"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<24} {:<26} {:<7} {:>9} {:>7}",
+            r.run_id, r.plan, r.started_at, r.verdict, r.sessions, r.failed
+        );
+    }
+    Ok(0)
+}
+
+/// Shows one run.
+#[allow(clippy::print_stdout)]
+pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let report = args.history.open()?.report(&args.run)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(0)
+}
+
+/// Re-renders a stored run's report files.
+#[allow(clippy::print_stdout)]
+pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    let history = args.history.open()?;
+    let report = history.report(&args.run)?;
+    let previous = history.previous(&report.plan.name, &report.run_id)?;
+    let path = crate::fleet::write_reports(&args.out, &report, previous.as_ref())
+        .with_context(|| format!("cannot write the report of {}", args.run))?;
+    println!("report: {}", path.display());
+    Ok(0)
+}
+
+/// Compares two stored runs.
+#[allow(clippy::print_stdout)]
+pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
+    let history = args.history.open()?;
+    let before = history.report(&args.before)?;
+    let after = history.report(&args.after)?;
+    print!("{}", compare(&before, &after).to_markdown());
+    Ok(0)
+}
