@@ -34,6 +34,8 @@ enum Command {
     Testbed(testbed::Args),
     /// Run a plan on a fleet: a coordinator's, or one started in this process.
     Run(run::Args),
+    /// Run a plan cycle after cycle until a cycle passes with enough sessions.
+    Loop(run::LoopArgs),
     /// List stored runs, newest first.
     History(history::ListArgs),
     /// Show a stored run's summary (or its report.json).
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Testbed(args) => testbed::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Loop(args) => run::run_loop(args).await,
             Command::Coordinator(args) => fleet::coordinator(args).await,
             Command::History(args) => history::list(args),
             Command::Show(args) => history::show(args),

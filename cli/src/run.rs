@@ -2,6 +2,8 @@
 //! (a coordinator and workers started in this process unless `--coordinator` names one),
 //! write report.json, print the summary, and exit with the verdict's code.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use gauntlet_core::plan::{Overrides, Plan};
 use std::path::PathBuf;
@@ -90,9 +92,8 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Runs a plan on a fleet (in-process by default) and writes its report.
-#[allow(clippy::print_stdout, clippy::print_stderr)]
-pub async fn run(args: Args) -> anyhow::Result<u8> {
+/// Checks the plan and the flags, and prepares what to submit where.
+fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> {
     // Validate here first: a bad plan is exit 2 with its location, before any network.
     let plan = Plan::load(&args.plan, &args.target.overrides())?;
     let text = std::fs::read_to_string(&args.plan)
@@ -100,19 +101,13 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if args.workers == 0 && args.coordinator.is_none() {
         return Err(crate::testbed::UsageError("--workers must be at least 1".into()).into());
     }
-    let fleet = match args.coordinator {
-        Some(url) => Fleet::Remote(url),
+    let fleet = match &args.coordinator {
+        Some(url) => Fleet::Remote(url.clone()),
         None => {
             check_open_files(plan.max_vus());
             Fleet::InProcess(args.workers)
         }
     };
-    eprintln!(
-        "running plan `{}` against {} ({})",
-        plan.name,
-        plan.target.base_url.as_deref().unwrap_or("-"),
-        plan.ws_url().unwrap_or_default()
-    );
     let submission = Submission {
         plan_toml: text,
         plan_file: args.plan.display().to_string(),
@@ -122,10 +117,24 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         token: args.token.clone(),
         tls_ca: crate::fleet::read_pem(args.tls_ca.as_deref())?,
     };
+    Ok((fleet, submission, plan))
+}
+
+/// Runs a plan on a fleet (in-process by default) and writes its report.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let (fleet, submission, plan) = prepare(&args)?;
+    eprintln!(
+        "running plan `{}` against {} ({})",
+        plan.name,
+        plan.target.base_url.as_deref().unwrap_or("-"),
+        plan.ws_url().unwrap_or_default()
+    );
     let plan_toml = submission.plan_toml.clone();
     let report = run_plan(fleet, submission, false).await?;
     let dir = args
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(&report.run_id));
     // The files first: whatever the history database does, the run is on disk.
     let path = write_report(&dir, &report)?;
@@ -135,6 +144,180 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     println!("{}", report.render_text());
     println!("report: {}", path.display());
     Ok(report.verdict.exit_code())
+}
+
+/// `gauntlet loop` flags.
+#[derive(Debug, clap::Args)]
+pub struct LoopArgs {
+    #[command(flatten)]
+    run: Args,
+    /// A cycle reaches the goal when its verdict is pass with at least this many sessions passed.
+    #[arg(long)]
+    until_passes: u64,
+    /// Give up after this many cycles.
+    #[arg(long, default_value_t = 10)]
+    max_cycles: u32,
+    /// Shell command run between cycles (a redeploy, a fix script); its exit status and
+    /// duration are recorded with the cycle.
+    #[arg(long)]
+    between: Option<String>,
+}
+
+/// One cycle of a loop.
+#[derive(Debug)]
+struct Cycle {
+    number: u32,
+    report: gauntlet_core::report::Report,
+    between: Option<(Option<i32>, Duration)>,
+}
+
+/// Runs cycle after cycle until one passes with enough sessions, a cycle runs nothing, or the
+/// cycles run out.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
+    if args.until_passes == 0 {
+        return Err(crate::testbed::UsageError("--until-passes must be at least 1".into()).into());
+    }
+    let (fleet, submission, plan) = prepare(&args.run)?;
+    let out = args
+        .run
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(format!("loop-{}", plan.name)));
+    let mut cycles: Vec<Cycle> = Vec::new();
+    let mut between_result = None;
+    let outcome = loop {
+        let number = cycles.len() as u32 + 1;
+        eprintln!("== cycle {number} of at most {}", args.max_cycles);
+        let report = run_plan(fleet.clone(), submission.clone(), false).await?;
+        let dir = out.join(format!("cycle-{number}"));
+        write_report(&dir, &report)?;
+        // Progress vs the previous cycle of this loop.
+        if let Some(prev) = cycles.last() {
+            crate::fleet::write_reports(&dir, &report, Some(&prev.report))?;
+        }
+        if !args.run.no_history {
+            store(&args.run.history, &report, &submission.plan_toml, &dir);
+        }
+        println!("{}", report.render_text());
+        println!("report: {}", dir.join("report.json").display());
+        let passed = report.verdict == gauntlet_core::report::Verdict::Pass
+            && report.totals.passed >= args.until_passes;
+        let ran_nothing = report.totals.passed + report.totals.failed == 0
+            || report
+                .verdict_reason
+                .starts_with("the target was never reached");
+        cycles.push(Cycle {
+            number,
+            report,
+            between: between_result.take(),
+        });
+        if ran_nothing {
+            break LoopEnd::RanNothing;
+        }
+        if passed {
+            break LoopEnd::Reached;
+        }
+        if number >= args.max_cycles {
+            break LoopEnd::OutOfCycles;
+        }
+        if let Some(cmd) = &args.between {
+            eprintln!("== between cycles: {cmd}");
+            let started = tokio::time::Instant::now();
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .status()
+                .await;
+            let code = match status {
+                Ok(s) => s.code(),
+                Err(e) => {
+                    eprintln!("warning: cannot run `{cmd}`: {e}");
+                    None
+                }
+            };
+            between_result = Some((code, started.elapsed()));
+        }
+    };
+    println!("\n{}", cycle_table(&cycles));
+    let last = cycles
+        .last()
+        .map(|c| c.report.verdict_reason.clone())
+        .unwrap_or_default();
+    match outcome {
+        LoopEnd::Reached => {
+            println!(
+                "goal reached in cycle {}: verdict pass with at least {} sessions passed",
+                cycles.len(),
+                args.until_passes
+            );
+            Ok(0)
+        }
+        LoopEnd::RanNothing => {
+            println!(
+                "STOPPED: cycle {} ran nothing ({last}); a cycle that executes nothing is an error, not a pass",
+                cycles.len()
+            );
+            Ok(crate::exit::RUN_ERROR)
+        }
+        LoopEnd::OutOfCycles => {
+            println!(
+                "goal not reached in {} cycles (last verdict: {last})",
+                cycles.len()
+            );
+            Ok(crate::exit::FAILED)
+        }
+    }
+}
+
+#[derive(Debug)]
+enum LoopEnd {
+    Reached,
+    RanNothing,
+    OutOfCycles,
+}
+
+/// The loop's closing table: cycle, verdict, sessions, failures by category, p99, between.
+fn cycle_table(cycles: &[Cycle]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| cycle | verdict | sessions | passed | failures by category | session p99 | before it |\n|---:|---|---:|---:|---|---:|---|\n",
+    );
+    for c in cycles {
+        let r = &c.report;
+        let mut by: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for f in &r.failures {
+            *by.entry(f.category.as_str()).or_default() += f.count;
+        }
+        let failures = if by.is_empty() {
+            "-".to_owned()
+        } else {
+            by.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let p99 = r.metrics.get("session").map_or("-".to_owned(), |m| {
+            format!("{:.1} ms", m.p99_us as f64 / 1000.0)
+        });
+        let between = match c.between {
+            None => "-".to_owned(),
+            Some((code, took)) => format!(
+                "between: exit {} in {:.1} s",
+                code.map_or("?".to_owned(), |c| c.to_string()),
+                took.as_secs_f64()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {failures} | {p99} | {between} |",
+            c.number,
+            r.verdict.as_str(),
+            r.totals.sessions,
+            r.totals.passed
+        );
+    }
+    out
 }
 
 /// Stores the run and, when the plan ran before, rewrites report.md with the progress since
