@@ -593,3 +593,87 @@ async fn a_threshold_on_a_metric_without_samples_is_an_error() {
     );
     assert_eq!(r.thresholds[0].observed, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_match_the_report() {
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::new(config, stop.clone());
+    let (addr, _) = coordinator
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}");
+    let _w = worker(&url, "m");
+    // Half the sessions nap and pass, half dial a closed port and fail.
+    let plan = "name = \"mixed\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nvus = 4\niterations = 5\n\
+        [[scenarios]]\nname = \"nap\"\nsteps = [ { sleep = { duration = \"10ms\" } } ]\n\
+        [[scenarios]]\nname = \"dial\"\nsteps = [ { ws_connect = {} } ]\n";
+    let r = run(&url, plan.to_owned(), 1).await;
+    assert!(
+        r.totals.failed > 0 && r.totals.passed > 0,
+        "{}",
+        r.render_text()
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, gauntlet_coordinator::http::router(coordinator)).await
+    });
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        value("gauntlet_sessions_total", &[("outcome", "passed")]),
+        r.totals.passed as f64
+    );
+    assert_eq!(
+        value("gauntlet_sessions_total", &[("outcome", "failed")]),
+        r.totals.failed as f64
+    );
+    assert_eq!(
+        value(
+            "gauntlet_failures_total",
+            &[("category", "connect_refused"), ("scenario", "dial")]
+        ),
+        r.totals.failed as f64
+    );
+    let summary = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "gauntlet_latency_seconds" && s.labels.get("metric") == Some("session")
+        })
+        .unwrap();
+    match &summary.value {
+        prometheus_parse::Value::Summary(q) => assert_eq!(q.len(), 3),
+        other => panic!("not a summary: {other:?}"),
+    }
+    assert_eq!(value("gauntlet_workers", &[("state", "known")]), 1.0);
+    stop.cancel();
+}
