@@ -823,6 +823,9 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// A Prometheus summary: (count, sum in seconds, [(quantile, seconds)]).
+pub type LatencySummary = (u64, f64, Vec<(f64, f64)>);
+
 /// What `/metrics` shows of a run: live figures while it runs, the report's once finished.
 #[derive(Debug, Clone, Default)]
 pub struct RunFigures {
@@ -830,8 +833,8 @@ pub struct RunFigures {
     pub sessions: [u64; 5],
     /// Failed sessions by (scenario, category).
     pub failures: BTreeMap<(String, String), u64>,
-    /// Main metrics: (count, sum in seconds, [(quantile, seconds)]).
-    pub latency: BTreeMap<String, (u64, f64, Vec<(f64, f64)>)>,
+    /// Main metrics' latency.
+    pub latency: BTreeMap<String, LatencySummary>,
     /// Active VUs.
     pub active_vus: u64,
 }
