@@ -336,7 +336,7 @@ fn progress_line(p: &v1::RunProgress) -> String {
     )
 }
 
-/// Writes `report.json`, `report.md` and `junit.xml` into `dir` (report.md compares with
+/// Writes `report.json`, `report.md`, `report.html` and `junit.xml` into `dir` (report.md compares with
 /// `previous` when given); returns the path of report.json.
 pub fn write_report(dir: &std::path::Path, report: &Report) -> anyhow::Result<std::path::PathBuf> {
     write_reports(dir, report, None)
@@ -348,7 +348,7 @@ pub fn write_reports(
     report: &Report,
     previous: Option<&Report>,
 ) -> anyhow::Result<std::path::PathBuf> {
-    use gauntlet_core::report::{junit, markdown};
+    use gauntlet_core::report::{html, junit, markdown};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -359,6 +359,7 @@ pub fn write_reports(
     let json = write("report.json", &serde_json::to_string_pretty(report)?)?;
     let comparison = previous.map(|p| gauntlet_core::compare::compare(p, report));
     write("report.md", &markdown::render(report, comparison.as_ref()))?;
+    write("report.html", &html::render(report, comparison.as_ref()))?;
     write("junit.xml", &junit::render(report))?;
     Ok(json)
 }

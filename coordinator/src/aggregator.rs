@@ -37,6 +37,8 @@ pub struct Aggregator {
     /// Per interval: the main metrics' histograms, for the series.
     main: Vec<Snapshot>,
     active_vus: Vec<BTreeMap<String, u64>>,
+    /// Per interval: sessions started by worker.
+    per_worker: Vec<BTreeMap<String, u64>>,
     windowed: Vec<String>,
     seen: HashSet<(String, u64)>,
     workers: BTreeMap<String, WorkerTally>,
@@ -52,6 +54,7 @@ impl Aggregator {
             intervals: Vec::new(),
             main: Vec::new(),
             active_vus: Vec::new(),
+            per_worker: Vec::new(),
             windowed,
             seen: HashSet::new(),
             workers: BTreeMap::new(),
@@ -73,6 +76,7 @@ impl Aggregator {
             self.intervals.resize_with(index + 1, Snapshot::default);
             self.main.resize_with(index + 1, Snapshot::default);
             self.active_vus.resize_with(index + 1, BTreeMap::new);
+            self.per_worker.resize_with(index + 1, BTreeMap::new);
         }
         self.intervals[index].merge(&keep_for_windows(&delta, &self.windowed));
         let mut main = Snapshot::default();
@@ -83,6 +87,8 @@ impl Aggregator {
         }
         self.main[index].merge(&main);
         self.active_vus[index].insert(worker.to_owned(), wire.active_vus);
+        *self.per_worker[index].entry(worker.to_owned()).or_default() +=
+            delta.counters.sessions_started;
         let tally = self.workers.entry(worker.to_owned()).or_default();
         tally.sessions += delta.counters.sessions_started;
         tally.snapshots += 1;
@@ -120,8 +126,9 @@ impl Aggregator {
             .iter()
             .zip(&self.main)
             .zip(&self.active_vus)
+            .zip(&self.per_worker)
             .enumerate()
-            .map(|(i, ((s, main), vus))| {
+            .map(|(i, (((s, main), vus), per_worker))| {
                 let mut failures = BTreeMap::new();
                 for (k, v) in &s.failures {
                     *failures.entry(k.category.clone()).or_insert(0) += v.count;
@@ -133,7 +140,12 @@ impl Aggregator {
                     .map(|(name, h)| {
                         (
                             name.clone(),
-                            [h.value_at_quantile(0.5), h.value_at_quantile(0.99)],
+                            [
+                                h.value_at_quantile(0.5),
+                                h.value_at_quantile(0.9),
+                                h.value_at_quantile(0.99),
+                                h.max(),
+                            ],
                         )
                     })
                     .collect();
@@ -145,6 +157,7 @@ impl Aggregator {
                     failures,
                     latency,
                     active_vus: vus.values().sum(),
+                    per_worker: per_worker.clone(),
                 }
             })
             .collect()

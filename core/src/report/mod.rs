@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
 
+pub mod html;
 pub mod junit;
 pub mod markdown;
 
@@ -103,7 +104,7 @@ pub struct FailureReport {
 }
 
 /// Latency summary of one metric, microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricReport {
     /// Samples.
     pub count: u64,
@@ -123,7 +124,14 @@ pub struct MetricReport {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+    /// The percentile spectrum: `[percentile, microseconds]` from 0 to 100, denser in the tail.
+    pub spectrum: Vec<(f64, u64)>,
 }
+
+/// Percentiles of the spectrum (the tail gets most points: that is where latency hides).
+pub const SPECTRUM: [f64; 15] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+];
 
 impl MetricReport {
     /// The summary of `h`.
@@ -138,6 +146,10 @@ impl MetricReport {
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
+            spectrum: SPECTRUM
+                .iter()
+                .map(|p| (*p, h.value_at_percentile(*p)))
+                .collect(),
         }
     }
 }
@@ -194,10 +206,12 @@ pub struct IntervalReport {
     pub failed: u64,
     /// Failed sessions by category.
     pub failures: BTreeMap<String, u64>,
-    /// p50 and p99 of the main metrics (microseconds), by metric.
-    pub latency: BTreeMap<String, [u64; 2]>,
+    /// p50, p90, p99 and max of the main metrics (microseconds), by metric.
+    pub latency: BTreeMap<String, [u64; 4]>,
     /// VUs active at its end.
     pub active_vus: u64,
+    /// Sessions started in it, by worker id.
+    pub per_worker: BTreeMap<String, u64>,
 }
 
 /// The whole report.
