@@ -91,6 +91,33 @@ async fn report_html_renders_with_non_blank_charts() {
     );
     let html = out.join("report.html");
     let page = std::fs::read_to_string(&html).unwrap();
+    // The right numbers: the injected missing events, in report.json, report.md and report.html.
+    let injected = tb.stats().faults["missing_event"];
+    assert!(injected > 0);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let sessions = json["totals"]["sessions"].as_u64().unwrap();
+    assert_eq!(json["failures"][0]["category"], "missing_event");
+    assert_eq!(json["failures"][0]["count"], injected);
+    assert_eq!(json["totals"]["failed"], injected);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "| `missing_event` | tool_completed | `agent/ws_expect_sequence` | {injected} |"
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "| `agent` | {sessions} | {} | {injected} |",
+            sessions - injected
+        )),
+        "{md}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"num\">{injected}</td>")),
+        "html failure count"
+    );
     assert!(
         !page.contains("<script") && !page.contains("http://") && !page.contains("https://"),
         "self-contained"

@@ -1,4 +1,6 @@
-//! The coordinator's HTTP port: `/healthz` for probes, `/api/runs` (JSON) for scripts and
+//! The coordinator's HTTP port: `/` a live page of the running and recent runs (refreshed from
+//! `/api/live`, with the report's charts), `/healthz` for probes, `/api/runs` (JSON) for
+//! scripts and
 //! `/metrics` (Prometheus text format: fleet-wide counters by run, scenario and category,
 //! latency summaries, worker gauges).
 
@@ -13,6 +15,17 @@ use crate::Coordinator;
 pub fn router(coordinator: Coordinator) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(|| async { axum::response::Html(LIVE_PAGE) }))
+        .route(
+            "/api/live",
+            get({
+                let coordinator = coordinator.clone();
+                move || {
+                    let coordinator = coordinator.clone();
+                    async move { Json(live(&coordinator)) }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get({
@@ -166,3 +179,57 @@ pub fn metrics(coordinator: &Coordinator) -> String {
     let _ = writeln!(out, "gauntlet_workers{{state=\"known\"}} {known}");
     out
 }
+
+/// Runs shown on the live page: the running ones and the most recent others.
+const LIVE_RUNS: usize = 5;
+
+/// The live page's data: per run its figures and charts (SVG, the same as report.html's).
+pub fn live(coordinator: &Coordinator) -> Value {
+    let mut runs = coordinator.runs();
+    runs.sort_by(|a, b| b.id.cmp(&a.id));
+    let runs: Vec<Value> = runs
+        .iter()
+        .take(LIVE_RUNS)
+        .map(|r| {
+            let report = r.live_report();
+            let finished = r.phase() == "finished";
+            json!({
+                "run_id": r.id,
+                "plan": r.plan.name,
+                "state": r.phase(),
+                "verdict": if finished { report.verdict.as_str() } else { "" },
+                "verdict_reason": if finished { report.verdict_reason.clone() } else { String::new() },
+                "elapsed_s": report.duration_s,
+                "sessions": report.totals.sessions,
+                "passed": report.totals.passed,
+                "failed": report.totals.failed,
+                "charts": gauntlet_core::report::html::charts(&report),
+            })
+        })
+        .collect();
+    json!({ "runs": runs, "workers": coordinator.registry.all().len() })
+}
+
+/// The live page: plain HTML and a few lines of script that refresh from `/api/live`.
+const LIVE_PAGE: &str = r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>gauntlet coordinator</title>
+<style>body{font-family:system-ui,sans-serif;margin:24px;color:#1a1a1a;max-width:1100px}h1{font-size:20px}
+h2{font-size:16px;margin-top:24px;border-bottom:1px solid #ddd}.pass{color:#1b7f3b}.fail{color:#b00020}.error{color:#8a4b00}
+.chart{display:block;margin:10px 0;border:1px solid #eee}.chart .title{font-size:14px;font-weight:bold}.chart .tick{font-size:10px;fill:#555}
+.chart .label{font-size:11px;fill:#333}.chart .legend{font-size:11px}.chart .axis{stroke:#333}.chart .grid{stroke:#eee}.chart .empty{fill:#999}</style>
+</head><body><h1>gauntlet coordinator</h1><p id="summary">loading…</p><div id="runs"></div>
+<script>
+function esc(s){return String(s).replace(/[&<>"]/g,function(c){return{"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c];});}
+async function refresh(){
+  try{
+    const data=await (await fetch('/api/live')).json();
+    document.getElementById('summary').textContent=data.workers+' workers known, '+data.runs.length+' recent runs';
+    document.getElementById('runs').innerHTML=data.runs.map(function(r){
+      return '<h2>'+esc(r.plan)+' <code>'+esc(r.run_id)+'</code>: '+esc(r.state)+(r.verdict?' <span class="'+esc(r.verdict)+'">'+esc(r.verdict)+'</span>':'')+'</h2>'
+        +'<p>'+r.elapsed_s.toFixed(1)+' s, '+r.sessions+' sessions, '+r.passed+' passed, '+r.failed+' failed. '+esc(r.verdict_reason)+'</p>'
+        +r.charts.join('');
+    }).join('');
+  }catch(e){document.getElementById('summary').textContent='coordinator unreachable: '+e;}
+}
+refresh();setInterval(refresh,2000);
+</script></body></html>
+"#;

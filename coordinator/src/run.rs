@@ -168,6 +168,59 @@ impl Run {
         lock(&self.state).report.clone()
     }
 
+    /// The report, or while the run is going a provisional one from what has been merged so
+    /// far (verdict `error` with reason "running" until the end), for the live page.
+    pub fn live_report(&self) -> Report {
+        let state = lock(&self.state);
+        if let Some(r) = &state.report {
+            return r.clone();
+        }
+        let m = report::summarize(state.agg.total());
+        let now = SystemTime::now();
+        let started = state.started_wall.unwrap_or(now);
+        let tallies = state.agg.workers();
+        let mut workers: BTreeMap<String, WorkerReport> = BTreeMap::new();
+        for share in &state.shares {
+            let w = workers
+                .entry(share.worker.clone())
+                .or_insert_with(|| WorkerReport {
+                    id: share.worker.clone(),
+                    name: share.name.clone(),
+                    share: 0.0,
+                    sessions: tallies.get(&share.worker).map_or(0, |t| t.sessions),
+                    snapshots: tallies.get(&share.worker).map_or(0, |t| t.snapshots),
+                    lost_at_ms: share.lost_at_ms,
+                    left_at_ms: share.left_at_ms,
+                    in_flight_bound: None,
+                });
+            w.share += share.segment.end() - share.segment.start();
+        }
+        Report {
+            schema_version: report::SCHEMA_VERSION,
+            run_id: self.id.clone(),
+            plan: PlanRef {
+                name: self.plan.name.clone(),
+                hash: String::new(),
+            },
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            ended_at: String::new(),
+            duration_s: now
+                .duration_since(started)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            verdict: Verdict::Error,
+            verdict_reason: state.phase.into(),
+            delivered: 1.0,
+            totals: m.totals,
+            failures: m.failures,
+            metrics: m.metrics,
+            checks: m.checks,
+            thresholds: Vec::new(),
+            workers: workers.into_values().collect(),
+            intervals: state.agg.series(),
+        }
+    }
+
     /// Merges a snapshot from `worker`; returns whether it should be acknowledged (it was
     /// merged now or before).
     pub fn on_snapshot(&self, worker: &str, snapshot: &v1::Snapshot) -> bool {

@@ -675,5 +675,33 @@ async fn metrics_parse_as_prometheus_text_and_match_the_report() {
         other => panic!("not a summary: {other:?}"),
     }
     assert_eq!(value("gauntlet_workers", &[("state", "known")]), 1.0);
+
+    // The live page and its JSON: the run with the report's charts.
+    let get = |path: &'static str| async move {
+        let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let page = get("/").await;
+    assert!(page.contains("fetch('/api/live')"), "{page}");
+    let live: serde_json::Value = serde_json::from_str(&get("/api/live").await).unwrap();
+    let run0 = &live["runs"][0];
+    assert_eq!(run0["run_id"], r.run_id.as_str());
+    assert_eq!(run0["state"], "finished");
+    assert_eq!(run0["passed"], r.totals.passed);
+    let charts = run0["charts"].as_array().unwrap();
+    assert!(
+        charts.len() >= 4
+            && charts
+                .iter()
+                .all(|c| c.as_str().unwrap().starts_with("<svg")),
+        "{charts:?}"
+    );
     stop.cancel();
 }
