@@ -37,6 +37,10 @@ pub struct CoordinatorArgs {
     /// The TLS private key (PEM).
     #[arg(long, env = "GAUNTLET_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Record every run (started, finished, or interrupted by a coordinator restart) in this
+    /// history database.
+    #[arg(long, env = "GAUNTLET_COORDINATOR_HISTORY")]
+    history: Option<PathBuf>,
 }
 
 /// `gauntlet worker` flags.
@@ -79,6 +83,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("coordinator listening on {}", listener.local_addr()?);
     let mut coordinator = Coordinator::new(config, shutdown.clone()).with_token(args.token);
+    if let Some(path) = &args.history {
+        coordinator = coordinator.with_history(gauntlet_coordinator::history::History::open(path)?);
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let cert =
             std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;

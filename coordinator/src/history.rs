@@ -21,6 +21,9 @@ pub enum HistoryError {
     /// No run has this id.
     #[error("no run `{0}` in the history")]
     NotFound(String),
+    /// The run has no report: it is still running, or its coordinator stopped mid-run.
+    #[error("run `{0}` has no report: it is {1}")]
+    NoReport(String, String),
     /// A stored report does not parse (written by an incompatible version).
     #[error("run `{0}`: its stored report cannot be read: {1}")]
     BadReport(String, String),
@@ -128,6 +131,34 @@ impl History {
         Ok(())
     }
 
+    /// Records a run that just started (verdict `running`), so a coordinator that dies mid-run
+    /// leaves a trace.
+    pub fn store_started(
+        &self,
+        run_id: &str,
+        plan: &str,
+        started_at: &str,
+        plan_toml: &str,
+    ) -> Result<(), HistoryError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO runs VALUES (?1, ?2, '', ?3, 'running', 0, 0, ?4, '')",
+                params![run_id, plan, started_at, redact(plan_toml)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks runs left `running` by an earlier coordinator as `interrupted`; returns how many.
+    pub fn mark_interrupted(&self) -> Result<usize, HistoryError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET verdict = 'interrupted' WHERE verdict = 'running'",
+                [],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Runs, newest first, optionally of one plan.
     pub fn list(&self, plan: Option<&str>, limit: usize) -> Result<Vec<RunRow>, HistoryError> {
         let mut stmt = self
@@ -164,6 +195,17 @@ impl History {
             .optional()
             .map_err(|e| self.err(e))?;
         let json = json.ok_or_else(|| HistoryError::NotFound(id.to_owned()))?;
+        if json.is_empty() {
+            let verdict: String = self
+                .conn
+                .query_row(
+                    "SELECT verdict FROM runs WHERE run_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            return Err(HistoryError::NoReport(id.to_owned(), verdict));
+        }
         serde_json::from_str(&json)
             .map_err(|e| HistoryError::BadReport(id.to_owned(), e.to_string()))
     }
@@ -186,7 +228,7 @@ impl History {
         let id: Option<String> = self
             .conn
             .query_row(
-                "SELECT run_id FROM runs WHERE plan = ?1 AND run_id != ?2
+                "SELECT run_id FROM runs WHERE plan = ?1 AND run_id != ?2 AND report_json != 
                  AND started_at <= COALESCE((SELECT started_at FROM runs WHERE run_id = ?2), '9999')
                  ORDER BY started_at DESC, run_id DESC LIMIT 1",
                 params![plan, run_id],
@@ -256,6 +298,24 @@ mod tests {
         let r = redact(plan);
         assert!(!r.contains("Bearer abc") && !r.contains("\"k\""), "{r}");
         assert!(r.contains("JWT_SECRET_KEY") && r.contains("eu"), "{r}");
+    }
+
+    #[test]
+    fn runs_left_running_become_interrupted() {
+        let path =
+            std::env::temp_dir().join(format!("gauntlet-interrupted-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let h = History::open(&path).unwrap();
+        h.store_started("run-1", "p", "2026-11-21T00:00:00Z", "name = \"p\"")
+            .unwrap();
+        assert_eq!(h.list(None, 10).unwrap()[0].verdict, "running");
+        drop(h);
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.mark_interrupted().unwrap(), 1);
+        assert_eq!(h.list(None, 10).unwrap()[0].verdict, "interrupted");
+        let e = h.report("run-1").unwrap_err().to_string();
+        assert!(e.contains("no report: it is interrupted"), "{e}");
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

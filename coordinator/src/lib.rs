@@ -67,6 +67,8 @@ pub struct Coordinator {
     token: Option<String>,
     /// Certificate chain and private key (PEM) for TLS on the gRPC port, if set.
     tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where runs are recorded (started, then finished), if set.
+    pub(crate) history: Option<Arc<Mutex<history::History>>>,
 }
 
 impl Coordinator {
@@ -79,7 +81,23 @@ impl Coordinator {
             shutdown,
             token: None,
             tls: None,
+            history: None,
         }
+    }
+
+    /// Records every run in `history` (runs a previous coordinator left running are marked
+    /// `interrupted` now).
+    pub fn with_history(mut self, history: history::History) -> Coordinator {
+        match history.mark_interrupted() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "runs left running by an earlier coordinator marked interrupted"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot mark interrupted runs"),
+        }
+        self.history = Some(Arc::new(Mutex::new(history)));
+        self
     }
 
     /// Serves gRPC over TLS with this certificate chain and key (PEM).

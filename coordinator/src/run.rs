@@ -436,6 +436,14 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
         }
     }
     tracing::info!(run = %run.id, workers = workers.len(), "run started");
+    if let Some(h) = &coordinator.history {
+        let started_at = humantime::format_rfc3339_millis(start_wall).to_string();
+        if let Err(e) =
+            lock(h).store_started(&run.id, &run.plan.name, &started_at, &run.request.plan_toml)
+        {
+            tracing::error!(run = %run.id, error = %e, "cannot record the run in the history");
+        }
+    }
 
     // 3. Watch until every share is done or lost.
     let hard_deadline =
@@ -635,7 +643,6 @@ fn live_abort(run: &Run, started: Instant) -> Option<(String, String)> {
 
 /// Builds the report and publishes it.
 fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>) {
-    let _ = coordinator;
     let mut state = lock(&run.state);
     if let Some(e) = early {
         state.ended_early.get_or_insert(e);
@@ -723,6 +730,11 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     state.phase = "finished";
     drop(state);
     run.publish(Ramp::of(&run.plan.load).total());
+    if let (Some(h), Some(report)) = (&coordinator.history, run.report())
+        && let Err(e) = lock(h).store(&report, &run.request.plan_toml)
+    {
+        tracing::error!(run = %run.id, error = %e, "cannot store the run in the history");
+    }
     // The report holds what is kept; the merged histograms go (a coordinator lives for many
     // runs). Snapshots arriving later are acknowledged and dropped.
     lock(&run.state).agg = Aggregator::new(run.interval.as_millis() as u64, Vec::new());

@@ -104,7 +104,25 @@ async fn wait_for_workers(url: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_split_the_load_and_pass() {
-    let (url, _stop) = coordinator().await;
+    let db = std::env::temp_dir().join(format!(
+        "gauntlet-coordinator-history-{}.db",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&db);
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_timeout: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        min_workers_timeout: Duration::from_secs(10),
+    };
+    let history = gauntlet_coordinator::history::History::open(&db).unwrap();
+    let (addr, _) = Coordinator::new(config, stop.clone())
+        .with_history(history)
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}");
     let _a = worker(&url, "a");
     let _b = worker(&url, "b");
     let r = run(&url, sleepy("vus = 10\niterations = 3", ""), 2).await;
