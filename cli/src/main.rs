@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod fleet;
 mod history;
+mod probe;
 mod run;
 mod signals;
 mod testbed;
@@ -36,6 +37,8 @@ enum Command {
     Run(run::Args),
     /// Run a plan cycle after cycle until a cycle passes with enough sessions.
     Loop(run::LoopArgs),
+    /// Exit 0 if an http:// URL answers 2xx within 2 s (container health checks).
+    Probe(probe::Args),
     /// List stored runs, newest first.
     History(history::ListArgs),
     /// Show a stored run's summary (or its report.json).
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Loop(args) => run::run_loop(args).await,
             Command::Coordinator(args) => fleet::coordinator(args).await,
             Command::History(args) => history::list(args),
+            Command::Probe(args) => probe::run(args).await,
             Command::Show(args) => history::show(args),
             Command::Report(args) => history::report(args),
             Command::Compare(args) => history::compare_runs(args),

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The deploy end-to-end test: builds the image, starts a compose fleet (coordinator, testbed,
+# three workers) under its own project name, and checks what real clusters do to a fleet.
+# Bounded in time, and it removes its containers, network and volume even when it fails.
+#   deploy/e2e.sh            (needs a Docker engine and docker-compose)
+# Scenarios:
+#   1. the staging-suite plan: the report's counts equal the testbed's ground truth;
+#   2. `docker kill` of one worker during a longer run: the run completes, the worker is
+#      reported lost, its share reassigned, and the counts match the testbed's within the
+#      in-flight bound the report states.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+project="gauntlet-e2e-$$"
+compose=(docker-compose -f deploy/compose.yaml -p "$project")
+work=$(mktemp -d)
+chmod 777 "$work"
+export JWT_SECRET_KEY="e2e-secret-$$"
+export GAUNTLET_HTTP_PORT=0
+
+cleanup() {
+  "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() { echo "E2E FAIL: $*" >&2; "${compose[@]}" logs --tail=40 >&2 || true; exit 1; }
+step() { echo "== $*"; }
+
+# Every wait is bounded; the whole script also has an outer limit when .ci/run calls it.
+step "build the image"
+deploy/build-image.sh gauntlet:dev
+
+step "compose up: coordinator, testbed, 3 workers"
+timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
+
+testbed_url() {
+  echo "http://$("${compose[@]}" port testbed 8080)"
+}
+stats() { curl -sf "$(testbed_url)/__testbed/stats"; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
+
+# `run` with its report in $work/<name>; extra flags after the plan.
+run_plan() {
+  local name=$1 plan=$2; shift 2
+  mkdir -p "$work/$name"; chmod 777 "$work/$name"
+  timeout 240 "${compose[@]}" run --rm -v "$work/$name:/out" -e GAUNTLET_OUT=/out run "$plan" --min-workers 3 "$@" \
+    > "$work/$name.log" 2>&1 || true
+  [ -f "$work/$name/report.json" ] || { cat "$work/$name.log" >&2; fail "$name: no report.json"; }
+}
+
+reset_testbed() {
+  # A fresh ground truth: restart the testbed container and wait for it to be healthy.
+  timeout 60 "${compose[@]}" restart testbed >/dev/null
+  for _ in $(seq 1 60); do
+    stats >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  fail "the testbed did not come back"
+}
+
+step "1. staging suite on three workers: report = ground truth"
+run_plan suite /plans/staging-suite.toml
+truth=$(stats)
+echo "$truth" > "$work/truth-suite.json"
+verdict=$(json "$work/suite/report.json" "d['verdict']")
+sessions=$(json "$work/suite/report.json" "d['totals']['sessions']")
+ws_sessions=$(json "$work/suite/report.json" "sum(m['count'] for k, m in d['metrics'].items() if k in ('session.connect-ping', 'session.agent-run'))")
+accepted=$(json "$work/truth-suite.json" "d['connections']['accepted']")
+# (/health is also hit by the compose health check; the discovery endpoint only by the plan.)
+health=$(json "$work/truth-suite.json" "d['http'].get('/api/discovery/services', {}).get('200', 0)")
+http_sessions=$(json "$work/suite/report.json" "d['metrics']['session.critical-endpoints']['count']")
+workers=$(json "$work/suite/report.json" "len(d['workers'])")
+[ "$verdict" = pass ] || fail "suite verdict $verdict"
+[ "$sessions" = 120 ] || fail "suite sessions $sessions"
+[ "$workers" = 3 ] || fail "suite workers $workers"
+[ "$ws_sessions" = "$accepted" ] || fail "WebSocket sessions $ws_sessions != testbed accepted $accepted"
+[ "$http_sessions" = "$health" ] || fail "endpoint sessions $http_sessions != testbed discovery answers $health"
+echo "   ok: $sessions sessions, WebSocket $ws_sessions = accepted $accepted, HTTP $http_sessions = discovery answers $health"
+
+step "2. docker kill of one worker mid-run: lost, reassigned, counts within the bound"
+reset_testbed
+cat > "$work/soak.toml" <<'PLAN'
+name = "e2e-soak"
+[target]
+base_url = "http://testbed:8080"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 30
+duration = "12s"
+graceful_stop = "3s"
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong" } },
+  { sleep = { duration = "100ms" } },
+  { ws_close = {} },
+]
+PLAN
+chmod 644 "$work/soak.toml"
+mkdir -p "$work/kill"; chmod 777 "$work/kill"
+timeout 240 "${compose[@]}" run --rm -v "$work/kill:/out" -v "$work/soak.toml:/soak.toml:ro" -e GAUNTLET_OUT=/out \
+  run /soak.toml --min-workers 3 > "$work/kill.log" 2>&1 &
+runner=$!
+for _ in $(seq 1 80); do
+  established=$(stats 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['established'])" 2>/dev/null || echo 0)
+  [ "$established" -ge 500 ] && break
+  sleep 0.25
+done
+victim=$("${compose[@]}" ps -q worker | head -n 1)
+docker kill "$victim" >/dev/null
+wait "$runner" || true
+[ -f "$work/kill/report.json" ] || { cat "$work/kill.log" >&2; fail "kill: no report.json"; }
+lost=$(json "$work/kill/report.json" "sum(1 for w in d['workers'] if w['lost_at_ms'] is not None)")
+shares=$(json "$work/kill/report.json" "round(sum(w['share'] for w in d['workers'] if w['lost_at_ms'] is None), 6)")
+bound=$(json "$work/kill/report.json" "sum(w['in_flight_bound'] or 0 for w in d['workers'])")
+reported=$(json "$work/kill/report.json" "d['totals']['sessions']")
+accepted=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['accepted'])")
+[ "$lost" = 1 ] || fail "kill: $lost workers reported lost"
+python3 -c "import sys; sys.exit(0 if float('$shares') > 0.999 else 1)" || fail "kill: survivors' shares add up to $shares"
+[ "$accepted" -ge "$reported" ] || fail "kill: the report counts $reported sessions, the testbed only $accepted"
+[ $((accepted - reported)) -le "$bound" ] || fail "kill: $((accepted - reported)) sessions missing, above the stated bound $bound"
+echo "   ok: 1 worker lost, survivors' shares $shares, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
+
+echo "E2E PASS"
