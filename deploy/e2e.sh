@@ -7,7 +7,14 @@
 #   1. the staging-suite plan: the report's counts equal the testbed's ground truth;
 #   2. `docker kill` of one worker during a longer run: the run completes, the worker is
 #      reported lost, its share reassigned, and the counts match the testbed's within the
-#      in-flight bound the report states.
+#      in-flight bound the report states;
+#   3. `docker network disconnect` of one worker from the coordinator's network for a few
+#      snapshot intervals (less than the heartbeat timeout), then reconnect: its buffered
+#      snapshots arrive and count once (the report equals the ground truth, nobody is lost);
+#   4. the testbed restarted mid-run: the failures are classified (connect_refused,
+#      unexpected_close...), the run completes, the verdict reflects the thresholds;
+#   5. the coordinator stopped mid-run and started again: workers stop their sessions in
+#      bounded time and reconnect; the run is reported as interrupted in the history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -125,5 +132,119 @@ python3 -c "import sys; sys.exit(0 if float('$shares') > 0.999 else 1)" || fail 
 [ "$accepted" -ge "$reported" ] || fail "kill: the report counts $reported sessions, the testbed only $accepted"
 [ $((accepted - reported)) -le "$bound" ] || fail "kill: $((accepted - reported)) sessions missing, above the stated bound $bound"
 echo "   ok: 1 worker lost, survivors' shares $shares, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
+# Back to three workers (the killed container starts again as a new worker).
+timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
+
+# A soak for scenarios 3-5: 30 VUs, ping and a short pause, for `duration`.
+soak() {
+  cat > "$work/$1.toml" <<PLAN
+name = "e2e-$1"
+[target]
+base_url = "http://testbed:8080"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 30
+duration = "$2"
+graceful_stop = "3s"
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong" } },
+  { sleep = { duration = "100ms" } },
+  { ws_close = {} },
+]
+PLAN
+  chmod 644 "$work/$1.toml"
+  mkdir -p "$work/$1"; chmod 777 "$work/$1"
+}
+start_soak() {
+  timeout 240 "${compose[@]}" run --rm -v "$work/$1:/out" -v "$work/$1.toml:/$1.toml:ro" -e GAUNTLET_OUT=/out \
+    run "/$1.toml" --min-workers 3 > "$work/$1.log" 2>&1 &
+}
+wait_established() {
+  for _ in $(seq 1 120); do
+    n=$(stats 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['established'])" 2>/dev/null || echo 0)
+    [ "$n" -ge "$1" ] && return 0
+    sleep 0.25
+  done
+  fail "the run never reached $1 established connections"
+}
+
+step "3. a worker cut from the coordinator for 3 s (timeout 5 s): buffered snapshots count once"
+reset_testbed
+soak cut 10s
+start_soak cut
+runner=$!
+wait_established 300
+victim=$("${compose[@]}" ps -q worker | head -n 1)
+docker network disconnect "${project}_control" "$victim"
+sleep 3
+docker network connect "${project}_control" "$victim"
+wait "$runner" || true
+[ -f "$work/cut/report.json" ] || { cat "$work/cut.log" >&2; fail "cut: no report.json"; }
+lost=$(json "$work/cut/report.json" "sum(1 for w in d['workers'] if w['lost_at_ms'] is not None)")
+reported=$(json "$work/cut/report.json" "d['totals']['sessions']")
+accepted=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['accepted'])")
+[ "$lost" = 0 ] || fail "cut: a short cut cost a worker ($lost lost)"
+[ "$reported" = "$accepted" ] || fail "cut: report $reported sessions != testbed accepted $accepted"
+echo "   ok: nobody lost, report $reported = testbed accepted $accepted"
+
+step "4. the testbed restarted mid-run: failures classified, the run completes, verdict from thresholds"
+reset_testbed
+soak restart 10s
+start_soak restart
+runner=$!
+wait_established 300
+timeout 60 "${compose[@]}" restart -t 0 testbed >/dev/null
+wait "$runner" || true
+[ -f "$work/restart/report.json" ] || { cat "$work/restart.log" >&2; fail "restart: no report.json"; }
+verdict=$(json "$work/restart/report.json" "d['verdict']")
+categories=$(json "$work/restart/report.json" "' '.join(sorted({f['category'] for f in d['failures']}))")
+[ "$verdict" = fail ] || fail "restart: verdict $verdict (the implicit threshold must fail)"
+for c in $categories; do
+  case "$c" in
+    connect_refused|unexpected_close|dns|timeout) ;;
+    *) fail "restart: unexpected category $c" ;;
+  esac
+done
+[ -n "$categories" ] || fail "restart: no failure recorded"
+echo "   ok: verdict fail, failures classified as: $categories"
+
+step "5. the coordinator stopped mid-run and started again: sessions stop, run interrupted in history"
+reset_testbed
+soak stop 30s
+start_soak stop
+runner=$!
+wait_established 300
+timeout 60 "${compose[@]}" stop -t 5 coordinator >/dev/null
+stopped=$(date +%s)
+# Workers give up their sessions once the coordinator has been away for their lease (5 s) plus
+# the plan's graceful stop (3 s): allow 30 s.
+while :; do
+  open=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['open'])")
+  [ "$open" = 0 ] && break
+  [ $(( $(date +%s) - stopped )) -le 30 ] || fail "stop: $open connections still open 30 s after the coordinator stopped"
+  sleep 0.5
+done
+echo "   workers stopped their sessions after $(( $(date +%s) - stopped )) s"
+wait "$runner" && fail "stop: the run client reported success without its coordinator" || true
+timeout 60 "${compose[@]}" start coordinator >/dev/null
+history=$(timeout 60 "${compose[@]}" run --rm --entrypoint /usr/local/bin/gauntlet run history --history /data/history.db 2>/dev/null)
+echo "$history" | grep -q "e2e-stop .*interrupted" || {
+  "${compose[@]}" logs coordinator | grep -iE "history|interrupted|error" >&2 || true
+  fail "stop: the run is not marked interrupted in the history: $history"
+}
+port=$("${compose[@]}" port coordinator 7001)
+for _ in $(seq 1 40); do
+  workers=$(curl -sf "http://$port/api/runs" | python3 -c "import json,sys; print(json.load(sys.stdin)['workers'])" 2>/dev/null || echo 0)
+  [ "$workers" -ge 3 ] && break
+  sleep 0.5
+done
+[ "$workers" -ge 3 ] || fail "stop: workers did not reconnect to the restarted coordinator ($workers)"
+echo "   ok: run interrupted in the history, $workers workers reconnected"
 
 echo "E2E PASS"

@@ -27,7 +27,9 @@ async fn status(url: &str) -> anyhow::Result<u16> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("`{url}`: only http:// URLs can be probed"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let mut tcp = tokio::net::TcpStream::connect(authority)
         .await
         .with_context(|| format!("cannot connect to {authority}"))?;

@@ -120,7 +120,12 @@ impl History {
                     report.plan.name,
                     report.plan.hash,
                     report.started_at,
-                    report.verdict.as_str(),
+                    // A run its coordinator abandoned is not a verdict on the target.
+                    if report.verdict_reason.starts_with("interrupted") {
+                        "interrupted"
+                    } else {
+                        report.verdict.as_str()
+                    },
                     report.totals.sessions as i64,
                     report.totals.failed as i64,
                     redact(plan_toml),

@@ -457,7 +457,12 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
             _ = sleep(TICK) => {}
             _ = run.cancel.cancelled(), if stop_deadline.is_none() => {
                 run.stop_all(&coordinator, "cancelled");
-                lock(&run.state).ended_early.get_or_insert((Verdict::Error, "the run was cancelled".into()));
+                let why = if coordinator.shutdown.is_cancelled() {
+                    "interrupted: the coordinator shut down mid-run"
+                } else {
+                    "the run was cancelled"
+                };
+                lock(&run.state).ended_early.get_or_insert((Verdict::Error, why.into()));
             }
         }
         handle_losses(&coordinator, &run, seed);
