@@ -233,7 +233,7 @@ impl History {
         let id: Option<String> = self
             .conn
             .query_row(
-                "SELECT run_id FROM runs WHERE plan = ?1 AND run_id != ?2 AND report_json != 
+                "SELECT run_id FROM runs WHERE plan = ?1 AND run_id != ?2 AND report_json != ''
                  AND started_at <= COALESCE((SELECT started_at FROM runs WHERE run_id = ?2), '9999')
                  ORDER BY started_at DESC, run_id DESC LIMIT 1",
                 params![plan, run_id],
