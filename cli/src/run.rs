@@ -139,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     // The files first: whatever the history database does, the run is on disk.
     let path = write_report(&dir, &report)?;
     if !args.no_history {
-        store(&args.history, &report, &plan_toml, &dir);
+        store(&args.history, &report, &plan_toml, &dir, true);
     }
     println!("{}", report.render_text());
     println!("report: {}", path.display());
@@ -197,7 +197,14 @@ pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
             crate::fleet::write_reports(&dir, &report, Some(&prev.report))?;
         }
         if !args.run.no_history {
-            store(&args.run.history, &report, &submission.plan_toml, &dir);
+            // The loop compares with its own previous cycle, not the history's latest run.
+            store(
+                &args.run.history,
+                &report,
+                &submission.plan_toml,
+                &dir,
+                false,
+            );
         }
         println!("{}", report.render_text());
         println!("report: {}", dir.join("report.json").display());
@@ -328,12 +335,13 @@ fn store(
     report: &gauntlet_core::report::Report,
     plan_toml: &str,
     dir: &std::path::Path,
+    compare_with_previous: bool,
 ) {
     let result = (|| -> anyhow::Result<()> {
         let history = args.open()?;
         let previous = history.previous(&report.plan.name, &report.run_id)?;
         history.store(report, plan_toml)?;
-        if previous.is_some() {
+        if compare_with_previous && previous.is_some() {
             crate::fleet::write_reports(dir, report, previous.as_ref())?;
         }
         Ok(())
