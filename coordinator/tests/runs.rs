@@ -723,3 +723,60 @@ async fn metrics_parse_as_prometheus_text_and_match_the_report() {
     );
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_past_its_lease_stops_its_sessions() {
+    let mut config = gauntlet_testbed::TestbedConfig::default();
+    config.auth.secret = Some(gauntlet_testbed::config::Secret(b"lease".to_vec()));
+    let tb = gauntlet_testbed::Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // Lease (heartbeat timeout) 2 s.
+    let (url, _stop) = coordinator_with(Duration::from_secs(2)).await;
+    let coordinator_addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let proxy = cuttable_proxy(coordinator_addr).await;
+    let _w = worker(&format!("http://{}", proxy.addr), "cut-off");
+    wait_for_workers(&url, 1).await;
+    let secret = std::env::temp_dir().join(format!("gauntlet-lease-{}.secret", std::process::id()));
+    std::fs::write(&secret, "lease").unwrap();
+    let plan = format!(
+        "name = \"lease\"\n[target]\nbase_url = \"{}\"\n[auth]\nsecret_file = \"{}\"\nclaims = {{ iss = \"netra-auth-service\", token_type = \"access\" }}\n\
+         [load]\nvus = 4\nduration = \"60s\"\ngraceful_stop = \"1s\"\n\
+         [[scenarios]]\nname = \"hold\"\nsteps = [ {{ ws_connect = {{}} }}, {{ sleep = {{ duration = \"300ms\" }} }}, {{ ws_close = {{}} }} ]\n",
+        tb.http_url(),
+        secret.display()
+    );
+    let url2 = url.clone();
+    let run_task = tokio::spawn(async move { run(&url2, plan, 1).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tb.stats().connections.accepted < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Cut for good: the coordinator loses the worker, the worker loses the coordinator.
+    proxy.cut.send_replace(true);
+    let cut = tokio::time::Instant::now();
+    let r = run_task.await.unwrap();
+    assert_eq!(
+        r.workers.iter().filter(|w| w.lost_at_ms.is_some()).count(),
+        1
+    );
+    // Past its lease (2 s) plus the graceful stop (1 s), the worker has stopped starting
+    // sessions: the testbed's count stops growing.
+    let stopped = loop {
+        let before = tb.stats().connections.accepted;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        if tb.stats().connections.accepted == before {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(15),
+            "sessions still starting {:?} after the cut",
+            cut.elapsed()
+        );
+    };
+    assert!(stopped < Duration::from_secs(15), "{stopped:?}");
+}

@@ -50,9 +50,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// CA certificate `ca` if given), plain HTTP/2 otherwise.
 pub fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    // HTTP/2 keepalive notices a connection that went silent (a cable cut drops packets
+    // without a reset), so the worker can reconnect or, past its lease, stop its sessions.
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("bad coordinator URL `{url}`: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(2))
+        .keep_alive_timeout(std::time::Duration::from_secs(3))
+        .keep_alive_while_idle(true);
     if !url.starts_with("https://") {
         if ca.is_some() {
             return Err(format!(
