@@ -331,11 +331,8 @@ async fn a_worker_stopped_with_sigterm_drains_reports_everything_and_hands_its_s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // SIGTERM to the worker process we started, by its PID.
-    let term = Command::new("kill")
-        .args(["-TERM", &leaving.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    let pid = nix::unistd::Pid::from_raw(leaving.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || run_child.0.wait())
         .await
         .unwrap()

@@ -58,8 +58,10 @@ async fn the_loop_stops_once_the_between_command_switched_the_faults_off() {
         .unwrap();
     let plan = tmp("plan.toml");
     std::fs::write(&plan, PLAN).unwrap();
+    // The fix between cycles: switch the faults off (with gauntlet itself, no curl needed).
     let fix = format!(
-        "curl -sf -X PUT -H 'content-type: application/json' -d '{{}}' {}/__testbed/faults",
+        "{} probe --method PUT --body '{{}}' {}/__testbed/faults",
+        env!("CARGO_BIN_EXE_gauntlet"),
         tb.http_url()
     );
     let out = tmp("out");
