@@ -85,57 +85,7 @@ workers=$(json "$work/suite/report.json" "len(d['workers'])")
 [ "$http_sessions" = "$health" ] || fail "endpoint sessions $http_sessions != testbed discovery answers $health"
 echo "   ok: $sessions sessions, WebSocket $ws_sessions = accepted $accepted, HTTP $http_sessions = discovery answers $health"
 
-step "2. docker kill of one worker mid-run: lost, reassigned, counts within the bound"
-reset_testbed
-cat > "$work/soak.toml" <<'PLAN'
-name = "e2e-soak"
-[target]
-base_url = "http://testbed:8080"
-[auth]
-secret_env = "JWT_SECRET_KEY"
-claims = { iss = "netra-auth-service", token_type = "access" }
-[load]
-vus = 30
-duration = "12s"
-graceful_stop = "3s"
-[[scenarios]]
-name = "ping"
-steps = [
-  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
-  { ws_send = { json = { type = "ping" } } },
-  { ws_expect = { type = "pong" } },
-  { sleep = { duration = "100ms" } },
-  { ws_close = {} },
-]
-PLAN
-chmod 644 "$work/soak.toml"
-mkdir -p "$work/kill"; chmod 777 "$work/kill"
-timeout 240 "${compose[@]}" run --rm -v "$work/kill:/out" -v "$work/soak.toml:/soak.toml:ro" -e GAUNTLET_OUT=/out \
-  run /soak.toml --min-workers 3 > "$work/kill.log" 2>&1 &
-runner=$!
-for _ in $(seq 1 80); do
-  established=$(stats 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['established'])" 2>/dev/null || echo 0)
-  [ "$established" -ge 500 ] && break
-  sleep 0.25
-done
-victim=$("${compose[@]}" ps -q worker | head -n 1)
-docker kill "$victim" >/dev/null
-wait "$runner" || true
-[ -f "$work/kill/report.json" ] || { cat "$work/kill.log" >&2; fail "kill: no report.json"; }
-lost=$(json "$work/kill/report.json" "sum(1 for w in d['workers'] if w['lost_at_ms'] is not None)")
-shares=$(json "$work/kill/report.json" "round(sum(w['share'] for w in d['workers'] if w['lost_at_ms'] is None), 6)")
-bound=$(json "$work/kill/report.json" "sum(w['in_flight_bound'] or 0 for w in d['workers'])")
-reported=$(json "$work/kill/report.json" "d['totals']['sessions']")
-accepted=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['accepted'])")
-[ "$lost" = 1 ] || fail "kill: $lost workers reported lost"
-python3 -c "import sys; sys.exit(0 if float('$shares') > 0.999 else 1)" || fail "kill: survivors' shares add up to $shares"
-[ "$accepted" -ge "$reported" ] || fail "kill: the report counts $reported sessions, the testbed only $accepted"
-[ $((accepted - reported)) -le "$bound" ] || fail "kill: $((accepted - reported)) sessions missing, above the stated bound $bound"
-echo "   ok: 1 worker lost, survivors' shares $shares, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
-# Back to three workers (the killed container starts again as a new worker).
-timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
-
-# A soak for scenarios 3-5: 30 VUs, ping and a short pause, for `duration`.
+# A soak for scenarios 2-5: 30 VUs, ping and a short pause, for `duration`.
 soak() {
   cat > "$work/$1.toml" <<PLAN
 name = "e2e-$1"
@@ -173,6 +123,29 @@ wait_established() {
   done
   fail "the run never reached $1 established connections"
 }
+
+step "2. docker kill of one worker mid-run: lost, reassigned, counts within the bound"
+reset_testbed
+soak kill 12s
+start_soak kill
+runner=$!
+wait_established 500
+victim=$("${compose[@]}" ps -q worker | head -n 1)
+docker kill "$victim" >/dev/null
+wait "$runner" || true
+[ -f "$work/kill/report.json" ] || { cat "$work/kill.log" >&2; fail "kill: no report.json"; }
+lost=$(json "$work/kill/report.json" "sum(1 for w in d['workers'] if w['lost_at_ms'] is not None)")
+shares=$(json "$work/kill/report.json" "round(sum(w['share'] for w in d['workers'] if w['lost_at_ms'] is None), 6)")
+bound=$(json "$work/kill/report.json" "sum(w['in_flight_bound'] or 0 for w in d['workers'])")
+reported=$(json "$work/kill/report.json" "d['totals']['sessions']")
+accepted=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['accepted'])")
+[ "$lost" = 1 ] || fail "kill: $lost workers reported lost"
+python3 -c "import sys; sys.exit(0 if float('$shares') > 0.999 else 1)" || fail "kill: survivors' shares add up to $shares"
+[ "$accepted" -ge "$reported" ] || fail "kill: the report counts $reported sessions, the testbed only $accepted"
+[ $((accepted - reported)) -le "$bound" ] || fail "kill: $((accepted - reported)) sessions missing, above the stated bound $bound"
+echo "   ok: 1 worker lost, survivors' shares $shares, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
+# Back to three workers (the killed container starts again as a new worker).
+timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
 
 step "3. a worker cut from the coordinator for 3 s (timeout 5 s): buffered snapshots count once"
 reset_testbed
