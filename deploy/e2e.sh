@@ -130,7 +130,7 @@ soak kill 12s
 start_soak kill
 runner=$!
 wait_established 500
-victim=$("${compose[@]}" ps -q worker | head -n 1)
+victim=$("${compose[@]}" ps -q worker | sed -n 1p)
 docker kill "$victim" >/dev/null
 wait "$runner" || true
 [ -f "$work/kill/report.json" ] || { cat "$work/kill.log" >&2; fail "kill: no report.json"; }
@@ -153,7 +153,7 @@ soak cut 10s
 start_soak cut
 runner=$!
 wait_established 300
-victim=$("${compose[@]}" ps -q worker | head -n 1)
+victim=$("${compose[@]}" ps -q worker | sed -n 1p)
 docker network disconnect "${project}_control" "$victim"
 sleep 3
 docker network connect "${project}_control" "$victim"
