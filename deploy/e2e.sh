@@ -181,7 +181,8 @@ categories=$(json "$work/restart/report.json" "' '.join(sorted({f['category'] fo
 for c in $categories; do
   case "$c" in
     connect_refused|unexpected_close|dns|timeout) ;;
-    *) fail "restart: unexpected category $c" ;;
+    *) json "$work/restart/report.json" "[(f['category'], f['detail'], f['samples'][:1]) for f in d['failures']]" >&2
+       fail "restart: unexpected category $c" ;;
   esac
 done
 [ -n "$categories" ] || fail "restart: no failure recorded"

@@ -222,7 +222,17 @@ impl Session<'_> {
                 Err(Symptom::Handshake { status, body })
             }
             Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
-            Ok(Err(WsError::Io(e))) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
+            // The peer went away mid-upgrade (a restart, a dropped connection): a close, not a
+            // protocol violation.
+            Ok(Err(
+                e @ (WsError::Io(_)
+                | WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(
+                    tokio_tungstenite::tungstenite::error::ProtocolError::HandshakeIncomplete
+                    | tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )),
+            )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
             Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
         }
     }
