@@ -68,27 +68,35 @@ async fn connection_faults_are_classified_exactly() {
         ("internal_error", "internal_error"),
     ];
     for (knob, category_name) in cases {
-        let tb = start(config()).await;
-        tb.set_faults(faults(json!({ knob: { "rate": 0.5 } })));
-        let s = run(agent_plan(&tb, knob, "10s")).await;
-        let injected = tb.stats().faults[knob];
-        assert!(
-            injected > 0 && injected < VUS,
-            "{knob}: {injected} injected"
-        );
-        assert_eq!(
-            category(&s, category_name),
-            injected,
-            "{knob}: {:#?}",
-            s.failures
-        );
-        assert_eq!(
-            s.counters.sessions_failed, injected,
-            "{knob}: nothing else fails"
-        );
+        let s = one_fault(knob, category_name).await;
+        let injected = s.counters.sessions_failed;
         assert_eq!(s.counters.sessions_passed, VUS - injected, "{knob}");
-        tb.stop().await.unwrap();
     }
+}
+
+/// Runs the agent plan with fault `knob` at rate 0.5 and checks that the sessions failing
+/// under `category_name` are exactly the injected ones, and nothing else fails.
+async fn one_fault(knob: &str, category_name: &str) -> gauntlet_core::metrics::Snapshot {
+    let tb = start(config()).await;
+    tb.set_faults(faults(json!({ knob: { "rate": 0.5 } })));
+    let s = run(agent_plan(&tb, knob, "10s")).await;
+    let injected = tb.stats().faults[knob];
+    assert!(
+        injected > 0 && injected < VUS,
+        "{knob}: {injected} injected"
+    );
+    assert_eq!(
+        category(&s, category_name),
+        injected,
+        "{knob}: {:#?}",
+        s.failures
+    );
+    assert_eq!(
+        s.counters.sessions_failed, injected,
+        "{knob}: nothing else fails"
+    );
+    tb.stop().await.unwrap();
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,25 +109,7 @@ async fn pipeline_faults_are_classified_exactly() {
         ("tcp_drop", "unexpected_close"),
     ];
     for (knob, category_name) in cases {
-        let tb = start(config()).await;
-        tb.set_faults(faults(json!({ knob: { "rate": 0.5 } })));
-        let s = run(agent_plan(&tb, knob, "10s")).await;
-        let injected = tb.stats().faults[knob];
-        assert!(
-            injected > 0 && injected < VUS,
-            "{knob}: {injected} injected"
-        );
-        assert_eq!(
-            category(&s, category_name),
-            injected,
-            "{knob}: {:#?}",
-            s.failures
-        );
-        assert_eq!(
-            s.counters.sessions_failed, injected,
-            "{knob}: nothing else fails"
-        );
-        tb.stop().await.unwrap();
+        one_fault(knob, category_name).await;
     }
 }
 
