@@ -50,9 +50,23 @@ struct Share {
     name: String,
     segment: ExecutionSegment,
     first_seq: u64,
+    /// Where in the run's time it starts (non-zero for a share taken over).
+    offset_ms: u64,
+    /// When it was sent; a share whose snapshots stop advancing is measured from here.
+    assigned_at: Instant,
+    /// When its worker's last snapshot for it was merged.
+    progressed_at: Option<Instant>,
+    /// Snapshots of it merged.
+    merged: u64,
     done: bool,
+    /// When its Done arrived, ms since the run started.
+    done_at_ms: Option<u64>,
+    /// Its Done's last sequence number.
+    last_seq: u64,
     error: Option<String>,
     lost_at_ms: Option<u64>,
+    /// For a lost share: when its worker was last heard from, ms since the run started.
+    last_heard_ms: Option<u64>,
     /// The worker stopped this share early because it was shutting down.
     left_at_ms: Option<u64>,
     /// Its remaining load was dealt with (handed over, dropped, or the run aborted).
@@ -61,15 +75,28 @@ struct Share {
 
 impl Share {
     /// The `index`-th share of a run; its sequence numbers start at `index * SEQ_BLOCK`.
-    fn new(worker: &str, name: &str, segment: ExecutionSegment, index: usize) -> Share {
+    fn new(
+        worker: &str,
+        name: &str,
+        segment: ExecutionSegment,
+        index: usize,
+        offset_ms: u64,
+    ) -> Share {
         Share {
             worker: worker.to_owned(),
             name: name.to_owned(),
             segment,
             first_seq: index as u64 * SEQ_BLOCK,
+            offset_ms,
+            assigned_at: Instant::now(),
+            progressed_at: None,
+            merged: 0,
             done: false,
+            done_at_ms: None,
+            last_seq: 0,
             error: None,
             lost_at_ms: None,
+            last_heard_ms: None,
             left_at_ms: None,
             handed_over: false,
         }
@@ -86,8 +113,10 @@ struct State {
     report: Option<Report>,
     /// Set when the run ends early: (verdict, reason).
     ended_early: Option<(Verdict, String)>,
-    /// Share of the load lost with workers and not handed over (fraction of the whole).
-    undelivered: f64,
+    /// When the run was told to stop early (cancel, abort, deadline), ms since its start.
+    stopped_at_ms: Option<u64>,
+    /// The `abort_on_fail` threshold that stopped the run, and when.
+    aborted_by: Option<(String, u64)>,
 }
 
 /// A run.
@@ -138,7 +167,8 @@ impl Run {
                 started_wall: None,
                 report: None,
                 ended_early: None,
-                undelivered: 0.0,
+                stopped_at_ms: None,
+                aborted_by: None,
             }),
             progress,
             cancel: coordinator.shutdown.child_token(),
@@ -210,11 +240,14 @@ impl Run {
                 .as_secs_f64(),
             verdict: Verdict::Error,
             verdict_reason: state.phase.into(),
-            delivered: 1.0,
+            // Not known before the end.
+            delivered: 0.0,
             totals: m.totals,
             failures: m.failures,
             metrics: m.metrics,
             checks: m.checks,
+            never_evaluated: Vec::new(),
+            classifiers: BTreeMap::new(),
             thresholds: Vec::new(),
             workers: workers.into_values().collect(),
             intervals: state.agg.series(),
@@ -230,7 +263,18 @@ impl Run {
             return true;
         }
         match state.agg.merge(worker, snapshot) {
-            Ok(_) => true,
+            Ok(new) => {
+                // Sequence numbers of share `i` start at `i * SEQ_BLOCK`.
+                let index = (snapshot.seq / SEQ_BLOCK) as usize;
+                if new
+                    && let Some(share) = state.shares.get_mut(index)
+                    && share.worker == worker
+                {
+                    share.merged += 1;
+                    share.progressed_at = Some(Instant::now());
+                }
+                true
+            }
             Err(e) => {
                 tracing::warn!(worker, run = %self.id, error = %e, "undecodable snapshot dropped");
                 true
@@ -248,6 +292,8 @@ impl Run {
             .find(|s| s.worker == worker && s.first_seq == done.first_seq)
         {
             share.done = true;
+            share.done_at_ms = Some(elapsed);
+            share.last_seq = done.last_seq;
             if !done.error.is_empty() {
                 share.error = Some(done.error.clone());
             }
@@ -299,9 +345,11 @@ impl Run {
                 .as_ref()
                 .and_then(|r| serde_json::to_string(r).ok())
                 .unwrap_or_default(),
+            // Workers still running a share: a lost or departed one no longer counts.
             workers: state
                 .shares
                 .iter()
+                .filter(|s| s.lost_at_ms.is_none() && s.left_at_ms.is_none())
                 .map(|s| s.worker.as_str())
                 .collect::<std::collections::BTreeSet<_>>()
                 .len() as u32,
@@ -342,7 +390,6 @@ impl Run {
         coordinator: &Coordinator,
         share: &Share,
         start_wall: SystemTime,
-        offset: Duration,
         seed: u64,
     ) -> bool {
         let start_at = start_wall
@@ -361,7 +408,7 @@ impl Run {
                     segment_start: share.segment.start(),
                     segment_end: share.segment.end(),
                     start_at_unix_ms: start_at,
-                    offset_ms: offset.as_millis() as u64,
+                    offset_ms: share.offset_ms,
                     interval_ms: self.interval.as_millis() as u64,
                     seed,
                     first_seq: share.first_seq,
@@ -426,11 +473,12 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
                 &workers[i].name,
                 segment,
                 state.shares.len(),
+                0,
             );
             state.shares.push(share);
         }
         for share in &state.shares {
-            if !run.assign(&coordinator, share, start_wall, Duration::ZERO, seed) {
+            if !run.assign(&coordinator, share, start_wall, seed) {
                 tracing::warn!(worker = %share.worker, "could not send the assignment");
             }
         }
@@ -445,9 +493,9 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
         }
     }
 
-    // 3. Watch until every share is done or lost.
-    let hard_deadline =
-        planned.map(|p| started + p + plan.load.graceful_stop + Duration::from_secs(30));
+    // 3. Watch until every share is done or lost; every run has a hard deadline.
+    let (hard_deadline, deadline_why) = run_deadline(plan, planned);
+    let hard_deadline = started + hard_deadline;
     // Once stopping, workers get the graceful period and a heartbeat timeout to report back.
     let drain =
         plan.load.graceful_stop + coordinator.config.heartbeat_timeout + Duration::from_secs(5);
@@ -462,24 +510,35 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
                 } else {
                     "the run was cancelled"
                 };
-                lock(&run.state).ended_early.get_or_insert((Verdict::Error, why.into()));
+                let mut state = lock(&run.state);
+                let at = Run::elapsed_ms(&state);
+                state.stopped_at_ms.get_or_insert(at);
+                state.ended_early.get_or_insert((Verdict::Error, why.into()));
             }
         }
         handle_losses(&coordinator, &run, seed);
         let judging = lock(&run.state).ended_early.is_none();
         if judging && let Some((failed, expr)) = live_abort(&run, started) {
             run.stop_all(&coordinator, "a threshold failed");
-            lock(&run.state).ended_early.get_or_insert((
+            let mut state = lock(&run.state);
+            let at = Run::elapsed_ms(&state);
+            state.stopped_at_ms.get_or_insert(at);
+            state.aborted_by = Some((expr.clone(), at));
+            // The reason is written again at the end with the whole run's figures.
+            state.ended_early.get_or_insert((
                 Verdict::Fail,
                 format!("aborted: threshold `{expr}` failed ({failed})"),
             ));
         }
         let judging = lock(&run.state).ended_early.is_none();
-        if judging && hard_deadline.is_some_and(|d| Instant::now() >= d) {
+        if judging && Instant::now() >= hard_deadline {
             run.stop_all(&coordinator, "deadline");
-            lock(&run.state).ended_early.get_or_insert((
+            let mut state = lock(&run.state);
+            let at = Run::elapsed_ms(&state);
+            state.stopped_at_ms.get_or_insert(at);
+            state.ended_early.get_or_insert((
                 Verdict::Error,
-                "the run overran its planned duration by 30 s and was stopped".into(),
+                format!("the run reached its hard deadline ({deadline_why}) and was stopped"),
             ));
         }
         let ending = lock(&run.state).ended_early.is_some();
@@ -498,35 +557,71 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
     finish(&coordinator, &run, None);
 }
 
+/// The hard deadline of a run from its start, and how it was set: the plan's
+/// `fleet.deadline`, else its planned duration plus graceful stop plus 30 s, else (a plan bound
+/// by iterations only) one hour.
+fn run_deadline(plan: &Plan, planned: Option<Duration>) -> (Duration, String) {
+    match (plan.fleet.deadline, planned) {
+        (Some(d), _) => (
+            d,
+            format!("fleet.deadline = {}", humantime::format_duration(d)),
+        ),
+        (None, Some(p)) => (
+            p + plan.load.graceful_stop + Duration::from_secs(30),
+            "its planned duration and graceful stop plus 30 s".into(),
+        ),
+        (None, None) => (
+            Duration::from_secs(3600),
+            "1 h, the default for a plan bound by iterations only; set fleet.deadline".into(),
+        ),
+    }
+}
+
 /// Workers silent past the heartbeat timeout are lost, and workers that shut down left their
 /// shares early; the rest of those shares is handed over, dropped or ends the run, as the plan
 /// says.
 fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
     let timeout = coordinator.config.heartbeat_timeout;
+    let stall = stall_timeout(coordinator, run);
     let mut state = lock(&run.state);
     if state.ended_early.is_some() {
         // Stopping: shares end because they were told to; nothing to hand over.
         return;
     }
     let elapsed = Run::elapsed_ms(&state);
+    let started = state.started.unwrap_or_else(Instant::now);
+    let now = Instant::now();
     let mut newly_lost = Vec::new();
     for (i, share) in state.shares.iter().enumerate() {
         if share.handed_over || share.lost_at_ms.is_some() {
             continue;
         }
         if share.left_at_ms.is_some() {
-            newly_lost.push(i);
+            newly_lost.push((i, None));
             continue;
         }
         if share.done {
             continue;
         }
-        let silent = coordinator
-            .registry
-            .get(&share.worker)
-            .is_none_or(|w| Instant::now().duration_since(w.last_seen) >= timeout);
-        if silent {
-            newly_lost.push(i);
+        let worker = coordinator.registry.get(&share.worker);
+        let silent = worker
+            .as_ref()
+            .is_none_or(|w| now.duration_since(w.last_seen) >= timeout);
+        // Heartbeats alone do not hold a share: its snapshots must keep coming.
+        let since = share
+            .progressed_at
+            .unwrap_or(share.assigned_at.max(started));
+        let stalled = now.saturating_duration_since(since) >= stall;
+        if silent || stalled {
+            let heard = worker.map_or(elapsed, |w| {
+                w.last_seen.saturating_duration_since(started).as_millis() as u64
+            });
+            let why = if silent {
+                "silent past the heartbeat timeout"
+            } else {
+                "heartbeats but no snapshot for longer than the stall timeout"
+            };
+            newly_lost.push((i, Some((heard.min(elapsed), why))));
         }
     }
     if newly_lost.is_empty() {
@@ -534,24 +629,42 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
     }
     let lost_workers: Vec<String> = newly_lost
         .iter()
-        .map(|i| state.shares[*i].worker.clone())
+        .map(|(i, _)| state.shares[*i].worker.clone())
         .collect();
-    for i in &newly_lost {
+    let mut told = std::collections::BTreeSet::new();
+    for (i, lost) in &newly_lost {
         let share = &mut state.shares[*i];
         share.handed_over = true;
-        if share.left_at_ms.is_some() {
-            tracing::info!(run = %run.id, worker = %share.worker, "worker left (shutting down)");
-        } else {
-            share.lost_at_ms = Some(elapsed);
-            tracing::warn!(run = %run.id, worker = %share.worker, "worker lost");
+        match lost {
+            None => {
+                tracing::info!(run = %run.id, worker = %share.worker, "worker left (shutting down)")
+            }
+            Some((heard, why)) => {
+                share.lost_at_ms = Some(elapsed);
+                share.last_heard_ms = Some(*heard);
+                tracing::warn!(run = %run.id, worker = %share.worker, why, "worker lost");
+                // If it comes back, it must not go on with a share that is no longer its own.
+                if told.insert(share.worker.clone()) {
+                    coordinator.registry.send(
+                        &share.worker,
+                        v1::CoordinatorMessage {
+                            kind: Some(v1::coordinator_message::Kind::Stop(v1::Stop {
+                                run_id: run.id.clone(),
+                                reason: format!("this worker was declared lost ({why})"),
+                            })),
+                        },
+                    );
+                }
+            }
         }
     }
-    let remaining = remaining_fraction(run, elapsed);
     match run.plan.fleet.on_worker_loss {
         WorkerLoss::Abort => {
             drop(state);
             run.stop_all(coordinator, "a worker was lost");
-            lock(&run.state).ended_early.get_or_insert((
+            let mut state = lock(&run.state);
+            state.stopped_at_ms.get_or_insert(elapsed);
+            state.ended_early.get_or_insert((
                 Verdict::Error,
                 format!(
                     "aborted: worker {} was lost (on_worker_loss = \"abort\")",
@@ -559,12 +672,8 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                 ),
             ));
         }
-        WorkerLoss::Continue => {
-            for i in &newly_lost {
-                let share = state.shares[*i].segment;
-                state.undelivered += (share.end() - share.start()) * remaining;
-            }
-        }
+        // The run goes on without it; `delivered` shows what is missing.
+        WorkerLoss::Continue => {}
         WorkerLoss::Reassign => {
             let survivors: Vec<(String, String, u32)> = {
                 let mut seen = std::collections::BTreeSet::new();
@@ -584,22 +693,24 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                     .collect()
             };
             if survivors.is_empty() {
-                for i in &newly_lost {
-                    let share = state.shares[*i].segment;
-                    state.undelivered += (share.end() - share.start()) * remaining;
-                }
                 return;
             }
-            let offset = Duration::from_millis(elapsed);
             let start_wall = SystemTime::now() + Duration::from_millis(100);
             let weights: Vec<u64> = survivors.iter().map(|(_, _, c)| u64::from(*c)).collect();
-            for i in newly_lost {
-                let lost = state.shares[i].segment;
+            for (i, lost) in newly_lost {
+                let old = &state.shares[i];
+                let lost_segment = old.segment;
+                // A drained share is continued from where it stopped (the survivors catch up
+                // on its arrivals); a lost one from now, since nobody knows when it died.
+                let offset = match lost {
+                    None => old.left_at_ms.unwrap_or(elapsed).max(old.offset_ms),
+                    Some(_) => elapsed,
+                };
                 for (j, part) in ExecutionSegment::split(&weights) {
-                    let width = lost.end() - lost.start();
+                    let width = lost_segment.end() - lost_segment.start();
                     let Some(segment) = ExecutionSegment::new(
-                        lost.start() + width * part.start(),
-                        lost.start() + width * part.end(),
+                        lost_segment.start() + width * part.start(),
+                        lost_segment.start() + width * part.end(),
                     ) else {
                         continue;
                     };
@@ -608,8 +719,9 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                         &survivors[j].1,
                         segment,
                         state.shares.len(),
+                        offset,
                     );
-                    if run.assign(coordinator, &share, start_wall, offset, seed) {
+                    if run.assign(coordinator, &share, start_wall, seed) {
                         tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
                         state.shares.push(share);
                     }
@@ -619,14 +731,10 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
     }
 }
 
-/// Fraction of the run's planned load still ahead at `elapsed_ms` (1 without a time bound).
-fn remaining_fraction(run: &Run, elapsed_ms: u64) -> f64 {
-    match Ramp::of(&run.plan.load).total() {
-        Some(total) if !total.is_zero() => {
-            (1.0 - elapsed_ms as f64 / total.as_millis() as f64).clamp(0.0, 1.0)
-        }
-        _ => 1.0,
-    }
+/// How long a running share may go without a merged snapshot before its worker is lost
+/// although it still heartbeats: the heartbeat timeout plus two snapshot intervals.
+fn stall_timeout(coordinator: &Coordinator, run: &Run) -> Duration {
+    coordinator.config.heartbeat_timeout + 2 * run.interval
 }
 
 /// The first `abort_on_fail` threshold that fails now (past its grace), with its observation.
@@ -652,17 +760,51 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     if let Some(e) = early {
         state.ended_early.get_or_insert(e);
     }
+    let ended_ms = Run::elapsed_ms(&state);
     let total = state.agg.total().clone();
-    let measured = report::summarize(&total);
+    let mut measured = report::summarize(&total);
     let thresholds: Vec<ThresholdReport> = run
         .thresholds
         .iter()
         .map(|t| t.judge(&total, state.agg.intervals(), run.interval))
         .collect();
-    let (verdict, reason) = verdict(&total, &thresholds, &state, run);
+    // An abort is told with the whole run's figures, as the threshold table shows them.
+    if let Some((expr, at)) = &state.aborted_by
+        && let Some(t) = run.thresholds.iter().position(|t| t.expr() == *expr)
+    {
+        let reason = format!(
+            "aborted at {:.1} s: threshold `{expr}` failed ({})",
+            *at as f64 / 1000.0,
+            thresholds[t].reason
+        );
+        state.ended_early = Some((Verdict::Fail, reason));
+    }
+    // Every declared check is shown, evaluated or not.
+    let declared = gauntlet_core::checks::declared(&run.plan);
+    for d in &declared {
+        measured.checks.entry(d.name.clone()).or_insert([0, 0]);
+    }
+    let never_evaluated: Vec<String> = declared
+        .iter()
+        .filter(|d| d.kind.must_evaluate() && !d.optional)
+        .filter(|d| measured.checks.get(&d.name).is_none_or(|c| c[0] == 0))
+        .map(|d| d.name.clone())
+        .collect();
+    let mut classifiers: BTreeMap<String, u64> = run
+        .plan
+        .classifiers
+        .iter()
+        .map(|c| (c.category.clone(), 0))
+        .collect();
+    for f in &measured.failures {
+        if let Some(n) = classifiers.get_mut(&f.category) {
+            *n += f.count;
+        }
+    }
     let now = SystemTime::now();
     let started_wall = state.started_wall.unwrap_or(now);
     let tallies = state.agg.workers().clone();
+    let delivery = Delivery::of(run, &state, ended_ms);
     let mut workers: BTreeMap<String, WorkerReport> = BTreeMap::new();
     for share in &state.shares {
         let w = workers.entry(share.worker.clone()).or_insert_with(|| {
@@ -681,32 +823,36 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         if let Some(at) = share.left_at_ms {
             w.left_at_ms = Some(at);
         }
-        w.share += share.segment.end() - share.segment.start();
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);
-            let t = tallies.get(&share.worker).cloned().unwrap_or_default();
-            w.in_flight_bound = Some(unreported_bound(
+            let bound = unreported_bound(
+                coordinator,
                 run,
                 &total,
-                share.segment,
-                t.last_at_ms,
-                at,
-                t.last_active_vus,
-            ));
+                share,
+                tallies.get(&share.worker).cloned().unwrap_or_default(),
+            );
+            *w.in_flight_bound.get_or_insert(0) += bound;
         }
     }
-    let planned_sessions = match (
-        run.plan.load.model,
-        run.plan.load.iterations,
-        Ramp::of(&run.plan.load).total(),
-    ) {
-        (Model::Closed, Some(n), None) => Some(run.plan.max_vus() * n),
-        _ => None,
+    for (worker, share) in delivery.by_worker(&state, &tallies) {
+        if let Some(w) = workers.get_mut(&worker) {
+            w.share = share;
+        }
+    }
+    measured.totals.unknown = workers.values().filter_map(|w| w.in_flight_bound).sum();
+    let delivered = delivery.delivered(&total);
+    let checks = Coverage {
+        never_evaluated: &never_evaluated,
+        delivered,
+        unknown: measured.totals.unknown,
+        lost: workers
+            .values()
+            .filter(|w| w.lost_at_ms.is_some())
+            .map(|w| w.name.clone())
+            .collect(),
     };
-    let delivered = match planned_sessions {
-        Some(p) if p > 0 => (total.counters.sessions_started as f64 / p as f64).min(1.0),
-        _ => (1.0 - state.undelivered).clamp(0.0, 1.0),
-    };
+    let (verdict, reason) = verdict(&total, &thresholds, &state, run, &checks);
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         run_id: run.id.clone(),
@@ -727,6 +873,8 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         failures: measured.failures,
         metrics: measured.metrics,
         checks: measured.checks,
+        never_evaluated,
+        classifiers,
         thresholds,
         workers: workers.into_values().collect(),
         intervals: state.agg.series(),
@@ -746,11 +894,117 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     tracing::info!(run = %run.id, ?verdict, "run finished");
 }
 
+/// How much of the planned load a run delivered.
+///
+/// - Closed model bound by iterations only: sessions started over VUs x iterations.
+/// - Otherwise: each share covers the planned load (VU-seconds, or arrivals) of its segment
+///   from where it started (0, or the point it took over from) to where it stopped: the plan's
+///   end, the moment the run was stopped (cancel, abort, deadline), the moment a departing
+///   worker stopped starting sessions, or the last time a lost worker was heard from.
+struct Delivery {
+    /// VUs x iterations for a plan bound by iterations only.
+    planned_sessions: Option<u64>,
+    ramp: Ramp,
+    planned: Option<Duration>,
+    /// Per share: (worker, fraction of the whole plan's load it covered).
+    covered: Vec<(String, f64)>,
+}
+
+impl Delivery {
+    fn of(run: &Run, state: &State, ended_ms: u64) -> Delivery {
+        let ramp = Ramp::of(&run.plan.load);
+        let planned = ramp.total();
+        let planned_sessions = match (run.plan.load.model, run.plan.load.iterations, planned) {
+            (Model::Closed, Some(n), None) => Some(run.plan.max_vus() * n),
+            _ => None,
+        };
+        let mut covered = Vec::new();
+        if let Some(total) = planned {
+            let whole = ramp.integral(total);
+            for share in &state.shares {
+                let end = share
+                    .last_heard_ms
+                    .or(share.left_at_ms)
+                    .or(share.done_at_ms)
+                    .unwrap_or(ended_ms);
+                let end = state.stopped_at_ms.map_or(end, |s| end.min(s));
+                let from = ramp.integral(Duration::from_millis(share.offset_ms));
+                let to = ramp.integral(Duration::from_millis(end).min(total));
+                let fraction = if whole > 0.0 {
+                    ((to - from) / whole).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let width = share.segment.end() - share.segment.start();
+                covered.push((share.worker.clone(), width * fraction));
+            }
+        }
+        Delivery {
+            planned_sessions,
+            ramp,
+            planned,
+            covered,
+        }
+    }
+
+    /// The run's `delivered`.
+    fn delivered(&self, total: &gauntlet_core::metrics::Snapshot) -> f64 {
+        match (self.planned_sessions, self.planned) {
+            (Some(p), _) if p > 0 => {
+                (total.counters.sessions_started as f64 / p as f64).min(1.0)
+            }
+            (_, Some(t)) if self.ramp.integral(t) > 0.0 => {
+                // Shares meet end to end; float sums of their widths may miss 1 by an ulp.
+                let sum: f64 = self.covered.iter().map(|(_, f)| f).sum();
+                if (1.0 - sum).abs() < 1e-9 {
+                    1.0
+                } else {
+                    sum.clamp(0.0, 1.0)
+                }
+            }
+            // Nothing was planned.
+            _ => 1.0,
+        }
+    }
+
+    /// Each worker's part of `delivered`.
+    fn by_worker(
+        &self,
+        state: &State,
+        tallies: &BTreeMap<String, crate::aggregator::WorkerTally>,
+    ) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        match self.planned_sessions {
+            Some(p) if p > 0 => {
+                for share in &state.shares {
+                    let sessions = tallies.get(&share.worker).map_or(0, |t| t.sessions);
+                    out.insert(share.worker.clone(), sessions as f64 / p as f64);
+                }
+            }
+            _ => {
+                for (worker, f) in &self.covered {
+                    *out.entry(worker.clone()).or_default() += f;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the verdict weighs besides the thresholds.
+struct Coverage<'a> {
+    never_evaluated: &'a [String],
+    delivered: f64,
+    unknown: u64,
+    lost: Vec<String>,
+}
+
 fn verdict(
     total: &gauntlet_core::metrics::Snapshot,
     thresholds: &[ThresholdReport],
     state: &State,
     run: &Run,
+    coverage: &Coverage<'_>,
 ) -> (Verdict, String) {
     if let Some((v, r)) = &state.ended_early {
         return (*v, r.clone());
@@ -795,23 +1049,52 @@ fn verdict(
             "the target was never reached (every session failed to connect)".into(),
         );
     }
-    let unjudged: Vec<&str> = thresholds
+    // What makes the run impossible to judge: each is an error, never a pass.
+    let mut incomplete = Vec::new();
+    let unjudged: Vec<String> = thresholds
         .iter()
         .filter(|t| t.observed.is_none())
-        .map(|t| t.expr.as_str())
+        .map(|t| format!("`{}`", t.expr))
         .collect();
     if !unjudged.is_empty() {
-        return (
-            Verdict::Error,
-            format!(
-                "nothing was measured for {} (a threshold without samples is an error, not a pass)",
-                unjudged
-                    .iter()
-                    .map(|e| format!("`{e}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
+        incomplete.push(format!(
+            "nothing was measured for {} (a threshold without samples is an error, not a pass)",
+            unjudged.join(", ")
+        ));
+    }
+    let min_delivered = run.plan.fleet.min_delivered.unwrap_or(1.0);
+    if coverage.delivered + 1e-9 < min_delivered {
+        let lost = if coverage.lost.is_empty() {
+            String::new()
+        } else {
+            format!(" (lost workers: {})", coverage.lost.join(", "))
+        };
+        incomplete.push(format!(
+            "only {} of the planned load was delivered{lost}, below fleet.min_delivered = {min_delivered}",
+            report::percent(coverage.delivered)
+        ));
+    }
+    let max_unknown = run.plan.fleet.max_unknown.unwrap_or(0);
+    if coverage.unknown > max_unknown {
+        incomplete.push(format!(
+            "up to {} sessions ran on lost workers ({}) and their outcome is unknown, above fleet.max_unknown = {max_unknown}",
+            coverage.unknown,
+            coverage.lost.join(", ")
+        ));
+    }
+    if !coverage.never_evaluated.is_empty() {
+        incomplete.push(format!(
+            "never evaluated in the whole run: {} (a check that never ran proves nothing; mark it `optional = true` if that is expected)",
+            coverage
+                .never_evaluated
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !incomplete.is_empty() {
+        return (Verdict::Error, incomplete.join("; "));
     }
     let failed: Vec<&ThresholdReport> = thresholds.iter().filter(|t| !t.pass).collect();
     if failed.is_empty() {
@@ -838,38 +1121,52 @@ fn verdict(
     }
 }
 
-/// How many sessions a lost worker may have started between its last merged snapshot
-/// (`last_ms`) and its loss (`lost_ms`) that no snapshot reported. Open model: the arrivals its
-/// segment owned in that gap plus the sessions running at the snapshot. Closed model: each of
-/// its VUs can have started at most one session per shortest session seen fleet-wide (plus the
-/// one it was in).
+/// How many sessions of a lost share may have started without their outcome reaching the
+/// report: those running at its last merged snapshot, plus those it could have started after
+/// that snapshot and before it died. It died after it was last heard from and, since it sends a
+/// heartbeat every interval, before one heartbeat interval later. Open model: the arrivals its
+/// segment owned in that window. Closed model: each of its VUs can start at most one session
+/// per shortest session seen fleet-wide (plus the one it was in). A lost share that came back
+/// and reported all it ran (its Done, every snapshot merged) has none.
 fn unreported_bound(
+    coordinator: &Coordinator,
     run: &Run,
     total: &gauntlet_core::metrics::Snapshot,
-    segment: ExecutionSegment,
-    last_ms: u64,
-    lost_ms: u64,
-    active_at_last: u64,
+    share: &Share,
+    tally: crate::aggregator::WorkerTally,
 ) -> u64 {
+    if share.done && share.merged >= share.last_seq.saturating_sub(share.first_seq) {
+        return 0;
+    }
+    let Some(heard) = share.last_heard_ms else {
+        return 0;
+    };
+    let from_ms = tally.last_at_ms.max(share.offset_ms);
+    let to_ms = heard + coordinator.config.heartbeat_interval.as_millis() as u64;
+    let active_at_last = if share.merged == 0 {
+        0
+    } else {
+        tally.last_active_vus
+    };
     let ramp = Ramp::of(&run.plan.load);
+    let segment = share.segment;
     match run.plan.load.model {
         Model::Open => {
-            let (from, to) = (
-                Duration::from_millis(last_ms),
-                Duration::from_millis(lost_ms),
-            );
+            let (from, to) = (Duration::from_millis(from_ms), Duration::from_millis(to_ms));
+            let max_vus = segment.vus(run.plan.max_vus()).count() as u64;
             let mut owned = 0;
             let mut k = 0;
             while let Some(t) = ramp.arrival_time(k) {
                 if t > to {
                     break;
                 }
-                if t > from && segment.owns_arrival(k) {
+                if t >= from && segment.owns_arrival(k) {
                     owned += 1;
                 }
                 k += 1;
             }
-            owned + active_at_last
+            // No more sessions than the share has VUs can be running at the snapshot.
+            owned + active_at_last.min(max_vus)
         }
         Model::Closed => {
             let vus = segment.vus(run.plan.max_vus()).count() as u64;
@@ -879,7 +1176,7 @@ fn unreported_bound(
                 .filter(|h| !h.is_empty())
                 .map_or(1000, |h| h.min())
                 .max(1);
-            let gap_us = lost_ms.saturating_sub(last_ms) * 1000;
+            let gap_us = to_ms.saturating_sub(from_ms) * 1000;
             vus * (gap_us / shortest_us + 1)
         }
     }

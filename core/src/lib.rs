@@ -7,6 +7,7 @@
 //!   the file is parsed, so the error still knows where it came from.
 //! - [`plan`]: the plan model (target, auth, load, scenarios and steps, isolation checks,
 //!   classifiers) and its validation.
+//! - [`checks`]: the checks a plan declares, named as reports name them.
 //! - [`segment`]: execution segments, a worker's share of VUs and arrivals.
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
@@ -17,6 +18,7 @@
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
 
+pub mod checks;
 pub mod compare;
 pub mod config_file;
 pub mod metrics;

@@ -62,6 +62,20 @@ pub struct Fleet {
     /// Snapshot interval.
     #[serde(default, with = "humantime_serde::option")]
     pub interval: Option<Duration>,
+    /// The smallest fraction of the planned load a run may deliver and still pass (default
+    /// 1.0: a run that delivered less than asked, through lost workers, a cancel or an abort,
+    /// is an error, never a pass).
+    #[serde(default)]
+    pub min_delivered: Option<f64>,
+    /// How many sessions of unknown outcome (running on a worker that was lost, so their
+    /// result never arrived) a run may have and still pass (default 0).
+    #[serde(default)]
+    pub max_unknown: Option<u64>,
+    /// Hard bound on the whole run from its start; past it the run is stopped with verdict
+    /// error (default: the planned duration plus graceful stop plus 30 s, or 1 hour for a plan
+    /// without a time bound such as iterations only).
+    #[serde(default, with = "humantime_serde::option")]
+    pub deadline: Option<Duration>,
 }
 
 /// What happens to a lost worker's share.
@@ -487,6 +501,9 @@ pub struct WsExpect {
     /// Variables to capture: `{ run_id = "/run_id" }`.
     #[serde(default)]
     pub capture: BTreeMap<String, String>,
+    /// The step may never be reached in a run without making the verdict an error.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// `ws_expect_sequence`.
@@ -526,6 +543,9 @@ pub struct WsExpectSequence {
     /// Variables to capture from the first event: `{ run_id = "/run_id" }`.
     #[serde(default)]
     pub capture: BTreeMap<String, String>,
+    /// The step may never be reached in a run without making the verdict an error.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 fn default_type_pointer() -> String {
@@ -653,6 +673,10 @@ pub struct IsolationCheck {
     /// The VU's value (a template: `{subject}`, `{thread}`, `{run_id}`); checked once every
     /// variable it reads is known.
     pub equals: String,
+    /// A check that may never be evaluated in a run (its pointer may match no frame) without
+    /// making the verdict an error.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Maps what a failure looked like to a plan-specific category; every condition given must
@@ -844,6 +868,19 @@ impl Plan {
             && d < Duration::from_millis(100)
         {
             p.add("fleet.interval", "must be at least 100ms".into());
+        }
+        if let Some(f) = self.fleet.min_delivered
+            && !(0.0..=1.0).contains(&f)
+        {
+            p.add(
+                "fleet.min_delivered",
+                format!("must be a fraction between 0 and 1, not {f}"),
+            );
+        }
+        if let Some(d) = self.fleet.deadline
+            && d < Duration::from_secs(1)
+        {
+            p.add("fleet.deadline", "must be at least 1s".into());
         }
         for (i, c) in self.classifiers.iter().enumerate() {
             let at = format!("classifiers[{i}]");

@@ -89,6 +89,31 @@ impl Ramp {
         None
     }
 
+    /// The load planned between the start and `t`: the integral of the ramp (VU-seconds for
+    /// the closed model, arrivals for the open one). `delivered` compares these.
+    pub fn integral(&self, t: Duration) -> f64 {
+        let t = t.as_secs_f64();
+        let mut from = self.start;
+        let mut elapsed = 0.0f64;
+        let mut sum = 0.0f64;
+        for stage in &self.stages {
+            let d = stage.duration.as_secs_f64();
+            if t <= elapsed {
+                break;
+            }
+            let part = (t - elapsed).min(d);
+            let at = if d > 0.0 {
+                from + (stage.target - from) * part / d
+            } else {
+                stage.target
+            };
+            sum += (from + at) / 2.0 * part;
+            elapsed += d;
+            from = stage.target;
+        }
+        sum
+    }
+
     /// Open model: arrivals the whole ramp plans (fleet-wide).
     pub fn planned_arrivals(&self) -> u64 {
         let mut from = self.start;
@@ -106,6 +131,16 @@ impl Ramp {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_integral_is_the_planned_load_so_far() {
+        let r = ramp(0.0, &[(10, 10.0), (10, 10.0)]);
+        assert!((r.integral(Duration::from_secs(10)) - 50.0).abs() < 1e-9);
+        assert!((r.integral(Duration::from_secs(20)) - 150.0).abs() < 1e-9);
+        assert!((r.integral(Duration::from_secs(99)) - 150.0).abs() < 1e-9);
+        assert!((r.integral(Duration::from_secs(5)) - 12.5).abs() < 1e-9);
+        assert_eq!(r.integral(Duration::ZERO), 0.0);
+    }
 
     fn ramp(start: f64, stages: &[(u64, f64)]) -> Ramp {
         Ramp {

@@ -255,7 +255,10 @@ impl Threshold {
                 "nothing was measured for it (no samples is not a pass)".to_owned(),
             ),
             Some(v) if limit_ok(v) => (true, String::new()),
-            Some(v) => (false, format!("observed {v:.3} {unit}, beyond the limit")),
+            Some(v) => (
+                false,
+                format!("observed {}, beyond the limit", show(v, unit)),
+            ),
         };
         ThresholdReport {
             expr: self.expr(),
@@ -335,6 +338,16 @@ pub fn keep_for_windows(s: &Snapshot, metrics: &[String]) -> Snapshot {
         }
     }
     kept
+}
+
+/// An observed value in its unit, written the same way in the verdict, the summary, report.md
+/// and junit.xml (`1.50 ms`, `0.5111`, `3`).
+pub fn show(v: f64, unit: &str) -> String {
+    match unit {
+        "us" => format!("{:.2} ms", v / 1000.0),
+        "ratio" => format!("{v:.4}"),
+        _ => format!("{v:.0}"),
+    }
 }
 
 #[cfg(test)]
@@ -474,3 +487,4 @@ mod tests {
         }
     }
 }
+

@@ -301,7 +301,7 @@ impl Program {
             let mut ctx = ScenarioCtx {
                 scenario: &s.name,
                 names: &mut names,
-                used: BTreeMap::new(),
+                names_used: Default::default(),
                 marks: Vec::new(),
             };
             let steps = compile_steps(&s.steps, &format!("{at}.steps"), &mut ctx)?;
@@ -330,7 +330,7 @@ impl Program {
             .map(|(i, c)| {
                 let name = c.name.clone().unwrap_or_else(|| c.pointer.clone());
                 Ok(CompiledIsolation {
-                    check: names.check(format!("isolation:{name}")),
+                    check: names.check(gauntlet_core::checks::isolation_name(c)),
                     name,
                     pointer: c.pointer.clone(),
                     equals: compile(&c.equals)
@@ -395,17 +395,11 @@ impl Program {
 struct ScenarioCtx<'a> {
     scenario: &'a str,
     names: &'a mut Names,
-    used: BTreeMap<String, u32>,
+    names_used: gauntlet_core::checks::UniqueNames,
     marks: Vec<String>,
 }
 
 impl ScenarioCtx<'_> {
-    fn unique(&mut self, base: String) -> String {
-        let n = self.used.entry(base.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 { base } else { format!("{base}#{n}") }
-    }
-
     fn mark(&mut self, name: &str) -> usize {
         match self.marks.iter().position(|m| m == name) {
             Some(i) => i,
@@ -452,15 +446,7 @@ fn compile_steps(
     let mut out = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{at}[{i}].{}", step.kind());
-        let base = match (step.name(), step) {
-            (Some(n), _) => n.to_owned(),
-            (None, Step::WsExpect(e)) if e.frame_type.is_some() => {
-                format!("expect {}", e.frame_type.as_deref().unwrap_or_default())
-            }
-            (None, Step::Http(h)) => format!("{} {}", h.method, h.path),
-            (None, s) => s.kind().to_owned(),
-        };
-        let name = ctx.unique(base);
+        let name = ctx.names_used.unique(gauntlet_core::checks::step_base_name(step));
         let metric = ctx.names.metric(format!("step.{}.{name}", ctx.scenario));
         let check = ctx.names.check(format!("{}/{name}", ctx.scenario));
         let e = |e: String| CompileError(format!("{at}: {e}"));
@@ -631,5 +617,38 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The coordinator lists a plan's checks from `gauntlet_core::checks::declared`; the
+    /// recorder names them here: both must name the same checks for every example plan.
+    #[test]
+    fn declared_checks_are_the_recorded_ones() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../plans");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let plan = Plan::load(&path, &plan::Overrides::default()).unwrap();
+            let mut declared: Vec<String> = gauntlet_core::checks::declared(&plan)
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            // Names do not depend on the keys, which this test does not have.
+            let program = Program::compile(Plan { auth: None, ..plan }).unwrap();
+            let mut recorded = program.check_names.clone();
+            declared.sort();
+            recorded.sort();
+            assert_eq!(declared, recorded, "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 5, "the example plans were read");
     }
 }

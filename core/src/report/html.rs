@@ -369,8 +369,8 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     };
     let _ = write!(
         out,
-        "<table><tr><th>plan</th><th>started</th><th>duration</th><th>sessions</th><th>passed</th><th>failed</th><th>interrupted</th><th>dropped</th><th>pass rate</th><th>load delivered</th></tr>\
-         <tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{:.1} s</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{rate:.1} %</td><td class=\"num\">{:.1} %</td></tr></table>",
+        "<table><tr><th>plan</th><th>started</th><th>duration</th><th>sessions</th><th>passed</th><th>failed</th><th>interrupted</th><th>dropped</th><th>unknown</th><th>pass rate</th><th>load delivered</th></tr>\
+         <tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{:.1} s</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{rate:.1} %</td><td class=\"num\">{}</td></tr></table>",
         esc(&r.plan.name),
         esc(&r.started_at),
         r.duration_s,
@@ -379,7 +379,8 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         t.failed,
         t.interrupted,
         t.dropped,
-        100.0 * r.delivered
+        t.unknown,
+        super::percent(r.delivered)
     );
     out.push_str("<h2>Charts</h2>");
     for chart in charts(r) {
@@ -416,15 +417,43 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         }
         out.push_str("</table>");
     }
+    if !r.checks.is_empty() {
+        out.push_str(
+            "<h2>Checks</h2><table><tr><th>check</th><th>evaluated</th><th>failed</th><th>note</th></tr>",
+        );
+        for (name, [run, failed]) in &r.checks {
+            let (class, note) = if r.never_evaluated.contains(name) {
+                ("fail", "never evaluated")
+            } else {
+                ("", "")
+            };
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td class=\"num\">{run}</td><td class=\"num\">{failed}</td><td class=\"{class}\">{note}</td></tr>",
+                esc(name)
+            );
+        }
+        out.push_str("</table>");
+    }
+    if !r.classifiers.is_empty() {
+        out.push_str("<h2>Classifiers</h2><table><tr><th>category</th><th>failed sessions matched</th></tr>");
+        for (category, n) in &r.classifiers {
+            let note = if *n == 0 { " (matched nothing)" } else { "" };
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td class=\"num\">{n}{note}</td></tr>",
+                esc(category)
+            );
+        }
+        out.push_str("</table>");
+    }
     out.push_str(
         "<h2>Thresholds</h2><table><tr><th>threshold</th><th>observed</th><th>result</th></tr>",
     );
     for th in &r.thresholds {
         let observed = match th.observed {
             None => "no samples".to_owned(),
-            Some(v) if th.unit == "us" => ms(v as u64),
-            Some(v) if th.unit == "ratio" => format!("{v:.4}"),
-            Some(v) => format!("{v:.0}"),
+            Some(v) => crate::thresholds::show(v, &th.unit),
         };
         let (class, word) = if th.pass {
             ("pass", "pass")
@@ -443,7 +472,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         for w in &r.workers {
             let status = match (w.lost_at_ms, w.left_at_ms) {
                 (Some(at), _) => format!(
-                    "lost at {:.1} s (up to {} sessions in flight not reported)",
+                    "lost at {:.1} s (up to {} sessions of unknown outcome)",
                     at as f64 / 1000.0,
                     w.in_flight_bound.unwrap_or(0)
                 ),

@@ -26,6 +26,8 @@ fn esc(s: &str) -> String {
 struct Case {
     name: String,
     failure: Option<(String, String, String)>,
+    /// Shown as the case's output (a passing case's figures).
+    note: Option<String>,
 }
 
 /// Renders `junit.xml`.
@@ -39,7 +41,15 @@ pub fn render(r: &Report) -> String {
             }
             _ => ("isolation".to_owned(), check.clone()),
         };
-        let failure = (*failed > 0).then(|| {
+        let never = r.never_evaluated.contains(check).then(|| {
+            (
+                "never_evaluated".to_owned(),
+                "never evaluated in the whole run (0 evaluations): the verdict is an error"
+                    .to_owned(),
+                String::new(),
+            )
+        });
+        let failure = never.or_else(|| (*failed > 0).then(|| {
             let patterns: Vec<_> = r
                 .failures
                 .iter()
@@ -60,10 +70,11 @@ pub fn render(r: &Report) -> String {
                 .collect::<Vec<_>>()
                 .join("\n");
             (kind, message, sample)
-        });
+        }));
         suites.entry(suite).or_default().push(Case {
             name: step,
             failure,
+            note: Some(format!("evaluated {run}, failed {failed}")),
         });
     }
     let thresholds = r
@@ -72,9 +83,23 @@ pub fn render(r: &Report) -> String {
         .map(|t| Case {
             name: t.expr.clone(),
             failure: (!t.pass).then(|| ("threshold".to_owned(), t.reason.clone(), String::new())),
+            note: None,
         })
         .collect();
     suites.insert("thresholds".into(), thresholds);
+    if !r.classifiers.is_empty() {
+        // A classifier that matched nothing is shown, not failed: its failure did not happen.
+        let cases = r
+            .classifiers
+            .iter()
+            .map(|(category, n)| Case {
+                name: category.clone(),
+                failure: None,
+                note: Some(format!("matched {n} failed sessions")),
+            })
+            .collect();
+        suites.insert("classifiers".into(), cases);
+    }
     let total: usize = suites.values().map(Vec::len).sum();
     let failures: usize = suites
         .values()
@@ -101,14 +126,25 @@ pub fn render(r: &Report) -> String {
         for c in cases {
             let classname = format!("{}.{}", r.plan.name, suite);
             match &c.failure {
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "    <testcase classname=\"{}\" name=\"{}\"/>",
-                        esc(&classname),
-                        esc(&c.name)
-                    );
-                }
+                None => match &c.note {
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "    <testcase classname=\"{}\" name=\"{}\"/>",
+                            esc(&classname),
+                            esc(&c.name)
+                        );
+                    }
+                    Some(note) => {
+                        let _ = writeln!(
+                            out,
+                            "    <testcase classname=\"{}\" name=\"{}\"><system-out>{}</system-out></testcase>",
+                            esc(&classname),
+                            esc(&c.name),
+                            esc(note)
+                        );
+                    }
+                },
                 Some((kind, message, sample)) => {
                     let _ = writeln!(
                         out,

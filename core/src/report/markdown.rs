@@ -71,7 +71,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
-        "| `{}` | {} | {:.1} s | {} | {} | {} | {} | {rate:.1} % | {:.1} % |\n",
+        "| `{}` | {} | {:.1} s | {} | {} | {} | {} | {rate:.1} % | {} |\n",
         r.plan.name,
         r.started_at,
         r.duration_s,
@@ -79,8 +79,15 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         t.passed,
         t.failed,
         t.interrupted,
-        100.0 * r.delivered
+        super::percent(r.delivered)
     );
+    if t.unknown > 0 {
+        let _ = writeln!(
+            out,
+            "Sessions of unknown outcome (ran on lost workers, never reported): up to **{}**.\n",
+            t.unknown
+        );
+    }
     if t.dropped > 0 {
         let _ = writeln!(out, "Dropped arrivals (no free VU): **{}**.\n", t.dropped);
     }
@@ -127,15 +134,42 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         let _ = writeln!(out);
     }
 
+    let _ = writeln!(out, "## Checks\n");
+    if r.checks.is_empty() {
+        let _ = writeln!(out, "The plan declares no check.\n");
+    } else {
+        let _ = writeln!(out, "| check | evaluated | failed | note |");
+        let _ = writeln!(out, "|---|---:|---:|---|");
+        for (name, [run, failed]) in &r.checks {
+            let note = if r.never_evaluated.contains(name) {
+                "**never evaluated**"
+            } else if *run == 0 {
+                "not evaluated (optional or a step that checks nothing)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "| `{}` | {run} | {failed} | {note} |", cell(name, 120));
+        }
+        let _ = writeln!(out);
+    }
+    if !r.classifiers.is_empty() {
+        let _ = writeln!(out, "## Classifiers\n");
+        let _ = writeln!(out, "| category | failed sessions matched |");
+        let _ = writeln!(out, "|---|---:|");
+        for (category, n) in &r.classifiers {
+            let note = if *n == 0 { " (matched nothing)" } else { "" };
+            let _ = writeln!(out, "| `{category}` | {n}{note} |");
+        }
+        let _ = writeln!(out);
+    }
+
     let _ = writeln!(out, "## Thresholds\n");
     let _ = writeln!(out, "| threshold | observed | result |");
     let _ = writeln!(out, "|---|---:|---|");
     for th in &r.thresholds {
         let observed = match th.observed {
             None => "no samples".to_owned(),
-            Some(v) if th.unit == "us" => ms(v as u64),
-            Some(v) if th.unit == "ratio" => format!("{v:.4}"),
-            Some(v) => format!("{v:.0}"),
+            Some(v) => crate::thresholds::show(v, &th.unit),
         };
         let result = if th.pass { "pass" } else { "**FAIL**" };
         let _ = writeln!(out, "| `{}` | {observed} | {result} |", th.expr);
@@ -149,7 +183,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         for w in &r.workers {
             let status = match (w.lost_at_ms, w.left_at_ms) {
                 (Some(at), _) => format!(
-                    "lost at {} (up to {} sessions in flight not reported)",
+                    "lost at {} (up to {} sessions of unknown outcome)",
                     secs(at),
                     w.in_flight_bound.unwrap_or(0)
                 ),

@@ -72,6 +72,10 @@ pub struct Totals {
     pub interrupted: u64,
     /// Open-model arrivals dropped for lack of a free VU.
     pub dropped: u64,
+    /// Sessions of unknown outcome: at most this many sessions ran on workers that were lost
+    /// and never reported how they ended (the sum of the lost workers' `in_flight_bound`).
+    #[serde(default)]
+    pub unknown: u64,
     /// Frames sent.
     pub frames_sent: u64,
     /// Frames received.
@@ -177,7 +181,9 @@ pub struct WorkerReport {
     pub id: String,
     /// Worker name.
     pub name: String,
-    /// Fraction of the load assigned (reassigned shares added).
+    /// Fraction of the planned load this worker delivered: its segments' widths, each for the
+    /// part of the run it covered (so a lost worker's share stops at its loss, and the shares of
+    /// all workers add up to `delivered`).
     pub share: f64,
     /// Sessions it started.
     pub sessions: u64,
@@ -188,8 +194,9 @@ pub struct WorkerReport {
     /// When it left early because it was shutting down (its sessions drained and reported),
     /// ms since the run started.
     pub left_at_ms: Option<u64>,
-    /// For a lost worker: sessions it may have run after its last acknowledged snapshot, which
-    /// the report cannot contain (its VUs at the last snapshot).
+    /// For a lost worker: at most this many sessions it started have no outcome in the report
+    /// (in flight at its last merged snapshot, plus those it could have started before it was
+    /// last heard from and one heartbeat interval beyond).
     pub in_flight_bound: Option<u64>,
 }
 
@@ -237,8 +244,11 @@ pub struct Report {
     pub verdict: Verdict,
     /// Why, in words.
     pub verdict_reason: String,
-    /// Fraction of the planned load actually delivered (1.0 unless workers were lost and not
-    /// replaced, or the run was cut short).
+    /// Fraction of the planned load actually delivered: closed model with iterations only,
+    /// sessions started over VUs x iterations; otherwise the planned load (VU-seconds for the
+    /// closed model, arrivals for the open one) inside the time each share covered, over the
+    /// whole plan's. Below 1 when workers were lost, the run was cancelled, aborted, stopped at
+    /// its deadline or by the coordinator shutting down.
     pub delivered: f64,
     /// Totals.
     pub totals: Totals,
@@ -246,8 +256,17 @@ pub struct Report {
     pub failures: Vec<FailureReport>,
     /// Latency summaries by metric name.
     pub metrics: BTreeMap<String, MetricReport>,
-    /// Checks by name: `[run, failed]`.
+    /// Checks by name: `[run, failed]`; every check the plan declares is here, `[0, 0]` when
+    /// it never evaluated.
     pub checks: BTreeMap<String, [u64; 2]>,
+    /// Expectations, sequences and isolation checks (not marked `optional`) that never
+    /// evaluated in the whole run: each makes the verdict an error.
+    #[serde(default)]
+    pub never_evaluated: Vec<String>,
+    /// The plan's classifiers by category: failed sessions they classified (0: the failure
+    /// they name did not happen, which is no error).
+    #[serde(default)]
+    pub classifiers: BTreeMap<String, u64>,
     /// Thresholds and their judgement.
     pub thresholds: Vec<ThresholdReport>,
     /// Workers.
@@ -278,6 +297,7 @@ pub fn summarize(s: &Snapshot) -> Measured {
         failed: c.sessions_failed,
         interrupted: c.sessions_interrupted,
         dropped: c.dropped_arrivals,
+        unknown: 0,
         frames_sent: c.frames_sent,
         frames_received: c.frames_received,
         checks_run: c.checks_run,
@@ -341,11 +361,18 @@ impl Report {
         if t.dropped > 0 {
             let _ = writeln!(out, "dropped arrivals (no free VU): {}", t.dropped);
         }
+        if t.unknown > 0 {
+            let _ = writeln!(
+                out,
+                "unknown outcome: up to {} sessions ran on lost workers and never reported",
+                t.unknown
+            );
+        }
         if self.delivered < 1.0 {
             let _ = writeln!(
                 out,
-                "load delivered: {:.1} % of the plan",
-                100.0 * self.delivered
+                "load delivered: {} of the plan",
+                percent(self.delivered)
             );
         }
         if !self.failures.is_empty() {
@@ -393,6 +420,31 @@ impl Report {
                 );
             }
         }
+        if !self.checks.is_empty() {
+            let w = self
+                .checks
+                .keys()
+                .map(|k| k.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            let _ = writeln!(out, "\n{:<w$} {:>10} {:>8}", "checks", "evaluated", "failed");
+            for (name, [run, failed]) in &self.checks {
+                let note = if self.never_evaluated.contains(name) {
+                    "  NEVER EVALUATED"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{name:<w$} {run:>10} {failed:>8}{note}");
+            }
+        }
+        if !self.classifiers.is_empty() {
+            let _ = writeln!(out, "\nclassifiers (failed sessions matched):");
+            for (category, n) in &self.classifiers {
+                let note = if *n == 0 { "  (matched nothing)" } else { "" };
+                let _ = writeln!(out, "  {category:<24} {n:>7}{note}");
+            }
+        }
         if !self.workers.is_empty() {
             let _ = writeln!(out, "\nworkers:");
             for w in &self.workers {
@@ -402,7 +454,7 @@ impl Report {
                         w.left_at_ms.unwrap_or(0) as f64 / 1000.0
                     ),
                     (Some(at), bound) => format!(
-                        "  LOST at {:.1} s (up to {} sessions in flight not reported)",
+                        "  LOST at {:.1} s (up to {} sessions of unknown outcome)",
                         at as f64 / 1000.0,
                         bound.unwrap_or(0)
                     ),
@@ -423,9 +475,7 @@ impl Report {
             for th in &self.thresholds {
                 let mark = if th.pass { "ok  " } else { "FAIL" };
                 let observed = match th.observed {
-                    Some(v) if th.unit == "ratio" => format!("observed {v:.4}"),
-                    Some(v) if th.unit == "us" => format!("observed {:.2} ms", v / 1000.0),
-                    Some(v) => format!("observed {v:.0}"),
+                    Some(v) => format!("observed {}", crate::thresholds::show(v, &th.unit)),
                     None => th.reason.clone(),
                 };
                 let _ = writeln!(out, "  {mark} {} ({observed})", th.expr);
@@ -438,6 +488,16 @@ impl Report {
             self.verdict_reason
         );
         out
+    }
+}
+
+/// A fraction as a percentage that never rounds a shortfall up to 100 % (0.9996 is 99.96 %).
+pub fn percent(f: f64) -> String {
+    let p = 100.0 * f;
+    if p < 100.0 && format!("{p:.1}") == "100.0" {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %")
     }
 }
 
@@ -535,6 +595,8 @@ pub(crate) mod tests {
             failures: m.failures,
             metrics: m.metrics,
             checks: m.checks,
+            never_evaluated: vec![],
+            classifiers: BTreeMap::new(),
             thresholds: vec![ThresholdReport {
                 expr: "failed sessions <= 0".into(),
                 observed: Some((factory + missing) as f64),
@@ -582,7 +644,7 @@ pub(crate) mod tests {
         assert!(xml.contains("<failure type=\"factory_init_failed\" message=\"2 of 10 failed; factory_init_failed x2\">close 1011 &quot;Factory SSOT validation failed&quot;</failure>"), "{xml}");
         assert!(xml.contains("&lt;tool_completed&gt; &amp; a|b"), "{xml}");
         assert!(
-            xml.contains("<testcase classname=\"agent.isolation\" name=\"isolation:event-user\"/>"),
+            xml.contains("<testcase classname=\"agent.isolation\" name=\"isolation:event-user\"><system-out>evaluated 40, failed 0</system-out></testcase>"),
             "{xml}"
         );
         // It parses, and the failures are where CI looks for them.
