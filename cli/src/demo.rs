@@ -38,7 +38,6 @@ pub struct Args {
 }
 
 /// Runs the demo.
-#[allow(clippy::print_stdout)]
 pub async fn run(args: Args) -> anyhow::Result<u8> {
     if args.users == 0 {
         return Err(crate::testbed::UsageError("--users must be at least 1".into()).into());
@@ -55,7 +54,6 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     result
 }
 
-#[allow(clippy::print_stdout)]
 async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyhow::Result<u8> {
     let mut config = TestbedConfig {
         seed: 1,
@@ -77,7 +75,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
     let testbed = Testbed::start(config, "127.0.0.1:0".parse()?)
         .await
         .context("cannot start the embedded testbed")?;
-    println!(
+    outln!(
         "testbed: {} (faults, each at 20 % on its own quarter of the users: {})",
         testbed.ws_url(),
         FAULTS.map(|(k, _)| k).join(", ")
@@ -96,7 +94,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         load.insert("vus".into(), i64::from(args.users).into());
         load.insert("iterations".into(), 2.into());
     }
-    println!(
+    outln!(
         "plan: agent-pipeline, {} VUs x 2 agent runs on a coordinator with 2 workers (gRPC on loopback); checks: event order, duplicates, missing events, user and thread isolation\n",
         args.users
     );
@@ -116,30 +114,30 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
             .join(&report.run_id)
     });
     let path = write_report(&dir, &report)?;
-    print!("{}", report.render_text());
-    println!("(the injected faults make the plan's threshold fail, as they should)");
+    out!("{}", report.render_text());
+    outln!("(the injected faults make the plan's threshold fail, as they should)");
 
     let truth = testbed.stats();
     let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
     for f in &report.failures {
         *by_category.entry(f.category.clone()).or_default() += f.count;
     }
-    println!("\ngauntlet's failure counts next to the testbed's ground truth:");
-    println!("  {:<20} {:>9} {:>9}", "fault", "injected", "gauntlet");
+    outln!("\ngauntlet's failure counts next to the testbed's ground truth:");
+    outln!("  {:<20} {:>9} {:>9}", "fault", "injected", "gauntlet");
     let mut all_equal = true;
     for (knob, category) in FAULTS {
         let injected = truth.faults.get(knob).copied().unwrap_or(0);
         let seen = by_category.get(category).copied().unwrap_or(0);
         all_equal &= injected == seen;
         let mark = if injected == seen { "=" } else { "!=" };
-        println!("  {knob:<20} {injected:>9} {seen:>9}  {mark} {category}");
+        outln!("  {knob:<20} {injected:>9} {seen:>9}  {mark} {category}");
     }
     if report.totals.passed == 0 {
         bail!("no session passed: the demo ran nothing useful");
     }
     let verdict_ok = all_equal;
-    println!("\nreport: {}", path.display());
-    println!(
+    outln!("\nreport: {}", path.display());
+    outln!(
         "\n{}",
         if all_equal {
             "demo ok: every injected fault was found and classified"
@@ -148,7 +146,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         }
     );
     if args.serve {
-        println!("\nserving {} until Ctrl-C", testbed.http_url());
+        outln!("\nserving {} until Ctrl-C", testbed.http_url());
         crate::signals::shutdown_token().cancelled().await;
     }
     testbed.stop().await?;

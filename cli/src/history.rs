@@ -77,59 +77,65 @@ pub struct CompareArgs {
 }
 
 /// Lists runs.
-#[allow(clippy::print_stdout)]
 pub fn list(args: ListArgs) -> anyhow::Result<u8> {
     let rows = args
         .history
         .open()?
         .list(args.plan.as_deref(), args.limit)?;
     if rows.is_empty() {
-        println!("no runs in {}", args.history.path().display());
+        outln!("no runs in {}", args.history.path().display());
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<24} {:<24} {:<26} {:<7} {:>9} {:>7}",
-        "run", "plan", "started", "verdict", "sessions", "failed"
+        "run",
+        "plan",
+        "started",
+        "verdict",
+        "sessions",
+        "failed"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<24} {:<24} {:<26} {:<7} {:>9} {:>7}",
-            r.run_id, r.plan, r.started_at, r.verdict, r.sessions, r.failed
+            r.run_id,
+            r.plan,
+            r.started_at,
+            r.verdict,
+            r.sessions,
+            r.failed
         );
     }
     Ok(0)
 }
 
 /// Shows one run.
-#[allow(clippy::print_stdout)]
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let report = args.history.open()?.report(&args.run)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render_text());
+        out!("{}", report.render_text());
     }
     Ok(0)
 }
 
 /// Re-renders a stored run's report files.
-#[allow(clippy::print_stdout)]
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let history = args.history.open()?;
     let report = history.report(&args.run)?;
     let previous = history.previous(&report.plan.name, &report.run_id)?;
     let path = crate::fleet::write_reports(&args.out, &report, previous.as_ref())
         .with_context(|| format!("cannot write the report of {}", args.run))?;
-    println!("report: {}", path.display());
+    outln!("report: {}", path.display());
     Ok(0)
 }
 
 /// Compares two stored runs.
-#[allow(clippy::print_stdout)]
 pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
     let history = args.history.open()?;
     let before = history.report(&args.before)?;
     let after = history.report(&args.after)?;
-    print!("{}", compare(&before, &after).to_markdown());
+    out!("{}", compare(&before, &after).to_markdown());
     Ok(0)
 }

@@ -77,10 +77,9 @@ pub struct ValidateArgs {
 }
 
 /// Checks a plan and prints what it would run.
-#[allow(clippy::print_stdout)]
 pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.plan, &args.target.overrides())?;
-    println!(
+    outln!(
         "{}: ok: plan `{}`, {} scenario(s), {:?} model, target {} / {}",
         args.plan.display(),
         plan.name,
@@ -121,7 +120,7 @@ fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> {
 }
 
 /// Runs a plan on a fleet (in-process by default) and writes its report.
-#[allow(clippy::print_stdout, clippy::print_stderr)]
+#[allow(clippy::print_stderr)]
 pub async fn run(args: Args) -> anyhow::Result<u8> {
     let (fleet, submission, plan) = prepare(&args)?;
     eprintln!(
@@ -141,8 +140,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if !args.no_history {
         store(&args.history, &report, &plan_toml, &dir, true);
     }
-    println!("{}", report.render_text());
-    println!("report: {}", path.display());
+    outln!("{}", report.render_text());
+    outln!("report: {}", path.display());
     Ok(report.verdict.exit_code())
 }
 
@@ -173,7 +172,7 @@ struct Cycle {
 
 /// Runs cycle after cycle until one passes with enough sessions, a cycle runs nothing, or the
 /// cycles run out.
-#[allow(clippy::print_stdout, clippy::print_stderr)]
+#[allow(clippy::print_stderr)]
 pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
     if args.until_passes == 0 {
         return Err(crate::testbed::UsageError("--until-passes must be at least 1".into()).into());
@@ -206,8 +205,8 @@ pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
                 false,
             );
         }
-        println!("{}", report.render_text());
-        println!("report: {}", dir.join("report.json").display());
+        outln!("{}", report.render_text());
+        outln!("report: {}", dir.join("report.json").display());
         let passed = report.verdict == gauntlet_core::report::Verdict::Pass
             && report.totals.passed >= args.until_passes;
         let ran_nothing = report.totals.passed + report.totals.failed == 0
@@ -246,14 +245,14 @@ pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
             between_result = Some((code, started.elapsed()));
         }
     };
-    println!("\n{}", cycle_table(&cycles));
+    outln!("\n{}", cycle_table(&cycles));
     let last = cycles
         .last()
         .map(|c| c.report.verdict_reason.clone())
         .unwrap_or_default();
     match outcome {
         LoopEnd::Reached => {
-            println!(
+            outln!(
                 "goal reached in cycle {}: verdict pass with at least {} sessions passed",
                 cycles.len(),
                 args.until_passes
@@ -261,14 +260,14 @@ pub async fn run_loop(args: LoopArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         LoopEnd::RanNothing => {
-            println!(
+            outln!(
                 "STOPPED: cycle {} ran nothing ({last}); a cycle that executes nothing is an error, not a pass",
                 cycles.len()
             );
             Ok(crate::exit::RUN_ERROR)
         }
         LoopEnd::OutOfCycles => {
-            println!(
+            outln!(
                 "goal not reached in {} cycles (last verdict: {last})",
                 cycles.len()
             );

@@ -112,6 +112,51 @@ fn a_bad_plan_exits_2_and_points_at_the_field() {
 }
 
 #[test]
+fn an_unknown_template_variable_exits_2_naming_it_and_the_known_ones() {
+    // The scenario defines `{thread}`; the isolation check reads `{thread_id}`, which would
+    // never render, so the check would silently never run.
+    let dir = std::env::temp_dir().join(format!("gauntlet-cli-vars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("typo.toml");
+    std::fs::write(
+        &plan,
+        r#"name = "typo"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+[[scenarios]]
+name = "agent-run"
+vars = { thread = "thread-{vu}-{iteration}" }
+steps = [
+  { ws_connect = { query = { thread_id = "{thread}" } } },
+  { ws_close = {} },
+]
+[[isolation]]
+pointer = "/thread_id"
+equals = "{thread_id}"
+"#,
+    )
+    .unwrap();
+    let path = plan.to_str().unwrap();
+    for command in ["validate", "run"] {
+        let (code, stdout, stderr) = gauntlet(&[command, path]);
+        assert_eq!(code, 2, "{command}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{path}:16:10: isolation[0].equals: unknown template variable `thread_id` \
+                 (known here: vu, iteration, subject, subject_index, scenario, uuid, now, \
+                 now_ms, token, thread)"
+            )),
+            "{command}: {stderr}"
+        );
+        assert!(!stdout.contains("ok"), "{command}: {stdout}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_run_where_nothing_can_connect_is_an_error_not_a_pass() {
     // Port 9 on loopback: nothing listens, every connection is refused.
     let (code, stdout, _) = gauntlet(&[

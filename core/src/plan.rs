@@ -670,8 +670,8 @@ pub struct IsolationCheck {
     pub name: Option<String>,
     /// Where (`/user_id`); frames without it are not checked.
     pub pointer: String,
-    /// The VU's value (a template: `{subject}`, `{thread}`, `{run_id}`); checked once every
-    /// variable it reads is known.
+    /// The VU's value (a template: `{subject}`, `{thread}`, `{run_id}`). Each variable it reads
+    /// must be defined by some scenario; a frame is checked once every one of them is set.
     pub equals: String,
     /// A check that may never be evaluated in a run (its pointer may match no frame) without
     /// making the verdict an error.
@@ -796,9 +796,11 @@ impl Plan {
     /// Every semantic problem as `(path, message)`.
     fn problems(&self) -> Vec<(String, String)> {
         let mut p = Problems::default();
-        self.check_target(&mut p);
+        // What templates applied to every session (target headers, isolation checks) may read.
+        let everywhere = self.scenario_scope();
+        self.check_target(&everywhere, &mut p);
         if let Some(auth) = &self.auth {
-            check_auth(auth, &mut p);
+            check_auth(auth, &everywhere, &mut p);
         }
         self.check_load(&mut p);
         if self.scenarios.is_empty() {
@@ -823,11 +825,43 @@ impl Plan {
                     "the only scenario needs a weight above 0".into(),
                 );
             }
-            let mut known: BTreeSet<String> = BTreeSet::new();
+            let captured = captures_of(&scenario.steps, &format!("{at}.steps"));
+            // Scenario vars are rendered at session start, in name order: each reads the
+            // builtins and the vars before it.
+            let mut scope = Scope::default();
+            for (name, field) in &captured {
+                scope.later.insert(
+                    name.clone(),
+                    format!(
+                        "is captured by {field}, but scenario vars are rendered when the \
+                         session starts, before any step"
+                    ),
+                );
+            }
+            for name in scenario.vars.keys() {
+                scope.later.insert(
+                    name.clone(),
+                    "is a scenario var rendered after this one (vars are rendered in name \
+                     order)"
+                        .into(),
+                );
+            }
             for (name, value) in &scenario.vars {
                 check_name(name, &format!("{at}.vars.{name}"), &mut p);
-                p.template(value, &format!("{at}.vars.{name}"), &known);
-                known.insert(name.clone());
+                scope.later.insert(
+                    name.clone(),
+                    "is this var itself (vars are rendered in name order)".into(),
+                );
+                p.template(value, &format!("{at}.vars.{name}"), &scope);
+                scope.later.remove(name);
+                scope.known.insert(name.clone());
+            }
+            // Steps read the vars and what earlier steps captured.
+            for (name, field) in &captured {
+                scope.later.insert(
+                    name.clone(),
+                    format!("is captured by {field}, after this template is rendered"),
+                );
             }
             if scenario.steps.is_empty() {
                 p.add(
@@ -839,7 +873,7 @@ impl Plan {
             check_steps(
                 &scenario.steps,
                 &format!("{at}.steps"),
-                &mut known,
+                &mut scope,
                 &mut ws,
                 &mut p,
             );
@@ -850,14 +884,12 @@ impl Plan {
                 "every scenario has weight 0: nothing would run".into(),
             );
         }
+        // Isolation values apply to every scenario: they may read any scenario's vars and
+        // captures (a check is skipped in a session where its value is not set yet).
         for (i, check) in self.isolation.iter().enumerate() {
             let at = format!("isolation[{i}]");
             p.pointer(&check.pointer, &format!("{at}.pointer"));
-            // Isolation values may read any scenario variable; unknown ones are checked at run
-            // time (skipped until known), so only the syntax is validated here.
-            if let Err(e) = Template::parse(&check.equals) {
-                p.add(&format!("{at}.equals"), e.0);
-            }
+            p.template(&check.equals, &format!("{at}.equals"), &everywhere);
         }
         for (i, t) in self.thresholds.iter().enumerate() {
             if let Err(msg) = t.check() {
@@ -910,7 +942,19 @@ impl Plan {
         p.0
     }
 
-    fn check_target(&self, p: &mut Problems) {
+    /// What a template outside the scenarios, applied to every session (isolation checks,
+    /// target headers), may read: the builtins and every scenario's vars and captures.
+    fn scenario_scope(&self) -> Scope {
+        let mut scope = Scope::default();
+        for (i, scenario) in self.scenarios.iter().enumerate() {
+            scope.known.extend(scenario.vars.keys().cloned());
+            let captured = captures_of(&scenario.steps, &format!("scenarios[{i}].steps"));
+            scope.known.extend(captured.into_keys());
+        }
+        scope
+    }
+
+    fn check_target(&self, everywhere: &Scope, p: &mut Problems) {
         match &self.target.base_url {
             None => p.add(
                 "target.base_url",
@@ -938,7 +982,7 @@ impl Plan {
             p.add("target.ws_path", "must start with `/`".into());
         }
         for (name, value) in &self.target.headers {
-            p.template(value, &format!("target.headers.{name}"), &BTreeSet::new());
+            p.template(value, &format!("target.headers.{name}"), everywhere);
         }
         if self.target.connect_timeout.is_zero() {
             p.add("target.connect_timeout", "must be above 0".into());
@@ -1041,7 +1085,7 @@ impl Plan {
     }
 }
 
-fn check_auth(auth: &Auth, p: &mut Problems) {
+fn check_auth(auth: &Auth, scenarios: &Scope, p: &mut Problems) {
     let sources = [
         ("secret_env", auth.secret_env.is_some()),
         ("secret_file", auth.secret_file.is_some()),
@@ -1079,43 +1123,41 @@ fn check_auth(auth: &Auth, p: &mut Problems) {
     if auth.subject_pool == Some(0) {
         p.add("auth.subject_pool", "must be at least 1".into());
     }
-    let claim_scope: BTreeSet<String> = BTreeSet::new();
-    match Template::parse(&auth.subject) {
-        Err(e) => p.add("auth.subject", e.0),
-        Ok(t) => {
-            if t.builtins()
-                .any(|b| matches!(b, Builtin::Subject | Builtin::Token))
-            {
-                p.add("auth.subject", "cannot use {subject} or {token}".into());
-            }
-            if let Some(v) = t.vars().next() {
-                p.add("auth.subject", format!("unknown placeholder `{{{v}}}`"));
-            }
+    // A token is minted before the session's vars exist: only builtins.
+    let minted_before = |excluded: &[Builtin]| {
+        let mut scope = Scope {
+            excluded: excluded.to_vec(),
+            ..Scope::default()
+        };
+        for name in &scenarios.known {
+            scope.later.insert(
+                name.clone(),
+                "is a scenario var or a capture, and tokens are minted before the session's \
+                 vars exist"
+                    .into(),
+            );
         }
+        scope
+    };
+    let subject_scope = minted_before(&[Builtin::Subject, Builtin::Token]);
+    if let Ok(t) = Template::parse(&auth.subject)
+        && t.builtins()
+            .any(|b| matches!(b, Builtin::Subject | Builtin::Token))
+    {
+        p.add("auth.subject", "cannot use {subject} or {token}".into());
     }
+    p.template(&auth.subject, "auth.subject", &subject_scope);
+    let claim_scope = minted_before(&[Builtin::Token]);
     for (name, value) in &auth.claims {
-        each_string(value, &mut |s| match Template::parse(s) {
-            Err(e) => p.add(&format!("auth.claims.{name}"), e.0),
-            Ok(t) => {
-                if t.builtins().any(|b| b == Builtin::Token) {
-                    p.add(
-                        &format!("auth.claims.{name}"),
-                        "a claim cannot use {token}".into(),
-                    );
-                }
-                if let Some(v) = t.vars().next() {
-                    p.add(
-                        &format!("auth.claims.{name}"),
-                        format!(
-                            "unknown placeholder `{{{v}}}` (claims are minted before scenario \
-                             variables exist)"
-                        ),
-                    );
-                }
+        each_string_at(value, &format!("auth.claims.{name}"), &mut |s, at| {
+            if let Ok(t) = Template::parse(s)
+                && t.builtins().any(|b| b == Builtin::Token)
+            {
+                p.add(at, "a claim cannot use {token}".into());
             }
+            p.template(s, at, &claim_scope);
         });
     }
-    let _ = claim_scope;
 }
 
 /// What the validator knows about the WebSocket at a point in a scenario.
@@ -1125,13 +1167,7 @@ struct WsState {
     marks: BTreeSet<String>,
 }
 
-fn check_steps(
-    steps: &[Step],
-    at: &str,
-    known: &mut BTreeSet<String>,
-    ws: &mut WsState,
-    p: &mut Problems,
-) {
+fn check_steps(steps: &[Step], at: &str, scope: &mut Scope, ws: &mut WsState, p: &mut Problems) {
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{at}[{i}].{}", step.kind());
         if let Some(name) = step.name() {
@@ -1162,13 +1198,13 @@ fn check_steps(
                     p.add(&format!("{at}.path"), "must start with `/`".into());
                 }
                 for (k, v) in &s.query {
-                    p.template(v, &format!("{at}.query.{k}"), known);
+                    p.template(v, &format!("{at}.query.{k}"), scope);
                 }
                 for (k, v) in &s.headers {
-                    p.template(v, &format!("{at}.headers.{k}"), known);
+                    p.template(v, &format!("{at}.headers.{k}"), scope);
                 }
                 for (j, m) in s.confirmation.iter().enumerate() {
-                    p.matcher(m, &format!("{at}.confirmation[{j}]"), known);
+                    p.matcher(m, &format!("{at}.confirmation[{j}]"), scope);
                 }
                 if let Some(r) = &s.expect_rejection {
                     if r.status.is_none() && r.close_code.is_none() {
@@ -1191,10 +1227,12 @@ fn check_steps(
             }
             Step::WsSend(s) => {
                 match (&s.json, &s.text) {
-                    (Some(json), None) => each_string(json, &mut |t| {
-                        p.template(t, &format!("{at}.json"), known);
-                    }),
-                    (None, Some(text)) => p.template(text, &format!("{at}.text"), known),
+                    (Some(json), None) => {
+                        each_string_at(json, &format!("{at}.json"), &mut |t, field| {
+                            p.template(t, field, scope);
+                        });
+                    }
+                    (None, Some(text)) => p.template(text, &format!("{at}.text"), scope),
                     _ => p.add(&at, "give exactly one of json and text".into()),
                 }
                 ws.marks
@@ -1205,11 +1243,11 @@ fn check_steps(
                     p.add(&at, "give `type` or at least one `match`".into());
                 }
                 for (j, m) in s.matchers.iter().enumerate() {
-                    p.matcher(m, &format!("{at}.match[{j}]"), known);
+                    p.matcher(m, &format!("{at}.match[{j}]"), scope);
                 }
                 p.since(s.since.as_deref(), ws, &format!("{at}.since"));
                 p.nonzero(s.timeout, &format!("{at}.timeout"));
-                p.captures(&s.capture, &format!("{at}.capture"), known);
+                p.captures(&s.capture, &format!("{at}.capture"), scope);
             }
             Step::WsExpectSequence(s) => {
                 p.pointer(&s.type_pointer, &format!("{at}.type_pointer"));
@@ -1254,7 +1292,7 @@ fn check_steps(
                 if let Some(g) = s.gap_timeout {
                     p.nonzero(g, &format!("{at}.gap_timeout"));
                 }
-                p.captures(&s.capture, &format!("{at}.capture"), known);
+                p.captures(&s.capture, &format!("{at}.capture"), scope);
             }
             Step::WsPing(s) => p.nonzero(s.timeout, &format!("{at}.timeout")),
             Step::WsClose(s) => {
@@ -1275,18 +1313,20 @@ fn check_steps(
                         format!("`{}` is not an HTTP method (GET, POST, ...)", s.method),
                     );
                 }
-                p.template(&s.path, &format!("{at}.path"), known);
+                p.template(&s.path, &format!("{at}.path"), scope);
                 for (k, v) in &s.headers {
-                    p.template(v, &format!("{at}.headers.{k}"), known);
+                    p.template(v, &format!("{at}.headers.{k}"), scope);
                 }
                 if s.json.is_some() && s.body.is_some() {
                     p.add(&at, "give json or body, not both".into());
                 }
                 if let Some(json) = &s.json {
-                    each_string(json, &mut |t| p.template(t, &format!("{at}.json"), known));
+                    each_string_at(json, &format!("{at}.json"), &mut |t, field| {
+                        p.template(t, field, scope);
+                    });
                 }
                 if let Some(body) = &s.body {
-                    p.template(body, &format!("{at}.body"), known);
+                    p.template(body, &format!("{at}.body"), scope);
                 }
                 for status in &s.expect_status {
                     if !(100..=599).contains(status) {
@@ -1297,10 +1337,10 @@ fn check_steps(
                     }
                 }
                 for (j, m) in s.matchers.iter().enumerate() {
-                    p.matcher(m, &format!("{at}.match[{j}]"), known);
+                    p.matcher(m, &format!("{at}.match[{j}]"), scope);
                 }
                 p.nonzero(s.timeout, &format!("{at}.timeout"));
-                p.captures(&s.capture, &format!("{at}.capture"), known);
+                p.captures(&s.capture, &format!("{at}.capture"), scope);
             }
             Step::Sleep(s) => {
                 if let Pause::Uniform { min, max } = s.duration
@@ -1317,7 +1357,7 @@ fn check_steps(
                     p.add(&format!("{at}.steps"), "needs at least one step".into());
                 }
                 let before = ws.clone();
-                check_steps(&s.steps, &format!("{at}.steps"), known, ws, p);
+                check_steps(&s.steps, &format!("{at}.steps"), scope, ws, p);
                 if before.open != ws.open && s.count > 1 {
                     p.add(
                         &format!("{at}.steps"),
@@ -1358,6 +1398,75 @@ pub fn each_string(value: &Value, f: &mut impl FnMut(&str)) {
     }
 }
 
+/// Calls `f` on every string inside `value` with its field path below `at`
+/// (`at.payload.items[0]`), so a problem points at the string itself.
+fn each_string_at(value: &Value, at: &str, f: &mut impl FnMut(&str, &str)) {
+    match value {
+        Value::String(s) => f(s, at),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                each_string_at(v, &format!("{at}[{i}]"), f);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                each_string_at(v, &format!("{at}.{k}"), f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a template may read at one place of a plan.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    /// Variables set when a template here is rendered (besides the builtins).
+    known: BTreeSet<String>,
+    /// Variables defined nearby but not set yet when a template here is rendered, with why
+    /// (`is captured by scenarios[0].steps[3].ws_expect.capture.run_id, ...`).
+    later: BTreeMap<String, String>,
+    /// Builtins a template here cannot use (checked apart; left out of the list of known names).
+    excluded: Vec<Builtin>,
+}
+
+impl Scope {
+    /// The names a template here may read, builtins first: `vu, iteration, ..., thread`.
+    fn names(&self) -> String {
+        Builtin::ALL
+            .iter()
+            .filter(|(_, b)| !self.excluded.contains(b))
+            .map(|(n, _)| *n)
+            .chain(self.known.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Every variable the steps capture (inside `repeat` too), with the field of its first capture.
+fn captures_of(steps: &[Step], at: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{at}[{i}].{}", step.kind());
+        let capture = match step {
+            Step::WsExpect(s) => &s.capture,
+            Step::WsExpectSequence(s) => &s.capture,
+            Step::Http(s) => &s.capture,
+            Step::Repeat(s) => {
+                for (name, field) in captures_of(&s.steps, &format!("{at}.steps")) {
+                    out.entry(name).or_insert(field);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        for name in capture.keys() {
+            out.entry(name.clone())
+                .or_insert_with(|| format!("{at}.capture.{name}"));
+        }
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 struct Problems(Vec<(String, String)>);
 
@@ -1372,22 +1481,25 @@ impl Problems {
         }
     }
 
-    fn template(&mut self, text: &str, at: &str, known: &BTreeSet<String>) {
-        match Template::parse(text) {
-            Err(e) => self.add(at, e.0),
-            Ok(t) => {
-                for v in t.vars() {
-                    if !known.contains(v) {
-                        self.add(
-                            at,
-                            format!(
-                                "`{{{v}}}` is not a builtin, a scenario variable or a value \
-                                 captured by an earlier step"
-                            ),
-                        );
-                    }
-                }
+    /// Checks a template's syntax and that every variable it reads is known in `scope`.
+    fn template(&mut self, text: &str, at: &str, scope: &Scope) {
+        let t = match Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => return self.add(at, e.0),
+        };
+        let mut seen = BTreeSet::new();
+        for v in t.vars() {
+            if scope.known.contains(v) || !seen.insert(v) {
+                continue;
             }
+            let message = match scope.later.get(v) {
+                Some(why) => format!("template variable `{v}` {why}"),
+                None => format!(
+                    "unknown template variable `{v}` (known here: {})",
+                    scope.names()
+                ),
+            };
+            self.add(at, message);
         }
     }
 
@@ -1406,7 +1518,7 @@ impl Problems {
         }
     }
 
-    fn matcher(&mut self, m: &Matcher, at: &str, known: &BTreeSet<String>) {
+    fn matcher(&mut self, m: &Matcher, at: &str, scope: &Scope) {
         self.pointer(&m.pointer, &format!("{at}.pointer"));
         let given = [
             m.equals.is_some(),
@@ -1424,7 +1536,7 @@ impl Problems {
             );
         }
         if let Some(Value::String(s)) = &m.equals {
-            self.template(s, &format!("{at}.equals"), known);
+            self.template(s, &format!("{at}.equals"), scope);
         }
         if let Some(re) = &m.regex {
             self.regex(re, &format!("{at}.regex"));
@@ -1439,12 +1551,7 @@ impl Problems {
         }
     }
 
-    fn captures(
-        &mut self,
-        capture: &BTreeMap<String, String>,
-        at: &str,
-        known: &mut BTreeSet<String>,
-    ) {
+    fn captures(&mut self, capture: &BTreeMap<String, String>, at: &str, scope: &mut Scope) {
         for (name, pointer) in capture {
             let ok =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -1455,7 +1562,7 @@ impl Problems {
                 );
             }
             self.pointer(pointer, &format!("{at}.{name}"));
-            known.insert(name.clone());
+            scope.known.insert(name.clone());
         }
     }
 }
@@ -1516,9 +1623,183 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
         );
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].field, "scenarios[0].steps[1].ws_send.json");
+        assert_eq!(e[0].field, "scenarios[0].steps[1].ws_send.json.type");
         assert_eq!(e[0].line, 10);
-        assert!(e[0].message.contains("`{nope}`"), "{}", e[0]);
+        assert!(e[0].message.contains("`nope`"), "{}", e[0]);
+    }
+
+    /// A plan whose scenario defines `{thread}` and captures `{run_id}`, with its isolation
+    /// check and one step template to be typo'd by the tests.
+    const THREADS: &str = r#"name = "threads"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+
+[[scenarios]]
+name = "agent-run"
+vars = { thread = "thread-{vu}-{iteration}" }
+steps = [
+  { ws_connect = { query = { thread_id = "{thread}" } } },
+  { ws_send = { json = { type = "start_agent", thread_id = "{thread}" } } },
+  { ws_expect = { type = "agent_started", capture = { run_id = "/run_id" } } },
+  { ws_expect = { type = "agent_completed", match = [{ pointer = "/run_id", equals = "{run_id}" }] } },
+]
+
+[[isolation]]
+name = "event-thread"
+pointer = "/thread_id"
+equals = "{thread}"
+"#;
+
+    fn messages(text: &str) -> Vec<String> {
+        match Plan::from_text("plan.toml", text, &Overrides::default()) {
+            Err(PlanError::Invalid(v)) => v.iter().map(ToString::to_string).collect(),
+            other => panic!("expected semantic errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_template_variable_of_a_good_plan_is_known() {
+        Plan::from_text("plan.toml", THREADS, &Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn a_typo_in_an_isolation_template_names_the_variable_and_the_known_ones() {
+        let text = THREADS.replace("equals = \"{thread}\"", "equals = \"{thread_id}\"");
+        assert_eq!(
+            messages(&text),
+            [
+                "plan.toml:21:10: isolation[0].equals: unknown template variable `thread_id` \
+                 (known here: vu, iteration, subject, subject_index, scenario, uuid, now, \
+                 now_ms, token, run_id, thread)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_step_template_names_the_variable_and_the_known_ones() {
+        let text = THREADS.replace(
+            "type = \"start_agent\", thread_id = \"{thread}\"",
+            "type = \"start_agent\", thread_id = \"{thraed}\"",
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "plan.toml:13:60: scenarios[0].steps[1].ws_send.json.thread_id: unknown template \
+                 variable `thraed` (known here: vu, iteration, subject, subject_index, \
+                 scenario, uuid, now, now_ms, token, thread)"
+            ]
+        );
+        // In a matcher, a header, an HTTP path: the same.
+        let text = THREADS.replace("equals = \"{run_id}\"", "equals = \"{runid}\"");
+        let e = messages(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "plan.toml:15:86: scenarios[0].steps[3].ws_expect.match[0].equals: unknown \
+                 template variable `runid` (known here: "
+            ) && e[0].ends_with("token, run_id, thread)"),
+            "{e:?}"
+        );
+        let text = THREADS.replace(
+            "{ ws_connect = { query",
+            "{ http = { path = \"/t/{thread}/{tread}\", headers = { x = \"{vu}{who}\" } } },\n  { ws_connect = { query",
+        );
+        let e = errors(&text);
+        let fields: Vec<&str> = e.iter().map(|l| l.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "scenarios[0].steps[0].http.path",
+                "scenarios[0].steps[0].http.headers.x"
+            ],
+            "{e:?}"
+        );
+        assert!(e[0].message.contains("`tread`"), "{}", e[0]);
+        assert!(e[1].message.contains("`who`"), "{}", e[1]);
+    }
+
+    #[test]
+    fn a_capture_is_known_after_its_step_and_everywhere_in_isolation_checks() {
+        // Before the capturing step: defined, but not set yet.
+        let text = THREADS.replace(
+            "{ type = \"start_agent\", thread_id = \"{thread}\" }",
+            "{ type = \"start_agent\", thread_id = \"{run_id}\" }",
+        );
+        assert_eq!(
+            messages(&text),
+            [
+                "plan.toml:13:60: scenarios[0].steps[1].ws_send.json.thread_id: template \
+                 variable `run_id` is captured by scenarios[0].steps[2].ws_expect.capture.run_id, \
+                 after this template is rendered"
+            ]
+        );
+        // Captured inside a repeat: known after it, and to isolation checks.
+        let text = THREADS
+            .replace(
+                "{ ws_expect = { type = \"agent_started\", capture = { run_id = \"/run_id\" } } },",
+                "{ repeat = { count = 2, steps = [{ ws_expect = { type = \"agent_started\", capture = { run_id = \"/run_id\" } } }] } },",
+            )
+            .replace("equals = \"{thread}\"", "equals = \"{run_id}\"");
+        Plan::from_text("plan.toml", &text, &Overrides::default()).unwrap();
+        // Scenario vars are rendered first, in name order.
+        let text = THREADS.replace(
+            "vars = { thread = \"thread-{vu}-{iteration}\" }",
+            "vars = { thread = \"thread-{vu}-{run_id}\", a = \"{b}\", b = \"{vu}\", c = \"{b}-{c}\" }",
+        );
+        let e = messages(&text);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains(
+                "vars.a: template variable `b` is a scenario var rendered after this one"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("vars.c: template variable `c` is this var itself"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].contains(
+                "vars.thread: template variable `run_id` is captured by \
+                 scenarios[0].steps[2].ws_expect.capture.run_id, but scenario vars are rendered \
+                 when the session starts"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn target_headers_read_any_scenario_variable_and_claims_none() {
+        let text = THREADS.replace(
+            "base_url = \"http://127.0.0.1:1\"",
+            "base_url = \"http://127.0.0.1:1\"\nheaders = { x-thread = \"{thread}\" }",
+        );
+        Plan::from_text("plan.toml", &text, &Overrides::default()).unwrap();
+        let text = text.replace("x-thread = \"{thread}\"", "x-thread = \"{thread}{stage}\"");
+        let e = messages(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "plan.toml:4:24: target.headers.x-thread: unknown template variable `stage`"
+            ),
+            "{e:?}"
+        );
+        let text = format!(
+            "{THREADS}[auth]\nsecret_env = \"K\"\nclaims = {{ t = [\"{{thread}}\"], u = \"{{usr}}\" }}\n"
+        );
+        let e = messages(&text);
+        assert_eq!(
+            e,
+            [
+                "plan.toml:24:17: auth.claims.t[0]: template variable `thread` is a scenario var \
+                 or a capture, and tokens are minted before the session's vars exist",
+                "plan.toml:24:34: auth.claims.u: unknown template variable `usr` (known here: vu, \
+                 iteration, subject, subject_index, scenario, uuid, now, now_ms)"
+            ]
+        );
     }
 
     #[test]

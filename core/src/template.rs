@@ -58,7 +58,8 @@ pub enum Part {
     Builtin(Builtin),
     /// `{env:NAME}`: an environment variable of the worker, read when the run starts.
     Env(String),
-    /// `{name}`: a scenario variable or a value captured by an earlier step.
+    /// `{name}`: a scenario variable or a value captured by an earlier step (the plan's
+    /// validation checks that the name is defined where the template is used).
     Var(String),
 }
 
