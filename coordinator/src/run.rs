@@ -58,9 +58,19 @@ struct Share {
     progressed_at: Option<Instant>,
     /// Snapshots of it merged.
     merged: u64,
+    /// Sessions its merged snapshots say started, and finished (passed, failed, interrupted).
+    reported_started: u64,
+    reported_finished: u64,
+    /// `at_ms` and active VUs of its latest merged snapshot.
+    last_at_ms: u64,
+    last_active: u64,
+    /// Its latest heartbeat progress: sessions started by then, and when (run ms).
+    progress: Option<(u64, u64)>,
     done: bool,
     /// When its Done arrived, ms since the run started.
     done_at_ms: Option<u64>,
+    /// When its worker says it stopped starting sessions (told to stop, or shutting down).
+    stopped_at_ms: Option<u64>,
     /// Its Done's last sequence number.
     last_seq: u64,
     error: Option<String>,
@@ -91,8 +101,14 @@ impl Share {
             assigned_at: Instant::now(),
             progressed_at: None,
             merged: 0,
+            reported_started: 0,
+            reported_finished: 0,
+            last_at_ms: 0,
+            last_active: 0,
+            progress: None,
             done: false,
             done_at_ms: None,
+            stopped_at_ms: None,
             last_seq: 0,
             error: None,
             lost_at_ms: None,
@@ -272,12 +288,46 @@ impl Run {
                 {
                     share.merged += 1;
                     share.progressed_at = Some(Instant::now());
+                    if let Some(c) = &snapshot.counters {
+                        share.reported_started =
+                            share.reported_started.saturating_add(c.sessions_started);
+                        share.reported_finished = share.reported_finished.saturating_add(
+                            c.sessions_passed
+                                .saturating_add(c.sessions_failed)
+                                .saturating_add(c.sessions_interrupted),
+                        );
+                    }
+                    if snapshot.at_ms >= share.last_at_ms {
+                        share.last_at_ms = snapshot.at_ms;
+                        share.last_active = snapshot.active_vus;
+                    }
                 }
                 true
             }
             Err(e) => {
                 tracing::warn!(worker, run = %self.id, error = %e, "undecodable snapshot dropped");
                 true
+            }
+        }
+    }
+
+    /// A worker's heartbeat told how far one of its shares got.
+    pub fn on_progress(&self, worker: &str, p: &v1::ShareProgress) {
+        let mut state = lock(&self.state);
+        let elapsed = Self::elapsed_ms(&state);
+        let index = (p.first_seq / SEQ_BLOCK) as usize;
+        if let Some(share) = state.shares.get_mut(index)
+            && share.worker == worker
+            && share.first_seq == p.first_seq
+            && share.lost_at_ms.is_none()
+        {
+            // A peer's figures: times no later than now, counts that never go back.
+            let at = p.at_ms.min(elapsed);
+            if share
+                .progress
+                .is_none_or(|(started, _)| p.started >= started)
+            {
+                share.progress = Some((p.started, at));
             }
         }
     }
@@ -294,6 +344,8 @@ impl Run {
             share.done = true;
             share.done_at_ms = Some(elapsed);
             share.last_seq = done.last_seq;
+            // A peer's figure: never later than now.
+            share.stopped_at_ms = (done.stopped_at_ms > 0).then(|| done.stopped_at_ms.min(elapsed));
             if !done.error.is_empty() {
                 share.error = Some(done.error.clone());
             }
@@ -703,7 +755,11 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                 // A drained share is continued from where it stopped (the survivors catch up
                 // on its arrivals); a lost one from now, since nobody knows when it died.
                 let offset = match lost {
-                    None => old.left_at_ms.unwrap_or(elapsed).max(old.offset_ms),
+                    None => old
+                        .stopped_at_ms
+                        .or(old.left_at_ms)
+                        .unwrap_or(elapsed)
+                        .max(old.offset_ms),
                     Some(_) => elapsed,
                 };
                 for (j, part) in ExecutionSegment::split(&weights) {
@@ -825,13 +881,7 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         }
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);
-            let bound = unreported_bound(
-                coordinator,
-                run,
-                &total,
-                share,
-                tallies.get(&share.worker).cloned().unwrap_or_default(),
-            );
+            let bound = unreported_bound(coordinator, run, &total, share);
             *w.in_flight_bound.get_or_insert(0) += bound;
         }
     }
@@ -924,6 +974,7 @@ impl Delivery {
             for share in &state.shares {
                 let end = share
                     .last_heard_ms
+                    .or(share.stopped_at_ms)
                     .or(share.left_at_ms)
                     .or(share.done_at_ms)
                     .unwrap_or(ended_ms);
@@ -950,9 +1001,7 @@ impl Delivery {
     /// The run's `delivered`.
     fn delivered(&self, total: &gauntlet_core::metrics::Snapshot) -> f64 {
         match (self.planned_sessions, self.planned) {
-            (Some(p), _) if p > 0 => {
-                (total.counters.sessions_started as f64 / p as f64).min(1.0)
-            }
+            (Some(p), _) if p > 0 => (total.counters.sessions_started as f64 / p as f64).min(1.0),
             (_, Some(t)) if self.ramp.integral(t) > 0.0 => {
                 // Shares meet end to end; float sums of their widths may miss 1 by an ulp.
                 let sum: f64 = self.covered.iter().map(|(_, f)| f).sum();
@@ -1122,18 +1171,19 @@ fn verdict(
 }
 
 /// How many sessions of a lost share may have started without their outcome reaching the
-/// report: those running at its last merged snapshot, plus those it could have started after
-/// that snapshot and before it died. It died after it was last heard from and, since it sends a
-/// heartbeat every interval, before one heartbeat interval later. Open model: the arrivals its
-/// segment owned in that window. Closed model: each of its VUs can start at most one session
-/// per shortest session seen fleet-wide (plus the one it was in). A lost share that came back
-/// and reported all it ran (its Done, every snapshot merged) has none.
+/// report. Its heartbeats said how many it had started (`started` at `at`); the merged
+/// snapshots say how many finished. It died after it was last heard from and, since it
+/// heartbeats every [`gauntlet_proto::PROGRESS_INTERVAL`], before one such interval later; in
+/// between it could start at most: open model, the arrivals its segment owned in that window;
+/// closed model, per VU one session per shortest session seen fleet-wide, plus one. Without
+/// heartbeat progress (it died first) the count starts from its last snapshot instead: the
+/// sessions running then, plus what it could start after. A lost share that came back and
+/// reported all it ran (its Done, every snapshot merged) has none.
 fn unreported_bound(
     coordinator: &Coordinator,
     run: &Run,
     total: &gauntlet_core::metrics::Snapshot,
     share: &Share,
-    tally: crate::aggregator::WorkerTally,
 ) -> u64 {
     if share.done && share.merged >= share.last_seq.saturating_sub(share.first_seq) {
         return 0;
@@ -1141,19 +1191,33 @@ fn unreported_bound(
     let Some(heard) = share.last_heard_ms else {
         return 0;
     };
-    let from_ms = tally.last_at_ms.max(share.offset_ms);
-    let to_ms = heard + coordinator.config.heartbeat_interval.as_millis() as u64;
-    let active_at_last = if share.merged == 0 {
-        0
-    } else {
-        tally.last_active_vus
+    let beat = coordinator
+        .config
+        .heartbeat_interval
+        .min(gauntlet_proto::PROGRESS_INTERVAL)
+        .as_millis() as u64;
+    let to_ms = heard + beat;
+    let (known, from_ms) = match share.progress {
+        Some((started, at)) => (
+            started
+                .max(share.reported_started)
+                .saturating_sub(share.reported_finished),
+            at,
+        ),
+        None => (
+            share
+                .reported_started
+                .saturating_sub(share.reported_finished)
+                .max(share.last_active),
+            share.last_at_ms.max(share.offset_ms),
+        ),
     };
     let ramp = Ramp::of(&run.plan.load);
     let segment = share.segment;
-    match run.plan.load.model {
+    let vus = segment.vus(run.plan.max_vus()).count() as u64;
+    let after = match run.plan.load.model {
         Model::Open => {
             let (from, to) = (Duration::from_millis(from_ms), Duration::from_millis(to_ms));
-            let max_vus = segment.vus(run.plan.max_vus()).count() as u64;
             let mut owned = 0;
             let mut k = 0;
             while let Some(t) = ramp.arrival_time(k) {
@@ -1165,11 +1229,9 @@ fn unreported_bound(
                 }
                 k += 1;
             }
-            // No more sessions than the share has VUs can be running at the snapshot.
-            owned + active_at_last.min(max_vus)
+            owned
         }
         Model::Closed => {
-            let vus = segment.vus(run.plan.max_vus()).count() as u64;
             let shortest_us = total
                 .histograms
                 .get("session")
@@ -1177,9 +1239,10 @@ fn unreported_bound(
                 .map_or(1000, |h| h.min())
                 .max(1);
             let gap_us = to_ms.saturating_sub(from_ms) * 1000;
-            vus * (gap_us / shortest_us + 1)
+            vus.saturating_mul(gap_us / shortest_us + 1)
         }
-    }
+    };
+    known.saturating_add(after)
 }
 
 fn hex(bytes: &[u8]) -> String {

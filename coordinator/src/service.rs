@@ -100,8 +100,14 @@ impl v1::worker_service_server::WorkerService for Workers {
                             run.on_done(&id, &done);
                         }
                     }
-                    Some(worker_message::Kind::Heartbeat(_) | worker_message::Kind::Hello(_))
-                    | None => {}
+                    Some(worker_message::Kind::Heartbeat(beat)) => {
+                        for p in &beat.progress {
+                            if let Some(run) = coordinator.run(&p.run_id) {
+                                run.on_progress(&id, p);
+                            }
+                        }
+                    }
+                    Some(worker_message::Kind::Hello(_)) | None => {}
                 }
             }
             coordinator.registry.detach(&id, stream);

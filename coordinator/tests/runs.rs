@@ -338,6 +338,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         error: String::new(),
         first_seq: assignment.first_seq,
         left: false,
+        stopped_at_ms: 0,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),

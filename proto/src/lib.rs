@@ -9,6 +9,11 @@ pub mod v1 {
 /// Wire protocol version; a worker with another is refused at `Register`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// While it runs a share, a worker heartbeats at least this often, each heartbeat carrying the
+/// share's live counts ([`v1::ShareProgress`]); a lost worker's unreported sessions are bounded
+/// by what it could start in one such interval after it was last heard from.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub mod auth;
 mod convert;
 pub use convert::{

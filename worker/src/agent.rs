@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Delta, RunConfig};
+use crate::engine::{Delta, Progress, RunConfig};
 use crate::program::Program;
 
 /// Unacknowledged snapshots kept per assignment; beyond this the oldest are dropped (and
@@ -69,6 +69,29 @@ struct Pending {
     stops: BTreeMap<String, CancellationToken>,
     /// The open stream's sender, if connected.
     outbox: Option<mpsc::Sender<v1::WorkerMessage>>,
+    /// Running shares by (run, first_seq): live counts, when the engine began, its offset (ms).
+    running: BTreeMap<(String, u64), (Arc<Progress>, Instant, u64)>,
+}
+
+impl Pending {
+    /// A heartbeat with every running share's live counts.
+    fn heartbeat(&self) -> v1::WorkerMessage {
+        use std::sync::atomic::Ordering;
+        let progress = self
+            .running
+            .iter()
+            .map(|((run, first_seq), (p, began, offset))| v1::ShareProgress {
+                run_id: run.clone(),
+                first_seq: *first_seq,
+                started: p.started.load(Ordering::Relaxed),
+                active: p.active.load(Ordering::Relaxed),
+                at_ms: offset + began.elapsed().as_millis() as u64,
+            })
+            .collect();
+        v1::WorkerMessage {
+            kind: Some(worker_message::Kind::Heartbeat(v1::Heartbeat { progress })),
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Pending>>;
@@ -211,7 +234,9 @@ async fn connect_once(
     };
     *worker_id = registered.worker_id.clone();
     let lease = Duration::from_millis(registered.lease_ms.max(1000));
-    let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000));
+    // Running shares' live counts go out at least every PROGRESS_INTERVAL.
+    let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000))
+        .min(gauntlet_proto::PROGRESS_INTERVAL);
     let (tx, rx) = mpsc::channel(OUTBOX);
     let hello = v1::WorkerMessage {
         kind: Some(worker_message::Kind::Hello(v1::Hello {
@@ -248,7 +273,7 @@ async fn connect_once(
         tokio::select! {
             _ = until.cancelled() => break Ok(lease),
             _ = ticker.tick() => {
-                let beat = v1::WorkerMessage { kind: Some(worker_message::Kind::Heartbeat(v1::Heartbeat::default())) };
+                let beat = lock(pending).heartbeat();
                 if tx.try_send(beat).is_err() && tx.is_closed() {
                     break Ok(lease);
                 }
@@ -306,13 +331,14 @@ async fn run_assignment(
     leaving: CancellationToken,
 ) {
     let key = (a.run_id.clone(), a.first_seq);
-    let finish = |error: String, last_seq: u64| {
+    let finish = |error: String, last_seq: u64, stopped_at_ms: u64| {
         let done = v1::Done {
             run_id: a.run_id.clone(),
             last_seq,
             error,
             first_seq: a.first_seq,
             left: leaving.is_cancelled(),
+            stopped_at_ms,
         };
         let mut p = lock(&pending);
         if let Some(o) = &p.outbox {
@@ -334,7 +360,7 @@ async fn run_assignment(
         Ok(p) => Arc::new(p),
         Err(e) => {
             tracing::error!(run = %a.run_id, error = %e, "cannot run this assignment");
-            finish(e, a.first_seq);
+            finish(e, a.first_seq, 0);
             return;
         }
     };
@@ -342,6 +368,7 @@ async fn run_assignment(
         finish(
             format!("bad segment [{}, {})", a.segment_start, a.segment_end),
             a.first_seq,
+            0,
         );
         return;
     };
@@ -352,7 +379,7 @@ async fn run_assignment(
     let wait = Duration::from_millis(a.start_at_unix_ms.saturating_sub(now_ms));
     tokio::select! {
         _ = stop.cancelled() => {
-            finish(String::new(), a.first_seq);
+            finish(String::new(), a.first_seq, a.offset_ms.max(1));
             return;
         }
         _ = sleep(wait) => {}
@@ -364,9 +391,31 @@ async fn run_assignment(
         offset: Duration::from_millis(a.offset_ms),
     };
     let (tx, mut rx) = mpsc::channel::<Delta>(16);
-    let engine = tokio::spawn(crate::engine::run(program, config, stop, tx));
+    let began = Instant::now();
+    let progress = Arc::new(Progress::default());
+    lock(&pending)
+        .running
+        .insert(key.clone(), (Arc::clone(&progress), began, a.offset_ms));
+    let engine = tokio::spawn(crate::engine::run_with_progress(
+        program,
+        config,
+        stop.clone(),
+        tx,
+        progress,
+    ));
     let mut seq = a.first_seq;
-    while let Some(delta) = rx.recv().await {
+    // When the share was told to stop, on the run's clock: the coordinator counts the load
+    // delivered up to there.
+    let mut stopped_at_ms = 0;
+    loop {
+        let delta = tokio::select! {
+            _ = stop.cancelled(), if stopped_at_ms == 0 => {
+                stopped_at_ms = (a.offset_ms + began.elapsed().as_millis() as u64).max(1);
+                continue;
+            }
+            delta = rx.recv() => delta,
+        };
+        let Some(delta) = delta else { break };
         seq += 1;
         tracing::debug!(run = %a.run_id, seq, at_ms = delta.at.as_millis() as u64, sessions = delta.snapshot.counters.sessions_started, active = delta.active_vus, "snapshot");
         let wire = snapshot_to_proto(
@@ -389,5 +438,6 @@ async fn run_assignment(
         }
     }
     let _ = engine.await;
-    finish(String::new(), seq);
+    lock(&pending).running.remove(&key);
+    finish(String::new(), seq, stopped_at_ms);
 }

@@ -57,6 +57,16 @@ impl Default for RunConfig {
     }
 }
 
+/// Live counts of one share, read at any moment (the agent sends them with its heartbeats, so
+/// a coordinator that loses this worker knows how many sessions it had started).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Sessions started so far.
+    pub started: AtomicU64,
+    /// Sessions running now.
+    pub active: AtomicU64,
+}
+
 /// Closed model: how often a VU above the ramp's current target looks again.
 const RAMP_POLL: Duration = Duration::from_millis(100);
 
@@ -69,10 +79,20 @@ pub async fn run(
     stop: CancellationToken,
     out: mpsc::Sender<Delta>,
 ) -> Duration {
+    run_with_progress(program, config, stop, out, Arc::default()).await
+}
+
+/// [`run`], keeping `progress` current as sessions start and end.
+pub async fn run_with_progress(
+    program: Arc<Program>,
+    config: RunConfig,
+    stop: CancellationToken,
+    out: mpsc::Sender<Delta>,
+    active: Arc<Progress>,
+) -> Duration {
     let now = Instant::now();
     // The run's start: earlier than now by the offset of a taken-over share.
     let started = now.checked_sub(config.offset).unwrap_or(now);
-    let active = Arc::new(AtomicU64::new(0));
     let collector = Arc::new(Collector::new(
         program.metric_names.clone(),
         program.check_names.clone(),
@@ -104,7 +124,7 @@ pub async fn run(
                 let delta = Delta {
                     snapshot: collector.take(),
                     at,
-                    active_vus: active.load(Ordering::Relaxed),
+                    active_vus: active.active.load(Ordering::Relaxed),
                 };
                 // The receiver gone means nobody wants results any more.
                 if out.send(delta).await.is_err() {
@@ -180,19 +200,20 @@ pub async fn run(
     now.elapsed()
 }
 
-/// Counts a VU as active while it lives.
-struct ActiveGuard(Arc<AtomicU64>);
+/// Counts a session as started, and as active while it lives.
+struct ActiveGuard(Arc<Progress>);
 
 impl ActiveGuard {
-    fn new(active: &Arc<AtomicU64>) -> ActiveGuard {
-        active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(Arc::clone(active))
+    fn new(progress: &Arc<Progress>) -> ActiveGuard {
+        progress.started.fetch_add(1, Ordering::Relaxed);
+        progress.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(progress))
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -202,7 +223,7 @@ async fn closed_vu(
     ramp: Ramp,
     started: Instant,
     (stopping, hard): (CancellationToken, CancellationToken),
-    active: Arc<AtomicU64>,
+    active: Arc<Progress>,
 ) {
     let iterations = program.plan.load.iterations;
     let think = program.plan.load.think_time;
@@ -249,7 +270,7 @@ async fn open_arrivals(
     started: Instant,
     (stopping, hard): (CancellationToken, CancellationToken),
     tracker: TaskTracker,
-    active: Arc<AtomicU64>,
+    active: Arc<Progress>,
 ) {
     let pool = config.segment.vus(program.plan.max_vus());
     let mut next_new = pool.start;

@@ -446,7 +446,9 @@ fn compile_steps(
     let mut out = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let at = format!("{at}[{i}].{}", step.kind());
-        let name = ctx.names_used.unique(gauntlet_core::checks::step_base_name(step));
+        let name = ctx
+            .names_used
+            .unique(gauntlet_core::checks::step_base_name(step));
         let metric = ctx.names.metric(format!("step.{}.{name}", ctx.scenario));
         let check = ctx.names.check(format!("{}/{name}", ctx.scenario));
         let e = |e: String| CompileError(format!("{at}: {e}"));

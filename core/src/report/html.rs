@@ -436,7 +436,9 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         out.push_str("</table>");
     }
     if !r.classifiers.is_empty() {
-        out.push_str("<h2>Classifiers</h2><table><tr><th>category</th><th>failed sessions matched</th></tr>");
+        out.push_str(
+            "<h2>Classifiers</h2><table><tr><th>category</th><th>failed sessions matched</th></tr>",
+        );
         for (category, n) in &r.classifiers {
             let note = if *n == 0 { " (matched nothing)" } else { "" };
             let _ = write!(

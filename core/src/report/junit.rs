@@ -49,28 +49,30 @@ pub fn render(r: &Report) -> String {
                 String::new(),
             )
         });
-        let failure = never.or_else(|| (*failed > 0).then(|| {
-            let patterns: Vec<_> = r
-                .failures
-                .iter()
-                .filter(|f| f.step == step && (f.scenario == suite || suite == "isolation"))
-                .collect();
-            let categories: Vec<String> = patterns
-                .iter()
-                .map(|f| format!("{} x{}", f.category, f.count))
-                .collect();
-            let kind = patterns
-                .first()
-                .map_or("check_failed".to_owned(), |f| f.category.clone());
-            let message = format!("{failed} of {run} failed; {}", categories.join(", "));
-            let sample = patterns
-                .iter()
-                .filter_map(|f| f.samples.first())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n");
-            (kind, message, sample)
-        }));
+        let failure = never.or_else(|| {
+            (*failed > 0).then(|| {
+                let patterns: Vec<_> = r
+                    .failures
+                    .iter()
+                    .filter(|f| f.step == step && (f.scenario == suite || suite == "isolation"))
+                    .collect();
+                let categories: Vec<String> = patterns
+                    .iter()
+                    .map(|f| format!("{} x{}", f.category, f.count))
+                    .collect();
+                let kind = patterns
+                    .first()
+                    .map_or("check_failed".to_owned(), |f| f.category.clone());
+                let message = format!("{failed} of {run} failed; {}", categories.join(", "));
+                let sample = patterns
+                    .iter()
+                    .filter_map(|f| f.samples.first())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                (kind, message, sample)
+            })
+        });
         suites.entry(suite).or_default().push(Case {
             name: step,
             failure,

@@ -428,7 +428,11 @@ impl Report {
                 .max()
                 .unwrap_or(0)
                 .max(6);
-            let _ = writeln!(out, "\n{:<w$} {:>10} {:>8}", "checks", "evaluated", "failed");
+            let _ = writeln!(
+                out,
+                "\n{:<w$} {:>10} {:>8}",
+                "checks", "evaluated", "failed"
+            );
             for (name, [run, failed]) in &self.checks {
                 let note = if self.never_evaluated.contains(name) {
                     "  NEVER EVALUATED"
