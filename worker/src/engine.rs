@@ -143,7 +143,10 @@ pub async fn run(
                 config,
                 ramp.clone(),
                 started,
-                (stopping.clone(), hard.clone()),
+                // A stop request, not the ramp's end: every arrival is due before the end, and
+                // one the loop reaches late (a busy machine) must still run, not vanish
+                // uncounted as it did when the end raced the last arrivals.
+                (stop.clone(), hard.clone()),
                 tracker.clone(),
                 Arc::clone(&active),
             ));
@@ -251,7 +254,7 @@ async fn open_arrivals(
     config: RunConfig,
     ramp: Ramp,
     started: Instant,
-    (stopping, hard): (CancellationToken, CancellationToken),
+    (stop, hard): (CancellationToken, CancellationToken),
     tracker: TaskTracker,
     active: Arc<AtomicU64>,
 ) {
@@ -276,7 +279,7 @@ async fn open_arrivals(
         }
         let due = started + at;
         tokio::select! {
-            _ = stopping.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = sleep_until(due) => {}
         }
         let vu = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();

@@ -149,7 +149,11 @@ async fn open_arrivals_keep_their_identity_whatever_the_fleet() {
             let (seen, total) = split("open", OPEN, token_per, workers).await;
             let what = format!("token_per = {token_per}, {workers} workers");
             assert_eq!(total.counters.dropped_arrivals, 0, "{what}");
-            assert_eq!(total.counters.sessions_passed, 200, "{what}");
+            assert_eq!(
+                total.counters.sessions_passed, 200,
+                "{what}: {:?}",
+                total.failures
+            );
             let mut identities: Vec<String> =
                 seen.iter().map(|s| identity(&s.path).to_owned()).collect();
             identities.sort();
