@@ -1,6 +1,8 @@
 //! Run lifecycle on an in-process coordinator with in-process workers and plans whose steps
 //! only sleep (no target): protocol checks, waiting for workers, worker loss policies, live
-//! aborts, and idempotent snapshots over the real gRPC stream.
+//! aborts, and idempotent snapshots over the real gRPC stream. Against an in-process testbed:
+//! the open model's sessions per subject (its per-user ground truth) are the same with 1, 2, 3
+//! or 7 workers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -780,4 +782,115 @@ async fn a_worker_cut_off_past_its_lease_stops_its_sessions() {
         );
     };
     assert!(stopped < Duration::from_secs(15), "{stopped:?}");
+}
+
+/// The testbed's totals per user.
+type PerUser = BTreeMap<String, gauntlet_testbed::stats::UserTotals>;
+
+/// An open-model plan of 200 arrivals (400/s for 0.5 s) on a pool of 10 subjects against
+/// `target`: each session connects, runs one agent pipeline and closes.
+fn two_hundred_arrivals(target: &str, secret: &std::path::Path) -> String {
+    format!(
+        r#"name = "subjects"
+[target]
+base_url = "{target}"
+[auth]
+secret_file = "{secret}"
+subject = "user-{{subject_index}}"
+subject_pool = 10
+claims = {{ iss = "netra-auth-service", token_type = "access" }}
+[load]
+model = "open"
+rate = 400
+duration = "500ms"
+max_vus = 140
+graceful_stop = "5s"
+[[scenarios]]
+name = "agent"
+vars = {{ thread = "thread-{{vu}}-{{iteration}}" }}
+steps = [
+  {{ ws_connect = {{ query = {{ thread_id = "{{thread}}" }}, confirmation = [{{ pointer = "/data/event", equals = "connection_established" }}] }} }},
+  {{ ws_send = {{ json = {{ type = "start_agent", payload = {{ user_request = "go" }} }} }} }},
+  {{ ws_expect_sequence = {{ orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], ignore = ["pong", "ack"], timeout = "5s" }} }},
+  {{ ws_close = {{}} }},
+]
+[[isolation]]
+pointer = "/user_id"
+equals = "{{subject}}"
+"#,
+        secret = secret.display()
+    )
+}
+
+/// Results must not depend on the number of workers: in the open model arrival `k` runs as
+/// subject `k % subject_pool` whichever worker and VU slot run it, so 200 arrivals on 10
+/// subjects are exactly 20 sessions per user in the testbed's ground truth with 1, 2, 3 or 7
+/// workers, and the per-user faults (drawn per user and connection number) come out the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_subjects_do_not_depend_on_the_number_of_workers() {
+    let secret =
+        std::env::temp_dir().join(format!("gauntlet-subjects-{}.secret", std::process::id()));
+    std::fs::write(&secret, "subjects").unwrap();
+    // The 1-worker run's per-user totals and failure counts, which the others must equal.
+    let mut first: Option<(PerUser, Vec<(String, u64)>)> = None;
+    for workers in [1u32, 2, 3, 7] {
+        let mut config = gauntlet_testbed::TestbedConfig::default();
+        config.auth.secret = Some(gauntlet_testbed::config::Secret(b"subjects".to_vec()));
+        config.pipeline.delay = gauntlet_testbed::delay::Delay::ZERO;
+        // Only the injected faults refuse connections, never the real per-user limit.
+        config.websocket.max_managers_per_user = 1000;
+        config.faults = serde_json::from_value(serde_json::json!({
+            "factory_init": { "rate": 0.2 },
+            "missing_event": { "rate": 0.2 },
+        }))
+        .unwrap();
+        let tb = gauntlet_testbed::Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (url, stop) = coordinator().await;
+        let fleet: Vec<_> = (0..workers)
+            .map(|i| worker(&url, &format!("w{i}")))
+            .collect();
+        let r = run(&url, two_hundred_arrivals(&tb.http_url(), &secret), workers).await;
+        let what = format!("{workers} workers");
+        assert_eq!(r.workers.len(), workers as usize, "{what}");
+        assert_eq!(r.totals.sessions, 200, "{what}");
+        assert_eq!(r.totals.dropped, 0, "{what}");
+
+        let truth = tb.stats();
+        let users = truth.users;
+        assert_eq!(users.len(), 10, "{what}: {users:?}");
+        for (sub, totals) in &users {
+            assert_eq!(totals.connections, 20, "{what}: {sub} {totals:?}");
+        }
+        let mut failures: Vec<(String, u64)> = r
+            .failures
+            .iter()
+            .map(|f| (f.category.clone(), f.count))
+            .collect();
+        failures.sort();
+        assert_eq!(
+            failures,
+            vec![
+                (
+                    "factory_init_failed".to_owned(),
+                    truth.faults["factory_init"]
+                ),
+                ("missing_event".to_owned(), truth.faults["missing_event"]),
+            ],
+            "{what}"
+        );
+        match &first {
+            None => first = Some((users, failures)),
+            Some((users_1, failures_1)) => {
+                assert_eq!(&users, users_1, "{what} vs 1 worker");
+                assert_eq!(&failures, failures_1, "{what} vs 1 worker");
+            }
+        }
+        for (_, w) in fleet {
+            w.cancel();
+        }
+        stop.cancel();
+        tb.stop().await.unwrap();
+    }
 }

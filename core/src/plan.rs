@@ -179,7 +179,8 @@ pub enum TokenPer {
     /// A fresh token for every session.
     #[default]
     Session,
-    /// One token per VU for the whole run (re-minted when it nears expiry).
+    /// One token per VU for the whole run (re-minted when it nears expiry); in the open model
+    /// one per subject on each worker.
     Vu,
 }
 
@@ -220,8 +221,9 @@ pub struct Auth {
     /// The JWT subject of subject number `{subject_index}`.
     #[serde(default = "default_subject")]
     pub subject: String,
-    /// How many distinct subjects the VUs map onto (VU `v` gets subject `v % pool`); unset
-    /// gives every VU its own subject.
+    /// How many distinct subjects the sessions map onto: closed model, VU `v` gets subject
+    /// `v % pool`; open model, arrival `k` (fleet-wide) gets subject `k % pool`. Unset gives
+    /// every VU its own subject (open model: `k % max_vus`).
     #[serde(default)]
     pub subject_pool: Option<u64>,
     /// Claims; string values are templates. `sub`, `iat`, `exp` and `jti` are added unless set.

@@ -6,9 +6,9 @@ use std::fmt;
 /// A value the engine knows for every session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Builtin {
-    /// The VU's fleet-unique number (0-based).
+    /// The VU's fleet-unique number (0-based); open model: `k % max_vus` for arrival `k`.
     Vu,
-    /// The VU's session count so far (0-based).
+    /// The VU's session count so far (0-based); open model: `k / max_vus` for arrival `k`.
     Iteration,
     /// The VU's JWT subject (`auth.subject` rendered).
     Subject,

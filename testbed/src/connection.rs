@@ -24,7 +24,7 @@ use crate::faults::{CONNECTION_FAULTS, FaultKind, fires};
 use crate::frames::{self, RunIds};
 use crate::pipeline::{self, Outgoing, PipelineKey};
 use crate::server::App;
-use crate::stats::RejectReason;
+use crate::stats::{RejectReason, UserCounters};
 
 /// Agent runs one connection may have in flight. A run holds its slot until its last frame is
 /// written; when every slot is taken the connection stops reading new frames (but keeps
@@ -47,6 +47,20 @@ pub struct UpgradeQuery {
 struct Admitted {
     identity: Identity,
     connection: u64,
+    user: Arc<UserCounters>,
+}
+
+/// Why an upgrade request is refused, and whose it was when its token was valid.
+#[derive(Debug)]
+struct Denied {
+    reason: RejectReason,
+    user: Option<Arc<UserCounters>>,
+}
+
+impl From<RejectReason> for Denied {
+    fn from(reason: RejectReason) -> Denied {
+        Denied { reason, user: None }
+    }
 }
 
 /// `GET /ws` and `GET /websocket`.
@@ -68,11 +82,12 @@ pub async fn upgrade(
     app.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let token = auth::find_token(&headers, uri.query());
     let admission = admit(&app, token.as_ref().map(|t| t.jwt.as_str()));
-    if let Err(reason) = admission
-        && reason.is_auth()
+    if let Err(denied) = &admission
+        && denied.reason.is_auth()
         && app.config.auth.rejection == RejectionMode::RejectHandshake
     {
-        app.stats.reject(reason);
+        let reason = denied.reason;
+        count_refusal(&app, reason, denied.user.as_deref());
         let status =
             StatusCode::from_u16(app.config.auth.handshake_status).unwrap_or(StatusCode::FORBIDDEN);
         let body = json!({"detail": "Authentication failed", "error_code": "AUTH_FAILED", "reason": reason.name()});
@@ -94,18 +109,19 @@ pub async fn upgrade(
     ws.on_upgrade(move |socket| async move {
         match admission {
             Ok(admitted) => serve_admitted(app, socket, admitted, conn_no, thread_id).await,
-            Err(reason) => refuse(&app, socket, reason).await,
+            Err(denied) => refuse(&app, socket, denied.reason, denied.user.as_deref()).await,
         }
     })
 }
 
 /// Decides, before the upgrade, whether the connection is let in.
-fn admit(app: &App, jwt: Option<&str>) -> Result<Admitted, RejectReason> {
+fn admit(app: &App, jwt: Option<&str>) -> Result<Admitted, Denied> {
     if app.warming_up() {
-        return Err(RejectReason::WarmingUp);
+        return Err(RejectReason::WarmingUp.into());
     }
     let identity = app.validator.validate(jwt.ok_or(RejectReason::NoToken)?)?;
     let connection = app.factory.next_connection(&identity.sub);
+    let user = app.stats.user_connection(&identity.sub);
     let faults = app.faults();
     if let Some(f) = &faults.auth_reject
         && fires(
@@ -118,11 +134,15 @@ fn admit(app: &App, jwt: Option<&str>) -> Result<Admitted, RejectReason> {
         )
     {
         app.stats.fault(FaultKind::AuthReject);
-        return Err(RejectReason::InjectedAuth);
+        return Err(Denied {
+            reason: RejectReason::InjectedAuth,
+            user: Some(user),
+        });
     }
     Ok(Admitted {
         identity,
         connection,
+        user,
     })
 }
 
@@ -176,9 +196,23 @@ fn refusal(reason: RejectReason) -> (Option<String>, u16, &'static str) {
     }
 }
 
-/// Sends the refusal for `reason` and closes.
-async fn refuse(app: &App, mut socket: WebSocket, reason: RejectReason) {
+/// Counts a refused connection, for its user too when its token was valid.
+fn count_refusal(app: &App, reason: RejectReason, user: Option<&UserCounters>) {
     app.stats.reject(reason);
+    if let Some(user) = user {
+        user.rejected();
+    }
+}
+
+/// Sends the refusal for `reason` and closes; `user` is the connection's when its token was
+/// valid.
+async fn refuse(
+    app: &App,
+    mut socket: WebSocket,
+    reason: RejectReason,
+    user: Option<&UserCounters>,
+) {
+    count_refusal(app, reason, user);
     let (frame, code, text) = refusal(reason);
     if let Some(frame) = frame
         && send(app, &mut socket, frame).await.is_err()
@@ -251,13 +285,21 @@ async fn serve_admitted(
                 FaultKind::FactoryInit => RejectReason::FactoryInitFailed,
                 _ => RejectReason::InternalError,
             };
-            return refuse(&app, socket, reason).await;
+            return refuse(&app, socket, reason, Some(&admitted.user)).await;
         }
     }
     drop(faults);
     let lease = match app.factory.acquire(sub, &thread_id) {
         Ok(lease) => lease,
-        Err(_) => return refuse(&app, socket, RejectReason::FactoryInitFailed).await,
+        Err(_) => {
+            return refuse(
+                &app,
+                socket,
+                RejectReason::FactoryInitFailed,
+                Some(&admitted.user),
+            )
+            .await;
+        }
     };
     let conn = Connection {
         app: app.clone(),
@@ -267,6 +309,7 @@ async fn serve_admitted(
         thread_id,
         conn_id: format!("conn_{conn_no}"),
         user_connection: admitted.connection,
+        user: admitted.user,
         pipelines: 0,
         outbox: None,
         run_slots: None,
@@ -284,6 +327,7 @@ async fn serve_admitted(
         return;
     }
     app.stats.established.fetch_add(1, Ordering::Relaxed);
+    conn.user.established();
     conn.run().await;
     app.stats.closed.fetch_add(1, Ordering::Relaxed);
 }
@@ -313,6 +357,8 @@ struct Connection {
     thread_id: String,
     conn_id: String,
     user_connection: u64,
+    /// The user's counters in stats.
+    user: Arc<UserCounters>,
     pipelines: u64,
     /// Created with the first agent run, so idle connections stay small.
     outbox: Option<(mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>)>,
@@ -479,6 +525,7 @@ impl Connection {
         let number = self.pipelines;
         self.pipelines += 1;
         app.stats.pipelines_started.fetch_add(1, Ordering::Relaxed);
+        self.user.pipeline();
         let key = PipelineKey {
             seed: app.config.seed,
             sub: &self.sub,

@@ -1,9 +1,9 @@
 //! Ground truth: what the testbed did, counted as it happened, served as JSON at
 //! `GET /__testbed/stats`. Gauntlet's tests compare its reports to these numbers exactly.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +126,43 @@ pub struct Stats {
     pub invalid_utf8_closes: AtomicU64,
     faults: [AtomicU64; 13],
     http: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    users: Mutex<HashMap<String, Arc<UserCounters>>>,
+}
+
+/// One user's live counters (the user is a token's `sub`). A connection looks its user up
+/// once, when its token is validated, and counts on the handle from then on.
+#[derive(Debug, Default)]
+pub struct UserCounters {
+    connections: AtomicU64,
+    established: AtomicU64,
+    rejected: AtomicU64,
+    pipelines: AtomicU64,
+}
+
+impl UserCounters {
+    /// One more connection of this user got its confirmation frame.
+    pub fn established(&self) {
+        inc(&self.established);
+    }
+
+    /// One more connection of this user was refused after its token was validated.
+    pub fn rejected(&self) {
+        inc(&self.rejected);
+    }
+
+    /// One more agent run started on a connection of this user.
+    pub fn pipeline(&self) {
+        inc(&self.pipelines);
+    }
+
+    fn totals(&self) -> UserTotals {
+        UserTotals {
+            connections: get(&self.connections),
+            established: get(&self.established),
+            rejected: get(&self.rejected),
+            pipelines: get(&self.pipelines),
+        }
+    }
 }
 
 fn inc(counter: &AtomicU64) {
@@ -150,6 +187,23 @@ impl Stats {
     /// One more injected `fault`.
     pub fn fault(&self, fault: FaultKind) {
         inc(&self.faults[fault as usize]);
+    }
+
+    /// One more connection whose token was validated for user `sub`: counts it and returns
+    /// the user's counters for the rest of the connection.
+    pub fn user_connection(&self, sub: &str) -> Arc<UserCounters> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let user = match users.get(sub) {
+            Some(user) => Arc::clone(user),
+            None => {
+                let user = Arc::new(UserCounters::default());
+                users.insert(sub.to_owned(), Arc::clone(&user));
+                user
+            }
+        };
+        drop(users);
+        inc(&user.connections);
+        user
     }
 
     /// One more HTTP answer; `path` is one of the testbed's routes or "other".
@@ -215,6 +269,13 @@ impl Stats {
                 .collect(),
             http: self.http.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             managers: factory,
+            users: self
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(sub, user)| (sub.clone(), user.totals()))
+                .collect(),
         }
     }
 }
@@ -236,6 +297,24 @@ pub struct StatsSnapshot {
     pub http: BTreeMap<String, BTreeMap<u16, u64>>,
     /// The manager factory.
     pub managers: FactorySnapshot,
+    /// Totals per user (token `sub`), for every user whose token was ever validated.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserTotals>,
+}
+
+/// One user's totals since the testbed started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UserTotals {
+    /// Upgrade requests whose token was valid for this user (the user's connection numbers,
+    /// which key its fault draws, run from 0 to this count).
+    pub connections: u64,
+    /// Of those, connections that got their confirmation frame.
+    pub established: u64,
+    /// Of those, connections refused after the token was validated: the `auth_reject` fault,
+    /// connection faults, the factory's limit.
+    pub rejected: u64,
+    /// Agent runs started on this user's connections.
+    pub pipelines: u64,
 }
 
 /// Connection figures.

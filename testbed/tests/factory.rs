@@ -52,3 +52,71 @@ async fn sixth_connection_of_one_user_fails_while_five_users_times_five_pass() {
     assert_eq!(stats.connections.rejected["factory_init_failed"], 1);
     assert!(stats.managers.emergency_cleanups > 0);
 }
+
+/// A ping answered: the connection is in its message loop, so its confirmation is counted.
+async fn ping(ws: &mut Ws) {
+    send_json(ws, serde_json::json!({"type": "ping"})).await;
+    assert_eq!(next_json(ws).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn per_user_totals_count_connections_established_refused_and_runs() {
+    use gauntlet_testbed::config::RejectionMode;
+    use gauntlet_testbed::stats::UserTotals;
+
+    for mode in [
+        RejectionMode::AcceptThenClose,
+        RejectionMode::RejectHandshake,
+    ] {
+        let mut c = config();
+        c.websocket.max_managers_per_user = 2;
+        c.auth.rejection = mode;
+        c.faults = serde_json::from_value(serde_json::json!({
+            "auth_reject": { "rate": 1.0, "users": { "subjects": ["c"] } },
+        }))
+        .unwrap();
+        let tb = start(c).await;
+
+        // User a: two connections held, a third refused by the limit, one agent run.
+        let mut a1 = established(&tb, "a").await;
+        let mut a2 = established(&tb, "a").await;
+        let mut third = connect(&tb, "a").await;
+        assert_eq!(
+            next_json(&mut third).await["error_code"],
+            "FACTORY_INIT_FAILED"
+        );
+        send_json(&mut a1, serde_json::json!({"type": "start_agent"})).await;
+        while next_json(&mut a1).await["type"] != "agent_completed" {}
+        ping(&mut a2).await;
+        // User b: one connection. User c: refused by the injected auth rejection.
+        let mut b = established(&tb, "b").await;
+        ping(&mut b).await;
+        match mode {
+            RejectionMode::AcceptThenClose => {
+                let mut ws = connect(&tb, "c").await;
+                assert_eq!(next_json(&mut ws).await["error_code"], "AUTH_FAILED");
+                assert_eq!(expect_close(&mut ws).await.0, 1008);
+            }
+            RejectionMode::RejectHandshake => {
+                let refused = connect_with(&tb, Some(&token("c")), Placement::Header, "").await;
+                assert!(refused.is_err(), "{mode:?}");
+            }
+        }
+        // No token and a bad signature name no user.
+        let _ = connect_with(&tb, None, Placement::Header, "").await;
+        let _ = connect_with(&tb, Some("not.a.jwt"), Placement::Header, "").await;
+
+        let users = tb.stats().users;
+        let totals = |connections, established, rejected, pipelines| UserTotals {
+            connections,
+            established,
+            rejected,
+            pipelines,
+        };
+        assert_eq!(users.len(), 3, "{mode:?}: {users:?}");
+        assert_eq!(users["a"], totals(3, 2, 1, 1), "{mode:?}");
+        assert_eq!(users["b"], totals(1, 1, 0, 0), "{mode:?}");
+        assert_eq!(users["c"], totals(1, 0, 1, 0), "{mode:?}");
+        drop((a1, a2, b));
+    }
+}

@@ -1,5 +1,9 @@
 //! JWT minting per virtual user: the key read from the worker's environment or files (never
 //! from the plan), the subject chosen from the pool, claims rendered from templates.
+//!
+//! Who a token is for is an [`Identity`]: in the closed model VU `v`'s (subject
+//! `v % subject_pool`), in the open model arrival `k`'s (subject `k % subject_pool`, see
+//! `crate::session::Vu::take_arrival`).
 
 use std::time::Duration;
 
@@ -10,6 +14,20 @@ use serde_json::{Map, Value};
 
 use crate::render::{Context, JsonTemplate, Vars, compile, render, unix_now};
 use crate::rng::Rng;
+
+/// Who a token is minted for: the values of `{vu}`, `{iteration}`, `{subject}` and
+/// `{subject_index}` in its claims (and `sub`, the subject).
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// `{vu}`.
+    pub vu: u64,
+    /// `{iteration}`.
+    pub iteration: u64,
+    /// The subject (`sub`).
+    pub subject: &'a str,
+    /// The subject's number in the pool.
+    pub subject_index: u64,
+}
 
 /// Mints the tokens of one plan.
 pub struct Minter {
@@ -110,15 +128,24 @@ impl Minter {
         Ok(minter)
     }
 
-    /// The subject number of VU `vu`.
+    /// The subject number of VU `vu` (closed model).
     pub fn subject_index(&self, vu: u64) -> u64 {
         self.pool.map_or(vu, |p| vu % p)
     }
 
-    /// The subject of VU `vu`.
+    /// `subject_pool`, if the plan sets one.
+    pub fn pool(&self) -> Option<u64> {
+        self.pool
+    }
+
+    /// The subject of VU `vu` (closed model).
     pub fn subject(&self, vu: u64, rng: &mut Rng) -> String {
+        self.render_subject(vu, self.subject_index(vu), rng)
+    }
+
+    /// The subject number `index` rendered for a session whose `{vu}` is `vu`.
+    pub fn render_subject(&self, vu: u64, index: u64, rng: &mut Rng) -> String {
         let vars = Vars::default();
-        let index = self.subject_index(vu);
         let ctx = Context {
             vu,
             iteration: 0,
@@ -136,7 +163,8 @@ impl Minter {
         self.lifetime
     }
 
-    /// A token for VU `vu` in its session `iteration`.
+    /// A token for VU `vu` in its session `iteration` (closed model: the subject is VU
+    /// `vu`'s).
     pub fn mint(
         &self,
         vu: u64,
@@ -145,18 +173,34 @@ impl Minter {
         vars: &Vars,
     ) -> Result<String, String> {
         let subject = self.subject(vu, rng);
-        let ctx = Context {
+        let who = Identity {
             vu,
             iteration,
             subject: &subject,
             subject_index: self.subject_index(vu),
+        };
+        self.mint_for(&who, rng, vars)
+    }
+
+    /// A token for `who`: `sub` is its subject, claims render with its values.
+    pub fn mint_for(
+        &self,
+        who: &Identity<'_>,
+        rng: &mut Rng,
+        vars: &Vars,
+    ) -> Result<String, String> {
+        let ctx = Context {
+            vu: who.vu,
+            iteration: who.iteration,
+            subject: who.subject,
+            subject_index: who.subject_index,
             scenario: "",
             token: "",
             vars,
         };
         let now = unix_now().as_secs();
         let mut claims = Map::new();
-        claims.insert("sub".into(), Value::String(subject.clone()));
+        claims.insert("sub".into(), Value::String(who.subject.to_owned()));
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), (now + self.lifetime.as_secs()).into());
         claims.insert("jti".into(), Value::String(rng.uuid()));

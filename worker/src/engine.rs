@@ -2,13 +2,17 @@
 //! model (VUs looping sessions, ramped by stages) or the open model (sessions arriving on
 //! schedule, dropped when no VU is free), stops on time or on request with a graceful period,
 //! and streams a [`Delta`] (a [`Snapshot`] with its time and the active VUs) every interval.
+//!
+//! In the open model a session's identity (subject, token, `{vu}`, `{iteration}`, scenario,
+//! random draws) follows its fleet-wide arrival number, not the VU slot that happens to be
+//! free, so the same plan sends the same users with one worker or seven.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gauntlet_core::metrics::{Counters, Snapshot};
-use gauntlet_core::plan::Model;
+use gauntlet_core::plan::{Model, TokenPer};
 use gauntlet_core::schedule::Ramp;
 use gauntlet_core::segment::ExecutionSegment;
 use tokio::sync::mpsc;
@@ -19,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::program::Program;
 use crate::recorder::Collector;
 use crate::rng::Rng;
-use crate::session::{Vu, pause_duration, run_session};
+use crate::session::{SubjectTokens, Vu, pause_duration, run_session};
 
 /// How a worker runs its share.
 #[derive(Debug, Clone, Copy)]
@@ -159,7 +163,10 @@ pub async fn run_with_progress(
                 config,
                 ramp.clone(),
                 started,
-                (stopping.clone(), hard.clone()),
+                // A stop request, not the ramp's end: every arrival is due before the end, and
+                // one the loop reaches late (a busy machine) must still run, not vanish
+                // uncounted as it did when the end raced the last arrivals.
+                (stop.clone(), hard.clone()),
                 tracker.clone(),
                 Arc::clone(&active),
             ));
@@ -268,7 +275,7 @@ async fn open_arrivals(
     config: RunConfig,
     ramp: Ramp,
     started: Instant,
-    (stopping, hard): (CancellationToken, CancellationToken),
+    (stop, hard): (CancellationToken, CancellationToken),
     tracker: TaskTracker,
     active: Arc<Progress>,
 ) {
@@ -276,6 +283,12 @@ async fn open_arrivals(
     let mut next_new = pool.start;
     // Idle VUs; a session task puts its VU back when it ends. Bounded by the pool size.
     let idle: Arc<Mutex<Vec<Vu>>> = Arc::new(Mutex::new(Vec::new()));
+    // Tokens kept per subject (`token_per = "vu"`): a slot runs arrivals of any subject.
+    let tokens = program
+        .minter
+        .as_ref()
+        .is_some_and(|m| m.token_per == TokenPer::Vu)
+        .then(|| Arc::new(SubjectTokens::default()));
     let mut dropped = 0u64;
     let mut k = 0u64;
     while let Some(at) = ramp.arrival_time(k) {
@@ -287,7 +300,7 @@ async fn open_arrivals(
         }
         let due = started + at;
         tokio::select! {
-            _ = stopping.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = sleep_until(due) => {}
         }
         let vu = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -316,13 +329,18 @@ async fn open_arrivals(
         };
         let program = Arc::clone(&program);
         let idle = Arc::clone(&idle);
+        let tokens = tokens.clone();
         let hard = hard.clone();
         let session = ActiveGuard::new(&active);
         tracker.spawn(async move {
             let _session = session;
             let mut vu = vu;
-            let scenario =
-                program.pick_scenario(Rng::keyed(&[vu.id, vu.iteration, arrival]).next_u64());
+            vu.take_arrival(&program, config.seed, arrival);
+            if let Some(tokens) = &tokens {
+                tokens.lend(&mut vu);
+            }
+            // Picked as in the closed model, from the session's `{vu}` and `{iteration}`.
+            let scenario = program.pick_scenario(Rng::keyed(&[vu.number, vu.iteration]).next_u64());
             let finished = tokio::select! {
                 biased;
                 _ = hard.cancelled() => false,
@@ -330,6 +348,9 @@ async fn open_arrivals(
             };
             if !finished {
                 vu.rec.counters.sessions_interrupted += 1;
+            }
+            if let Some(tokens) = &tokens {
+                tokens.keep(&vu);
             }
             vu.rec.shrink();
             idle.lock().unwrap_or_else(|p| p.into_inner()).push(vu);

@@ -3,12 +3,16 @@
 //! one primary failure (its first) while every check result is still counted.
 //!
 //! # Layout
-//! - this file: the VU, the session's life (token, variables, the step loop), reading frames
-//!   with one reusable timer, isolation checks, waiting for a matching frame;
+//! - this file: the VU and who its sessions run as (closed model: the VU's own identity; open
+//!   model: the identity of the arrival it runs), the session's life (token, variables, the
+//!   step loop), reading frames with one reusable timer, isolation checks, waiting for a
+//!   matching frame;
 //! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
 //! - `http`: the `http` step.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,6 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use crate::auth::Identity;
 use crate::classify::{Symptom, classify};
 use crate::matcher::{CompiledMatcher, text_at};
 use crate::program::{CompiledScenario, CompiledStep, Program, StepKind};
@@ -40,12 +45,18 @@ mod connect;
 mod conversation;
 mod http;
 
-/// A virtual user: its identity, credentials and local recorder, kept across sessions.
+/// A virtual user: its identity, credentials and local recorder, kept across sessions. In the
+/// open model a VU is a slot that runs arrivals, and takes on each arrival's identity
+/// ([`Vu::take_arrival`]).
 #[derive(Debug)]
 pub struct Vu {
-    /// Fleet-unique id.
+    /// Fleet-unique id (the slot, in the open model).
     pub id: u64,
-    /// Sessions run so far.
+    /// `{vu}` of its sessions: the id in the closed model, the arrival's VU number in the open
+    /// model.
+    pub number: u64,
+    /// `{iteration}`: sessions run so far in the closed model, the arrival's iteration in the
+    /// open model.
     pub iteration: u64,
     /// JWT subject.
     pub subject: String,
@@ -55,8 +66,16 @@ pub struct Vu {
     pub rng: Rng,
     /// Measurements.
     pub rec: VuRecorder,
-    token: Option<(String, Instant)>,
+    token: Option<Token>,
     vars: Vars,
+}
+
+/// A minted token kept for reuse (`token_per = "vu"`), with the subject it was minted for.
+#[derive(Debug, Clone)]
+struct Token {
+    jwt: String,
+    expires: Instant,
+    subject_index: u64,
 }
 
 impl Vu {
@@ -69,6 +88,7 @@ impl Vu {
         };
         Vu {
             id,
+            number: id,
             iteration: 0,
             subject,
             subject_index,
@@ -76,6 +96,58 @@ impl Vu {
             rec,
             token: None,
             vars: Vars::default(),
+        }
+    }
+
+    /// Open model: takes on the identity of arrival `k` (0-based, numbered fleet-wide), so who
+    /// a session runs as depends on the arrival alone, never on which slot, worker or fleet runs
+    /// it. With `max_vus` VUs: `{vu}` is `k % max_vus`, `{iteration}` is `k / max_vus`, the
+    /// subject is number `k % subject_pool` (`k % max_vus` without a pool, like the closed
+    /// model's one subject per VU), and the random source is keyed by the run's seed and `k`.
+    /// A kept token is dropped unless it is that subject's.
+    pub fn take_arrival(&mut self, program: &Program, seed: u64, k: u64) {
+        let max_vus = program.plan.max_vus().max(1);
+        self.number = k % max_vus;
+        self.iteration = k / max_vus;
+        self.rng = Rng::keyed(&[seed, k]);
+        let pool = program
+            .minter
+            .as_ref()
+            .and_then(|m| m.pool())
+            .unwrap_or(max_vus);
+        self.subject_index = k % pool;
+        self.subject = match &program.minter {
+            Some(m) => m.render_subject(self.number, self.subject_index, &mut self.rng),
+            None => format!("vu-{}", self.number),
+        };
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.subject_index != self.subject_index)
+        {
+            self.token = None;
+        }
+    }
+}
+
+/// Open model with `token_per = "vu"`: the kept tokens of one worker, one per subject. A slot
+/// runs arrivals of any subject, so it borrows the token of the subject it runs now (never
+/// another's) and hands back what its session used.
+#[derive(Debug, Default)]
+pub struct SubjectTokens(Mutex<HashMap<u64, Token>>);
+
+impl SubjectTokens {
+    /// Gives `vu` the kept token of its current subject, if there is one.
+    pub fn lend(&self, vu: &mut Vu) {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        vu.token = kept.get(&vu.subject_index).cloned();
+    }
+
+    /// Keeps the token `vu`'s last session used, for its subject.
+    pub fn keep(&self, vu: &Vu) {
+        if let Some(token) = &vu.token {
+            let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            kept.insert(token.subject_index, token.clone());
         }
     }
 }
@@ -188,18 +260,28 @@ impl<'a> Session<'a> {
     async fn start(&mut self) -> Result<(), Fatal> {
         if let Some(minter) = &self.p.minter {
             let now = Instant::now();
-            let reuse = match (&self.vu.token, minter.token_per) {
-                (Some((_, expires)), TokenPer::Vu) => *expires > now + minter.lifetime() / 4,
+            let vu = &mut *self.vu;
+            let reuse = match (&vu.token, minter.token_per) {
+                (Some(t), TokenPer::Vu) => {
+                    t.subject_index == vu.subject_index && t.expires > now + minter.lifetime() / 4
+                }
                 _ => false,
             };
             if !reuse {
-                match minter.mint(
-                    self.vu.id,
-                    self.vu.iteration,
-                    &mut self.vu.rng,
-                    &Vars::default(),
-                ) {
-                    Ok(t) => self.vu.token = Some((t, now + minter.lifetime())),
+                let who = Identity {
+                    vu: vu.number,
+                    iteration: vu.iteration,
+                    subject: &vu.subject,
+                    subject_index: vu.subject_index,
+                };
+                match minter.mint_for(&who, &mut vu.rng, &Vars::default()) {
+                    Ok(jwt) => {
+                        self.vu.token = Some(Token {
+                            jwt,
+                            expires: now + minter.lifetime(),
+                            subject_index: self.vu.subject_index,
+                        })
+                    }
                     Err(e) => {
                         self.fail(
                             "auth",
@@ -216,7 +298,7 @@ impl<'a> Session<'a> {
                 .vu
                 .token
                 .as_ref()
-                .map(|(t, _)| t.clone())
+                .map(|t| t.jwt.clone())
                 .unwrap_or_default();
         }
         self.vu.vars.clear();
@@ -239,7 +321,7 @@ impl<'a> Session<'a> {
     fn with_ctx<R>(&mut self, f: impl FnOnce(&Context<'_>, &mut Rng) -> R) -> R {
         let vu = &mut *self.vu;
         let ctx = Context {
-            vu: vu.id,
+            vu: vu.number,
             iteration: vu.iteration,
             subject: &vu.subject,
             subject_index: vu.subject_index,
