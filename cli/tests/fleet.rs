@@ -266,6 +266,7 @@ async fn the_lost_worker_bound_is_sound_and_tight_at_any_moment() {
 /// Runs the soak plan on three worker processes, SIGKILLs one once the testbed has seen
 /// `after` connections, checks the report, and returns (sessions the testbed saw that the
 /// report lacks, the stated bound).
+#[allow(clippy::print_stderr)]
 async fn kill_one_of_three(after: u64) -> (u64, u64) {
     let tb = testbed(serde_json::json!({})).await;
     let (_coordinator, url) = coordinator();

@@ -68,7 +68,16 @@ fn runs(coordinator: &Coordinator) -> Value {
             })
         })
         .collect();
-    json!({ "runs": runs, "workers": coordinator.registry.all().len() })
+    json!({ "runs": runs, "workers": live_workers(coordinator), "workers_known": coordinator.registry.all().len() })
+}
+
+/// Workers connected now (a stream open and heard from within the heartbeat timeout); the
+/// registry also remembers workers that left.
+fn live_workers(coordinator: &Coordinator) -> usize {
+    coordinator
+        .registry
+        .connected(coordinator.config.heartbeat_timeout)
+        .len()
 }
 
 /// Escapes a Prometheus label value.
@@ -207,7 +216,7 @@ pub fn live(coordinator: &Coordinator) -> Value {
             })
         })
         .collect();
-    json!({ "runs": runs, "workers": coordinator.registry.all().len() })
+    json!({ "runs": runs, "workers": live_workers(coordinator), "workers_known": coordinator.registry.all().len() })
 }
 
 /// The live page: plain HTML and a few lines of script that refresh from `/api/live`.
@@ -222,7 +231,7 @@ function esc(s){return String(s).replace(/[&<>"]/g,function(c){return{"&":"&amp;
 async function refresh(){
   try{
     const data=await (await fetch('/api/live')).json();
-    document.getElementById('summary').textContent=data.workers+' workers known, '+data.runs.length+' recent runs';
+    document.getElementById('summary').textContent=data.workers+' workers connected ('+data.workers_known+' known), '+data.runs.length+' recent runs';
     document.getElementById('runs').innerHTML=data.runs.map(function(r){
       return '<h2>'+esc(r.plan)+' <code>'+esc(r.run_id)+'</code>: '+esc(r.state)+(r.verdict?' <span class="'+esc(r.verdict)+'">'+esc(r.verdict)+'</span>':'')+'</h2>'
         +'<p>'+r.elapsed_s.toFixed(1)+' s, '+r.sessions+' sessions, '+r.passed+' passed, '+r.failed+' failed. '+esc(r.verdict_reason)+'</p>'

@@ -1065,7 +1065,14 @@ fn verdict(
         .collect();
     let c = &total.counters;
     if c.sessions_passed + c.sessions_failed == 0 {
-        let why = if errors.is_empty() {
+        let why = if !coverage.lost.is_empty() {
+            format!(
+                "no session's outcome reached the coordinator: lost workers: {} ({} of the planned load delivered, up to {} sessions of unknown outcome)",
+                coverage.lost.join(", "),
+                report::percent(coverage.delivered),
+                coverage.unknown
+            )
+        } else if errors.is_empty() {
             if run.plan.scenarios.is_empty() {
                 "the plan has no scenario"
             } else {

@@ -1,0 +1,102 @@
+//! Helpers shared by the coordinator's integration tests: an in-process coordinator on port 0,
+//! in-process workers, plans whose steps only sleep, and a run submitted and watched to its
+//! report over the real gRPC services.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
+use gauntlet_core::report::Report;
+use gauntlet_proto::v1;
+use gauntlet_proto::v1::control_service_client::ControlServiceClient;
+use gauntlet_worker::agent::{AgentConfig, run_agent};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub async fn coordinator() -> (String, CancellationToken) {
+    coordinator_with(Duration::from_secs(1)).await
+}
+
+pub async fn coordinator_with(heartbeat_timeout: Duration) -> (String, CancellationToken) {
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        heartbeat_timeout,
+        heartbeat_interval: Duration::from_millis(200),
+        start_delay: Duration::from_millis(100),
+        min_workers_timeout: Duration::from_secs(10),
+    };
+    let (addr, _) = Coordinator::new(config, stop.clone())
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (format!("http://{addr}"), stop)
+}
+
+pub fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
+    let stop = CancellationToken::new();
+    let config = AgentConfig {
+        coordinator: url.to_owned(),
+        name: name.to_owned(),
+        capacity: 1,
+        labels: BTreeMap::new(),
+        drain: Duration::from_secs(5),
+        token: None,
+        tls_ca: None,
+    };
+    let token = stop.clone();
+    (
+        tokio::spawn(async move { run_agent(config, token).await.unwrap() }),
+        stop,
+    )
+}
+
+pub fn sleepy(load: &str, extra: &str) -> String {
+    format!(
+        "name = \"sleepy\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\n{load}\n[[scenarios]]\nname = \"nap\"\nsteps = [ {{ sleep = {{ duration = \"100ms\" }} }} ]\n{extra}\n"
+    )
+}
+
+pub async fn run(url: &str, plan: String, min_workers: u32) -> Report {
+    let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
+    let id = client
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: plan,
+            plan_file: "sleepy.toml".into(),
+            min_workers,
+            ..v1::SubmitRunRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let mut stream = client
+        .watch_run(v1::WatchRunRequest { run_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = stream.message().await.unwrap() {
+        if !p.report_json.is_empty() {
+            return serde_json::from_str(&p.report_json).unwrap();
+        }
+    }
+    panic!("no report");
+}
+
+pub async fn wait_for_workers(url: &str, n: usize) {
+    let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
+    for _ in 0..200 {
+        let w = client
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if w.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("workers never registered");
+}
