@@ -409,3 +409,158 @@ async fn a_worker_stopped_with_sigterm_drains_reports_everything_and_hands_its_s
     );
     assert_eq!(r["totals"]["failed"], 0);
 }
+
+/// Waits until the testbed has established `n` connections (the run is under way).
+async fn until_established(tb: &Testbed, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tb.stats().connections.established < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a child process to exit, off the runtime.
+async fn exit_code(child: Proc) -> Option<i32> {
+    let mut child = child;
+    tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+}
+
+fn signal(child: &Proc, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// 10 VUs x 10 iterations of a session that lasts about half a second.
+const ITERATIONS_PLAN: &str = r#"
+name = "fleet-iterations"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 10
+iterations = 10
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong" } },
+  { sleep = { duration = "400ms" } },
+  { ws_close = {} },
+]
+"#;
+
+/// Lost load never passes: with its only worker killed (SIGKILL) mid-run, `gauntlet run`
+/// exits 3 and the verdict names the lost worker, the load delivered and the sessions whose
+/// outcome is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_only_worker_is_exit_3_naming_it() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let only = worker(&url, "only");
+    let plan = plan_file("iterations.toml", ITERATIONS_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-only", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(run_on(&url, &plan, &tb.http_url(), &out, 1));
+    // About 2.5 s in (past its first snapshots): 50 of the 100 sessions.
+    until_established(&tb, 50).await;
+    drop(only); // SIGKILL, by PID
+    let code = exit_code(run_child).await;
+    let r = report(&out);
+    let reason = r["verdict_reason"].as_str().unwrap();
+    assert_eq!(code, Some(3), "{reason}");
+    assert_eq!(r["verdict"], "error");
+    let delivered = r["delivered"].as_f64().unwrap();
+    assert!(delivered < 0.8, "delivered {delivered}");
+    assert!(
+        reason.contains("of the planned load was delivered (lost workers: only)")
+            && reason.contains("outcome is unknown"),
+        "{reason}"
+    );
+    let unknown = r["totals"]["unknown"].as_u64().unwrap();
+    let reported =
+        r["totals"]["passed"].as_u64().unwrap() + r["totals"]["failed"].as_u64().unwrap();
+    let accepted = tb.stats().connections.accepted;
+    assert!(
+        unknown > 0 && accepted - reported <= unknown,
+        "{accepted} {reported} {unknown}"
+    );
+}
+
+/// Ctrl-C (SIGINT to `gauntlet run`) a quarter into an 8 s run: the run is cancelled, its
+/// report says what was delivered, and it exits 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reports_the_load_delivered_and_exits_3() {
+    let tb = testbed(serde_json::json!({})).await;
+    let plan = plan_file("ctrl-c.toml", SOAK_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-ctrl-c", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(
+        gauntlet()
+            .args(["run", plan.to_str().unwrap(), "--workers", "1", "--target"])
+            .arg(tb.http_url())
+            .args(["--out", &out, "--no-history"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The 30 VUs run about 8 sessions a second each: ~2.5 s in.
+    until_established(&tb, 600).await;
+    signal(&run_child, nix::sys::signal::Signal::SIGINT);
+    let code = exit_code(run_child).await;
+    let r = report(&out);
+    assert_eq!(code, Some(3), "{}", r["verdict_reason"]);
+    assert_eq!(r["verdict_reason"], "the run was cancelled");
+    let delivered = r["delivered"].as_f64().unwrap();
+    assert!(delivered > 0.15 && delivered < 0.6, "delivered {delivered}");
+}
+
+/// A worker frozen (SIGSTOP) past the loss timeout and then resumed: its share went to the
+/// others, but sessions it ran may have no outcome in the report: the run is no pass, and the
+/// report's unknown count bounds what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_leaves_sessions_of_unknown_outcome_and_the_run_is_no_pass() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let workers: Vec<Proc> = (1..=3).map(|i| worker(&url, &format!("w{i}"))).collect();
+    let plan = plan_file("frozen.toml", SOAK_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-frozen", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(run(&url, &plan, &tb.http_url(), &out));
+    until_established(&tb, 600).await;
+    signal(&workers[0], nix::sys::signal::Signal::SIGSTOP);
+    // Past the coordinator's 2 s heartbeat timeout: declared lost, its share reassigned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&workers[0], nix::sys::signal::Signal::SIGCONT);
+    let code = exit_code(run_child).await;
+    let r = report(&out);
+    let reason = r["verdict_reason"].as_str().unwrap();
+    assert_eq!(code, Some(3), "{reason}");
+    let lost: Vec<&Value> = r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| !w["lost_at_ms"].is_null())
+        .collect();
+    assert_eq!(lost.len(), 1, "{}", r["workers"]);
+    assert_eq!(lost[0]["name"], "w1");
+    let t = &r["totals"];
+    let outcomes = t["passed"].as_u64().unwrap()
+        + t["failed"].as_u64().unwrap()
+        + t["interrupted"].as_u64().unwrap();
+    let unknown = t["unknown"].as_u64().unwrap();
+    let accepted = tb.stats().connections.accepted;
+    assert!(
+        accepted.saturating_sub(outcomes) <= unknown,
+        "the testbed saw {accepted} sessions, the report has {outcomes} outcomes, and says at most {unknown} are unknown"
+    );
+    assert!(reason.contains("(lost workers: w1)"), "{reason}");
+}

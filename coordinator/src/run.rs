@@ -66,6 +66,8 @@ struct Share {
     last_active: u64,
     /// Its latest heartbeat progress: sessions started by then, and when (run ms).
     progress: Option<(u64, u64)>,
+    /// The shortest session its worker says it ran (microseconds).
+    shortest_us: Option<u64>,
     done: bool,
     /// When its Done arrived, ms since the run started.
     done_at_ms: Option<u64>,
@@ -106,6 +108,7 @@ impl Share {
             last_at_ms: 0,
             last_active: 0,
             progress: None,
+            shortest_us: None,
             done: false,
             done_at_ms: None,
             stopped_at_ms: None,
@@ -319,8 +322,9 @@ impl Run {
         if let Some(share) = state.shares.get_mut(index)
             && share.worker == worker
             && share.first_seq == p.first_seq
-            && share.lost_at_ms.is_none()
         {
+            // Also for a share already declared lost: if its worker comes back (it was frozen,
+            // or cut off), what it started since must count in its bound.
             // A peer's figures: times no later than now, counts that never go back.
             let at = p.at_ms.min(elapsed);
             if share
@@ -328,6 +332,13 @@ impl Run {
                 .is_none_or(|(started, _)| p.started >= started)
             {
                 share.progress = Some((p.started, at));
+            }
+            if p.shortest_us > 0 {
+                share.shortest_us = Some(
+                    share
+                        .shortest_us
+                        .map_or(p.shortest_us, |s| s.min(p.shortest_us)),
+                );
             }
         }
     }
@@ -881,7 +892,7 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         }
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);
-            let bound = unreported_bound(coordinator, run, &total, share);
+            let bound = unreported_bound(coordinator, run, &total, share, state.started);
             *w.in_flight_bound.get_or_insert(0) += bound;
         }
     }
@@ -1182,7 +1193,8 @@ fn verdict(
 /// snapshots say how many finished. It died after it was last heard from and, since it
 /// heartbeats every [`gauntlet_proto::PROGRESS_INTERVAL`], before one such interval later; in
 /// between it could start at most: open model, the arrivals its segment owned in that window;
-/// closed model, per VU one session per shortest session seen fleet-wide, plus one. Without
+/// closed model, per VU one session per shortest session seen (fleet-wide, or by that worker in
+/// its heartbeats), plus one. Without
 /// heartbeat progress (it died first) the count starts from its last snapshot instead: the
 /// sessions running then, plus what it could start after. A lost share that came back and
 /// reported all it ran (its Done, every snapshot merged) has none.
@@ -1191,6 +1203,7 @@ fn unreported_bound(
     run: &Run,
     total: &gauntlet_core::metrics::Snapshot,
     share: &Share,
+    started: Option<Instant>,
 ) -> u64 {
     if share.done && share.merged >= share.last_seq.saturating_sub(share.first_seq) {
         return 0;
@@ -1198,6 +1211,15 @@ fn unreported_bound(
     let Some(heard) = share.last_heard_ms else {
         return 0;
     };
+    // A lost worker may come back (it was frozen, or cut off) and start sessions before its
+    // Stop arrives: the window runs to when it was last heard from, whenever that was.
+    let heard = coordinator
+        .registry
+        .get(&share.worker)
+        .zip(started)
+        .map_or(heard, |(w, started)| {
+            heard.max(w.last_seen.saturating_duration_since(started).as_millis() as u64)
+        });
     let beat = coordinator
         .config
         .heartbeat_interval
@@ -1239,12 +1261,18 @@ fn unreported_bound(
             owned
         }
         Model::Closed => {
-            let shortest_us = total
+            // The shortest session seen anywhere: the fleet's merged histogram, or what the
+            // lost worker said in its heartbeats (it may have died before any snapshot).
+            let merged = total
                 .histograms
                 .get("session")
                 .filter(|h| !h.is_empty())
-                .map_or(1000, |h| h.min())
-                .max(1);
+                .map(|h| h.min());
+            let shortest_us = match (merged, share.shortest_us) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(1000),
+            }
+            .max(1);
             let gap_us = to_ms.saturating_sub(from_ms) * 1000;
             vus.saturating_mul(gap_us / shortest_us + 1)
         }

@@ -86,6 +86,10 @@ impl Pending {
                 started: p.started.load(Ordering::Relaxed),
                 active: p.active.load(Ordering::Relaxed),
                 at_ms: offset + began.elapsed().as_millis() as u64,
+                shortest_us: match p.shortest_us.load(Ordering::Relaxed) {
+                    u64::MAX => 0,
+                    us => us,
+                },
             })
             .collect();
         v1::WorkerMessage {

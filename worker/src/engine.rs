@@ -63,12 +63,24 @@ impl Default for RunConfig {
 
 /// Live counts of one share, read at any moment (the agent sends them with its heartbeats, so
 /// a coordinator that loses this worker knows how many sessions it had started).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     /// Sessions started so far.
     pub started: AtomicU64,
     /// Sessions running now.
     pub active: AtomicU64,
+    /// The shortest session so far, microseconds (`u64::MAX` before the first ends).
+    pub shortest_us: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            shortest_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// Closed model: how often a VU above the ramp's current target looks again.
@@ -207,20 +219,22 @@ pub async fn run_with_progress(
     now.elapsed()
 }
 
-/// Counts a session as started, and as active while it lives.
-struct ActiveGuard(Arc<Progress>);
+/// Counts a session as started, and as active while it lives; keeps the shortest.
+struct ActiveGuard(Arc<Progress>, Instant);
 
 impl ActiveGuard {
     fn new(progress: &Arc<Progress>) -> ActiveGuard {
         progress.started.fetch_add(1, Ordering::Relaxed);
         progress.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(Arc::clone(progress))
+        ActiveGuard(Arc::clone(progress), Instant::now())
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        let took = self.1.elapsed().as_micros() as u64;
+        self.0.shortest_us.fetch_min(took, Ordering::Relaxed);
     }
 }
 
