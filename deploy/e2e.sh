@@ -6,8 +6,8 @@
 # Scenarios:
 #   1. the staging-suite plan: the report's counts equal the testbed's ground truth;
 #   2. `docker kill` of one worker during a longer run: the run completes, the worker is
-#      reported lost, its share reassigned, and the counts match the testbed's within the
-#      in-flight bound the report states;
+#      reported lost, its share reassigned, the counts match the testbed's within the
+#      in-flight bound the report states, and the verdict is error (lost load never passes);
 #   3. `docker network disconnect` of one worker from the coordinator's network for a few
 #      snapshot intervals (less than the heartbeat timeout), then reconnect: its buffered
 #      snapshots arrive and count once (the report equals the ground truth, nobody is lost);
@@ -135,15 +135,19 @@ docker kill "$victim" >/dev/null
 wait "$runner" || true
 [ -f "$work/kill/report.json" ] || { cat "$work/kill.log" >&2; fail "kill: no report.json"; }
 lost=$(json "$work/kill/report.json" "sum(1 for w in d['workers'] if w['lost_at_ms'] is not None)")
-shares=$(json "$work/kill/report.json" "round(sum(w['share'] for w in d['workers'] if w['lost_at_ms'] is None), 6)")
+shares=$(json "$work/kill/report.json" "round(sum(w['share'] for w in d['workers']), 6)")
+delivered=$(json "$work/kill/report.json" "round(d['delivered'], 6)")
+verdict=$(json "$work/kill/report.json" "d['verdict']")
 bound=$(json "$work/kill/report.json" "sum(w['in_flight_bound'] or 0 for w in d['workers'])")
 reported=$(json "$work/kill/report.json" "d['totals']['sessions']")
 accepted=$(stats | python3 -c "import json,sys; print(json.load(sys.stdin)['connections']['accepted'])")
 [ "$lost" = 1 ] || fail "kill: $lost workers reported lost"
-python3 -c "import sys; sys.exit(0 if float('$shares') > 0.999 else 1)" || fail "kill: survivors' shares add up to $shares"
+python3 -c "import sys; sys.exit(0 if abs(float('$shares') - float('$delivered')) < 1e-5 and float('$delivered') < 1 else 1)" \
+  || fail "kill: workers' shares add up to $shares, delivered $delivered (they must agree, below 1)"
+[ "$verdict" = error ] || fail "kill: verdict $verdict (lost load is never a pass)"
 [ "$accepted" -ge "$reported" ] || fail "kill: the report counts $reported sessions, the testbed only $accepted"
 [ $((accepted - reported)) -le "$bound" ] || fail "kill: $((accepted - reported)) sessions missing, above the stated bound $bound"
-echo "   ok: 1 worker lost, survivors' shares $shares, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
+echo "   ok: 1 worker lost, verdict error, delivered $delivered, testbed $accepted - report $reported = $((accepted - reported)) <= bound $bound"
 # Back to three workers (the killed container starts again as a new worker).
 timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
 

@@ -839,11 +839,26 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     if let Some((expr, at)) = &state.aborted_by
         && let Some(t) = run.thresholds.iter().position(|t| t.expr() == *expr)
     {
-        let reason = format!(
-            "aborted at {:.1} s: threshold `{expr}` failed ({})",
-            *at as f64 / 1000.0,
-            thresholds[t].reason
-        );
+        let judged = &thresholds[t];
+        let reason = if judged.pass {
+            // Failed live (a window, or early figures) and holds over the whole run.
+            format!(
+                "aborted at {:.1} s: threshold `{expr}` failed when judged live (over the whole run it holds: observed {})",
+                *at as f64 / 1000.0,
+                judged
+                    .observed
+                    .map_or("nothing".into(), |v| gauntlet_core::thresholds::show(
+                        v,
+                        &judged.unit
+                    ))
+            )
+        } else {
+            format!(
+                "aborted at {:.1} s: threshold `{expr}` failed ({})",
+                *at as f64 / 1000.0,
+                judged.reason
+            )
+        };
         state.ended_early = Some((Verdict::Fail, reason));
     }
     // Every declared check is shown, evaluated or not.

@@ -82,11 +82,29 @@ pub fn isolation_name(check: &crate::plan::IsolationCheck) -> String {
     )
 }
 
+/// Whether a step records a check when it runs: a connect, an expectation, a sequence, a ping
+/// and an HTTP request do; a send, a close, a sleep and a repeat block only act.
+pub fn checks_something(step: &Step) -> bool {
+    !matches!(
+        step,
+        Step::WsSend(_) | Step::WsClose(_) | Step::Sleep(_) | Step::Repeat(_)
+    )
+}
+
 /// Every check `plan` declares, scenario steps first (depth first, in order), then isolation.
 pub fn declared(plan: &Plan) -> Vec<DeclaredCheck> {
     fn walk(steps: &[Step], scenario: &str, names: &mut UniqueNames, out: &mut Vec<DeclaredCheck>) {
         for step in steps {
+            // Every step takes a name (so later names get the same `#n` as the recorder's), but
+            // only steps that check something are checks.
             let name = names.unique(step_base_name(step));
+            if let Step::Repeat(r) = step {
+                walk(&r.steps, scenario, names, out);
+                continue;
+            }
+            if !checks_something(step) {
+                continue;
+            }
             let optional = match step {
                 Step::WsExpect(s) => s.optional,
                 Step::WsExpectSequence(s) => s.optional,
@@ -97,9 +115,6 @@ pub fn declared(plan: &Plan) -> Vec<DeclaredCheck> {
                 kind: CheckKind::Step(step.kind()),
                 optional,
             });
-            if let Step::Repeat(r) = step {
-                walk(&r.steps, scenario, names, out);
-            }
         }
     }
     let mut out = Vec::new();
@@ -141,6 +156,7 @@ steps = [
   { ws_send = { json = { type = "ping" } } },
   { ws_expect = { type = "pong" } },
   { repeat = { count = 2, steps = [ { ws_send = { text = "x" } }, { ws_expect = { type = "ack", optional = true } } ] } },
+  { ws_expect = { type = "pong", name = "expect ack" } },
 ]
 [[isolation]]
 pointer = "/user_id"
@@ -153,11 +169,9 @@ equals = "{subject}"
             names,
             [
                 "chat/ws_connect",
-                "chat/ws_send",
                 "chat/expect pong",
-                "chat/repeat",
-                "chat/ws_send#2",
                 "chat/expect ack",
+                "chat/expect ack#2",
                 "isolation:/user_id"
             ]
         );
@@ -166,6 +180,13 @@ equals = "{subject}"
             .filter(|c| c.kind.must_evaluate() && !c.optional)
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(must, ["chat/expect pong", "isolation:/user_id"]);
+        assert_eq!(
+            must,
+            [
+                "chat/expect pong",
+                "chat/expect ack#2",
+                "isolation:/user_id"
+            ]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The run report (`report.json`): what a person and a CI system read after a run. Built by
-//! the coordinator from the merged snapshot; its JSON shape is `docs/report.schema.json` and
-//! changes only with `SCHEMA_VERSION`.
+//! the coordinator from the merged snapshot; its JSON shape is `docs/report.schema.json`. A
+//! field added with a default (old reports still read) keeps `SCHEMA_VERSION`; any other change
+//! of shape raises it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -182,8 +183,8 @@ pub struct WorkerReport {
     /// Worker name.
     pub name: String,
     /// Fraction of the planned load this worker delivered: its segments' widths, each for the
-    /// part of the run it covered (so a lost worker's share stops at its loss, and the shares of
-    /// all workers add up to `delivered`).
+    /// part of the run it covered (a lost worker's share stops when it was last heard from), so
+    /// the shares of all workers add up to `delivered`.
     pub share: f64,
     /// Sessions it started.
     pub sessions: u64,
