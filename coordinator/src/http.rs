@@ -94,13 +94,14 @@ pub fn metrics(coordinator: &Coordinator) -> String {
     let runs = coordinator.runs();
     let _ = writeln!(
         out,
-        "# HELP gauntlet_sessions_total Sessions by outcome.\n# TYPE gauntlet_sessions_total counter"
+        "# HELP gauntlet_sessions_total Sessions by outcome (unknown: at most this many ran on lost workers and never reported, known at the end of the run).\n# TYPE gauntlet_sessions_total counter"
     );
     let figures: Vec<_> = runs.iter().map(|r| (r, r.figures())).collect();
     for (r, f) in &figures {
         for (i, outcome) in ["started", "passed", "failed", "interrupted"]
             .iter()
             .enumerate()
+            .chain([(5, &"unknown")])
         {
             let _ = writeln!(
                 out,

@@ -1309,8 +1309,9 @@ pub type LatencySummary = (u64, f64, Vec<(f64, f64)>);
 /// What `/metrics` shows of a run: live figures while it runs, the report's once finished.
 #[derive(Debug, Clone, Default)]
 pub struct RunFigures {
-    /// Sessions started, passed, failed, interrupted; dropped arrivals.
-    pub sessions: [u64; 5],
+    /// Sessions started, passed, failed, interrupted; dropped arrivals; sessions of unknown
+    /// outcome (0 until the run ends).
+    pub sessions: [u64; 6],
     /// Failed sessions by (scenario, category).
     pub failures: BTreeMap<(String, String), u64>,
     /// Main metrics' latency.
@@ -1326,7 +1327,14 @@ impl Run {
         let mut f = RunFigures::default();
         if let Some(r) = &state.report {
             let t = &r.totals;
-            f.sessions = [t.sessions, t.passed, t.failed, t.interrupted, t.dropped];
+            f.sessions = [
+                t.sessions,
+                t.passed,
+                t.failed,
+                t.interrupted,
+                t.dropped,
+                t.unknown,
+            ];
             for x in &r.failures {
                 *f.failures
                     .entry((x.scenario.clone(), x.category.clone()))
@@ -1353,6 +1361,7 @@ impl Run {
             c.sessions_failed,
             c.sessions_interrupted,
             c.dropped_arrivals,
+            0,
         ];
         for (k, v) in &total.failures {
             *f.failures

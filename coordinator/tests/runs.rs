@@ -603,6 +603,10 @@ async fn metrics_parse_as_prometheus_text_and_match_the_report() {
         r.totals.failed as f64
     );
     assert_eq!(
+        value("gauntlet_sessions_total", &[("outcome", "unknown")]),
+        r.totals.unknown as f64
+    );
+    assert_eq!(
         value(
             "gauntlet_failures_total",
             &[("category", "connect_refused"), ("scenario", "dial")]
