@@ -8,8 +8,8 @@
 #   2. `docker kill` of one worker during a longer run: the run completes, the worker is
 #      reported lost, its share reassigned, the counts match the testbed's within the
 #      in-flight bound the report states, and the verdict is error (lost load never passes);
-#   3. `docker network disconnect` of one worker from the coordinator's network for a few
-#      snapshot intervals (less than the heartbeat timeout), then reconnect: its buffered
+#   3. `docker network disconnect` of one worker from the coordinator's network for two
+#      snapshot intervals (well under the heartbeat timeout), then reconnect: its buffered
 #      snapshots arrive and count once (the report equals the ground truth, nobody is lost);
 #   4. the testbed restarted mid-run: the failures are classified (connect_refused,
 #      unexpected_close...), the run completes, the verdict reflects the thresholds;
@@ -151,7 +151,10 @@ echo "   ok: 1 worker lost, verdict error, delivered $delivered, testbed $accept
 # Back to three workers (the killed container starts again as a new worker).
 timeout 120 "${compose[@]}" up -d --scale worker=3 >/dev/null
 
-step "3. a worker cut from the coordinator for 3 s (timeout 5 s): buffered snapshots count once"
+# 2 s: well under the 5 s heartbeat timeout, since after a cut TCP resumes only at its next
+# retransmission (backed off while the cut lasted) or when HTTP/2 keepalive (2 s + 3 s) gives the
+# connection up: a 3 s cut could leave a worker silent for over 5 s.
+step "3. a worker cut from the coordinator for 2 s (timeout 5 s): buffered snapshots count once"
 reset_testbed
 soak cut 10s
 start_soak cut
@@ -159,7 +162,7 @@ runner=$!
 wait_established 300
 victim=$("${compose[@]}" ps -q worker | sed -n 1p)
 docker network disconnect "${project}_control" "$victim"
-sleep 3
+sleep 2
 docker network connect "${project}_control" "$victim"
 wait "$runner" || true
 [ -f "$work/cut/report.json" ] || { cat "$work/cut.log" >&2; fail "cut: no report.json"; }

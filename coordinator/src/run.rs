@@ -68,6 +68,12 @@ struct Share {
     progress: Option<(u64, u64)>,
     /// The shortest session its worker says it ran (microseconds).
     shortest_us: Option<u64>,
+    /// Arrivals it dropped (no free VU) by its latest heartbeat.
+    dropped: u64,
+    /// Sessions it started in all, as its Done says.
+    started_total: Option<u64>,
+    /// When a lost share's worker was last told to stop.
+    told_at: Option<Instant>,
     done: bool,
     /// When its Done arrived, ms since the run started.
     done_at_ms: Option<u64>,
@@ -109,6 +115,9 @@ impl Share {
             last_active: 0,
             progress: None,
             shortest_us: None,
+            dropped: 0,
+            started_total: None,
+            told_at: None,
             done: false,
             done_at_ms: None,
             stopped_at_ms: None,
@@ -275,12 +284,33 @@ impl Run {
 
     /// Merges a snapshot from `worker`; returns whether it should be acknowledged (it was
     /// merged now or before).
-    pub fn on_snapshot(&self, worker: &str, snapshot: &v1::Snapshot) -> bool {
+    pub fn on_snapshot(
+        &self,
+        coordinator: &Coordinator,
+        worker: &str,
+        snapshot: &v1::Snapshot,
+    ) -> bool {
         let mut state = lock(&self.state);
         if state.phase == "finished" {
             // Too late to count; acknowledge so the worker stops resending.
             return true;
         }
+        // A peer's clock: a snapshot is never filed later than a little past now (an absurd
+        // `at_ms` would otherwise size the interval series).
+        let latest = Self::elapsed_ms(&state)
+            .saturating_add(2 * self.interval.as_millis() as u64)
+            .saturating_add(1000);
+        let clamped;
+        let snapshot = if snapshot.at_ms > latest {
+            tracing::warn!(worker, run = %self.id, at_ms = snapshot.at_ms, "snapshot from the future: filed at now");
+            clamped = v1::Snapshot {
+                at_ms: latest,
+                ..snapshot.clone()
+            };
+            &clamped
+        } else {
+            snapshot
+        };
         match state.agg.merge(worker, snapshot) {
             Ok(new) => {
                 // Sequence numbers of share `i` start at `i * SEQ_BLOCK`.
@@ -304,6 +334,7 @@ impl Run {
                         share.last_at_ms = snapshot.at_ms;
                         share.last_active = snapshot.active_vus;
                     }
+                    self.lost_share_heard(coordinator, share);
                 }
                 true
             }
@@ -315,7 +346,7 @@ impl Run {
     }
 
     /// A worker's heartbeat told how far one of its shares got.
-    pub fn on_progress(&self, worker: &str, p: &v1::ShareProgress) {
+    pub fn on_progress(&self, coordinator: &Coordinator, worker: &str, p: &v1::ShareProgress) {
         let mut state = lock(&self.state);
         let elapsed = Self::elapsed_ms(&state);
         let index = (p.first_seq / SEQ_BLOCK) as usize;
@@ -333,6 +364,8 @@ impl Run {
             {
                 share.progress = Some((p.started, at));
             }
+            share.dropped = share.dropped.max(p.dropped);
+            self.lost_share_heard(coordinator, share);
             if p.shortest_us > 0 {
                 share.shortest_us = Some(
                     share
@@ -340,6 +373,25 @@ impl Run {
                         .map_or(p.shortest_us, |s| s.min(p.shortest_us)),
                 );
             }
+        }
+    }
+
+    /// A worker shutting down stopped starting sessions on one of its shares (it drains them
+    /// and sends its Done later): the share is handed over now.
+    pub fn on_leaving(&self, worker: &str, leaving: &v1::Leaving) {
+        let mut state = lock(&self.state);
+        let elapsed = Self::elapsed_ms(&state);
+        if let Some(share) = state
+            .shares
+            .iter_mut()
+            .find(|s| s.worker == worker && s.first_seq == leaving.first_seq && !s.done)
+        {
+            share.stopped_at_ms.get_or_insert(
+                leaving
+                    .stopped_at_ms
+                    .clamp(share.offset_ms, elapsed.max(share.offset_ms)),
+            );
+            share.left_at_ms.get_or_insert(elapsed);
         }
     }
 
@@ -352,16 +404,26 @@ impl Run {
             .iter_mut()
             .find(|s| s.worker == worker && s.first_seq == done.first_seq)
         {
+            if share.done {
+                // Resent after a reconnect: the first one counts.
+                return;
+            }
             share.done = true;
             share.done_at_ms = Some(elapsed);
-            share.last_seq = done.last_seq;
+            share.last_seq = done.last_seq.max(share.first_seq);
+            share.started_total = (done.error.is_empty()).then_some(done.sessions_started);
             // A peer's figure: never later than now.
-            share.stopped_at_ms = (done.stopped_at_ms > 0).then(|| done.stopped_at_ms.min(elapsed));
+            if done.stopped_at_ms > 0 {
+                share.stopped_at_ms.get_or_insert(
+                    done.stopped_at_ms
+                        .clamp(share.offset_ms, elapsed.max(share.offset_ms)),
+                );
+            }
             if !done.error.is_empty() {
                 share.error = Some(done.error.clone());
             }
             if done.left {
-                share.left_at_ms = Some(elapsed);
+                share.left_at_ms.get_or_insert(elapsed);
             }
         }
     }
@@ -424,6 +486,33 @@ impl Run {
         };
         drop(state);
         self.progress.send_replace(progress);
+    }
+
+    /// Tells `worker` to stop this run (a worker declared lost: whatever it still runs of it
+    /// is no longer its own).
+    fn tell_to_stop(&self, coordinator: &Coordinator, worker: &str) {
+        coordinator.registry.send(
+            worker,
+            v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Stop(v1::Stop {
+                    run_id: self.id.clone(),
+                    reason: "this worker was declared lost: its share went on without it".into(),
+                })),
+            },
+        );
+    }
+
+    /// A lost share's worker was heard from: tell it again to stop, at most once a second.
+    fn lost_share_heard(&self, coordinator: &Coordinator, share: &mut Share) {
+        if share.lost_at_ms.is_some()
+            && !share.done
+            && share
+                .told_at
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            share.told_at = Some(Instant::now());
+            self.tell_to_stop(coordinator, &share.worker);
+        }
     }
 
     fn stop_all(&self, coordinator: &Coordinator, reason: &str) {
@@ -647,10 +736,9 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
     let timeout = coordinator.config.heartbeat_timeout;
     let stall = stall_timeout(coordinator, run);
     let mut state = lock(&run.state);
-    if state.ended_early.is_some() {
-        // Stopping: shares end because they were told to; nothing to hand over.
-        return;
-    }
+    // Once stopping, shares end because they were told to: nothing is handed over, but a
+    // worker that dies while draining is still lost (its sessions' outcomes are unknown).
+    let stopping = state.ended_early.is_some();
     let elapsed = Run::elapsed_ms(&state);
     let started = state.started.unwrap_or_else(Instant::now);
     let now = Instant::now();
@@ -660,7 +748,9 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
             continue;
         }
         if share.left_at_ms.is_some() {
-            newly_lost.push((i, None));
+            if !stopping {
+                newly_lost.push((i, None));
+            }
             continue;
         }
         if share.done {
@@ -675,26 +765,35 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
             .progressed_at
             .unwrap_or(share.assigned_at.max(started));
         let stalled = now.saturating_duration_since(since) >= stall;
-        if silent || stalled {
+        if silent {
             let heard = worker.map_or(elapsed, |w| {
                 w.last_seen.saturating_duration_since(started).as_millis() as u64
             });
-            let why = if silent {
-                "silent past the heartbeat timeout"
+            newly_lost.push((
+                i,
+                Some((heard.min(elapsed), "silent past the heartbeat timeout")),
+            ));
+        } else if stalled {
+            // It still talks, but its share made no progress since its last snapshot.
+            let last = if share.merged > 0 {
+                share.last_at_ms
             } else {
-                "heartbeats but no snapshot for longer than the stall timeout"
+                share.offset_ms
             };
-            newly_lost.push((i, Some((heard.min(elapsed), why))));
+            newly_lost.push((
+                i,
+                Some((
+                    last.min(elapsed),
+                    "heartbeats but no snapshot for longer than the stall timeout",
+                )),
+            ));
         }
     }
     if newly_lost.is_empty() {
         return;
     }
-    let lost_workers: Vec<String> = newly_lost
-        .iter()
-        .map(|(i, _)| state.shares[*i].worker.clone())
-        .collect();
     let mut told = std::collections::BTreeSet::new();
+    let mut lost_workers = Vec::new();
     for (i, lost) in &newly_lost {
         let share = &mut state.shares[*i];
         share.handed_over = true;
@@ -705,94 +804,101 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
             Some((heard, why)) => {
                 share.lost_at_ms = Some(elapsed);
                 share.last_heard_ms = Some(*heard);
+                lost_workers.push(share.worker.clone());
                 tracing::warn!(run = %run.id, worker = %share.worker, why, "worker lost");
-                // If it comes back, it must not go on with a share that is no longer its own.
+                // If it comes back, it must not go on with a share that is no longer its own
+                // (told again whenever it is heard from: this may not reach it).
                 if told.insert(share.worker.clone()) {
-                    coordinator.registry.send(
-                        &share.worker,
-                        v1::CoordinatorMessage {
-                            kind: Some(v1::coordinator_message::Kind::Stop(v1::Stop {
-                                run_id: run.id.clone(),
-                                reason: format!("this worker was declared lost ({why})"),
-                            })),
-                        },
-                    );
+                    run.tell_to_stop(coordinator, &share.worker);
                 }
             }
         }
     }
-    match run.plan.fleet.on_worker_loss {
-        WorkerLoss::Abort => {
-            drop(state);
-            run.stop_all(coordinator, "a worker was lost");
-            let mut state = lock(&run.state);
-            state.stopped_at_ms.get_or_insert(elapsed);
-            state.ended_early.get_or_insert((
-                Verdict::Error,
-                format!(
-                    "aborted: worker {} was lost (on_worker_loss = \"abort\")",
-                    lost_workers.join(", ")
-                ),
-            ));
-        }
-        // The run goes on without it; `delivered` shows what is missing.
-        WorkerLoss::Continue => {}
-        WorkerLoss::Reassign => {
-            let survivors: Vec<(String, String, u32)> = {
-                let mut seen = std::collections::BTreeSet::new();
-                state
-                    .shares
-                    .iter()
-                    .filter(|s| {
-                        !s.done && s.lost_at_ms.is_none() && !lost_workers.contains(&s.worker)
-                    })
-                    .filter(|s| seen.insert(s.worker.clone()))
-                    .filter_map(|s| {
-                        coordinator
-                            .registry
-                            .get(&s.worker)
-                            .map(|w| (w.id, w.name, w.capacity))
-                    })
-                    .collect()
+    if stopping {
+        return;
+    }
+    if run.plan.fleet.on_worker_loss == WorkerLoss::Abort && !lost_workers.is_empty() {
+        drop(state);
+        run.stop_all(coordinator, "a worker was lost");
+        let mut state = lock(&run.state);
+        state.stopped_at_ms.get_or_insert(elapsed);
+        state.ended_early.get_or_insert((
+            Verdict::Error,
+            format!(
+                "aborted: worker {} was lost (on_worker_loss = \"abort\")",
+                lost_workers.join(", ")
+            ),
+        ));
+        return;
+    }
+    // Drained shares (a worker shutting down) are always handed over; lost ones as the plan
+    // says (`continue`: the run goes on without them, `delivered` shows what is missing).
+    let handed: Vec<(usize, bool)> = newly_lost
+        .iter()
+        .filter(|(_, lost)| lost.is_none() || run.plan.fleet.on_worker_loss == WorkerLoss::Reassign)
+        .map(|(i, lost)| (*i, lost.is_some()))
+        .collect();
+    let leaving: Vec<String> = newly_lost
+        .iter()
+        .map(|(i, _)| state.shares[*i].worker.clone())
+        .collect();
+    let survivors: Vec<(String, String, u32)> = {
+        let mut seen = std::collections::BTreeSet::new();
+        state
+            .shares
+            .iter()
+            .filter(|s| {
+                !s.done
+                    && s.lost_at_ms.is_none()
+                    && s.left_at_ms.is_none()
+                    && !leaving.contains(&s.worker)
+            })
+            .filter(|s| seen.insert(s.worker.clone()))
+            .filter_map(|s| {
+                coordinator
+                    .registry
+                    .get(&s.worker)
+                    .map(|w| (w.id, w.name, w.capacity))
+            })
+            .collect()
+    };
+    if survivors.is_empty() || handed.is_empty() {
+        return;
+    }
+    let start_wall = SystemTime::now() + Duration::from_millis(100);
+    let weights: Vec<u64> = survivors.iter().map(|(_, _, c)| u64::from(*c)).collect();
+    for (i, lost) in handed {
+        let old = &state.shares[i];
+        let lost_segment = old.segment;
+        // A drained share is continued from where it stopped starting sessions (it says so
+        // as it stops, so the survivors catch up on well under a second); a lost one from
+        // now, since nobody knows when it died.
+        let offset = if lost {
+            elapsed
+        } else {
+            old.stopped_at_ms
+                .or(old.left_at_ms)
+                .unwrap_or(elapsed)
+                .max(old.offset_ms)
+        };
+        for (j, part) in ExecutionSegment::split(&weights) {
+            let width = lost_segment.end() - lost_segment.start();
+            let Some(segment) = ExecutionSegment::new(
+                lost_segment.start() + width * part.start(),
+                lost_segment.start() + width * part.end(),
+            ) else {
+                continue;
             };
-            if survivors.is_empty() {
-                return;
-            }
-            let start_wall = SystemTime::now() + Duration::from_millis(100);
-            let weights: Vec<u64> = survivors.iter().map(|(_, _, c)| u64::from(*c)).collect();
-            for (i, lost) in newly_lost {
-                let old = &state.shares[i];
-                let lost_segment = old.segment;
-                // A drained share is continued from where it stopped (the survivors catch up
-                // on its arrivals); a lost one from now, since nobody knows when it died.
-                let offset = match lost {
-                    None => old
-                        .stopped_at_ms
-                        .or(old.left_at_ms)
-                        .unwrap_or(elapsed)
-                        .max(old.offset_ms),
-                    Some(_) => elapsed,
-                };
-                for (j, part) in ExecutionSegment::split(&weights) {
-                    let width = lost_segment.end() - lost_segment.start();
-                    let Some(segment) = ExecutionSegment::new(
-                        lost_segment.start() + width * part.start(),
-                        lost_segment.start() + width * part.end(),
-                    ) else {
-                        continue;
-                    };
-                    let share = Share::new(
-                        &survivors[j].0,
-                        &survivors[j].1,
-                        segment,
-                        state.shares.len(),
-                        offset,
-                    );
-                    if run.assign(coordinator, &share, start_wall, seed) {
-                        tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
-                        state.shares.push(share);
-                    }
-                }
+            let share = Share::new(
+                &survivors[j].0,
+                &survivors[j].1,
+                segment,
+                state.shares.len(),
+                offset,
+            );
+            if run.assign(coordinator, &share, start_wall, seed) {
+                tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
+                state.shares.push(share);
             }
         }
     }
@@ -888,6 +994,8 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
     let tallies = state.agg.workers().clone();
     let delivery = Delivery::of(run, &state, ended_ms);
     let mut workers: BTreeMap<String, WorkerReport> = BTreeMap::new();
+    let mut unreported_elsewhere = 0u64;
+    let mut missing_from: Vec<String> = Vec::new();
     for share in &state.shares {
         let w = workers.entry(share.worker.clone()).or_insert_with(|| {
             let t = tallies.get(&share.worker).cloned().unwrap_or_default();
@@ -905,10 +1013,15 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         if let Some(at) = share.left_at_ms {
             w.left_at_ms = Some(at);
         }
+        let bound = unreported_bound(coordinator, run, &total, share, state.started);
         if let Some(at) = share.lost_at_ms {
             w.lost_at_ms = Some(at);
-            let bound = unreported_bound(coordinator, run, &total, share, state.started);
-            *w.in_flight_bound.get_or_insert(0) += bound;
+            let b = w.in_flight_bound.get_or_insert(0);
+            *b = b.saturating_add(bound);
+        } else if bound > 0 {
+            // Finished, but its last snapshots never arrived.
+            unreported_elsewhere = unreported_elsewhere.saturating_add(bound);
+            missing_from.push(share.name.clone());
         }
     }
     for (worker, share) in delivery.by_worker(&state, &tallies) {
@@ -916,7 +1029,11 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
             w.share = share;
         }
     }
-    measured.totals.unknown = workers.values().filter_map(|w| w.in_flight_bound).sum();
+    measured.totals.unknown = workers
+        .values()
+        .filter_map(|w| w.in_flight_bound)
+        .fold(unreported_elsewhere, u64::saturating_add);
+    missing_from.dedup();
     let delivered = delivery.delivered(&total);
     let checks = Coverage {
         never_evaluated: &never_evaluated,
@@ -927,6 +1044,7 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
             .filter(|w| w.lost_at_ms.is_some())
             .map(|w| w.name.clone())
             .collect(),
+        missing_from,
     };
     let (verdict, reason) = verdict(&total, &thresholds, &state, run, &checks);
     let report = Report {
@@ -984,6 +1102,17 @@ struct Delivery {
     planned: Option<Duration>,
     /// Per share: (worker, fraction of the whole plan's load it covered).
     covered: Vec<(String, f64)>,
+    /// Open model: the fraction of the plan's arrivals dropped for want of a free VU.
+    dropped: f64,
+}
+
+/// Arrivals dropped fleet-wide, from the shares' heartbeats (the merged counters may lag).
+fn total_dropped(state: &State) -> u64 {
+    let heard: u64 = state
+        .shares
+        .iter()
+        .fold(0u64, |n, s| n.saturating_add(s.dropped));
+    heard.max(state.agg.total().counters.dropped_arrivals)
 }
 
 impl Delivery {
@@ -995,25 +1124,54 @@ impl Delivery {
             _ => None,
         };
         let mut covered = Vec::new();
+        let mut dropped = 0.0;
         if let Some(total) = planned {
-            let whole = ramp.integral(total);
+            let max_vus = run.plan.max_vus();
+            let closed = run.plan.load.model == Model::Closed;
+            // The whole plan's load: VU-seconds of every VU, or arrivals.
+            let whole = if closed {
+                ramp.vu_seconds(0, max_vus, Duration::ZERO, total)
+            } else {
+                ramp.integral(total)
+            };
             for share in &state.shares {
                 let end = share
                     .last_heard_ms
                     .or(share.stopped_at_ms)
                     .or(share.left_at_ms)
-                    .or(share.done_at_ms)
+                    // A share that ended by itself (its VUs or arrivals ran out) delivered its
+                    // load to the plan's end; one cut short by an error did not.
+                    .or(share
+                        .done_at_ms
+                        .map(|at| if share.error.is_none() { u64::MAX } else { at }))
                     .unwrap_or(ended_ms);
                 let end = state.stopped_at_ms.map_or(end, |s| end.min(s));
-                let from = ramp.integral(Duration::from_millis(share.offset_ms));
-                let to = ramp.integral(Duration::from_millis(end).min(total));
+                let (from, to) = (
+                    Duration::from_millis(share.offset_ms).min(total),
+                    Duration::from_millis(end).min(total),
+                );
+                let load = if to <= from {
+                    0.0
+                } else if closed {
+                    // Exactly its VUs' planned VU-seconds (VU i runs while the ramp's whole
+                    // VUs exceed i): low VU ids carry more of a ramp than a width says.
+                    let vus = share.segment.vus(max_vus);
+                    ramp.vu_seconds(vus.start, vus.end, from, to)
+                } else {
+                    // Its arrivals: a low-discrepancy share of the fleet's.
+                    (share.segment.end() - share.segment.start())
+                        * (ramp.integral(to) - ramp.integral(from))
+                };
                 let fraction = if whole > 0.0 {
-                    ((to - from) / whole).clamp(0.0, 1.0)
+                    (load / whole).clamp(0.0, 1.0)
                 } else {
                     0.0
                 };
-                let width = share.segment.end() - share.segment.start();
-                covered.push((share.worker.clone(), width * fraction));
+                covered.push((share.worker.clone(), fraction));
+            }
+            // Open model: an arrival dropped for want of a free VU was planned load not sent.
+            if !closed && whole > 0.0 {
+                dropped = total_dropped(state) as f64 / whole;
             }
         }
         Delivery {
@@ -1021,6 +1179,7 @@ impl Delivery {
             ramp,
             planned,
             covered,
+            dropped,
         }
     }
 
@@ -1031,11 +1190,8 @@ impl Delivery {
             (_, Some(t)) if self.ramp.integral(t) > 0.0 => {
                 // Shares meet end to end; float sums of their widths may miss 1 by an ulp.
                 let sum: f64 = self.covered.iter().map(|(_, f)| f).sum();
-                if (1.0 - sum).abs() < 1e-9 {
-                    1.0
-                } else {
-                    sum.clamp(0.0, 1.0)
-                }
+                let sum = if (1.0 - sum).abs() < 1e-9 { 1.0 } else { sum };
+                (sum - self.dropped).clamp(0.0, 1.0)
             }
             // Nothing was planned.
             _ => 1.0,
@@ -1072,6 +1228,8 @@ struct Coverage<'a> {
     delivered: f64,
     unknown: u64,
     lost: Vec<String>,
+    /// Workers that finished a share whose last snapshots never arrived.
+    missing_from: Vec<String>,
 }
 
 fn verdict(
@@ -1131,19 +1289,15 @@ fn verdict(
             "the target was never reached (every session failed to connect)".into(),
         );
     }
-    // What makes the run impossible to judge: each is an error, never a pass.
+    // What makes the run impossible to judge: never a pass. A threshold without samples is
+    // an error outright; the rest is an error unless a threshold failed, which is a fail
+    // (what was measured failed, whatever is missing) that names them too.
     let mut incomplete = Vec::new();
     let unjudged: Vec<String> = thresholds
         .iter()
         .filter(|t| t.observed.is_none())
         .map(|t| format!("`{}`", t.expr))
         .collect();
-    if !unjudged.is_empty() {
-        incomplete.push(format!(
-            "nothing was measured for {} (a threshold without samples is an error, not a pass)",
-            unjudged.join(", ")
-        ));
-    }
     let min_delivered = run.plan.fleet.min_delivered.unwrap_or(1.0);
     if coverage.delivered + 1e-9 < min_delivered {
         let lost = if coverage.lost.is_empty() {
@@ -1151,17 +1305,31 @@ fn verdict(
         } else {
             format!(" (lost workers: {})", coverage.lost.join(", "))
         };
+        let dropped = match c.dropped_arrivals {
+            0 => String::new(),
+            n => format!(" ({n} arrivals dropped for want of a free VU: raise load.max_vus)"),
+        };
         incomplete.push(format!(
-            "only {} of the planned load was delivered{lost}, below fleet.min_delivered = {min_delivered}",
+            "only {} of the planned load was delivered{lost}{dropped}, below fleet.min_delivered = {min_delivered}",
             report::percent(coverage.delivered)
         ));
     }
     let max_unknown = run.plan.fleet.max_unknown.unwrap_or(0);
     if coverage.unknown > max_unknown {
+        let mut whose = Vec::new();
+        if !coverage.lost.is_empty() {
+            whose.push(format!("lost workers: {}", coverage.lost.join(", ")));
+        }
+        if !coverage.missing_from.is_empty() {
+            whose.push(format!(
+                "last snapshots never arrived from: {}",
+                coverage.missing_from.join(", ")
+            ));
+        }
         incomplete.push(format!(
-            "up to {} sessions ran on lost workers ({}) and their outcome is unknown, above fleet.max_unknown = {max_unknown}",
+            "the outcome of up to {} sessions is unknown ({}), above fleet.max_unknown = {max_unknown}",
             coverage.unknown,
-            coverage.lost.join(", ")
+            whose.join("; ")
         ));
     }
     if !coverage.never_evaluated.is_empty() {
@@ -1175,10 +1343,28 @@ fn verdict(
                 .join(", ")
         ));
     }
-    if !incomplete.is_empty() {
+    let failed: Vec<&ThresholdReport> = thresholds
+        .iter()
+        .filter(|t| !t.pass && t.observed.is_some())
+        .collect();
+    if !unjudged.is_empty() {
+        incomplete.insert(
+            0,
+            format!(
+                "nothing was measured for {} (a threshold without samples is an error, not a pass)",
+                unjudged.join(", ")
+            ),
+        );
         return (Verdict::Error, incomplete.join("; "));
     }
-    let failed: Vec<&ThresholdReport> = thresholds.iter().filter(|t| !t.pass).collect();
+    let also = if incomplete.is_empty() {
+        String::new()
+    } else {
+        format!("; also: {}", incomplete.join("; "))
+    };
+    if failed.is_empty() && !incomplete.is_empty() {
+        return (Verdict::Error, incomplete.join("; "));
+    }
     if failed.is_empty() {
         let n = thresholds.len();
         let s = if n == 1 { "" } else { "s" };
@@ -1194,7 +1380,7 @@ fn verdict(
         (
             Verdict::Fail,
             format!(
-                "{} of {} thresholds failed: {}",
+                "{} of {} thresholds failed: {}{also}",
                 failed.len(),
                 thresholds.len(),
                 list.join("; ")
@@ -1203,16 +1389,18 @@ fn verdict(
     }
 }
 
-/// How many sessions of a lost share may have started without their outcome reaching the
-/// report. Its heartbeats said how many it had started (`started` at `at`); the merged
-/// snapshots say how many finished. It died after it was last heard from and, since it
-/// heartbeats every [`gauntlet_proto::PROGRESS_INTERVAL`], before one such interval later; in
-/// between it could start at most: open model, the arrivals its segment owned in that window;
+/// How many sessions of a share have no outcome in the report.
+///
+/// A share that finished and reported all its snapshots has none. One that finished but whose
+/// last snapshots never arrived: the sessions its Done says it started, minus the outcomes
+/// merged. A lost share: its heartbeats said how many it had started (`started` at `at`); the
+/// merged snapshots say how many finished. It died after it was last heard from and, since it
+/// heartbeats every [`gauntlet_proto::PROGRESS_INTERVAL`], before one such interval later (or
+/// before its Done, if it came back and sent one); in between it could start at most: open
+/// model, the arrivals its segment owns that were due by then and not yet started or dropped;
 /// closed model, per VU one session per shortest session seen (fleet-wide, or by that worker in
-/// its heartbeats), plus one. Without
-/// heartbeat progress (it died first) the count starts from its last snapshot instead: the
-/// sessions running then, plus what it could start after. A lost share that came back and
-/// reported all it ran (its Done, every snapshot merged) has none.
+/// its heartbeats), plus one. Without heartbeat progress (it died first) the count starts from
+/// its last snapshot instead: the sessions running then, plus what it could start after.
 fn unreported_bound(
     coordinator: &Coordinator,
     run: &Run,
@@ -1220,14 +1408,25 @@ fn unreported_bound(
     share: &Share,
     started: Option<Instant>,
 ) -> u64 {
-    if share.done && share.merged >= share.last_seq.saturating_sub(share.first_seq) {
+    let all_merged = share.merged >= share.last_seq.saturating_sub(share.first_seq);
+    if share.done && all_merged {
         return 0;
     }
     let Some(heard) = share.last_heard_ms else {
-        return 0;
+        // Not lost: done (or still draining at the end) with snapshots missing.
+        return match share.started_total {
+            Some(n) if share.done => n.saturating_sub(share.reported_finished),
+            _ => share
+                .progress
+                .map_or(share.reported_started, |(n, _)| {
+                    n.max(share.reported_started)
+                })
+                .saturating_sub(share.reported_finished),
+        };
     };
     // A lost worker may come back (it was frozen, or cut off) and start sessions before its
-    // Stop arrives: the window runs to when it was last heard from, whenever that was.
+    // Stop arrives: the window runs to when it was last heard from, whenever that was, and no
+    // further than its Done if it sent one.
     let heard = coordinator
         .registry
         .get(&share.worker)
@@ -1238,9 +1437,18 @@ fn unreported_bound(
     let beat = coordinator
         .config
         .heartbeat_interval
-        .min(gauntlet_proto::PROGRESS_INTERVAL)
+        .clamp(
+            Duration::from_millis(100),
+            gauntlet_proto::PROGRESS_INTERVAL,
+        )
         .as_millis() as u64;
-    let to_ms = heard + beat;
+    let to_ms = heard
+        .saturating_add(beat)
+        .min(share.done_at_ms.unwrap_or(u64::MAX));
+    if let (true, Some(n)) = (share.done, share.started_total) {
+        // It came back and said how many it started in all.
+        return n.saturating_sub(share.reported_finished);
+    }
     let (known, from_ms) = match share.progress {
         Some((started, at)) => (
             started
@@ -1261,9 +1469,19 @@ fn unreported_bound(
     let vus = segment.vus(run.plan.max_vus()).count() as u64;
     let after = match run.plan.load.model {
         Model::Open => {
-            let (from, to) = (Duration::from_millis(from_ms), Duration::from_millis(to_ms));
-            let mut owned = 0;
-            let mut k = 0;
+            let to = Duration::from_millis(to_ms);
+            let offset = Duration::from_millis(share.offset_ms);
+            // Arrivals are taken in order: those it owns that were due by `to` and that it had
+            // neither started nor dropped by its last heartbeat may have started since. (Without
+            // a heartbeat, those due after its last snapshot.) Counted from its first own
+            // arrival, not from the run's first.
+            let (from, processed) = match share.progress {
+                Some((started, _)) => (offset, started.saturating_add(share.dropped)),
+                None => (Duration::from_millis(from_ms).max(offset), 0),
+            };
+            let mut owned = 0u64;
+            let mut k = ramp.integral(from).floor().max(0.0) as u64;
+            k = k.saturating_sub(1);
             while let Some(t) = ramp.arrival_time(k) {
                 if t > to {
                     break;
@@ -1273,7 +1491,7 @@ fn unreported_bound(
                 }
                 k += 1;
             }
-            owned
+            owned.saturating_sub(processed)
         }
         Model::Closed => {
             // The shortest session seen anywhere: the fleet's merged histogram, or what the
@@ -1288,7 +1506,7 @@ fn unreported_bound(
                 (a, b) => a.or(b).unwrap_or(1000),
             }
             .max(1);
-            let gap_us = to_ms.saturating_sub(from_ms) * 1000;
+            let gap_us = to_ms.saturating_sub(from_ms).saturating_mul(1000);
             vus.saturating_mul(gap_us / shortest_us + 1)
         }
     };

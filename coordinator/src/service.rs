@@ -84,7 +84,7 @@ impl v1::worker_service_server::WorkerService for Workers {
                     Some(worker_message::Kind::Snapshot(snapshot)) => {
                         let ack = coordinator
                             .run(&snapshot.run_id)
-                            .is_some_and(|run| run.on_snapshot(&id, &snapshot));
+                            .is_some_and(|run| run.on_snapshot(&coordinator, &id, &snapshot));
                         if ack {
                             let ack = v1::CoordinatorMessage {
                                 kind: Some(coordinator_message::Kind::Ack(v1::Ack {
@@ -95,6 +95,11 @@ impl v1::worker_service_server::WorkerService for Workers {
                             let _ = tx.try_send(ack);
                         }
                     }
+                    Some(worker_message::Kind::Leaving(leaving)) => {
+                        if let Some(run) = coordinator.run(&leaving.run_id) {
+                            run.on_leaving(&id, &leaving);
+                        }
+                    }
                     Some(worker_message::Kind::Done(done)) => {
                         if let Some(run) = coordinator.run(&done.run_id) {
                             run.on_done(&id, &done);
@@ -103,7 +108,7 @@ impl v1::worker_service_server::WorkerService for Workers {
                     Some(worker_message::Kind::Heartbeat(beat)) => {
                         for p in &beat.progress {
                             if let Some(run) = coordinator.run(&p.run_id) {
-                                run.on_progress(&id, p);
+                                run.on_progress(&coordinator, &id, p);
                             }
                         }
                     }

@@ -257,6 +257,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         first_seq: assignment.first_seq,
         left: false,
         stopped_at_ms: 0,
+        sessions_started: 1,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),

@@ -114,6 +114,50 @@ impl Ramp {
         sum
     }
 
+    /// Closed model: the VU-seconds that VUs `lo..hi` are planned to run between `from` and
+    /// `to` (VU `i` runs while the ramp's whole-VU count exceeds `i`), exact for linear stages.
+    /// A share of VUs delivered its planned load when it covered this.
+    pub fn vu_seconds(&self, lo: u64, hi: u64, from: Duration, to: Duration) -> f64 {
+        let n = hi.saturating_sub(lo) as f64;
+        let lo = lo as f64;
+        // g(v): VUs of the range running when the ramp stands at v; G: its integral over v.
+        let g = |v: f64| (v.max(0.0).floor() - lo).clamp(0.0, n);
+        let big_g = |x: f64| {
+            let x = x.max(0.0);
+            let k = x.floor();
+            // Sum of g(j) for whole j in 0..k: 0 up to lo, then 1, 2, ... n, then n each.
+            let m = k - 1.0;
+            let s = if m <= lo {
+                0.0
+            } else {
+                let p = (m.min(lo + n) - lo).max(0.0);
+                p * (p + 1.0) / 2.0 + n * (m - lo - n).max(0.0)
+            };
+            s + (x - k) * g(k)
+        };
+        let (from, to) = (from.as_secs_f64(), to.as_secs_f64());
+        let mut v0 = self.start;
+        let mut start = 0.0f64;
+        let mut sum = 0.0;
+        for stage in &self.stages {
+            let d = stage.duration.as_secs_f64();
+            let (a, b) = (from.max(start), to.min(start + d));
+            if b > a && d > 0.0 {
+                let slope = (stage.target - v0) / d;
+                let va = v0 + slope * (a - start);
+                let vb = v0 + slope * (b - start);
+                sum += if slope.abs() < 1e-12 {
+                    g(va) * (b - a)
+                } else {
+                    (big_g(vb) - big_g(va)) / slope
+                };
+            }
+            start += d;
+            v0 = stage.target;
+        }
+        sum
+    }
+
     /// Open model: arrivals the whole ramp plans (fleet-wide).
     pub fn planned_arrivals(&self) -> u64 {
         let mut from = self.start;
@@ -140,6 +184,31 @@ mod tests {
         assert!((r.integral(Duration::from_secs(99)) - 150.0).abs() < 1e-9);
         assert!((r.integral(Duration::from_secs(5)) - 12.5).abs() < 1e-9);
         assert_eq!(r.integral(Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn vu_seconds_follow_the_whole_vus_of_a_range() {
+        let flat = ramp(10.0, &[(10, 10.0)]);
+        let s = |r: &Ramp, lo, hi, a, b| {
+            r.vu_seconds(lo, hi, Duration::from_secs(a), Duration::from_secs(b))
+        };
+        // 10 VUs cut 3/3/4 carry 30/30/40 % of the VU-seconds, not a third each.
+        assert!((s(&flat, 0, 3, 0, 10) - 30.0).abs() < 1e-9);
+        assert!((s(&flat, 6, 10, 0, 10) - 40.0).abs() < 1e-9);
+        assert!((s(&flat, 6, 10, 5, 10) - 20.0).abs() < 1e-9);
+        // A ramp 0 -> 12 over 12 s: VU i runs from t = i + 1 on, so 0..4 run 11+10+9+8 s.
+        let up = ramp(0.0, &[(12, 12.0)]);
+        assert!((s(&up, 0, 4, 0, 12) - 38.0).abs() < 1e-9);
+        assert!((s(&up, 8, 12, 0, 12) - 6.0).abs() < 1e-9);
+        let all = s(&up, 0, 12, 0, 12);
+        assert!((all - 66.0).abs() < 1e-9, "{all}");
+        // Down again: the whole ramp's ranges add up.
+        let hill = ramp(0.0, &[(12, 12.0), (12, 0.0)]);
+        let parts: f64 = [(0, 4), (4, 8), (8, 12)]
+            .iter()
+            .map(|(lo, hi)| s(&hill, *lo, *hi, 0, 24))
+            .sum();
+        assert!((parts - s(&hill, 0, 12, 0, 24)).abs() < 1e-9);
     }
 
     fn ramp(start: f64, stages: &[(u64, f64)]) -> Ramp {

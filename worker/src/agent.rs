@@ -90,6 +90,7 @@ impl Pending {
                     u64::MAX => 0,
                     us => us,
                 },
+                dropped: p.dropped.load(Ordering::Relaxed),
             })
             .collect();
         v1::WorkerMessage {
@@ -116,15 +117,36 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
     let endpoint = gauntlet_proto::auth::endpoint(&config.coordinator, config.tls_ca.as_deref())
         .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e))?;
     let pending: Shared = Arc::default();
+    // Cancelled when this worker shuts down: every share stops starting sessions at once.
+    let leaving = CancellationToken::new();
     // Parent of every assignment's stop token; replaced after it is used.
-    let mut jobs_stop = CancellationToken::new();
+    let mut jobs_stop = leaving.child_token();
     let jobs = TaskTracker::new();
+    // On shutdown the stream stays open while the shares drain, so that their Leaving (the
+    // coordinator hands the share over at once) and their last snapshots go out live.
+    let connected = CancellationToken::new();
+    {
+        let (shutdown, leaving, connected, jobs) = (
+            shutdown.clone(),
+            leaving.clone(),
+            connected.clone(),
+            jobs.clone(),
+        );
+        let drain = config.drain;
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            leaving.cancel();
+            jobs.close();
+            let _ = tokio::time::timeout(drain, jobs.wait()).await;
+            connected.cancel();
+        });
+    }
     let mut worker_id = String::new();
     let mut backoff = Duration::from_millis(100);
     let mut disconnected_since: Option<Instant> = None;
     let mut lease = Duration::from_secs(5);
     loop {
-        if shutdown.is_cancelled() {
+        if connected.is_cancelled() {
             break;
         }
         // Away from the coordinator past the lease: it has given our shares away.
@@ -135,8 +157,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
             tracing::warn!("coordinator unreachable past the lease: stopping running sessions");
             jobs_stop.cancel();
         }
-        if jobs_stop.is_cancelled() && jobs.is_empty() {
-            jobs_stop = CancellationToken::new();
+        if jobs_stop.is_cancelled() && jobs.is_empty() && !leaving.is_cancelled() {
+            jobs_stop = leaving.child_token();
         }
         let session = connect_once(
             &endpoint,
@@ -145,7 +167,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
             &pending,
             &jobs,
             &jobs_stop,
-            &shutdown,
+            &connected,
         )
         .await;
         match session {
@@ -160,7 +182,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = connected.cancelled() => break,
             _ = sleep(backoff) => {}
         }
         // Capped well under a lease: a short network cut must not cost the worker its shares.
@@ -335,7 +357,7 @@ async fn run_assignment(
     leaving: CancellationToken,
 ) {
     let key = (a.run_id.clone(), a.first_seq);
-    let finish = |error: String, last_seq: u64, stopped_at_ms: u64| {
+    let finish = |error: String, last_seq: u64, stopped_at_ms: u64, sessions_started: u64| {
         let done = v1::Done {
             run_id: a.run_id.clone(),
             last_seq,
@@ -343,6 +365,7 @@ async fn run_assignment(
             first_seq: a.first_seq,
             left: leaving.is_cancelled(),
             stopped_at_ms,
+            sessions_started,
         };
         let mut p = lock(&pending);
         if let Some(o) = &p.outbox {
@@ -364,7 +387,7 @@ async fn run_assignment(
         Ok(p) => Arc::new(p),
         Err(e) => {
             tracing::error!(run = %a.run_id, error = %e, "cannot run this assignment");
-            finish(e, a.first_seq, 0);
+            finish(e, a.first_seq, 0, 0);
             return;
         }
     };
@@ -372,6 +395,7 @@ async fn run_assignment(
         finish(
             format!("bad segment [{}, {})", a.segment_start, a.segment_end),
             a.first_seq,
+            0,
             0,
         );
         return;
@@ -383,7 +407,7 @@ async fn run_assignment(
     let wait = Duration::from_millis(a.start_at_unix_ms.saturating_sub(now_ms));
     tokio::select! {
         _ = stop.cancelled() => {
-            finish(String::new(), a.first_seq, a.offset_ms.max(1));
+            finish(String::new(), a.first_seq, a.offset_ms.max(1), 0);
             return;
         }
         _ = sleep(wait) => {}
@@ -405,7 +429,7 @@ async fn run_assignment(
         config,
         stop.clone(),
         tx,
-        progress,
+        Arc::clone(&progress),
     ));
     let mut seq = a.first_seq;
     // When the share was told to stop, on the run's clock: the coordinator counts the load
@@ -415,6 +439,20 @@ async fn run_assignment(
         let delta = tokio::select! {
             _ = stop.cancelled(), if stopped_at_ms == 0 => {
                 stopped_at_ms = (a.offset_ms + began.elapsed().as_millis() as u64).max(1);
+                if leaving.is_cancelled() {
+                    // Shutting down: the coordinator hands the share over now, not after the
+                    // drain.
+                    let p = lock(&pending);
+                    if let Some(o) = &p.outbox {
+                        let _ = o.try_send(v1::WorkerMessage {
+                            kind: Some(worker_message::Kind::Leaving(v1::Leaving {
+                                run_id: a.run_id.clone(),
+                                first_seq: a.first_seq,
+                                stopped_at_ms,
+                            })),
+                        });
+                    }
+                }
                 continue;
             }
             delta = rx.recv() => delta,
@@ -443,5 +481,6 @@ async fn run_assignment(
     }
     let _ = engine.await;
     lock(&pending).running.remove(&key);
-    finish(String::new(), seq, stopped_at_ms);
+    let started = progress.started.load(std::sync::atomic::Ordering::Relaxed);
+    finish(String::new(), seq, stopped_at_ms, started);
 }

@@ -71,6 +71,8 @@ pub struct Progress {
     pub active: AtomicU64,
     /// The shortest session so far, microseconds (`u64::MAX` before the first ends).
     pub shortest_us: AtomicU64,
+    /// Open model: arrivals dropped so far (no free VU).
+    pub dropped: AtomicU64,
 }
 
 impl Default for Progress {
@@ -79,6 +81,7 @@ impl Default for Progress {
             started: AtomicU64::new(0),
             active: AtomicU64::new(0),
             shortest_us: AtomicU64::new(u64::MAX),
+            dropped: AtomicU64::new(0),
         }
     }
 }
@@ -331,6 +334,7 @@ async fn open_arrivals(
             }
             None => {
                 dropped += 1;
+                active.dropped.fetch_add(1, Ordering::Relaxed);
                 if dropped % 64 == 1 {
                     tracing::debug!(arrival, dropped, "no free VU: arrival dropped");
                 }

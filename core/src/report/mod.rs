@@ -496,14 +496,13 @@ impl Report {
     }
 }
 
-/// A fraction as a percentage that never rounds a shortfall up to 100 % (0.9996 is 99.96 %).
+/// A fraction as a percentage, cut (never rounded up) to one decimal: a shortfall never reads
+/// as 100 % (0.99999 is 99.9 %).
 pub fn percent(f: f64) -> String {
-    let p = 100.0 * f;
-    if p < 100.0 && format!("{p:.1}") == "100.0" {
-        format!("{p:.2} %")
-    } else {
-        format!("{p:.1} %")
+    if f >= 1.0 {
+        return "100.0 %".into();
     }
+    format!("{:.1} %", (1000.0 * f).floor() / 10.0)
 }
 
 /// The JSON Schema of [`Report`] (what `docs/report.schema.json` holds).
