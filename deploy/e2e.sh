@@ -23,6 +23,7 @@ compose=(docker-compose -f deploy/compose.yaml -p "$project")
 work=$(mktemp -d)
 chmod 777 "$work"
 export JWT_SECRET_KEY="e2e-secret-$$"
+export GAUNTLET_TOKEN="e2e-worker-token-$$-$RANDOM" GAUNTLET_SUBMIT_TOKEN="e2e-submit-token-$$-$RANDOM"
 export GAUNTLET_HTTP_PORT=0
 
 cleanup() {

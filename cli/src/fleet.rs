@@ -25,9 +25,18 @@ pub struct CoordinatorArgs {
     /// A worker silent for this long is lost.
     #[arg(long, env = "GAUNTLET_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
-    /// Require this bearer token on every gRPC call (workers and clients pass it with --token).
+    /// Bearer token workers must present (`gauntlet worker --token`); also required of
+    /// submitters when no --submit-token is set.
     #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Bearer token submitters must present (`gauntlet run --token`) to submit, watch or cancel
+    /// runs; a worker's token then cannot. Set both when the coordinator is reachable by others.
+    #[arg(long, env = "GAUNTLET_SUBMIT_TOKEN", hide_env_values = true)]
+    submit_token: Option<String>,
+    /// Listen beyond loopback without both tokens (anyone who reaches the port could then run
+    /// plans on the fleet, or pose as a worker).
+    #[arg(long)]
+    insecure: bool,
     /// HTTP address for health checks and the runs list (`/healthz`, `/api/runs`).
     #[arg(long, env = "GAUNTLET_HTTP")]
     http: Option<SocketAddr>,
@@ -68,6 +77,25 @@ pub struct WorkerArgs {
     /// Extra CA certificate (PEM) to trust for an https:// coordinator.
     #[arg(long, env = "GAUNTLET_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Environment variables plans may read (`{env:NAME}`, `[auth] secret_env`/`key_env`),
+    /// comma-separated, `*` as a wildcard (`JWT_SECRET_KEY,STAGING_*`). None by default; the
+    /// fleet's tokens never.
+    #[arg(long, env = "GAUNTLET_PLAN_ENV", value_delimiter = ',')]
+    plan_env: Vec<String>,
+    /// Files plans may read (`[auth] secret_file`/`key_file`, `[target.tls] ca_file`),
+    /// comma-separated paths, `*` as a wildcard (`/run/secrets/*`). None by default.
+    #[arg(long, env = "GAUNTLET_PLAN_FILES", value_delimiter = ',')]
+    plan_files: Vec<String>,
+    /// Hosts plans may send traffic to: names, `*.domain`, IP addresses or CIDR blocks,
+    /// comma-separated (`*` for any). A plan aiming elsewhere is refused, and so is an HTTP
+    /// request or redirect to elsewhere.
+    #[arg(
+        long,
+        env = "GAUNTLET_ALLOW_TARGET",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128,localhost"
+    )]
+    allow_target: Vec<String>,
 }
 
 /// Runs a coordinator until a signal.
@@ -78,11 +106,35 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
         heartbeat_timeout: args.heartbeat_timeout,
         ..CoordinatorConfig::default()
     };
+    let lacking: Vec<&str> = [
+        ("--token", &args.token),
+        ("--submit-token", &args.submit_token),
+    ]
+    .iter()
+    .filter(|(_, t)| t.as_deref().is_none_or(str::is_empty))
+    .map(|(flag, _)| *flag)
+    .collect();
+    if !args.listen.ip().is_loopback() && !lacking.is_empty() && !args.insecure {
+        return Err(crate::testbed::UsageError(format!(
+            "refusing to listen on {} without {}: anyone who reaches it could run plans on the              fleet or pose as a worker. Set the tokens (GAUNTLET_TOKEN for workers,              GAUNTLET_SUBMIT_TOKEN for submitters), listen on loopback, or pass --insecure",
+            args.listen,
+            lacking.join(" and ")
+        ))
+        .into());
+    }
+    if args.token.is_some() && args.token == args.submit_token {
+        return Err(crate::testbed::UsageError(
+            "--token and --submit-token are the same: a worker could then submit runs".into(),
+        )
+        .into());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("coordinator listening on {}", listener.local_addr()?);
-    let mut coordinator = Coordinator::new(config, shutdown.clone()).with_token(args.token);
+    let mut coordinator = Coordinator::new(config, shutdown.clone())
+        .with_token(args.token)
+        .with_submit_token(args.submit_token);
     if let Some(path) = &args.history {
         coordinator = coordinator.with_history(gauntlet_coordinator::history::History::open(path)?);
     }
@@ -124,6 +176,16 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
         drain: args.drain,
         token: args.token,
         tls_ca: read_pem(args.tls_ca.as_deref())?,
+        access: gauntlet_worker::access::Access::new(
+            &args.plan_env,
+            &args.plan_files,
+            &args
+                .allow_target
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .map_err(crate::testbed::UsageError)?,
     };
     run_agent(config, crate::signals::shutdown_token()).await?;
     Ok(0)
@@ -193,6 +255,8 @@ pub async fn run_plan(fleet: Fleet, submission: Submission, quiet: bool) -> anyh
                     drain: Duration::from_secs(15),
                     token: None,
                     tls_ca: None,
+                    // The user's own plan in the user's own process.
+                    access: gauntlet_worker::access::Access::open(),
                 };
                 let stop = stop_local.clone();
                 tokio::spawn(async move {

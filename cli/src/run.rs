@@ -54,8 +54,8 @@ pub struct Args {
     /// Directory for report.json (default: gauntlet-runs/<run id>).
     #[arg(long, env = "GAUNTLET_OUT")]
     out: Option<PathBuf>,
-    /// Bearer token of the coordinator.
-    #[arg(long, env = "GAUNTLET_TOKEN", hide_env_values = true)]
+    /// The coordinator's submit token (its --submit-token, or its --token when it has none).
+    #[arg(long, env = "GAUNTLET_SUBMIT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Extra CA certificate (PEM) to trust for an https:// coordinator.
     #[arg(long, env = "GAUNTLET_TLS_CA")]

@@ -75,6 +75,8 @@ fn worker(url: &str, name: &str) -> Proc {
                 name,
                 "--drain",
                 "2s",
+                "--plan-env",
+                "JWT_SECRET_KEY",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -574,4 +576,51 @@ async fn a_frozen_worker_leaves_sessions_of_unknown_outcome_and_the_run_is_no_pa
         "the testbed saw {accepted} sessions, the report has {outcomes} outcomes, and says at most {unknown} are unknown"
     );
     assert!(reason.contains("(lost workers: w1)"), "{reason}");
+}
+
+/// Secure by default: a coordinator reachable beyond loopback needs both credentials (or says
+/// `--insecure`), and they must differ.
+#[test]
+fn a_coordinator_beyond_loopback_without_tokens_refuses_to_start() {
+    let coordinator = |extra: &[&str]| {
+        gauntlet()
+            .env_remove("GAUNTLET_TOKEN")
+            .env_remove("GAUNTLET_SUBMIT_TOKEN")
+            .args(["coordinator", "--listen", "0.0.0.0:0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = coordinator(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without --token and --submit-token"),
+        "{stderr}"
+    );
+    let out = coordinator(&["--token", "w"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("without --submit-token"), "{stderr}");
+    let out = coordinator(&["--token", "same", "--submit-token", "same"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("are the same"), "{stderr}");
+    // --insecure starts it anyway.
+    let mut child = Proc(
+        gauntlet()
+            .env_remove("GAUNTLET_TOKEN")
+            .env_remove("GAUNTLET_SUBMIT_TOKEN")
+            .args(["coordinator", "--listen", "0.0.0.0:0", "--insecure"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("coordinator listening on 0.0.0.0:"),
+        "{first}"
+    );
 }

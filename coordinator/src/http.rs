@@ -187,6 +187,13 @@ pub fn metrics(coordinator: &Coordinator) -> String {
     );
     let _ = writeln!(out, "gauntlet_workers{{state=\"connected\"}} {connected}");
     let _ = writeln!(out, "gauntlet_workers{{state=\"known\"}} {known}");
+    let _ = writeln!(
+        out,
+        "# HELP gauntlet_rejected_messages_total Worker messages refused (a snapshot for a share the sender does not hold).\n# TYPE gauntlet_rejected_messages_total counter\ngauntlet_rejected_messages_total {}",
+        coordinator
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     out
 }
 

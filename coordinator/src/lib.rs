@@ -63,12 +63,19 @@ pub struct Coordinator {
     pub registry: Arc<Registry>,
     runs: Arc<Mutex<BTreeMap<String, Arc<Run>>>>,
     shutdown: CancellationToken,
-    /// Bearer token every gRPC call must carry, if set.
+    /// Bearer token every worker call must carry, if set (and every control call, unless a
+    /// submit token is set).
     token: Option<String>,
+    /// Bearer token of the ControlService (submit, cancel, watch), if set: then a worker's
+    /// token cannot steer runs.
+    submit_token: Option<String>,
     /// Certificate chain and private key (PEM) for TLS on the gRPC port, if set.
     tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Where runs are recorded (started, then finished), if set.
     pub(crate) history: Option<Arc<Mutex<history::History>>>,
+    /// Messages from workers refused since the start (a snapshot for a share the sender does
+    /// not hold), for `/metrics`.
+    pub rejected: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Coordinator {
@@ -80,8 +87,10 @@ impl Coordinator {
             runs: Arc::new(Mutex::new(BTreeMap::new())),
             shutdown,
             token: None,
+            submit_token: None,
             tls: None,
             history: None,
+            rejected: Arc::default(),
         }
     }
 
@@ -112,6 +121,13 @@ impl Coordinator {
         self
     }
 
+    /// Requires `token` on the ControlService instead of the worker token, so that a worker's
+    /// credential cannot submit or cancel runs.
+    pub fn with_submit_token(mut self, token: Option<String>) -> Coordinator {
+        self.submit_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
     /// The run `id`.
     pub fn run(&self, id: &str) -> Option<Arc<Run>> {
         lock(&self.runs).get(id).cloned()
@@ -131,6 +147,9 @@ impl Coordinator {
         let shutdown = self.shutdown.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let check = gauntlet_proto::auth::check_token(self.token.clone());
+        let check_submit = gauntlet_proto::auth::check_token(
+            self.submit_token.clone().or_else(|| self.token.clone()),
+        );
         let mut builder = tonic::transport::Server::builder();
         if let Some((cert, key)) = &self.tls {
             let identity = tonic::transport::Identity::from_pem(cert, key);
@@ -144,7 +163,7 @@ impl Coordinator {
             ))
             .add_service(ControlServiceServer::with_interceptor(
                 service::Control(self.clone()),
-                check,
+                check_submit,
             ))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await

@@ -311,14 +311,20 @@ impl Run {
         } else {
             snapshot
         };
+        // Only the worker holding a share reports for it: sequence numbers of share `i` start
+        // at `i * SEQ_BLOCK`, and that share must be the sender's.
+        let index = (snapshot.seq / SEQ_BLOCK) as usize;
+        if state.shares.get(index).is_none_or(|s| s.worker != worker) {
+            drop(state);
+            coordinator
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(worker, run = %self.id, seq = snapshot.seq, "snapshot rejected: the sender holds no such share of this run");
+            return false;
+        }
         match state.agg.merge(worker, snapshot) {
             Ok(new) => {
-                // Sequence numbers of share `i` start at `i * SEQ_BLOCK`.
-                let index = (snapshot.seq / SEQ_BLOCK) as usize;
-                if new
-                    && let Some(share) = state.shares.get_mut(index)
-                    && share.worker == worker
-                {
+                if new && let Some(share) = state.shares.get_mut(index) {
                     share.merged += 1;
                     share.progressed_at = Some(Instant::now());
                     if let Some(c) = &snapshot.counters {

@@ -257,7 +257,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         first_seq: assignment.first_seq,
         left: false,
         stopped_at_ms: 0,
-        sessions_started: 1,
+        sessions_started: 7,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),
@@ -355,6 +355,7 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
         drain: Duration::from_secs(1),
         token: token.map(str::to_owned),
         tls_ca: None,
+        access: gauntlet_worker::access::Access::open(),
     };
     let refused = run_agent(config(None), CancellationToken::new())
         .await
@@ -475,6 +476,7 @@ async fn grpc_over_tls_with_a_private_ca() {
             drain: Duration::from_secs(1),
             token: None,
             tls_ca: Some(ca_pem.clone()),
+            access: gauntlet_worker::access::Access::open(),
         },
         worker_stop.clone(),
     ));

@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// Extra CA certificate (PEM) trusted for an `https://` coordinator.
     pub tls_ca: Option<Vec<u8>>,
+    /// What plans may read and reach on this worker.
+    pub access: crate::access::Access,
 }
 
 /// A failure that ends the agent.
@@ -316,7 +318,7 @@ async fn connect_once(
                             .entry(a.run_id.clone())
                             .or_insert_with(|| jobs_stop.child_token())
                             .clone();
-                        jobs.spawn(run_assignment(a, Arc::clone(pending), stop, jobs_stop.clone()));
+                        jobs.spawn(run_assignment(a, Arc::clone(pending), stop, jobs_stop.clone(), config.access.clone()));
                     }
                     Some(coordinator_message::Kind::Stop(stop)) => {
                         tracing::info!(run = %stop.run_id, reason = %stop.reason, "stop requested");
@@ -355,6 +357,7 @@ async fn run_assignment(
     pending: Shared,
     stop: CancellationToken,
     leaving: CancellationToken,
+    access: crate::access::Access,
 ) {
     let key = (a.run_id.clone(), a.first_seq);
     let finish = |error: String, last_seq: u64, stopped_at_ms: u64, sessions_started: u64| {
@@ -382,7 +385,9 @@ async fn run_assignment(
     };
     let program = Plan::from_text(&a.plan_file, &a.plan_toml, &overrides)
         .map_err(|e| e.to_string())
-        .and_then(|plan| Program::compile(plan).map_err(|e| format!("{}: {e}", a.plan_file)));
+        .and_then(|plan| {
+            Program::compile_for(plan, access).map_err(|e| format!("{}: {e}", a.plan_file))
+        });
     let program = match program {
         Ok(p) => Arc::new(p),
         Err(e) => {

@@ -1,6 +1,8 @@
 //! gauntlet-worker: the engine that runs a worker's share of a plan against the target.
 //!
 //! # Layout
+//! - [`access`]: what a worker's operator lets plans read (variables, files) and reach
+//!   (target hosts).
 //! - [`agent`]: the worker's side of the fleet (register, Session stream, assignments,
 //!   numbered snapshots resent until acknowledged, reconnects, drain).
 //! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS).
@@ -14,6 +16,7 @@
 //! - [`render`]: templates filled from a session's context.
 //! - [`rng`]: a small seedable random source.
 
+pub mod access;
 pub mod agent;
 pub mod auth;
 pub mod classify;

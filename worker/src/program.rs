@@ -34,6 +34,8 @@ pub struct CompileError(pub String);
 pub struct Program {
     /// The plan as loaded.
     pub plan: Plan,
+    /// What this worker lets the plan reach (HTTP URLs and redirects are checked as sent).
+    pub access: Arc<crate::access::Access>,
     /// HTTP base URL (no trailing slash).
     pub base_url: String,
     /// WebSocket URL.
@@ -260,6 +262,14 @@ impl Names {
 impl Program {
     /// Compiles a validated plan.
     pub fn compile(plan: Plan) -> Result<Program, CompileError> {
+        Program::compile_for(plan, crate::access::Access::open())
+    }
+
+    /// Compiles a validated plan for a worker whose operator allows `access` (checked first:
+    /// a plan that reads or reaches what it may not is refused, naming it).
+    pub fn compile_for(plan: Plan, access: crate::access::Access) -> Result<Program, CompileError> {
+        access.check(&plan).map_err(CompileError)?;
+        let access = Arc::new(access);
         let err = |at: &str, e: String| CompileError(format!("{at}: {e}"));
         let base_url = plan
             .target
@@ -347,7 +357,21 @@ impl Program {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let tls = Arc::new(tls_config(&plan.target.tls)?);
+        let redirects = Arc::clone(&access);
         let http = reqwest::Client::builder()
+            // A redirect is followed only to a host this worker may reach.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("more than 10 redirects")
+                } else if redirects.allows_url(attempt.url()) {
+                    attempt.follow()
+                } else {
+                    let host = attempt.url().host_str().unwrap_or("?").to_owned();
+                    attempt.error(format!(
+                        "redirect to `{host}`, which this worker does not send traffic to (--allow-target)"
+                    ))
+                }
+            }))
             .use_preconfigured_tls((*tls).clone())
             .connect_timeout(plan.target.connect_timeout)
             .build()
@@ -358,6 +382,7 @@ impl Program {
             .max_message_size(Some(16 << 20))
             .max_frame_size(Some(16 << 20));
         Ok(Program {
+            access,
             base_url,
             ws_url,
             headers,

@@ -44,6 +44,7 @@ pub fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
         drain: Duration::from_secs(5),
         token: None,
         tls_ca: None,
+        access: gauntlet_worker::access::Access::open(),
     };
     let token = stop.clone();
     (

@@ -17,6 +17,20 @@ impl Session<'_> {
         } else {
             format!("{}{path}", self.p.base_url)
         };
+        // A rendered URL (a capture can come from the target) reaches only allowed hosts.
+        if let Ok(parsed) = url::Url::parse(&url)
+            && !self.p.access.allows_url(&parsed)
+        {
+            self.vu.rec.check(step.check, false);
+            self.fail(
+                &step.name,
+                Symptom::Protocol(format!(
+                    "`{}` is not a target this worker sends traffic to (--allow-target)",
+                    parsed.host_str().unwrap_or("?")
+                )),
+            );
+            return Err(Fatal);
+        }
         let mut req = self
             .p
             .http

@@ -1,0 +1,309 @@
+//! What a worker's operator lets a submitted plan touch: which environment variables and
+//! files it may read (`{env:NAME}`, `[auth]` key sources, `ca_file`), and which hosts it may
+//! send traffic to. A plan arrives from whoever can reach the coordinator; without this, a plan
+//! could put the worker's secrets in a header and point the target at itself.
+
+use std::net::IpAddr;
+
+use gauntlet_core::plan::Plan;
+use gauntlet_core::template::Template;
+
+/// Variables never exposed to a plan, whatever the operator's patterns say: the fleet's own
+/// credentials.
+const NEVER: [&str; 2] = ["GAUNTLET_TOKEN", "GAUNTLET_SUBMIT_TOKEN"];
+
+/// A worker's access policy for plans.
+#[derive(Debug, Clone)]
+pub struct Access {
+    env: Vec<String>,
+    files: Vec<String>,
+    targets: Vec<Target>,
+}
+
+/// One allowed target: a host name (exact, or `*.suffix`), or an address block.
+#[derive(Debug, Clone)]
+enum Target {
+    Any,
+    Host(String),
+    Suffix(String),
+    Net(IpAddr, u8),
+}
+
+impl Default for Access {
+    /// What a worker started with no flags allows: no variable, no file, loopback targets only.
+    fn default() -> Self {
+        Access::new(&[], &[], &["127.0.0.0/8", "::1/128", "localhost"])
+            .unwrap_or_else(|_| Access::open())
+    }
+}
+
+impl Access {
+    /// Everything but the fleet's credentials: for workers inside `gauntlet run` / `demo`, whose
+    /// plan is the user's own.
+    pub fn open() -> Access {
+        Access {
+            env: vec!["*".into()],
+            files: vec!["*".into()],
+            targets: vec![Target::Any],
+        }
+    }
+
+    /// A policy from the operator's patterns: variable names and file paths with `*` as a
+    /// wildcard; targets as host names, `*.domain`, IP addresses or CIDR blocks (`*` for any).
+    pub fn new(env: &[String], files: &[String], targets: &[&str]) -> Result<Access, String> {
+        let targets = targets
+            .iter()
+            .map(|t| parse_target(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Access {
+            env: env.to_vec(),
+            files: files.to_vec(),
+            targets,
+        })
+    }
+
+    /// Whether a plan may read environment variable `name`.
+    pub fn allows_env(&self, name: &str) -> bool {
+        !NEVER.contains(&name) && self.env.iter().any(|p| glob(p, name))
+    }
+
+    /// Whether a plan may read file `path`.
+    pub fn allows_file(&self, path: &str) -> bool {
+        self.files.iter().any(|p| glob(p, path))
+    }
+
+    /// Whether traffic may go to `host` (a name or an address, without port).
+    pub fn allows_host(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let ip: Option<IpAddr> = host.parse().ok();
+        self.targets.iter().any(|t| match t {
+            Target::Any => true,
+            Target::Host(h) => *h == host,
+            Target::Suffix(s) => host.ends_with(s.as_str()) && host.len() > s.len(),
+            Target::Net(net, bits) => ip.is_some_and(|ip| in_net(ip, *net, *bits)),
+        })
+    }
+
+    /// Whether traffic may go to `url`.
+    pub fn allows_url(&self, url: &url::Url) -> bool {
+        url.host_str().is_some_and(|h| self.allows_host(h))
+    }
+
+    /// Checks everything a plan would read or reach; the error names the first refusal and the
+    /// flag that would allow it.
+    pub fn check(&self, plan: &Plan) -> Result<(), String> {
+        for name in env_reads(plan) {
+            if !self.allows_env(&name) {
+                return Err(format!(
+                    "this worker does not expose environment variable `{name}` to plans \
+                     (its operator allows them with `gauntlet worker --plan-env NAME,...`; the \
+                     fleet's tokens never)"
+                ));
+            }
+        }
+        let auth = plan.auth.as_ref();
+        let files = [
+            auth.and_then(|a| a.secret_file.as_ref()),
+            auth.and_then(|a| a.key_file.as_ref()),
+            plan.target.tls.ca_file.as_ref(),
+        ];
+        for path in files.into_iter().flatten() {
+            let shown = path.display().to_string();
+            if !self.allows_file(&shown) {
+                return Err(format!(
+                    "this worker does not let plans read `{shown}` (its operator allows files \
+                     with `gauntlet worker --plan-files PATH,...`)"
+                ));
+            }
+        }
+        let urls = [plan.target.base_url.clone(), plan.ws_url()];
+        for url in urls.into_iter().flatten() {
+            let parsed = url::Url::parse(&url).map_err(|e| format!("target `{url}`: {e}"))?;
+            if !self.allows_url(&parsed) {
+                return Err(format!(
+                    "this worker does not send traffic to `{}` (its operator allows targets \
+                     with `gauntlet worker --allow-target HOST,CIDR,...`)",
+                    parsed.host_str().unwrap_or(&url)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every environment variable a plan reads: its `{env:NAME}` placeholders anywhere, and the
+/// `[auth]` key variables.
+pub fn env_reads(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(a) = &plan.auth {
+        out.extend(a.secret_env.iter().cloned());
+        out.extend(a.key_env.iter().cloned());
+    }
+    if let Ok(value) = serde_json::to_value(plan) {
+        gauntlet_core::plan::each_string(&value, &mut |s| {
+            if let Ok(t) = Template::parse(s) {
+                out.extend(t.envs().map(str::to_owned));
+            }
+        });
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn parse_target(t: &str) -> Result<Target, String> {
+    let t = t.trim().to_ascii_lowercase();
+    if t == "*" {
+        return Ok(Target::Any);
+    }
+    if let Some((addr, bits)) = t.split_once('/') {
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("--allow-target: `{t}` is not an address block"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("--allow-target: `{t}` has a bad prefix length"))?;
+        return Ok(Target::Net(ip, bits));
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(Target::Net(ip, if ip.is_ipv4() { 32 } else { 128 }));
+    }
+    if let Some(suffix) = t.strip_prefix('*') {
+        if !suffix.starts_with('.') || suffix.len() < 2 {
+            return Err(format!(
+                "--allow-target: `{t}`: a wildcard is `*.domain` or `*` alone"
+            ));
+        }
+        return Ok(Target::Suffix(suffix.to_owned()));
+    }
+    if t.is_empty() || t.contains(['*', ':', '/', ' ']) {
+        return Err(format!("--allow-target: `{t}` is not a host name"));
+    }
+    Ok(Target::Host(t))
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|a4| in_net(IpAddr::V4(a4), net, bits)),
+        _ => false,
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use gauntlet_core::plan::Overrides;
+
+    fn plan(extra: &str, target: &str) -> Plan {
+        let text = format!(
+            "name = \"p\"\n[target]\nbase_url = \"{target}\"\n{extra}\n[load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\nsteps = [ {{ http = {{ path = \"/x\", headers = {{ \"X-Leak\" = \"{{env:JWT_SECRET_KEY}}\" }} }} }} ]\n"
+        );
+        Plan::from_text("p.toml", &text, &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn globs_and_targets() {
+        assert!(glob("STAGING_*", "STAGING_KEY"));
+        assert!(!glob("STAGING_*", "PROD_KEY"));
+        assert!(glob("*", "anything"));
+        assert!(glob("/run/secrets/*.pem", "/run/secrets/jwt.pem"));
+        assert!(!glob("/run/secrets/*.pem", "/etc/shadow"));
+        let a = Access::new(
+            &[],
+            &[],
+            &["10.0.0.0/8", "*.staging.example.com", "testbed"],
+        )
+        .unwrap();
+        assert!(a.allows_host("10.1.2.3"));
+        assert!(!a.allows_host("11.1.2.3"));
+        assert!(a.allows_host("api.staging.example.com"));
+        assert!(!a.allows_host("staging.example.com.evil.net"));
+        assert!(a.allows_host("TESTBED"));
+        assert!(!a.allows_host("testbed.evil"));
+        assert!(Access::new(&[], &[], &["10.0.0.0/33"]).is_err());
+        assert!(Access::new(&[], &[], &["a*b"]).is_err());
+        let d = Access::default();
+        assert!(d.allows_host("127.0.0.2") && d.allows_host("::1") && d.allows_host("localhost"));
+        assert!(!d.allows_host("192.168.1.1"));
+    }
+
+    #[test]
+    fn a_plan_reading_an_unexposed_variable_or_reaching_an_unlisted_host_is_refused() {
+        let p = plan("", "http://127.0.0.1:8080");
+        assert_eq!(env_reads(&p), ["JWT_SECRET_KEY"]);
+        let e = Access::default().check(&p).unwrap_err();
+        assert!(e.contains("environment variable `JWT_SECRET_KEY`"), "{e}");
+        let allowed = Access::new(&["JWT_*".into()], &[], &["127.0.0.0/8"]).unwrap();
+        assert!(allowed.check(&p).is_ok());
+        let e = allowed
+            .check(&plan("", "http://attacker.example.net"))
+            .unwrap_err();
+        assert!(e.contains("`attacker.example.net`"), "{e}");
+        // The fleet's token never, even with `*`.
+        let all = Access::new(&["*".into()], &[], &["*"]).unwrap();
+        assert!(!all.allows_env("GAUNTLET_TOKEN") && all.allows_env("HOME"));
+        let e = Access::default()
+            .check(&plan(
+                "[auth]\nsecret_file = \"/etc/passwd\"",
+                "http://127.0.0.1:1",
+            ))
+            .unwrap_err();
+        assert!(
+            e.contains("environment variable") || e.contains("`/etc/passwd`"),
+            "{e}"
+        );
+        let files = Access::new(&["JWT_SECRET_KEY".into()], &[], &["*"]).unwrap();
+        let e = files
+            .check(&plan(
+                "[auth]\nsecret_file = \"/etc/passwd\"",
+                "http://127.0.0.1:1",
+            ))
+            .unwrap_err();
+        assert!(e.contains("`/etc/passwd`"), "{e}");
+    }
+}
