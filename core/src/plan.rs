@@ -1018,6 +1018,38 @@ impl Plan {
         {
             p.add("load.think_time", "min is above max".into());
         }
+        // Loads no fleet can run: each VU holds a connection, a task and its buffers, and the
+        // coordinator numbers arrivals one by one.
+        if self.max_vus() > MAX_VUS {
+            let field = match load.model {
+                Model::Closed if load.stages.is_empty() => "load.vus",
+                Model::Closed => "load.stages",
+                Model::Open => "load.max_vus",
+            };
+            p.add(
+                field,
+                format!(
+                    "{} VUs cannot run: at most {MAX_VUS} (about 8 KiB of memory and an open file each, on some worker)",
+                    self.max_vus()
+                ),
+            );
+        }
+        let peak_rate = load
+            .stages
+            .iter()
+            .map(|s| s.target)
+            .chain(load.rate)
+            .fold(0.0f64, f64::max);
+        if load.model == Model::Open && peak_rate > MAX_RATE {
+            p.add(
+                if load.stages.is_empty() {
+                    "load.rate"
+                } else {
+                    "load.stages"
+                },
+                format!("{peak_rate} sessions per second cannot run: at most {MAX_RATE}"),
+            );
+        }
         match load.model {
             Model::Closed => {
                 if load.vus.is_none() && load.stages.is_empty() {
@@ -1086,6 +1118,11 @@ impl Plan {
         }
     }
 }
+
+/// The most VUs a plan may ask for: 10 million (a fleet of 1,000 workers at 10,000 each).
+pub const MAX_VUS: u64 = 10_000_000;
+/// The highest arrival rate a plan may ask for, sessions per second.
+pub const MAX_RATE: f64 = 10_000_000.0;
 
 fn check_auth(auth: &Auth, scenarios: &Scope, p: &mut Problems) {
     let sources = [
@@ -1837,6 +1874,20 @@ equals = "{thread}"
         let text = format!("{MINIMAL}\n[auth]\nalgorithm = \"RS256\"\nsecret_env = \"X\"\n");
         let e = errors(&text);
         assert_eq!(e[0].field, "auth.secret_env");
+        assert!(e[0].line > 0);
+    }
+
+    #[test]
+    fn loads_that_cannot_run_are_refused() {
+        let text = MINIMAL.replace("vus = 1", "vus = 4294967295");
+        let e = errors(&text);
+        assert_eq!(e[0].field, "load.vus", "{e:?}");
+        assert!(
+            e[0].message
+                .contains("4294967295 VUs cannot run: at most 10000000"),
+            "{}",
+            e[0]
+        );
         assert!(e[0].line > 0);
     }
 
