@@ -116,13 +116,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
     .collect();
     if !args.listen.ip().is_loopback() && !lacking.is_empty() && !args.insecure {
         return Err(crate::testbed::UsageError(format!(
-            "refusing to listen on {} without {}: anyone who reaches it could run plans on the              fleet or pose as a worker. Set the tokens (GAUNTLET_TOKEN for workers,              GAUNTLET_SUBMIT_TOKEN for submitters), listen on loopback, or pass --insecure",
+            "refusing to listen on {} without {}: anyone who reaches it could run plans on the \
+             fleet or pose as a worker. Set the tokens (GAUNTLET_TOKEN for workers, \
+             GAUNTLET_SUBMIT_TOKEN for submitters), listen on loopback, or pass --insecure",
             args.listen,
             lacking.join(" and ")
         ))
         .into());
     }
-    if args.token.is_some() && args.token == args.submit_token {
+    if args.token.as_deref().is_some_and(|t| !t.is_empty()) && args.token == args.submit_token {
         return Err(crate::testbed::UsageError(
             "--token and --submit-token are the same: a worker could then submit runs".into(),
         )

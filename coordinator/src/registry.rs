@@ -29,6 +29,8 @@ pub struct WorkerEntry {
     pub outbox: Option<mpsc::Sender<v1::CoordinatorMessage>>,
     /// Counts Session streams, so a closed old stream does not detach a newer one.
     pub stream: u64,
+    /// The secret this identity was given; whoever speaks for it must present it.
+    key: String,
 }
 
 /// The registry.
@@ -39,10 +41,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers a worker, keeping `known_id` if it was registered before.
-    pub fn register(&self, req: &v1::RegisterRequest) -> String {
+    /// Registers a worker; returns its id and secret. A worker re-registering keeps its id
+    /// only with the secret that id was given (anyone else gets a new identity).
+    pub fn register(&self, req: &v1::RegisterRequest) -> (String, String) {
         let mut workers = lock(&self.workers);
-        let id = if !req.worker_id.is_empty() && workers.contains_key(&req.worker_id) {
+        let known = workers
+            .get(&req.worker_id)
+            .is_some_and(|w| same(w.key.as_bytes(), req.session_key.as_bytes()));
+        let id = if known {
             req.worker_id.clone()
         } else {
             let mut next = lock(&self.next);
@@ -64,16 +70,24 @@ impl Registry {
             last_seen: Instant::now(),
             outbox: None,
             stream: 0,
+            key: new_key(),
         });
         entry.capacity = req.capacity.max(1);
         entry.last_seen = Instant::now();
-        id
+        (id, entry.key.clone())
     }
 
     /// Attaches a new Session stream to `id`; returns its number, or `None` for an unknown id.
-    pub fn attach(&self, id: &str, outbox: mpsc::Sender<v1::CoordinatorMessage>) -> Option<u64> {
+    pub fn attach(
+        &self,
+        id: &str,
+        key: &str,
+        outbox: mpsc::Sender<v1::CoordinatorMessage>,
+    ) -> Option<u64> {
         let mut workers = lock(&self.workers);
-        let entry = workers.get_mut(id)?;
+        let entry = workers
+            .get_mut(id)
+            .filter(|w| same(w.key.as_bytes(), key.as_bytes()))?;
         entry.stream += 1;
         entry.outbox = Some(outbox);
         entry.last_seen = Instant::now();
@@ -123,4 +137,21 @@ impl Registry {
         // worker's heartbeat timeout decides its fate.
         outbox.is_some_and(|o| o.try_send(msg).is_ok())
     }
+}
+/// A fresh random secret (128 bits, hex).
+fn new_key() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS's random source; without one, a time-derived key is still unique per worker.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -43,11 +43,12 @@ impl v1::worker_service_server::WorkerService for Workers {
                 env!("CARGO_PKG_VERSION")
             )));
         }
-        let id = self.0.registry.register(&req);
+        let (id, session_key) = self.0.registry.register(&req);
         tracing::info!(worker = %id, name = %req.name, capacity = req.capacity, "worker registered");
         let config = self.0.config;
         Ok(Response::new(v1::RegisterResponse {
             worker_id: id,
+            session_key,
             lease_ms: config.heartbeat_timeout.as_millis() as u64,
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
         }))
@@ -71,9 +72,14 @@ impl v1::worker_service_server::WorkerService for Workers {
         };
         let id = hello.worker_id;
         let (tx, rx) = mpsc::channel(OUTBOX);
-        let stream =
-            self.0.registry.attach(&id, tx.clone()).ok_or_else(|| {
-                Status::not_found(format!("unknown worker `{id}`: register first"))
+        let stream = self
+            .0
+            .registry
+            .attach(&id, &hello.session_key, tx.clone())
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "unknown worker `{id}`, or not its session key: register first"
+                ))
             })?;
         let coordinator = self.0.clone();
         tokio::spawn(async move {

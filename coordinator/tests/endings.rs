@@ -276,11 +276,13 @@ async fn a_worker_that_heartbeats_but_never_reports_is_lost_after_the_stall_time
         })
         .await
         .unwrap()
-        .into_inner()
-        .worker_id;
+        .into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tx.send(v1::WorkerMessage {
-        kind: Some(worker_message::Kind::Hello(v1::Hello { worker_id: id })),
+        kind: Some(worker_message::Kind::Hello(v1::Hello {
+            worker_id: id.worker_id,
+            session_key: id.session_key,
+        })),
     })
     .await
     .unwrap();

@@ -1,7 +1,7 @@
 //! A fleet only its operators can steer: a submitted plan cannot read what the worker's
 //! operator did not expose (the fleet's token never) nor aim where it did not allow; a worker's
-//! token cannot submit runs when a submit token is set; a snapshot for a share the sender does
-//! not hold is refused and never merged.
+//! token cannot submit runs when a submit token is set; nobody can speak for a worker without
+//! its session key; a snapshot for a share the sender does not hold is refused and never merged.
 
 #![allow(clippy::unwrap_used)]
 
@@ -174,21 +174,50 @@ async fn a_snapshot_for_a_share_the_sender_does_not_hold_is_refused() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // It knows the real worker's id (ids are in reports): claiming it gets a new identity,
+    // and speaking for it without its session key is refused.
+    let real = control
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers[0]
+        .worker_id
+        .clone();
     let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
     let id = client
         .register(v1::RegisterRequest {
             name: "rogue".into(),
             capacity: 1,
             protocol: gauntlet_proto::PROTOCOL_VERSION,
+            worker_id: real.clone(),
             ..v1::RegisterRequest::default()
         })
         .await
         .unwrap()
-        .into_inner()
-        .worker_id;
+        .into_inner();
+    assert_ne!(id.worker_id, real);
+    let (tx_forged, rx_forged) = tokio::sync::mpsc::channel(1);
+    tx_forged
+        .send(v1::WorkerMessage {
+            kind: Some(worker_message::Kind::Hello(v1::Hello {
+                worker_id: real.clone(),
+                session_key: id.session_key.clone(),
+            })),
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx_forged))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tx.send(v1::WorkerMessage {
-        kind: Some(worker_message::Kind::Hello(v1::Hello { worker_id: id })),
+        kind: Some(worker_message::Kind::Hello(v1::Hello {
+            worker_id: id.worker_id,
+            session_key: id.session_key,
+        })),
     })
     .await
     .unwrap();

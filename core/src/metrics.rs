@@ -50,17 +50,19 @@ pub struct Counters {
 impl Counters {
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &Counters) {
-        self.sessions_started += other.sessions_started;
-        self.sessions_passed += other.sessions_passed;
-        self.sessions_failed += other.sessions_failed;
-        self.sessions_interrupted += other.sessions_interrupted;
-        self.dropped_arrivals += other.dropped_arrivals;
-        self.frames_sent += other.frames_sent;
-        self.frames_received += other.frames_received;
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        self.checks_run += other.checks_run;
-        self.checks_failed += other.checks_failed;
+        self.sessions_started = self.sessions_started.saturating_add(other.sessions_started);
+        self.sessions_passed = self.sessions_passed.saturating_add(other.sessions_passed);
+        self.sessions_failed = self.sessions_failed.saturating_add(other.sessions_failed);
+        self.sessions_interrupted = self
+            .sessions_interrupted
+            .saturating_add(other.sessions_interrupted);
+        self.dropped_arrivals = self.dropped_arrivals.saturating_add(other.dropped_arrivals);
+        self.frames_sent = self.frames_sent.saturating_add(other.frames_sent);
+        self.frames_received = self.frames_received.saturating_add(other.frames_received);
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.checks_run = self.checks_run.saturating_add(other.checks_run);
+        self.checks_failed = self.checks_failed.saturating_add(other.checks_failed);
     }
 }
 
@@ -101,7 +103,8 @@ impl FailureStats {
         }
     }
 
-    /// Adds `other` into `self`, keeping the earliest samples.
+    /// Adds `other` into `self`, keeping the earliest samples (sums saturate: a peer's counts
+    /// never wrap the fleet's).
     pub fn add(&mut self, other: &FailureStats) {
         if other.first_ms < self.first_ms {
             let mut samples = other.samples.clone();
@@ -111,7 +114,7 @@ impl FailureStats {
             self.samples.extend(other.samples.iter().cloned());
         }
         self.samples.truncate(SAMPLES_PER_PATTERN);
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.first_ms = self.first_ms.min(other.first_ms);
         self.last_ms = self.last_ms.max(other.last_ms);
     }
@@ -175,8 +178,8 @@ impl Snapshot {
         }
         for (name, c) in &other.checks {
             let mine = self.checks.entry(name.clone()).or_default();
-            mine.run += c.run;
-            mine.failed += c.failed;
+            mine.run = mine.run.saturating_add(c.run);
+            mine.failed = mine.failed.saturating_add(c.failed);
         }
     }
 

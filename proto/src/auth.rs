@@ -1,6 +1,7 @@
 //! Bearer-token authentication of the gRPC services: the coordinator checks
-//! `authorization: Bearer <token>` on every call when it has a token, and clients attach it.
-//! (TLS for the same services is not built yet; the token is meant for private networks.)
+//! `authorization: Bearer <token>` on every call when it has a token (the worker token on the
+//! WorkerService, the submit token on the ControlService), and clients attach it. Use TLS
+//! (`endpoint` with `https://`) wherever the network is not yours.
 
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
@@ -22,7 +23,7 @@ pub fn check_token(
             Some(given) if same(given.as_bytes(), expected.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated("wrong token")),
             None => Err(Status::unauthenticated(
-                "this coordinator needs a token: pass --token (or GAUNTLET_TOKEN)",
+                "this coordinator needs a token: --token (workers: GAUNTLET_TOKEN; gauntlet run: GAUNTLET_SUBMIT_TOKEN)",
             )),
         }
     }

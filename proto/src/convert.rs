@@ -136,18 +136,44 @@ fn decode_histogram(
     }
     let digits = be32(&inflated, 12);
     let (lowest, highest) = (be64(&inflated, 16), be64(&inflated, 24));
-    if !(1..=5).contains(&digits) || lowest == 0 || highest > MAX_HISTOGRAM_VALUE_US {
+    // Workers record with 3 digits from 1 us: anything else is not theirs (and 5 digits
+    // would cost 100 times the memory).
+    if digits != u32::from(gauntlet_core::metrics::SIGFIG)
+        || lowest != 1
+        || highest > MAX_HISTOGRAM_VALUE_US
+    {
         return Err(format!(
             "tracks {lowest}..{highest} with {digits} digits: not a gauntlet histogram"
         ));
     }
-    deserializer
-        .deserialize(&mut inflated.as_slice())
-        .map_err(|e| format!("{e:?}"))
+    // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
+    // where overflow checks are on: that is a refused histogram, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deserializer.deserialize(&mut inflated.as_slice())
+    }))
+    .map_err(|_| "its counts do not decode".to_owned())?
+    .map_err(|e| format!("{e:?}"))
 }
+
+/// The most histograms, failure patterns and checks one snapshot may carry: far more than a
+/// plan names (every step has a metric and a check), bounded so that no peer sizes the
+/// coordinator's memory.
+pub const MAX_SNAPSHOT_ENTRIES: usize = 4096;
 
 /// Decodes a snapshot.
 pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
+    for (what, n) in [
+        ("histograms", p.histograms.len()),
+        ("failure patterns", p.failures.len()),
+        ("checks", p.checks.len()),
+    ] {
+        if n > MAX_SNAPSHOT_ENTRIES {
+            return Err(ConvertError::Histogram {
+                name: what.into(),
+                message: format!("{n} {what} in one snapshot (at most {MAX_SNAPSHOT_ENTRIES})"),
+            });
+        }
+    }
     let mut s = Snapshot::default();
     let mut deserializer = Deserializer::new();
     for h in &p.histograms {
@@ -177,7 +203,12 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
             count: f.count,
             first_ms: f.first_ms,
             last_ms: f.last_ms,
-            samples: f.samples.clone(),
+            samples: f
+                .samples
+                .iter()
+                .take(gauntlet_core::metrics::SAMPLES_PER_PATTERN)
+                .map(|x| gauntlet_core::metrics::truncate(x.clone()))
+                .collect(),
         };
         match s.failures.get_mut(&key) {
             Some(mine) => mine.add(&stats),
@@ -191,8 +222,8 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
             .checks
             .entry(c.name.clone())
             .or_insert_with(CheckStats::default);
-        mine.run += c.run;
-        mine.failed += c.failed;
+        mine.run = mine.run.saturating_add(c.run);
+        mine.failed = mine.failed.saturating_add(c.failed);
     }
     Ok(s)
 }
@@ -291,6 +322,18 @@ mod tests {
         let e = decode_histogram(&mut d, &bomb).unwrap_err();
         assert!(e.contains("inflates beyond"), "{e}");
         assert!(decode_histogram(&mut d, &[1, 2, 3]).is_err());
+        // A count that decodes to i64::MIN (the decoder negates it): refused, no panic escapes.
+        let negated = reframed(&h, |v| {
+            v.truncate(40);
+            v.extend([0xff; 9]);
+            v[4..8].copy_from_slice(&9u32.to_be_bytes());
+        });
+        assert!(decode_histogram(&mut d, &negated).is_err());
+        // Another precision than the workers' 3 digits.
+        let mut five = hdrhistogram::Histogram::<u64>::new(5).unwrap();
+        five.record(10).unwrap();
+        let e = decode_histogram(&mut d, &reframed(&five, |_| {})).unwrap_err();
+        assert!(e.contains("not a gauntlet histogram"), "{e}");
     }
 
     #[test]

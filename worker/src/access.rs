@@ -32,8 +32,15 @@ enum Target {
 impl Default for Access {
     /// What a worker started with no flags allows: no variable, no file, loopback targets only.
     fn default() -> Self {
-        Access::new(&[], &[], &["127.0.0.0/8", "::1/128", "localhost"])
-            .unwrap_or_else(|_| Access::open())
+        Access {
+            env: Vec::new(),
+            files: Vec::new(),
+            targets: vec![
+                Target::Net(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)), 8),
+                Target::Net(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 128),
+                Target::Host("localhost".into()),
+            ],
+        }
     }
 }
 
@@ -67,9 +74,21 @@ impl Access {
         !NEVER.contains(&name) && self.env.iter().any(|p| glob(p, name))
     }
 
-    /// Whether a plan may read file `path`.
+    /// Whether a plan may read file `path`: an absolute path without `..`, matched component
+    /// by component (`*` never crosses a `/`).
     pub fn allows_file(&self, path: &str) -> bool {
-        self.files.iter().any(|p| glob(p, path))
+        let p = std::path::Path::new(path);
+        if !p.is_absolute()
+            || p.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            })
+        {
+            return false;
+        }
+        self.files.iter().any(|pattern| path_glob(pattern, path))
     }
 
     /// Whether traffic may go to `host` (a name or an address, without port).
@@ -119,6 +138,13 @@ impl Access {
                 ));
             }
         }
+        // A `Host` header would reach any virtual host behind an allowed address.
+        if let Some(at) = host_header(plan) {
+            return Err(format!(
+                "{at}: a `Host` header is not sent by this worker (it would reach hosts \
+                 --allow-target does not list); aim base_url at the host instead"
+            ));
+        }
         let urls = [plan.target.base_url.clone(), plan.ws_url()];
         for url in urls.into_iter().flatten() {
             let parsed = url::Url::parse(&url).map_err(|e| format!("target `{url}`: {e}"))?;
@@ -142,16 +168,42 @@ pub fn env_reads(plan: &Plan) -> Vec<String> {
         out.extend(a.secret_env.iter().cloned());
         out.extend(a.key_env.iter().cloned());
     }
-    if let Ok(value) = serde_json::to_value(plan) {
-        gauntlet_core::plan::each_string(&value, &mut |s| {
+    match serde_json::to_value(plan) {
+        Ok(value) => gauntlet_core::plan::each_string(&value, &mut |s| {
             if let Ok(t) = Template::parse(s) {
                 out.extend(t.envs().map(str::to_owned));
             }
-        });
+        }),
+        // Fail closed: a plan whose reads cannot be listed reads something unnamed.
+        Err(e) => out.push(format!("(unlisted: {e})")),
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// Where a plan sets a `Host` (or `:authority`) header, if anywhere.
+fn host_header(plan: &Plan) -> Option<String> {
+    use gauntlet_core::plan::Step;
+    let is_host = |k: &String| {
+        let k = k.trim().to_ascii_lowercase();
+        k == "host" || k == ":authority"
+    };
+    if plan.target.headers.keys().any(is_host) {
+        return Some("target.headers".into());
+    }
+    fn walk(steps: &[Step], is_host: &dyn Fn(&String) -> bool) -> bool {
+        steps.iter().any(|s| match s {
+            Step::WsConnect(c) => c.headers.keys().any(is_host),
+            Step::Http(h) => h.headers.keys().any(is_host),
+            Step::Repeat(r) => walk(&r.steps, is_host),
+            _ => false,
+        })
+    }
+    plan.scenarios
+        .iter()
+        .find(|s| walk(&s.steps, &is_host))
+        .map(|s| format!("scenario `{}`", s.name))
 }
 
 fn parse_target(t: &str) -> Result<Target, String> {
@@ -213,6 +265,16 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
+/// A path pattern: `*` alone allows every file; otherwise both split at `/` and each component
+/// matches by [`glob`] (so `/run/secrets/*` allows files directly in that folder only).
+fn path_glob(pattern: &str, path: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(p, t)| glob(p, t))
+}
+
 /// `*` matches any run of characters; everything else matches itself.
 fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -251,8 +313,12 @@ mod tests {
         assert!(glob("STAGING_*", "STAGING_KEY"));
         assert!(!glob("STAGING_*", "PROD_KEY"));
         assert!(glob("*", "anything"));
-        assert!(glob("/run/secrets/*.pem", "/run/secrets/jwt.pem"));
-        assert!(!glob("/run/secrets/*.pem", "/etc/shadow"));
+        let files = Access::new(&[], &["/run/secrets/*".into()], &[]).unwrap();
+        assert!(files.allows_file("/run/secrets/jwt.pem"));
+        assert!(!files.allows_file("/etc/shadow"));
+        assert!(!files.allows_file("/run/secrets/../../dev/zero"));
+        assert!(!files.allows_file("/run/secrets/a/b"));
+        assert!(!files.allows_file("run/secrets/jwt.pem"));
         let a = Access::new(
             &[],
             &[],
@@ -305,5 +371,13 @@ mod tests {
             ))
             .unwrap_err();
         assert!(e.contains("`/etc/passwd`"), "{e}");
+        // A Host header would reach any virtual host behind an allowed address.
+        let e = all
+            .check(&plan(
+                "headers = { Host = \"admin.internal\" }",
+                "http://127.0.0.1:1",
+            ))
+            .unwrap_err();
+        assert!(e.starts_with("target.headers: a `Host` header"), "{e}");
     }
 }

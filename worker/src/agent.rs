@@ -143,7 +143,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
             connected.cancel();
         });
     }
-    let mut worker_id = String::new();
+    // This worker's identity at the coordinator: (id, session key).
+    let mut worker_id = (String::new(), String::new());
     let mut backoff = Duration::from_millis(100);
     let mut disconnected_since: Option<Instant> = None;
     let mut lease = Duration::from_secs(5);
@@ -223,7 +224,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
 async fn connect_once(
     endpoint: &tonic::transport::Endpoint,
     config: &AgentConfig,
-    worker_id: &mut String,
+    worker_id: &mut (String, String),
     pending: &Shared,
     jobs: &TaskTracker,
     jobs_stop: &CancellationToken,
@@ -242,7 +243,8 @@ async fn connect_once(
             version: env!("CARGO_PKG_VERSION").into(),
             labels: config.labels.clone().into_iter().collect(),
             protocol: PROTOCOL_VERSION,
-            worker_id: worker_id.clone(),
+            worker_id: worker_id.0.clone(),
+            session_key: worker_id.1.clone(),
         })
         .await;
     let registered = match registered {
@@ -260,7 +262,7 @@ async fn connect_once(
             return Err(None);
         }
     };
-    *worker_id = registered.worker_id.clone();
+    *worker_id = (registered.worker_id.clone(), registered.session_key.clone());
     let lease = Duration::from_millis(registered.lease_ms.max(1000));
     // Running shares' live counts go out at least every PROGRESS_INTERVAL.
     let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.clamp(100, 60_000))
@@ -268,7 +270,8 @@ async fn connect_once(
     let (tx, rx) = mpsc::channel(OUTBOX);
     let hello = v1::WorkerMessage {
         kind: Some(worker_message::Kind::Hello(v1::Hello {
-            worker_id: worker_id.clone(),
+            worker_id: worker_id.0.clone(),
+            session_key: worker_id.1.clone(),
         })),
     };
     // The stream was just created: these cannot find it full.
@@ -280,7 +283,7 @@ async fn connect_once(
             return Err(None);
         }
     };
-    tracing::info!(worker = %worker_id, "connected to the coordinator");
+    tracing::info!(worker = %worker_id.0, "connected to the coordinator");
     {
         let mut p = lock(pending);
         for s in p.unacked.values().flatten() {

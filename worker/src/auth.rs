@@ -57,6 +57,34 @@ impl std::fmt::Debug for Minter {
     }
 }
 
+/// The largest key file read: a PEM private key is a few KiB.
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Reads a key file: a regular file of at most [`MAX_KEY_FILE`] bytes (never `/dev/zero`, a
+/// pipe or a huge file read into memory).
+fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("auth: {} is not a regular file", path.display()));
+    }
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(format!(
+            "auth: {} is larger than {MAX_KEY_FILE} bytes: not a key",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
 impl Minter {
     /// Reads the key and compiles the claims of a validated `[auth]`.
     pub fn new(auth: &Auth) -> Result<Minter, String> {
@@ -64,10 +92,7 @@ impl Minter {
             std::env::var(name)
                 .map_err(|_| format!("auth: environment variable `{name}` is not set"))
         };
-        let read_file = |path: &std::path::PathBuf| {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))
-        };
+        let read_file = |path: &std::path::PathBuf| read_key_file(path);
         let material = if let Some(n) = &auth.secret_env {
             read_env(n)?
         } else if let Some(p) = &auth.secret_file {
@@ -223,6 +248,19 @@ mod tests {
 
     fn auth(toml_text: &str) -> Auth {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn key_files_are_small_regular_files() {
+        let e = read_key_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = std::env::temp_dir().join(format!("gauntlet-big-key-{}", std::process::id()));
+        std::fs::write(&big, vec![b'k'; MAX_KEY_FILE as usize + 1]).unwrap();
+        let e = read_key_file(&big).unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        std::fs::write(&big, "secret\n").unwrap();
+        assert_eq!(read_key_file(&big).unwrap(), "secret\n");
+        let _ = std::fs::remove_file(&big);
     }
 
     #[test]
