@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use gauntlet_core::report::{Report, Verdict};
 use gauntlet_proto::v1::control_service_client::ControlServiceClient;
-use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
 use gauntlet_proto::v1::{self, coordinator_message, worker_message};
 use tokio_stream::StreamExt;
 
 mod common;
-use common::{coordinator, run, sleepy, wait_for_workers, worker};
+use common::{coordinator, hand_worker, run, sleepy, wait_for_workers, watch_report, worker};
 
 /// Submits `plan` and returns its run id with a client to cancel it and watch it.
 async fn submit(
@@ -53,21 +52,6 @@ async fn until_elapsed(
         }
     }
     panic!("the run ended before {ms} ms");
-}
-
-/// Watches run `id` to its report.
-async fn report(client: &mut ControlServiceClient<tonic::transport::Channel>, id: &str) -> Report {
-    let mut stream = client
-        .watch_run(v1::WatchRunRequest { run_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(p) = stream.message().await.unwrap() {
-        if !p.report_json.is_empty() {
-            return serde_json::from_str(&p.report_json).unwrap();
-        }
-    }
-    panic!("no report");
 }
 
 fn near(value: f64, want: f64, within: f64) -> bool {
@@ -112,7 +96,7 @@ async fn a_cancelled_run_delivered_what_ran_before_the_cancel() {
         .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
         .await
         .unwrap();
-    let r = report(&mut client, &id).await;
+    let r = watch_report(&mut client, &id).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.verdict_reason, "the run was cancelled");
     assert!(near(r.delivered, 0.25, 0.08), "delivered {}", r.delivered);
@@ -130,7 +114,7 @@ async fn a_cancelled_run_delivered_what_ran_before_the_cancel() {
         .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
         .await
         .unwrap();
-    let r = report(&mut client, &id).await;
+    let r = watch_report(&mut client, &id).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert!(near(r.delivered, 0.25, 0.1), "delivered {}", r.delivered);
     // Iterations only: the sessions started over those planned.
@@ -140,7 +124,7 @@ async fn a_cancelled_run_delivered_what_ran_before_the_cancel() {
         .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
         .await
         .unwrap();
-    let r = report(&mut client, &id).await;
+    let r = watch_report(&mut client, &id).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.delivered, r.totals.sessions as f64 / 80.0);
     assert!(r.delivered < 0.5, "delivered {}", r.delivered);
@@ -203,7 +187,7 @@ async fn losing_the_only_worker_is_an_error_naming_it_and_the_load_delivered() {
     let (id, mut client) = submit(&url, sleepy("vus = 10\niterations = 40", "")).await;
     until_elapsed(&mut client, &id, 1500).await;
     only.abort();
-    let r = report(&mut client, &id).await;
+    let r = watch_report(&mut client, &id).await;
     assert_eq!(r.verdict, Verdict::Error, "{}", r.verdict_reason);
     assert_eq!(r.verdict.exit_code(), 3);
     assert!(r.delivered < 0.7, "delivered {}", r.delivered);
@@ -266,31 +250,7 @@ async fn a_run_interrupted_by_the_coordinator_stopping_is_an_error_with_what_it_
 async fn a_worker_that_heartbeats_but_never_reports_is_lost_after_the_stall_timeout() {
     let (url, _stop) = coordinator().await;
     // A hand-made worker: registers, takes its assignment, heartbeats, never sends a snapshot.
-    let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
-    let id = client
-        .register(v1::RegisterRequest {
-            name: "mute".into(),
-            capacity: 1,
-            protocol: gauntlet_proto::PROTOCOL_VERSION,
-            ..v1::RegisterRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tx.send(v1::WorkerMessage {
-        kind: Some(worker_message::Kind::Hello(v1::Hello {
-            worker_id: id.worker_id,
-            session_key: id.session_key,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut inbound, _) = hand_worker(&url, "mute", "").await;
     let beats = tokio::spawn(async move {
         loop {
             let beat = v1::WorkerMessage {

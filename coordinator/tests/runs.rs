@@ -18,7 +18,7 @@ use gauntlet_worker::agent::{AgentConfig, run_agent};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{coordinator, coordinator_with, run, sleepy, wait_for_workers, worker};
+use common::{coordinator, coordinator_with, hand_worker, run, sleepy, wait_for_workers, worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_split_the_load_and_pass() {
@@ -191,31 +191,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
     let (url, _stop) = coordinator().await;
     // A hand-driven worker: register, open the stream, take the assignment, report one
     // snapshot twice, finish.
-    let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
-    let id = client
-        .register(v1::RegisterRequest {
-            name: "manual".into(),
-            capacity: 1,
-            protocol: gauntlet_proto::PROTOCOL_VERSION,
-            ..v1::RegisterRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tx.send(v1::WorkerMessage {
-        kind: Some(worker_message::Kind::Hello(v1::Hello {
-            worker_id: id.worker_id,
-            session_key: id.session_key,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut inbound, _) = hand_worker(&url, "manual", "").await;
     let url2 = url.clone();
     let report =
         tokio::spawn(async move { run(&url2, sleepy("vus = 1\niterations = 1", ""), 1).await });

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
@@ -14,29 +13,10 @@ use gauntlet_proto::v1::control_service_client::ControlServiceClient;
 use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
 use gauntlet_proto::v1::{self, worker_message};
 use gauntlet_worker::access::Access;
-use gauntlet_worker::agent::{AgentConfig, run_agent};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{coordinator, run, sleepy, wait_for_workers};
-
-/// An in-process worker whose operator allows `access`.
-fn worker_with(url: &str, name: &str, access: Access) -> CancellationToken {
-    let stop = CancellationToken::new();
-    let config = AgentConfig {
-        coordinator: url.to_owned(),
-        name: name.to_owned(),
-        capacity: 1,
-        labels: BTreeMap::new(),
-        drain: Duration::from_secs(5),
-        token: None,
-        tls_ca: None,
-        access,
-    };
-    let token = stop.clone();
-    tokio::spawn(async move { run_agent(config, token).await.unwrap() });
-    stop
-}
+use common::{coordinator, run, sleepy, wait_for_workers, worker_with};
 
 /// A sleepy plan whose header reads `{env:NAME}`, aimed at `target`.
 fn leaky(name: &str, target: &str) -> String {

@@ -74,9 +74,13 @@ impl Access {
         !NEVER.contains(&name) && self.env.iter().any(|p| glob(p, name))
     }
 
-    /// Whether a plan may read file `path`: an absolute path without `..`, matched component
-    /// by component (`*` never crosses a `/`).
+    /// Whether a plan may read file `path`: with `*` alone, any; otherwise an absolute path
+    /// without `..`, matched component by component (`*` never crosses a `/`).
     pub fn allows_file(&self, path: &str) -> bool {
+        // `*` alone: every file (in-process workers, or an operator who said so).
+        if self.files.iter().any(|p| p == "*") {
+            return true;
+        }
         let p = std::path::Path::new(path);
         if !p.is_absolute()
             || p.components().any(|c| {
@@ -265,12 +269,9 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// A path pattern: `*` alone allows every file; otherwise both split at `/` and each component
-/// matches by [`glob`] (so `/run/secrets/*` allows files directly in that folder only).
+/// A path pattern: both split at `/` and each component matches by [`glob`] (so
+/// `/run/secrets/*` allows files directly in that folder only).
 fn path_glob(pattern: &str, path: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
     let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
     a.len() == b.len() && a.iter().zip(&b).all(|(p, t)| glob(p, t))
 }

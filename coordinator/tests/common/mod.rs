@@ -35,6 +35,15 @@ pub async fn coordinator_with(heartbeat_timeout: Duration) -> (String, Cancellat
 }
 
 pub fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
+    worker_with(url, name, gauntlet_worker::access::Access::open())
+}
+
+/// An in-process worker whose operator allows `access`.
+pub fn worker_with(
+    url: &str,
+    name: &str,
+    access: gauntlet_worker::access::Access,
+) -> (JoinHandle<()>, CancellationToken) {
     let stop = CancellationToken::new();
     let config = AgentConfig {
         coordinator: url.to_owned(),
@@ -44,7 +53,7 @@ pub fn worker(url: &str, name: &str) -> (JoinHandle<()>, CancellationToken) {
         drain: Duration::from_secs(5),
         token: None,
         tls_ca: None,
-        access: gauntlet_worker::access::Access::open(),
+        access,
     };
     let token = stop.clone();
     (
@@ -72,8 +81,16 @@ pub async fn run(url: &str, plan: String, min_workers: u32) -> Report {
         .unwrap()
         .into_inner()
         .run_id;
+    watch_report(&mut client, &id).await
+}
+
+/// Watches run `id` to its report.
+pub async fn watch_report(
+    client: &mut ControlServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> Report {
     let mut stream = client
-        .watch_run(v1::WatchRunRequest { run_id: id })
+        .watch_run(v1::WatchRunRequest { run_id: id.into() })
         .await
         .unwrap()
         .into_inner();
@@ -83,6 +100,47 @@ pub async fn run(url: &str, plan: String, min_workers: u32) -> Report {
         }
     }
     panic!("no report");
+}
+
+/// A worker driven by hand: registered (claiming `claim` as its id, if given), its Session
+/// stream open. Returns what it sends through, and what it receives.
+pub async fn hand_worker(
+    url: &str,
+    name: &str,
+    claim: &str,
+) -> (
+    tokio::sync::mpsc::Sender<v1::WorkerMessage>,
+    tonic::Streaming<v1::CoordinatorMessage>,
+    v1::RegisterResponse,
+) {
+    use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
+    let mut client = WorkerServiceClient::connect(url.to_owned()).await.unwrap();
+    let id = client
+        .register(v1::RegisterRequest {
+            name: name.into(),
+            capacity: 1,
+            protocol: gauntlet_proto::PROTOCOL_VERSION,
+            worker_id: claim.into(),
+            ..v1::RegisterRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(v1::WorkerMessage {
+        kind: Some(v1::worker_message::Kind::Hello(v1::Hello {
+            worker_id: id.worker_id.clone(),
+            session_key: id.session_key.clone(),
+        })),
+    })
+    .await
+    .unwrap();
+    let inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, inbound, id)
 }
 
 pub async fn wait_for_workers(url: &str, n: usize) {
