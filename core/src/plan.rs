@@ -113,6 +113,14 @@ pub struct Target {
     /// Bound on TCP connect + TLS + upgrade of one connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// The largest HTTP response body a session reads, bytes; a larger one fails the session
+    /// as `response_too_large` (a hostile or broken target cannot exhaust the worker).
+    #[serde(default = "default_max_bytes")]
+    pub max_response_bytes: u64,
+    /// The largest WebSocket message (and frame) a session accepts, bytes; a larger one fails
+    /// the session as `response_too_large`.
+    #[serde(default = "default_max_bytes")]
+    pub max_message_bytes: u64,
 }
 
 impl Default for Target {
@@ -124,8 +132,16 @@ impl Default for Target {
             headers: BTreeMap::new(),
             tls: Tls::default(),
             connect_timeout: default_connect_timeout(),
+            max_response_bytes: default_max_bytes(),
+            max_message_bytes: default_max_bytes(),
         }
     }
+}
+
+/// 1 MiB: far above an agent event or an API answer, small enough that 1,000 sessions hold
+/// at most a GiB.
+fn default_max_bytes() -> u64 {
+    1 << 20
 }
 
 fn default_ws_path() -> String {
@@ -988,6 +1004,17 @@ impl Plan {
         }
         if self.target.connect_timeout.is_zero() {
             p.add("target.connect_timeout", "must be above 0".into());
+        }
+        for (field, v) in [
+            ("target.max_response_bytes", self.target.max_response_bytes),
+            ("target.max_message_bytes", self.target.max_message_bytes),
+        ] {
+            if !(1..=(256 << 20)).contains(&v) {
+                p.add(
+                    field,
+                    format!("must be between 1 and 268435456 (256 MiB), not {v}"),
+                );
+            }
         }
     }
 

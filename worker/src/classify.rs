@@ -68,6 +68,8 @@ pub enum Symptom {
     },
     /// The peer broke the protocol (bad frame, non-JSON where JSON is needed).
     Protocol(String),
+    /// A response body or WebSocket message over the plan's cap.
+    TooLarge(String),
 }
 
 impl Symptom {
@@ -86,7 +88,8 @@ impl Symptom {
             | Symptom::Sequence(m)
             | Symptom::MissingEvent(m)
             | Symptom::DuplicateEvent(m)
-            | Symptom::Protocol(m) => m.clone(),
+            | Symptom::Protocol(m)
+            | Symptom::TooLarge(m) => m.clone(),
             Symptom::CheckFailed { sample, .. } => sample.clone(),
         }
     }
@@ -202,6 +205,7 @@ pub fn classify(symptom: &Symptom, classifiers: &[CompiledClassifier]) -> (Strin
         Symptom::HttpStatus { .. } => "http_status",
         Symptom::CheckFailed { .. } => "check_failed",
         Symptom::Protocol(_) => "protocol_error",
+        Symptom::TooLarge(_) => "response_too_large",
     };
     (category.to_owned(), detail(symptom))
 }
@@ -232,9 +236,11 @@ fn detail(symptom: &Symptom) -> String {
         | Symptom::DuplicateEvent(what) => what.clone(),
         Symptom::Isolation { check, .. } => check.clone(),
         Symptom::CheckFailed { name, .. } => name.clone(),
-        Symptom::ConnectRefused(_) | Symptom::Dns(_) | Symptom::Tls(_) | Symptom::Protocol(_) => {
-            String::new()
-        }
+        Symptom::ConnectRefused(_)
+        | Symptom::Dns(_)
+        | Symptom::Tls(_)
+        | Symptom::Protocol(_)
+        | Symptom::TooLarge(_) => String::new(),
     }
 }
 

@@ -379,8 +379,8 @@ impl Program {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
-            .max_message_size(Some(16 << 20))
-            .max_frame_size(Some(16 << 20));
+            .max_message_size(Some(plan.target.max_message_bytes as usize))
+            .max_frame_size(Some(plan.target.max_message_bytes as usize));
         Ok(Program {
             access,
             base_url,

@@ -83,19 +83,40 @@ impl Session<'_> {
             }
         };
         let status = response.status().as_u16();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                self.vu.rec.check(step.check, false);
-                let symptom = if e.is_timeout() {
-                    Symptom::Timeout(format!("{}: body", step.name))
-                } else {
-                    Symptom::Reset(format!("{url}: {}", error_chain(&e)))
-                };
-                self.fail(&step.name, symptom);
-                return Ok(());
+        // Read in chunks, never past the plan's cap (an endless or huge body is the target's
+        // problem, not the worker's memory).
+        let cap = self.p.plan.target.max_response_bytes;
+        let mut response = response;
+        let mut body: Vec<u8> = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > cap {
+                        self.vu.rec.counters.bytes_received += body.len() as u64;
+                        self.vu.rec.check(step.check, false);
+                        self.fail(
+                            &step.name,
+                            Symptom::TooLarge(format!(
+                                "{url}: HTTP {status} body over target.max_response_bytes = {cap}"
+                            )),
+                        );
+                        return Ok(());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.vu.rec.check(step.check, false);
+                    let symptom = if e.is_timeout() {
+                        Symptom::Timeout(format!("{}: body", step.name))
+                    } else {
+                        Symptom::Reset(format!("{url}: {}", error_chain(&e)))
+                    };
+                    self.fail(&step.name, symptom);
+                    return Ok(());
+                }
             }
-        };
+        }
         self.vu.rec.counters.bytes_received += body.len() as u64;
         let text = String::from_utf8_lossy(&body);
         let status_ok = if h.expect_status.is_empty() {

@@ -520,6 +520,10 @@ impl<'a> Session<'a> {
                     | WsError::AlreadyClosed
                     | WsError::Io(_)),
                 )) => Symptom::Reset(e.to_string()),
+                Some(Err(e @ WsError::Capacity(_))) => Symptom::TooLarge(format!(
+                    "{e} (target.max_message_bytes = {})",
+                    self.p.plan.target.max_message_bytes
+                )),
                 Some(Err(e)) => Symptom::Protocol(e.to_string()),
             };
             self.ws = None;
