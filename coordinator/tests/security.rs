@@ -142,7 +142,10 @@ async fn a_snapshot_for_a_share_the_sender_does_not_hold_is_refused() {
     // The run is under way (the real worker holds its only share): a rogue registers and
     // reports for it, with absurd counts.
     let mut control = ControlServiceClient::connect(url.clone()).await.unwrap();
+    let mut polls = 0;
     let run_id = loop {
+        polls += 1;
+        assert!(polls < 500, "the run never started");
         let runs = control
             .list_runs(v1::ListRunsRequest {})
             .await
