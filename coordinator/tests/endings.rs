@@ -13,26 +13,20 @@ use gauntlet_proto::v1::{self, coordinator_message, worker_message};
 use tokio_stream::StreamExt;
 
 mod common;
-use common::{coordinator, hand_worker, run, sleepy, wait_for_workers, watch_report, worker};
+use common::{
+    coordinator, hand_worker, run, sleepy, submit, wait_for_workers, watch_report, worker,
+};
 
-/// Submits `plan` and returns its run id with a client to cancel it and watch it.
-async fn submit(
-    url: &str,
-    plan: String,
-) -> (String, ControlServiceClient<tonic::transport::Channel>) {
-    let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
-    let id = client
-        .submit_run(v1::SubmitRunRequest {
-            plan_toml: plan,
-            plan_file: "sleepy.toml".into(),
-            min_workers: 1,
-            ..v1::SubmitRunRequest::default()
-        })
+/// Submits `plan`, cancels it (as Ctrl-C on `gauntlet run` does) once it has run `ms`, and
+/// returns its report.
+async fn cancelled_at(url: &str, plan: String, ms: u64) -> Report {
+    let (id, mut client) = submit(url, plan, 1).await;
+    until_elapsed(&mut client, &id, ms).await;
+    client
+        .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
         .await
-        .unwrap()
-        .into_inner()
-        .run_id;
-    (id, client)
+        .unwrap();
+    watch_report(&mut client, &id).await
 }
 
 /// Watches run `id` until its progress says `elapsed_ms >= ms` (the run's own clock).
@@ -90,41 +84,17 @@ async fn a_cancelled_run_delivered_what_ran_before_the_cancel() {
     let _a = worker(&url, "a");
     wait_for_workers(&url, 1).await;
     // Closed, 8 s; cancelled (as Ctrl-C does) at 2 s: a quarter of the VU-seconds.
-    let (id, mut client) = submit(&url, sleepy("vus = 4\nduration = \"8s\"", "")).await;
-    until_elapsed(&mut client, &id, 2000).await;
-    client
-        .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
-        .await
-        .unwrap();
-    let r = watch_report(&mut client, &id).await;
+    let r = cancelled_at(&url, sleepy("vus = 4\nduration = \"8s\"", ""), 2000).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.verdict_reason, "the run was cancelled");
     assert!(near(r.delivered, 0.25, 0.08), "delivered {}", r.delivered);
     // Open model, 40/s for 4 s, cancelled at 1 s: a quarter of the arrivals.
-    let (id, mut client) = submit(
-        &url,
-        sleepy(
-            "model = \"open\"\nrate = 40\nduration = \"4s\"\nmax_vus = 20",
-            "",
-        ),
-    )
-    .await;
-    until_elapsed(&mut client, &id, 1000).await;
-    client
-        .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
-        .await
-        .unwrap();
-    let r = watch_report(&mut client, &id).await;
+    let open = "model = \"open\"\nrate = 40\nduration = \"4s\"\nmax_vus = 20";
+    let r = cancelled_at(&url, sleepy(open, ""), 1000).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert!(near(r.delivered, 0.25, 0.1), "delivered {}", r.delivered);
     // Iterations only: the sessions started over those planned.
-    let (id, mut client) = submit(&url, sleepy("vus = 2\niterations = 40", "")).await;
-    until_elapsed(&mut client, &id, 1000).await;
-    client
-        .cancel_run(v1::CancelRunRequest { run_id: id.clone() })
-        .await
-        .unwrap();
-    let r = watch_report(&mut client, &id).await;
+    let r = cancelled_at(&url, sleepy("vus = 2\niterations = 40", ""), 1000).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.delivered, r.totals.sessions as f64 / 80.0);
     assert!(r.delivered < 0.5, "delivered {}", r.delivered);
@@ -184,7 +154,7 @@ async fn losing_the_only_worker_is_an_error_naming_it_and_the_load_delivered() {
     wait_for_workers(&url, 1).await;
     // 10 VUs x 40 iterations of 100 ms naps; the worker vanishes 1.5 s in (after its first
     // snapshot).
-    let (id, mut client) = submit(&url, sleepy("vus = 10\niterations = 40", "")).await;
+    let (id, mut client) = submit(&url, sleepy("vus = 10\niterations = 40", ""), 1).await;
     until_elapsed(&mut client, &id, 1500).await;
     only.abort();
     let r = watch_report(&mut client, &id).await;
@@ -218,7 +188,7 @@ async fn a_run_interrupted_by_the_coordinator_stopping_is_an_error_with_what_it_
     let (url, stop) = coordinator().await;
     let _a = worker(&url, "a");
     wait_for_workers(&url, 1).await;
-    let (id, mut client) = submit(&url, sleepy("vus = 2\nduration = \"8s\"", "")).await;
+    let (id, mut client) = submit(&url, sleepy("vus = 2\nduration = \"8s\"", ""), 1).await;
     let mut stream = client
         .watch_run(v1::WatchRunRequest { run_id: id.clone() })
         .await

@@ -69,6 +69,16 @@ pub fn sleepy(load: &str, extra: &str) -> String {
 }
 
 pub async fn run(url: &str, plan: String, min_workers: u32) -> Report {
+    let (id, mut client) = submit(url, plan, min_workers).await;
+    watch_report(&mut client, &id).await
+}
+
+/// Submits `plan`; returns its run id and the client that submitted it.
+pub async fn submit(
+    url: &str,
+    plan: String,
+    min_workers: u32,
+) -> (String, ControlServiceClient<tonic::transport::Channel>) {
     let mut client = ControlServiceClient::connect(url.to_owned()).await.unwrap();
     let id = client
         .submit_run(v1::SubmitRunRequest {
@@ -81,7 +91,7 @@ pub async fn run(url: &str, plan: String, min_workers: u32) -> Report {
         .unwrap()
         .into_inner()
         .run_id;
-    watch_report(&mut client, &id).await
+    (id, client)
 }
 
 /// Watches run `id` to its report.
