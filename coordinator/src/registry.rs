@@ -45,9 +45,9 @@ impl Registry {
     /// only with the secret that id was given (anyone else gets a new identity).
     pub fn register(&self, req: &v1::RegisterRequest) -> (String, String) {
         let mut workers = lock(&self.workers);
-        let known = workers
-            .get(&req.worker_id)
-            .is_some_and(|w| same(w.key.as_bytes(), req.session_key.as_bytes()));
+        let known = workers.get(&req.worker_id).is_some_and(|w| {
+            gauntlet_proto::auth::same(w.key.as_bytes(), req.session_key.as_bytes())
+        });
         let id = if known {
             req.worker_id.clone()
         } else {
@@ -87,7 +87,7 @@ impl Registry {
         let mut workers = lock(&self.workers);
         let entry = workers
             .get_mut(id)
-            .filter(|w| same(w.key.as_bytes(), key.as_bytes()))?;
+            .filter(|w| gauntlet_proto::auth::same(w.key.as_bytes(), key.as_bytes()))?;
         entry.stream += 1;
         entry.outbox = Some(outbox);
         entry.last_seen = Instant::now();
@@ -148,10 +148,5 @@ fn new_key() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = now.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::run::hex(&bytes)
 }

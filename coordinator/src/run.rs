@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregator::{Aggregator, MAIN_METRICS};
 use crate::{Coordinator, lock};
 
+/// Why a lost worker is told to stop: whatever it still runs of the run is no longer its own.
+const LOST: &str = "this worker was declared lost: its share went on without it";
 /// How often a running run looks at its workers and thresholds.
 const TICK: Duration = Duration::from_millis(250);
 /// Sequence numbers of one assignment start at `index * SEQ_BLOCK`.
@@ -494,15 +496,14 @@ impl Run {
         self.progress.send_replace(progress);
     }
 
-    /// Tells `worker` to stop this run (a worker declared lost: whatever it still runs of it
-    /// is no longer its own).
-    fn tell_to_stop(&self, coordinator: &Coordinator, worker: &str) {
+    /// Tells `worker` to stop this run, saying why.
+    fn tell_to_stop(&self, coordinator: &Coordinator, worker: &str, reason: &str) {
         coordinator.registry.send(
             worker,
             v1::CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::Stop(v1::Stop {
                     run_id: self.id.clone(),
-                    reason: "this worker was declared lost: its share went on without it".into(),
+                    reason: reason.to_owned(),
                 })),
             },
         );
@@ -517,7 +518,7 @@ impl Run {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
             share.told_at = Some(Instant::now());
-            self.tell_to_stop(coordinator, &share.worker);
+            self.tell_to_stop(coordinator, &share.worker, LOST);
         }
     }
 
@@ -530,15 +531,7 @@ impl Run {
             .filter(|s| !s.done && s.lost_at_ms.is_none())
         {
             if told.insert(share.worker.clone()) {
-                coordinator.registry.send(
-                    &share.worker,
-                    v1::CoordinatorMessage {
-                        kind: Some(v1::coordinator_message::Kind::Stop(v1::Stop {
-                            run_id: self.id.clone(),
-                            reason: reason.to_owned(),
-                        })),
-                    },
-                );
+                self.tell_to_stop(coordinator, &share.worker, reason);
             }
         }
     }
@@ -815,7 +808,7 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                 // If it comes back, it must not go on with a share that is no longer its own
                 // (told again whenever it is heard from: this may not reach it).
                 if told.insert(share.worker.clone()) {
-                    run.tell_to_stop(coordinator, &share.worker);
+                    run.tell_to_stop(coordinator, &share.worker, LOST);
                 }
             }
         }
@@ -1519,7 +1512,8 @@ fn unreported_bound(
     known.saturating_add(after)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
