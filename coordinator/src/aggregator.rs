@@ -61,24 +61,44 @@ impl Aggregator {
         }
     }
 
-    /// Merges snapshot `wire` from `worker` unless that (worker, seq) was merged already.
-    /// Returns whether it was new.
+    /// Whether snapshot `seq` of `worker` was merged already.
+    pub fn has(&self, worker: &str, seq: u64) -> bool {
+        self.seen.contains(&(worker.to_owned(), seq))
+    }
+
+    /// Decodes and merges snapshot `wire` from `worker` unless that (worker, seq) was merged
+    /// already. Returns whether it was new.
     pub fn merge(&mut self, worker: &str, wire: &v1::Snapshot) -> Result<bool, ConvertError> {
-        if self.seen.contains(&(worker.to_owned(), wire.seq)) {
+        if self.has(worker, wire.seq) {
             return Ok(false);
         }
         let delta = snapshot_from_proto(wire)?;
-        self.seen.insert((worker.to_owned(), wire.seq));
-        self.total.merge(&delta);
+        Ok(self.merge_decoded(worker, wire.seq, wire.at_ms, wire.active_vus, &delta))
+    }
+
+    /// Merges `delta`, snapshot `seq` of `worker` taken at `at_ms` with `active_vus` VUs in a
+    /// session, unless that (worker, seq) was merged already. Returns whether it was new.
+    pub fn merge_decoded(
+        &mut self,
+        worker: &str,
+        seq: u64,
+        at_ms: u64,
+        active_vus: u64,
+        delta: &Snapshot,
+    ) -> bool {
+        if !self.seen.insert((worker.to_owned(), seq)) {
+            return false;
+        }
+        self.total.merge(delta);
         // The interval ending at or after `at_ms`.
-        let index = (wire.at_ms.saturating_sub(1) / self.interval_ms) as usize;
+        let index = (at_ms.saturating_sub(1) / self.interval_ms) as usize;
         if self.intervals.len() <= index {
             self.intervals.resize_with(index + 1, Snapshot::default);
             self.main.resize_with(index + 1, Snapshot::default);
             self.active_vus.resize_with(index + 1, BTreeMap::new);
             self.per_worker.resize_with(index + 1, BTreeMap::new);
         }
-        self.intervals[index].merge(&keep_for_windows(&delta, &self.windowed));
+        self.intervals[index].merge(&keep_for_windows(delta, &self.windowed));
         let mut main = Snapshot::default();
         for m in MAIN_METRICS {
             if let Some(h) = delta.histograms.get(m) {
@@ -86,18 +106,20 @@ impl Aggregator {
             }
         }
         self.main[index].merge(&main);
-        self.active_vus[index].insert(worker.to_owned(), wire.active_vus);
-        *self.per_worker[index].entry(worker.to_owned()).or_default() +=
-            delta.counters.sessions_started;
+        self.active_vus[index].insert(worker.to_owned(), active_vus);
+        let n = self.per_worker[index].entry(worker.to_owned()).or_default();
+        *n = n.saturating_add(delta.counters.sessions_started);
         let tally = self.workers.entry(worker.to_owned()).or_default();
-        tally.sessions += delta.counters.sessions_started;
+        tally.sessions = tally
+            .sessions
+            .saturating_add(delta.counters.sessions_started);
         tally.snapshots += 1;
-        if wire.at_ms >= tally.last_at_ms {
-            tally.last_at_ms = wire.at_ms;
-            tally.last_active_vus = wire.active_vus;
+        if at_ms >= tally.last_at_ms {
+            tally.last_at_ms = at_ms;
+            tally.last_active_vus = active_vus;
             tally.last_sessions = delta.counters.sessions_started;
         }
-        Ok(true)
+        true
     }
 
     /// Everything merged so far.

@@ -189,11 +189,16 @@ pub fn metrics(coordinator: &Coordinator) -> String {
     let _ = writeln!(out, "gauntlet_workers{{state=\"known\"}} {known}");
     let _ = writeln!(
         out,
-        "# HELP gauntlet_rejected_messages_total Worker messages refused (a snapshot for a share the sender does not hold).\n# TYPE gauntlet_rejected_messages_total counter\ngauntlet_rejected_messages_total {}",
-        coordinator
-            .rejected
-            .load(std::sync::atomic::Ordering::Relaxed)
+        "# HELP gauntlet_rejected_messages_total Worker snapshots refused, never merged, by reason.\n# TYPE gauntlet_rejected_messages_total counter"
     );
+    for reason in crate::intake::Reason::ALL {
+        let _ = writeln!(
+            out,
+            "gauntlet_rejected_messages_total{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            coordinator.rejected.get(reason)
+        );
+    }
     out
 }
 

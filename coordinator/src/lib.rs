@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`registry`]: known workers, their streams and heartbeats.
 //! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
+//! - [`intake`]: what a snapshot must pass before it is merged (ownership, window, names,
+//!   consistency, plausibility).
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
 //! - [`history`]: the SQLite run history.
 //! - [`http`]: the HTTP port (`/healthz`, `/api/runs`).
@@ -13,6 +15,7 @@
 pub mod aggregator;
 pub mod history;
 pub mod http;
+pub mod intake;
 pub mod registry;
 pub mod run;
 pub mod service;
@@ -73,9 +76,8 @@ pub struct Coordinator {
     tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Where runs are recorded (started, then finished), if set.
     pub(crate) history: Option<Arc<Mutex<history::History>>>,
-    /// Messages from workers refused since the start (a snapshot for a share the sender does
-    /// not hold), for `/metrics`.
-    pub rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// Snapshots refused since the start, by reason, for `/metrics`.
+    pub rejected: Arc<intake::Rejections>,
 }
 
 impl Coordinator {

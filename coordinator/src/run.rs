@@ -12,13 +12,14 @@ use gauntlet_core::report::{self, PlanRef, Report, ThresholdReport, Verdict, Wor
 use gauntlet_core::schedule::Ramp;
 use gauntlet_core::segment::ExecutionSegment;
 use gauntlet_core::thresholds::{Threshold, windowed_metrics};
-use gauntlet_proto::{counters_to_proto, v1};
+use gauntlet_proto::{counters_to_proto, snapshot_from_proto, v1};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregator::{Aggregator, MAIN_METRICS};
+use crate::intake::{Intake, Reason, Refusal, ShareTally, ShareView};
 use crate::{Coordinator, lock};
 
 /// Why a lost worker is told to stop: whatever it still runs of the run is no longer its own.
@@ -58,11 +59,8 @@ struct Share {
     assigned_at: Instant,
     /// When its worker's last snapshot for it was merged.
     progressed_at: Option<Instant>,
-    /// Snapshots of it merged.
-    merged: u64,
-    /// Sessions its merged snapshots say started, and finished (passed, failed, interrupted).
-    reported_started: u64,
-    reported_finished: u64,
+    /// What its merged snapshots say, as admission checks it.
+    tally: ShareTally,
     /// `at_ms` and active VUs of its latest merged snapshot.
     last_at_ms: u64,
     last_active: u64,
@@ -94,6 +92,21 @@ struct Share {
 }
 
 impl Share {
+    /// Sessions its merged snapshots say ended (passed, failed, interrupted).
+    fn reported_finished(&self) -> u64 {
+        self.tally.finished.saturating_add(self.tally.interrupted)
+    }
+
+    /// The share as admission sees it.
+    fn view(&self) -> ShareView {
+        ShareView {
+            segment: self.segment,
+            first_seq: self.first_seq,
+            offset_ms: self.offset_ms,
+            tally: self.tally,
+        }
+    }
+
     /// The `index`-th share of a run; its sequence numbers start at `index * SEQ_BLOCK`.
     fn new(
         worker: &str,
@@ -110,9 +123,7 @@ impl Share {
             offset_ms,
             assigned_at: Instant::now(),
             progressed_at: None,
-            merged: 0,
-            reported_started: 0,
-            reported_finished: 0,
+            tally: ShareTally::default(),
             last_at_ms: 0,
             last_active: 0,
             progress: None,
@@ -159,6 +170,8 @@ pub struct Run {
     request: RunRequest,
     thresholds: Vec<Threshold>,
     interval: Duration,
+    /// What a snapshot must pass to be merged.
+    intake: Intake,
     state: Mutex<State>,
     progress: watch::Sender<v1::RunProgress>,
     cancel: CancellationToken,
@@ -178,6 +191,12 @@ impl Run {
         };
         let interval = plan.fleet.interval.unwrap_or(Duration::from_secs(1));
         let agg = Aggregator::new(interval.as_millis() as u64, windowed_metrics(&thresholds));
+        let (deadline, _) = run_deadline(&plan, Ramp::of(&plan.load).total());
+        let intake = Intake::new(
+            &plan,
+            interval,
+            coordinator.config.start_delay + deadline + drain_time(coordinator, &plan),
+        );
         let (progress, _) = watch::channel(v1::RunProgress {
             run_id: id.clone(),
             state: "waiting".into(),
@@ -189,6 +208,7 @@ impl Run {
             request,
             thresholds,
             interval,
+            intake,
             state: Mutex::new(State {
                 phase: "waiting",
                 agg,
@@ -284,73 +304,89 @@ impl Run {
         }
     }
 
-    /// Merges a snapshot from `worker`; returns whether it should be acknowledged (it was
-    /// merged now or before).
+    /// Admits and merges a snapshot from `worker`: acknowledged when merged (now or before) or
+    /// too late to count, refused when it fails admission ([`crate::intake`]).
     pub fn on_snapshot(
         &self,
         coordinator: &Coordinator,
         worker: &str,
         snapshot: &v1::Snapshot,
-    ) -> bool {
+    ) -> Result<(), Refusal> {
+        let result = self.admit(worker, snapshot);
+        if let Err(refusal) = &result {
+            coordinator.rejected.count(refusal.reason);
+            tracing::warn!(
+                worker,
+                run = %self.id,
+                seq = snapshot.seq,
+                reason = refusal.reason.as_str(),
+                detail = %refusal.detail,
+                "snapshot refused"
+            );
+        }
+        if result.is_ok() {
+            let mut state = lock(&self.state);
+            let index = (snapshot.seq / SEQ_BLOCK) as usize;
+            if let Some(share) = state.shares.get_mut(index) {
+                self.lost_share_heard(coordinator, share);
+            }
+        }
+        result
+    }
+
+    fn admit(&self, worker: &str, snapshot: &v1::Snapshot) -> Result<(), Refusal> {
         let mut state = lock(&self.state);
         if state.phase == "finished" {
-            // Too late to count; acknowledge so the worker stops resending.
-            return true;
+            // Too late to count; acknowledged so the worker stops resending.
+            return Ok(());
         }
-        // A peer's clock: a snapshot is never filed later than a little past now (an absurd
-        // `at_ms` would otherwise size the interval series).
-        let latest = Self::elapsed_ms(&state)
-            .saturating_add(2 * self.interval.as_millis() as u64)
-            .saturating_add(1000);
-        let clamped;
-        let snapshot = if snapshot.at_ms > latest {
-            tracing::warn!(worker, run = %self.id, at_ms = snapshot.at_ms, "snapshot from the future: filed at now");
-            clamped = v1::Snapshot {
-                at_ms: latest,
-                ..snapshot.clone()
-            };
-            &clamped
-        } else {
-            snapshot
-        };
         // Only the worker holding a share reports for it: sequence numbers of share `i` start
         // at `i * SEQ_BLOCK`, and that share must be the sender's.
         let index = (snapshot.seq / SEQ_BLOCK) as usize;
-        if state.shares.get(index).is_none_or(|s| s.worker != worker) {
-            drop(state);
-            coordinator
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(worker, run = %self.id, seq = snapshot.seq, "snapshot rejected: the sender holds no such share of this run");
-            return false;
+        let Some(view) = state
+            .shares
+            .get(index)
+            .filter(|s| s.worker == worker)
+            .map(Share::view)
+        else {
+            return Err(Refusal {
+                reason: Reason::NotYourShare,
+                detail: format!(
+                    "the sender holds no share of run {} numbered {}",
+                    self.id, snapshot.seq
+                ),
+            });
+        };
+        self.intake
+            .check_envelope(&view, snapshot.seq, snapshot.at_ms)?;
+        if state.agg.has(worker, snapshot.seq) {
+            // A resend after a reconnect: merged already.
+            return Ok(());
         }
-        match state.agg.merge(worker, snapshot) {
-            Ok(new) => {
-                if new && let Some(share) = state.shares.get_mut(index) {
-                    share.merged += 1;
-                    share.progressed_at = Some(Instant::now());
-                    if let Some(c) = &snapshot.counters {
-                        share.reported_started =
-                            share.reported_started.saturating_add(c.sessions_started);
-                        share.reported_finished = share.reported_finished.saturating_add(
-                            c.sessions_passed
-                                .saturating_add(c.sessions_failed)
-                                .saturating_add(c.sessions_interrupted),
-                        );
-                    }
-                    if snapshot.at_ms >= share.last_at_ms {
-                        share.last_at_ms = snapshot.at_ms;
-                        share.last_active = snapshot.active_vus;
-                    }
-                    self.lost_share_heard(coordinator, share);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(worker, run = %self.id, error = %e, "undecodable snapshot dropped");
-                true
-            }
+        let delta = snapshot_from_proto(snapshot).map_err(|e| Refusal {
+            reason: Reason::Undecodable,
+            detail: e.to_string(),
+        })?;
+        let elapsed = Duration::from_millis(Self::elapsed_ms(&state));
+        let tally = self.intake.admit(&view, snapshot.seq, &delta, elapsed)?;
+        // A worker's clock may run a little ahead: a snapshot is never filed later than a
+        // little past now.
+        let latest = elapsed.as_millis() as u64 + 2 * self.interval.as_millis() as u64 + 1000;
+        if snapshot.at_ms > latest {
+            tracing::warn!(worker, run = %self.id, at_ms = snapshot.at_ms, "snapshot from the future: filed at now");
         }
+        let at_ms = snapshot.at_ms.min(latest);
+        state
+            .agg
+            .merge_decoded(worker, snapshot.seq, at_ms, snapshot.active_vus, &delta);
+        let share = &mut state.shares[index];
+        share.tally = tally;
+        share.progressed_at = Some(Instant::now());
+        if at_ms >= share.last_at_ms {
+            share.last_at_ms = at_ms;
+            share.last_active = snapshot.active_vus;
+        }
+        Ok(())
     }
 
     /// A worker's heartbeat told how far one of its shares got.
@@ -648,8 +684,7 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
     let (hard_deadline, deadline_why) = run_deadline(plan, planned);
     let hard_deadline = started + hard_deadline;
     // Once stopping, workers get the graceful period and a heartbeat timeout to report back.
-    let drain =
-        plan.load.graceful_stop + coordinator.config.heartbeat_timeout + Duration::from_secs(5);
+    let drain = drain_time(&coordinator, plan);
     let mut stop_deadline: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -706,6 +741,12 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
         }
     }
     finish(&coordinator, &run, None);
+}
+
+/// How long a stopping run waits for its workers: the graceful period and a heartbeat timeout
+/// to report back.
+fn drain_time(coordinator: &Coordinator, plan: &Plan) -> Duration {
+    plan.load.graceful_stop + coordinator.config.heartbeat_timeout + Duration::from_secs(5)
 }
 
 /// The hard deadline of a run from its start, and how it was set: the plan's
@@ -774,7 +815,7 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
             ));
         } else if stalled {
             // It still talks, but its share made no progress since its last snapshot.
-            let last = if share.merged > 0 {
+            let last = if share.tally.merged > 0 {
                 share.last_at_ms
             } else {
                 share.offset_ms
@@ -1407,20 +1448,18 @@ fn unreported_bound(
     share: &Share,
     started: Option<Instant>,
 ) -> u64 {
-    let all_merged = share.merged >= share.last_seq.saturating_sub(share.first_seq);
+    let all_merged = share.tally.merged >= share.last_seq.saturating_sub(share.first_seq);
     if share.done && all_merged {
         return 0;
     }
     let Some(heard) = share.last_heard_ms else {
         // Not lost: done (or still draining at the end) with snapshots missing.
         return match share.started_total {
-            Some(n) if share.done => n.saturating_sub(share.reported_finished),
+            Some(n) if share.done => n.saturating_sub(share.reported_finished()),
             _ => share
                 .progress
-                .map_or(share.reported_started, |(n, _)| {
-                    n.max(share.reported_started)
-                })
-                .saturating_sub(share.reported_finished),
+                .map_or(share.tally.started, |(n, _)| n.max(share.tally.started))
+                .saturating_sub(share.reported_finished()),
         };
     };
     // A lost worker may come back (it was frozen, or cut off) and start sessions before its
@@ -1446,19 +1485,20 @@ fn unreported_bound(
         .min(share.done_at_ms.unwrap_or(u64::MAX));
     if let (true, Some(n)) = (share.done, share.started_total) {
         // It came back and said how many it started in all.
-        return n.saturating_sub(share.reported_finished);
+        return n.saturating_sub(share.reported_finished());
     }
     let (known, from_ms) = match share.progress {
         Some((started, at)) => (
             started
-                .max(share.reported_started)
-                .saturating_sub(share.reported_finished),
+                .max(share.tally.started)
+                .saturating_sub(share.reported_finished()),
             at,
         ),
         None => (
             share
-                .reported_started
-                .saturating_sub(share.reported_finished)
+                .tally
+                .started
+                .saturating_sub(share.reported_finished())
                 .max(share.last_active),
             share.last_at_ms.max(share.offset_ms),
         ),

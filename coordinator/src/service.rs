@@ -14,7 +14,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Coordinator;
+use crate::intake::{Reason, Refusal};
 use crate::run::{Run, RunRequest};
+
+/// A peer's id, cut for a message.
+fn cut(id: &str) -> String {
+    gauntlet_core::metrics::cut(id.to_owned(), 80)
+}
 
 /// Messages queued to one worker; when full, the worker is not reading and messages are
 /// dropped (acks are resent implicitly by later acks; its heartbeat timeout decides the rest).
@@ -88,18 +94,36 @@ impl v1::worker_service_server::WorkerService for Workers {
                 coordinator.registry.seen(&id);
                 match msg.kind {
                     Some(worker_message::Kind::Snapshot(snapshot)) => {
-                        let ack = coordinator
-                            .run(&snapshot.run_id)
-                            .is_some_and(|run| run.on_snapshot(&coordinator, &id, &snapshot));
-                        if ack {
-                            let ack = v1::CoordinatorMessage {
-                                kind: Some(coordinator_message::Kind::Ack(v1::Ack {
-                                    run_id: snapshot.run_id.clone(),
-                                    seq: snapshot.seq,
-                                })),
-                            };
-                            let _ = tx.try_send(ack);
-                        }
+                        let admitted = match coordinator.run(&snapshot.run_id) {
+                            Some(run) => run.on_snapshot(&coordinator, &id, &snapshot),
+                            None => {
+                                let refusal = Refusal {
+                                    reason: Reason::UnknownRun,
+                                    detail: format!(
+                                        "no run `{}` on this coordinator",
+                                        cut(&snapshot.run_id)
+                                    ),
+                                };
+                                coordinator.rejected.count(refusal.reason);
+                                tracing::warn!(worker = %id, seq = snapshot.seq, "snapshot refused: no such run");
+                                Err(refusal)
+                            }
+                        };
+                        let kind = match admitted {
+                            Ok(()) => coordinator_message::Kind::Ack(v1::Ack {
+                                run_id: snapshot.run_id,
+                                seq: snapshot.seq,
+                            }),
+                            Err(refusal) => coordinator_message::Kind::Refused(v1::Refused {
+                                run_id: snapshot.run_id,
+                                seq: snapshot.seq,
+                                reason: refusal.reason.as_str().to_owned(),
+                                detail: refusal.detail,
+                            }),
+                        };
+                        // A full outbox: the worker is not reading; it resends what is not
+                        // acknowledged.
+                        let _ = tx.try_send(v1::CoordinatorMessage { kind: Some(kind) });
                     }
                     Some(worker_message::Kind::Leaving(leaving)) => {
                         if let Some(run) = coordinator.run(&leaving.run_id) {

@@ -18,7 +18,10 @@ use gauntlet_worker::agent::{AgentConfig, run_agent};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{coordinator, coordinator_with, hand_worker, run, sleepy, wait_for_workers, worker};
+use common::{
+    answer, coordinator, coordinator_with, hand_worker, naps_passed, run, sleepy, wait_for_workers,
+    worker,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_split_the_load_and_pass() {
@@ -194,7 +197,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
     let (tx, mut inbound, _) = hand_worker(&url, "manual", "").await;
     let url2 = url.clone();
     let report =
-        tokio::spawn(async move { run(&url2, sleepy("vus = 1\niterations = 1", ""), 1).await });
+        tokio::spawn(async move { run(&url2, sleepy("vus = 7\niterations = 1", ""), 1).await });
     let assignment = loop {
         if let Some(v1::coordinator_message::Kind::Assignment(a)) =
             inbound.message().await.unwrap().unwrap().kind
@@ -202,9 +205,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
             break a;
         }
     };
-    let mut snapshot = gauntlet_core::metrics::Snapshot::default();
-    snapshot.counters.sessions_started = 7;
-    snapshot.counters.sessions_passed = 7;
+    let snapshot = naps_passed(7, 100_000);
     let wire = gauntlet_proto::snapshot_to_proto(
         &snapshot,
         &assignment.run_id,
@@ -219,14 +220,9 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         .await
         .unwrap();
     }
-    let mut acks = 0;
-    while acks < 2 {
-        if let Some(v1::coordinator_message::Kind::Ack(ack)) =
-            inbound.message().await.unwrap().unwrap().kind
-        {
-            assert_eq!(ack.seq, wire.seq);
-            acks += 1;
-        }
+    for _ in 0..2 {
+        let ack = answer(&mut inbound).await.unwrap();
+        assert_eq!(ack.seq, wire.seq);
     }
     let done = v1::Done {
         run_id: assignment.run_id.clone(),

@@ -10,6 +10,8 @@
 //! - [`checks`]: the checks a plan declares, named as reports name them.
 //! - [`segment`]: execution segments, a worker's share of VUs and arrivals.
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
+//! - [`names`]: the names a plan's measurements can carry (metrics, checks, steps,
+//!   failure categories).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
 //!   snapshot.
 //! - [`report`]: the run report (`report.json`), its text rendering, `report.md` and
@@ -22,6 +24,7 @@ pub mod checks;
 pub mod compare;
 pub mod config_file;
 pub mod metrics;
+pub mod names;
 pub mod plan;
 pub mod report;
 pub mod schedule;

@@ -120,17 +120,26 @@ impl FailureStats {
     }
 }
 
+/// Longest failure detail (the part of a failure pattern's key beside category, scenario and
+/// step), in bytes: details group failures, so they stay short.
+pub const DETAIL_BYTES: usize = 200;
+
 /// Cuts a sample to [`SAMPLE_BYTES`] on a character boundary.
-pub fn truncate(mut sample: String) -> String {
-    if sample.len() > SAMPLE_BYTES {
-        let mut end = SAMPLE_BYTES;
-        while !sample.is_char_boundary(end) {
+pub fn truncate(sample: String) -> String {
+    cut(sample, SAMPLE_BYTES)
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
-        sample.truncate(end);
-        sample.push('…');
+        text.truncate(end);
+        text.push('…');
     }
-    sample
+    text
 }
 
 /// Runs and failures of one named check.

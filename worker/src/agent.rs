@@ -76,6 +76,15 @@ struct Pending {
 }
 
 impl Pending {
+    /// Drops snapshot `seq` of `run` from what is resent (acknowledged, or refused).
+    fn forget(&mut self, run: &str, seq: u64) {
+        for ((r, _), queue) in self.unacked.iter_mut() {
+            if r == run {
+                queue.retain(|s| s.seq != seq);
+            }
+        }
+    }
+
     /// A heartbeat with every running share's live counts.
     fn heartbeat(&self) -> v1::WorkerMessage {
         use std::sync::atomic::Ordering;
@@ -330,12 +339,12 @@ async fn connect_once(
                         }
                     }
                     Some(coordinator_message::Kind::Ack(ack)) => {
-                        let mut p = lock(pending);
-                        for ((run, _), queue) in p.unacked.iter_mut() {
-                            if *run == ack.run_id {
-                                queue.retain(|s| s.seq != ack.seq);
-                            }
-                        }
+                        lock(pending).forget(&ack.run_id, ack.seq);
+                    }
+                    Some(coordinator_message::Kind::Refused(r)) => {
+                        // It will never be merged: resending it is of no use.
+                        tracing::warn!(run = %r.run_id, seq = r.seq, reason = %r.reason, detail = %r.detail, "the coordinator refused a snapshot");
+                        lock(pending).forget(&r.run_id, r.seq);
                     }
                     None => {}
                 }

@@ -176,7 +176,14 @@ pub fn classify(symptom: &Symptom, classifiers: &[CompiledClassifier]) -> (Strin
     if let Some(c) = classifiers.iter().find(|c| c.matches(symptom)) {
         return (c.category.clone(), detail(symptom));
     }
-    let category = match symptom {
+    let category = builtin(symptom);
+    (category.to_owned(), detail(symptom))
+}
+
+/// The built-in taxonomy's category of `symptom` (one of
+/// [`gauntlet_core::names::BUILTIN_CATEGORIES`]).
+fn builtin(symptom: &Symptom) -> &'static str {
+    match symptom {
         Symptom::ConnectRefused(_) => "connect_refused",
         Symptom::Dns(_) => "dns",
         Symptom::Tls(_) => "tls",
@@ -206,8 +213,7 @@ pub fn classify(symptom: &Symptom, classifiers: &[CompiledClassifier]) -> (Strin
         Symptom::CheckFailed { .. } => "check_failed",
         Symptom::Protocol(_) => "protocol_error",
         Symptom::TooLarge(_) => "response_too_large",
-    };
-    (category.to_owned(), detail(symptom))
+    }
 }
 
 fn error_code_category(code: &str) -> &'static str {
@@ -222,8 +228,10 @@ fn error_code_category(code: &str) -> &'static str {
     }
 }
 
+/// What distinguishes a failure inside its category, at most
+/// [`gauntlet_core::metrics::DETAIL_BYTES`] long.
 fn detail(symptom: &Symptom) -> String {
-    match symptom {
+    let detail = match symptom {
         Symptom::Handshake { status, .. } | Symptom::HttpStatus { status, .. } => {
             status.to_string()
         }
@@ -241,7 +249,8 @@ fn detail(symptom: &Symptom) -> String {
         | Symptom::Tls(_)
         | Symptom::Protocol(_)
         | Symptom::TooLarge(_) => String::new(),
-    }
+    };
+    gauntlet_core::metrics::cut(detail, gauntlet_core::metrics::DETAIL_BYTES)
 }
 
 #[cfg(test)]
@@ -307,6 +316,67 @@ mod tests {
                 &[]
             ),
             ("handshake_rejected".into(), "502".into())
+        );
+    }
+
+    #[test]
+    fn every_builtin_category_is_in_the_vocabulary() {
+        let text = |s: &str| s.to_owned();
+        let symptoms = [
+            Symptom::ConnectRefused(text("x")),
+            Symptom::Dns(text("x")),
+            Symptom::Tls(text("x")),
+            Symptom::Handshake {
+                status: 403,
+                body: text(""),
+            },
+            Symptom::Handshake {
+                status: 502,
+                body: text(""),
+            },
+            close(1008, ""),
+            close(1011, "factory"),
+            close(1011, "not ready"),
+            close(1011, ""),
+            close(1000, ""),
+            Symptom::Reset(text("x")),
+            frame("AUTH_X", "{}"),
+            frame("FACTORY_X", "{}"),
+            frame("INTERNAL_ERROR", "{}"),
+            frame("SERVICE_NOT_READY", "{}"),
+            frame("OTHER", "{}"),
+            Symptom::Timeout(text("x")),
+            Symptom::Sequence(text("x")),
+            Symptom::MissingEvent(text("x")),
+            Symptom::DuplicateEvent(text("x")),
+            Symptom::Isolation {
+                check: text("c"),
+                text: text("{}"),
+            },
+            Symptom::HttpStatus {
+                status: 500,
+                body: text(""),
+            },
+            Symptom::CheckFailed {
+                name: text("n"),
+                sample: text("s"),
+            },
+            Symptom::Protocol(text("x")),
+            Symptom::TooLarge(text("x")),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &symptoms {
+            let c = builtin(s);
+            assert!(gauntlet_core::names::BUILTIN_CATEGORIES.contains(&c), "{c}");
+            seen.insert(c);
+        }
+        assert_eq!(seen.len(), gauntlet_core::names::BUILTIN_CATEGORIES.len());
+        // Details stay short whatever the symptom carries.
+        let long = classify(&Symptom::Timeout("x".repeat(5000)), &[]).1;
+        assert!(
+            long.len() <= gauntlet_core::metrics::DETAIL_BYTES + 3,
+            "{}",
+            long.len()
         );
     }
 

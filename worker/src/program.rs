@@ -17,12 +17,7 @@ use crate::recorder::{CheckId, MetricId};
 use crate::render::{JsonTemplate, compile};
 use crate::sequence::SequenceCheck;
 
-/// Metric name of TCP + TLS + upgrade.
-pub const METRIC_HANDSHAKE: &str = "ws.handshake";
-/// Metric name of connect start to confirmation frame.
-pub const METRIC_CONFIRMATION: &str = "ws.confirmation";
-/// Metric name of whole sessions (every scenario).
-pub const METRIC_SESSION: &str = "session";
+pub use gauntlet_core::names::{METRIC_CONFIRMATION, METRIC_HANDSHAKE, METRIC_SESSION};
 
 /// A plan that cannot run on this worker (a missing environment variable, an unreadable key).
 #[derive(Debug, thiserror::Error)]
@@ -695,6 +690,47 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 5, "the example plans were read");
+    }
+
+    /// The coordinator admits only snapshots whose names are in the plan's vocabulary: the
+    /// recorder must name nothing else, and the vocabulary nothing it never records.
+    #[test]
+    fn recorded_names_are_the_vocabulary() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../plans");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let plan = Plan::load(&path, &plan::Overrides::default()).unwrap();
+            let vocabulary = gauntlet_core::names::Vocabulary::of(&plan);
+            let program = Program::compile(Plan { auth: None, ..plan }).unwrap();
+            let metrics: std::collections::BTreeSet<String> =
+                program.metric_names.iter().cloned().collect();
+            let checks: std::collections::BTreeSet<String> =
+                program.check_names.iter().cloned().collect();
+            assert_eq!(metrics, vocabulary.metrics, "{}", path.display());
+            assert_eq!(checks, vocabulary.checks, "{}", path.display());
+            for s in &program.scenarios {
+                let mut steps = Vec::new();
+                fn walk<'a>(steps: &'a [CompiledStep], out: &mut Vec<&'a str>) {
+                    for s in steps {
+                        out.push(&s.name);
+                        if let StepKind::Repeat { steps, .. } = &s.kind {
+                            walk(steps, out);
+                        }
+                    }
+                }
+                walk(&s.steps, &mut steps);
+                for step in steps {
+                    assert!(
+                        vocabulary.has_step(&s.name, step),
+                        "{}: {step}",
+                        path.display()
+                    );
+                }
+            }
+        }
     }
 
     /// Steps, nested ones included, that check nothing.

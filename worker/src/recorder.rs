@@ -77,6 +77,7 @@ impl Collector {
             samples: Vec::new(),
             checks: Vec::new(),
             counters: Counters::default(),
+            failure: None,
             epoch: self.epoch.load(Ordering::Relaxed),
         }
     }
@@ -128,6 +129,8 @@ pub struct VuRecorder {
     checks: Vec<(CheckId, bool)>,
     /// Counters since the last flush (add to them freely).
     pub counters: Counters,
+    /// The primary failure of the session that just ended, until flushed.
+    failure: Option<(FailureKey, FailureStats)>,
     epoch: u64,
 }
 
@@ -155,18 +158,28 @@ impl VuRecorder {
         self.maybe_flush();
     }
 
-    /// Records a session's primary failure (once per failed session, so it goes straight to
-    /// the shard).
-    pub fn failure(&mut self, key: FailureKey, at: Instant, sample: String) {
-        let ms = self.collector.elapsed_ms(at);
-        let one = FailureStats::one(ms, sample);
-        let mut shard = self.collector.shard(self.shard);
-        match shard.failures.get_mut(&key) {
-            Some(stats) => stats.add(&one),
-            None => {
-                shard.failures.insert(key, one);
+    /// Records the end of a session in one flush: its latency under each of `metrics`, its
+    /// outcome counter and, for a failed one, its primary failure (`at` is when it was seen).
+    /// Everything a session's end records reaches the same snapshot, so every snapshot holds
+    /// exactly as many `session` samples as sessions passed and failed, and as many failure
+    /// patterns as sessions failed: the coordinator checks that.
+    pub fn end_session(
+        &mut self,
+        metrics: &[MetricId],
+        took: Duration,
+        failure: Option<(FailureKey, Instant, String)>,
+    ) {
+        let micros = took.as_micros().clamp(1, u64::MAX as u128) as u64;
+        self.samples.extend(metrics.iter().map(|m| (*m, micros)));
+        match failure {
+            None => self.counters.sessions_passed += 1,
+            Some((key, at, sample)) => {
+                self.counters.sessions_failed += 1;
+                let one = FailureStats::one(self.collector.elapsed_ms(at), sample);
+                self.failure = Some((key, one));
             }
         }
+        self.flush();
     }
 
     fn maybe_flush(&mut self) {
@@ -180,11 +193,22 @@ impl VuRecorder {
     /// Moves everything buffered into the shard.
     pub fn flush(&mut self) {
         self.epoch = self.collector.epoch.load(Ordering::Relaxed);
-        if self.samples.is_empty() && self.checks.is_empty() && self.counters == Counters::default()
+        if self.samples.is_empty()
+            && self.checks.is_empty()
+            && self.counters == Counters::default()
+            && self.failure.is_none()
         {
             return;
         }
         let mut shard = self.collector.shard(self.shard);
+        if let Some((key, one)) = self.failure.take() {
+            match shard.failures.get_mut(&key) {
+                Some(stats) => stats.add(&one),
+                None => {
+                    shard.failures.insert(key, one);
+                }
+            }
+        }
         for (metric, micros) in self.samples.drain(..) {
             if let Some(h) = shard.histograms.get_mut(metric as usize) {
                 // `record` grows the auto-resizing histogram; `saturating_record` would clamp

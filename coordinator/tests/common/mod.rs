@@ -169,3 +169,29 @@ pub async fn wait_for_workers(url: &str, n: usize) {
     }
     panic!("workers never registered");
 }
+
+/// A snapshot of `n` sessions of the sleepy plan's `nap` scenario that passed, each lasting
+/// `us` microseconds: consistent, as a real worker records it.
+pub fn naps_passed(n: u64, us: u64) -> gauntlet_core::metrics::Snapshot {
+    let mut s = gauntlet_core::metrics::Snapshot::default();
+    let mut h = gauntlet_core::metrics::histogram();
+    h.record_n(us, n).unwrap();
+    s.histograms.insert("session".into(), h.clone());
+    s.histograms.insert("session.nap".into(), h);
+    s.counters.sessions_started = n;
+    s.counters.sessions_passed = n;
+    s
+}
+
+/// The next acknowledgement or refusal on a hand-driven worker's stream.
+pub async fn answer(
+    inbound: &mut tonic::Streaming<v1::CoordinatorMessage>,
+) -> Result<v1::Ack, v1::Refused> {
+    loop {
+        match inbound.message().await.unwrap().unwrap().kind {
+            Some(v1::coordinator_message::Kind::Ack(a)) => return Ok(a),
+            Some(v1::coordinator_message::Kind::Refused(r)) => return Err(r),
+            _ => {}
+        }
+    }
+}

@@ -114,6 +114,7 @@ impl Session<'_> {
                 Ok(Read::Text(text)) => text,
             };
             let Some(frame) = self.inspect(&text) else {
+                self.skipped(&text);
                 continue;
             };
             let Some(kind) = frame
@@ -126,6 +127,7 @@ impl Session<'_> {
                     self.fail(&step.name, symptom);
                     return Err(Fatal);
                 }
+                self.skipped(&text);
                 continue;
             };
             match check.on_type(&kind, &mut received) {

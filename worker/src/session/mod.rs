@@ -195,6 +195,12 @@ struct Session<'a> {
     marks: Vec<Option<Instant>>,
     last_send: Option<Instant>,
     first: Option<(Symptom, String, Instant)>,
+    /// What the first failure's sample adds to its symptom's (the frames a timed-out wait
+    /// skipped).
+    note: Option<String>,
+    /// Frames the current step read and could not use (not JSON, not matching, binary), and
+    /// the first of them: a wait that times out among them says so.
+    unexpected: (u64, Option<String>),
     /// The first step's latency counts from here (the open model's intended start).
     origin: Option<Instant>,
     /// One timer per session for every wait (see [`Session::read`]).
@@ -213,6 +219,8 @@ pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Inst
         marks: vec![None; sc.marks],
         last_send: None,
         first: None,
+        note: None,
+        unexpected: (0, None),
         origin: Some(origin),
         ws: None,
         timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
@@ -230,28 +238,27 @@ pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Inst
     }
     let end = Instant::now();
     let vu = s.vu;
-    vu.rec.record(p.m_session, end - origin);
-    vu.rec.record(sc.m_session, end - origin);
     vu.iteration += 1;
-    let outcome = match s.first.take() {
-        None => {
-            vu.rec.counters.sessions_passed += 1;
-            Outcome::Passed
-        }
-        Some((symptom, step, at)) => {
-            vu.rec.counters.sessions_failed += 1;
-            let (category, detail) = classify(&symptom, &p.classifiers);
-            let key = FailureKey {
-                category,
-                detail,
-                scenario: sc.name.clone(),
-                step,
-            };
-            vu.rec.failure(key, at, symptom.sample());
-            Outcome::Failed
-        }
+    let failure = s.first.take().map(|(symptom, step, at)| {
+        let (category, detail) = classify(&symptom, &p.classifiers);
+        let key = FailureKey {
+            category,
+            detail,
+            scenario: sc.name.clone(),
+            step,
+        };
+        let sample = match s.note.take() {
+            Some(note) => format!("{} ({note})", symptom.sample()),
+            None => symptom.sample(),
+        };
+        (key, at, sample)
+    });
+    let outcome = match failure {
+        None => Outcome::Passed,
+        Some(_) => Outcome::Failed,
     };
-    vu.rec.flush();
+    vu.rec
+        .end_session(&[p.m_session, sc.m_session], end - origin, failure);
     outcome
 }
 
@@ -313,6 +320,13 @@ impl<'a> Session<'a> {
 
     fn fail(&mut self, step: &str, symptom: Symptom) {
         if self.first.is_none() {
+            if let (Symptom::Timeout(_), (n @ 1.., first)) = (&symptom, &self.unexpected) {
+                let first = first.as_deref().unwrap_or("-");
+                self.note = Some(format!(
+                    "meanwhile {n} frame{} arrived that it did not wait for, the first: {first}",
+                    if *n == 1 { "" } else { "s" }
+                ));
+            }
             self.first = Some((symptom, step.to_owned(), Instant::now()));
         }
     }
@@ -375,6 +389,7 @@ impl<'a> Session<'a> {
             let step = &level.steps[level.next];
             level.next += 1;
             let start = self.step_start();
+            self.unexpected = (0, None);
             match &step.kind {
                 StepKind::Repeat { count, steps } => {
                     stack.push(Level {
@@ -442,6 +457,7 @@ impl<'a> Session<'a> {
                 }
             };
             let Some(frame) = self.inspect(&text) else {
+                self.skipped(&text);
                 continue;
             };
             let hit = self.with_ctx(|ctx, rng| match want {
@@ -457,7 +473,13 @@ impl<'a> Session<'a> {
                 self.fail(&step.name, symptom);
                 return Err(Fatal);
             }
+            self.skipped(&text);
         }
+    }
+
+    /// Notes a frame the current step read and could not use.
+    fn skipped(&mut self, text: &str) {
+        skip(&mut self.unexpected, text);
     }
 
     /// Reads the next text frame or pong; the end of the connection is recorded as the
@@ -504,7 +526,15 @@ impl<'a> Session<'a> {
                     match msg {
                         Message::Text(t) => return Ok(Read::Text(t)),
                         Message::Pong(_) => return Ok(Read::Pong),
-                        Message::Ping(_) | Message::Binary(_) | Message::Frame(_) => continue,
+                        Message::Ping(_) | Message::Frame(_) => continue,
+                        Message::Binary(b) => {
+                            let n = b.len();
+                            skip(
+                                &mut self.unexpected,
+                                &format!("<a binary frame of {n} bytes>"),
+                            );
+                            continue;
+                        }
                         Message::Close(frame) => {
                             let (code, reason) = frame
                                 .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -576,6 +606,21 @@ impl<'a> Session<'a> {
                 ),
             }
         }
+    }
+}
+
+/// Counts an unusable frame in `unexpected` and quotes the first one.
+fn skip((n, first): &mut (u64, Option<String>), text: &str) {
+    /// How much of the first unusable frame a timeout's sample quotes.
+    const QUOTE: usize = 160;
+    *n += 1;
+    if first.is_none() {
+        let mut end = text.len().min(QUOTE);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = if end < text.len() { "…" } else { "" };
+        *first = Some(format!("`{}{cut}`", &text[..end]));
     }
 }
 

@@ -1,0 +1,582 @@
+//! Snapshot admission: before anything a worker reports is merged, the coordinator checks
+//! what it can. The sender must hold the share the sequence number names; the number must be
+//! inside the share's window and the time inside the run; every name must be one the plan has
+//! (its metrics, checks, scenarios, steps and failure categories); the figures must agree with
+//! each other (as many `session` samples as sessions finished, as many failure patterns as
+//! sessions failed, check counts that add up); and the share's running totals must be ones its
+//! VUs or arrivals could have produced. A snapshot that fails any of these is refused with a
+//! [`Refusal`] (sent back to the worker, logged, counted by reason), never merged.
+//!
+//! What it cannot check: a worker holding a share can still invent figures its share could
+//! physically have produced (docs/security.md says so).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gauntlet_core::metrics::{DETAIL_BYTES, Snapshot};
+use gauntlet_core::names::{METRIC_SESSION, Vocabulary};
+use gauntlet_core::plan::{Model, Plan};
+use gauntlet_core::schedule::Ramp;
+use gauntlet_core::segment::ExecutionSegment;
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The sender holds no share of the run under that sequence number.
+    NotYourShare,
+    /// No such run on this coordinator.
+    UnknownRun,
+    /// The sequence number is outside the share's window.
+    OutOfWindow,
+    /// Its time is past the end the run can have.
+    AfterTheRun,
+    /// It does not decode within bounds (histograms, sizes, entries).
+    Undecodable,
+    /// It names a metric, check, scenario, step or category the plan does not have.
+    UnknownName,
+    /// Its figures contradict each other.
+    Inconsistent,
+    /// Its share could not have produced its figures.
+    Implausible,
+}
+
+impl Reason {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Reason; 8] = [
+        Reason::NotYourShare,
+        Reason::UnknownRun,
+        Reason::OutOfWindow,
+        Reason::AfterTheRun,
+        Reason::Undecodable,
+        Reason::UnknownName,
+        Reason::Inconsistent,
+        Reason::Implausible,
+    ];
+
+    /// Its stable name (the `reason` label on `/metrics`, and `Refused.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotYourShare => "not_your_share",
+            Reason::UnknownRun => "unknown_run",
+            Reason::OutOfWindow => "out_of_window",
+            Reason::AfterTheRun => "after_the_run",
+            Reason::Undecodable => "undecodable",
+            Reason::UnknownName => "unknown_name",
+            Reason::Inconsistent => "inconsistent",
+            Reason::Implausible => "implausible",
+        }
+    }
+}
+
+/// A refused snapshot: why, in a word and in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: Reason,
+    /// In words, with the figures.
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(reason: Reason, detail: String) -> Refusal {
+        Refusal { reason, detail }
+    }
+}
+
+/// Refused snapshots counted by reason since the coordinator started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Rejections([AtomicU64; Reason::ALL.len()]);
+
+impl Rejections {
+    /// Counts one refusal.
+    pub fn count(&self, reason: Reason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals for `reason` so far.
+    pub fn get(&self, reason: Reason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every refusal so far.
+    pub fn total(&self) -> u64 {
+        Reason::ALL.iter().map(|r| self.get(*r)).sum()
+    }
+}
+
+/// What one share has had merged so far, as admission needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShareTally {
+    /// Snapshots merged.
+    pub merged: u64,
+    /// The highest sequence number merged, as an offset from the share's `first_seq`.
+    pub highest: u64,
+    /// Sessions started.
+    pub started: u64,
+    /// Sessions passed or failed.
+    pub finished: u64,
+    /// Sessions interrupted by the end of the run.
+    pub interrupted: u64,
+    /// The sum of the finished sessions' durations, microseconds.
+    pub session_us: f64,
+}
+
+impl ShareTally {
+    /// The tally with `delta` (snapshot number `offset` of the share) merged too.
+    fn with(self, offset: u64, delta: &Snapshot) -> ShareTally {
+        let c = &delta.counters;
+        let session_us = delta
+            .histograms
+            .get(METRIC_SESSION)
+            .map_or(0.0, |h| h.mean() * h.len() as f64);
+        ShareTally {
+            merged: self.merged + 1,
+            highest: self.highest.max(offset),
+            started: self.started.saturating_add(c.sessions_started),
+            finished: self
+                .finished
+                .saturating_add(c.sessions_passed)
+                .saturating_add(c.sessions_failed),
+            interrupted: self.interrupted.saturating_add(c.sessions_interrupted),
+            session_us: self.session_us + session_us,
+        }
+    }
+
+    /// Snapshots below the highest merged one that have not arrived (yet).
+    fn gaps(&self) -> u64 {
+        self.highest.saturating_sub(self.merged)
+    }
+}
+
+/// One share as admission sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareView {
+    /// Its segment of the load.
+    pub segment: ExecutionSegment,
+    /// Its first sequence number (exclusive: its snapshots are numbered from `first_seq + 1`).
+    pub first_seq: u64,
+    /// Where in the run's time it started, ms.
+    pub offset_ms: u64,
+    /// What has been merged of it so far.
+    pub tally: ShareTally,
+}
+
+/// A worker's clock may run ahead of the coordinator's (it starts when its own clock says
+/// so): figures are allowed this much more time than the coordinator has seen pass.
+const CLOCK_SLACK: Duration = Duration::from_secs(10);
+/// Snapshots a share may send beyond one per interval (its last, resends after reconnects are
+/// the same numbers).
+const SPARE_SNAPSHOTS: u64 = 16;
+/// Arrivals a share may start beyond its exact part of the fleet's (its ownership of arrival
+/// numbers is a low-discrepancy sequence, off by at most a few from its width's share).
+const SPARE_ARRIVALS: f64 = 64.0;
+
+/// Admission rules for one run.
+#[derive(Debug)]
+pub struct Intake {
+    vocabulary: Vocabulary,
+    ramp: Ramp,
+    model: Model,
+    max_vus: u64,
+    iterations: Option<u64>,
+    interval_ms: u64,
+    /// The latest a snapshot's `at_ms` may be: the run's hard deadline, its drain and slack.
+    end_ms: u64,
+}
+
+impl Intake {
+    /// The rules for a run of `plan`, snapshots every `interval`, stopped at the latest at
+    /// `last` (its hard deadline plus the drain).
+    pub fn new(plan: &Plan, interval: Duration, last: Duration) -> Intake {
+        Intake {
+            vocabulary: Vocabulary::of(plan),
+            ramp: Ramp::of(&plan.load),
+            model: plan.load.model,
+            max_vus: plan.max_vus(),
+            iterations: plan.load.iterations,
+            interval_ms: (interval.as_millis() as u64).max(1),
+            end_ms: (last + CLOCK_SLACK).as_millis() as u64,
+        }
+    }
+
+    /// Checks snapshot `seq` of `share`, taken at `at_ms`, before it is decoded.
+    pub fn check_envelope(&self, share: &ShareView, seq: u64, at_ms: u64) -> Result<(), Refusal> {
+        let window = self.end_ms / self.interval_ms + SPARE_SNAPSHOTS;
+        let offset = seq.wrapping_sub(share.first_seq);
+        if seq <= share.first_seq || offset > window {
+            return Err(Refusal::new(
+                Reason::OutOfWindow,
+                format!(
+                    "snapshot {offset} of its share: a share sends at most {window} (one per {} ms for the whole run)",
+                    self.interval_ms
+                ),
+            ));
+        }
+        if at_ms > self.end_ms {
+            return Err(Refusal::new(
+                Reason::AfterTheRun,
+                format!(
+                    "taken at {at_ms} ms, past the latest this run can last ({} ms)",
+                    self.end_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a decoded snapshot of `share` (number `seq`) when the coordinator has seen
+    /// `elapsed` of the run; returns the share's tally with it merged.
+    pub fn admit(
+        &self,
+        share: &ShareView,
+        seq: u64,
+        delta: &Snapshot,
+        elapsed: Duration,
+    ) -> Result<ShareTally, Refusal> {
+        self.names(delta)?;
+        consistent(delta)?;
+        let tally = share.tally.with(seq - share.first_seq, delta);
+        self.plausible(share, &tally, delta, elapsed)?;
+        Ok(tally)
+    }
+
+    fn names(&self, delta: &Snapshot) -> Result<(), Refusal> {
+        let v = &self.vocabulary;
+        let unknown = |what: &str, name: &str| {
+            Err(Refusal::new(
+                Reason::UnknownName,
+                format!("{what} `{}` is not in the plan", cut(name)),
+            ))
+        };
+        if let Some(m) = delta.histograms.keys().find(|m| !v.metrics.contains(*m)) {
+            return unknown("metric", m);
+        }
+        if let Some(c) = delta.checks.keys().find(|c| !v.checks.contains(*c)) {
+            return unknown("check", c);
+        }
+        for key in delta.failures.keys() {
+            if !v.categories.contains(&key.category) {
+                return unknown("failure category", &key.category);
+            }
+            if !v.steps.contains_key(&key.scenario) {
+                return unknown("scenario", &key.scenario);
+            }
+            if !v.has_step(&key.scenario, &key.step) {
+                return unknown("step", &format!("{}/{}", key.scenario, key.step));
+            }
+            if key.detail.len() > DETAIL_BYTES + '…'.len_utf8() {
+                return Err(Refusal::new(
+                    Reason::Inconsistent,
+                    format!(
+                        "a failure detail of {} bytes (workers cut them to {DETAIL_BYTES})",
+                        key.detail.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn plausible(
+        &self,
+        share: &ShareView,
+        tally: &ShareTally,
+        delta: &Snapshot,
+        elapsed: Duration,
+    ) -> Result<(), Refusal> {
+        let implausible = |detail: String| Err(Refusal::new(Reason::Implausible, detail));
+        let vus = share.segment.vus(self.max_vus).count() as u64;
+        // The share's own time, as long as a worker ahead of the coordinator may have had.
+        let offset = Duration::from_millis(share.offset_ms);
+        let span = (elapsed + CLOCK_SLACK).saturating_sub(offset);
+        // Every VU (or open-model slot) runs one session at a time: started sessions have
+        // ended (or were interrupted) but for one running per VU, and a snapshot that has not
+        // arrived yet may hold the ends (or the starts) of one more per VU.
+        let slack = vus.saturating_mul(1 + tally.gaps());
+        if tally.started
+            > tally
+                .finished
+                .saturating_add(tally.interrupted)
+                .saturating_add(slack)
+        {
+            return implausible(format!(
+                "{} sessions started but {} ended, with {vus} VUs",
+                tally.started,
+                tally.finished + tally.interrupted
+            ));
+        }
+        if tally.finished.saturating_add(tally.interrupted)
+            > tally
+                .started
+                .saturating_add(vus.saturating_mul(tally.gaps()))
+        {
+            return implausible(format!(
+                "{} sessions ended but {} started",
+                tally.finished + tally.interrupted,
+                tally.started
+            ));
+        }
+        // No latency can exceed the time the share has run.
+        let longest = delta
+            .histograms
+            .values()
+            .map(|h| h.max())
+            .max()
+            .unwrap_or(0);
+        let limit_us = span.as_micros() as u64 + span.as_micros() as u64 / 100;
+        if longest > limit_us {
+            return implausible(format!(
+                "a latency of {longest} us in a share that has run for at most {limit_us} us"
+            ));
+        }
+        match self.model {
+            Model::Closed => {
+                if let Some(n) = self.iterations
+                    && tally.started > vus.saturating_mul(n)
+                {
+                    return implausible(format!(
+                        "{} sessions started by {vus} VUs of {n} iterations each",
+                        tally.started
+                    ));
+                }
+                // A VU's sessions run one after another: together they last no longer than
+                // the VU has run.
+                let vu_us = vus as f64 * span.as_micros() as f64 * 1.01;
+                if tally.session_us > vu_us {
+                    return implausible(format!(
+                        "sessions lasting {:.0} s in all from {vus} VUs in {:.0} s",
+                        tally.session_us / 1e6,
+                        span.as_secs_f64()
+                    ));
+                }
+            }
+            Model::Open => {
+                // Arrivals are on a schedule: the share owns its width's part of those due
+                // since it started.
+                let to = match self.ramp.total() {
+                    Some(total) => span.saturating_add(offset).min(total),
+                    None => span.saturating_add(offset),
+                };
+                let due = self.ramp.integral(to) - self.ramp.integral(offset.min(to));
+                let width = share.segment.end() - share.segment.start();
+                let owned = (width * due + SPARE_ARRIVALS).ceil() as u64;
+                if tally.started > owned {
+                    return implausible(format!(
+                        "{} sessions started where the share owns about {owned} arrivals so far",
+                        tally.started
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The figures of one snapshot that must agree: a worker records a session's end (its
+/// `session` samples, its outcome and its failure) in one step, so each snapshot carries them
+/// together.
+fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
+    let inconsistent = |detail: String| Err(Refusal::new(Reason::Inconsistent, detail));
+    let c = &delta.counters;
+    let finished = c.sessions_passed.saturating_add(c.sessions_failed);
+    let len = |name: &str| delta.histograms.get(name).map_or(0, |h| h.len());
+    if len(METRIC_SESSION) != finished {
+        return inconsistent(format!(
+            "{} `session` samples for {finished} sessions passed or failed",
+            len(METRIC_SESSION)
+        ));
+    }
+    let per_scenario: u64 = delta
+        .histograms
+        .iter()
+        .filter(|(name, _)| name.starts_with("session."))
+        .map(|(_, h)| h.len())
+        .fold(0, u64::saturating_add);
+    if per_scenario != finished {
+        return inconsistent(format!(
+            "{per_scenario} samples of the scenarios' sessions for {finished} sessions"
+        ));
+    }
+    let failures = delta
+        .failures
+        .values()
+        .map(|f| f.count)
+        .fold(0, u64::saturating_add);
+    if failures != c.sessions_failed {
+        return inconsistent(format!(
+            "{failures} failures for {} failed sessions",
+            c.sessions_failed
+        ));
+    }
+    if let Some((_, f)) = delta.failures.iter().find(|(_, f)| f.first_ms > f.last_ms) {
+        return inconsistent(format!(
+            "a failure first seen at {} ms and last at {} ms",
+            f.first_ms, f.last_ms
+        ));
+    }
+    let (run, failed) = delta.checks.values().fold((0u64, 0u64), |(r, f), c| {
+        (r.saturating_add(c.run), f.saturating_add(c.failed))
+    });
+    if run != c.checks_run || failed != c.checks_failed {
+        return inconsistent(format!(
+            "checks add up to {run} run and {failed} failed, the counters say {} and {}",
+            c.checks_run, c.checks_failed
+        ));
+    }
+    if delta.checks.values().any(|c| c.failed > c.run) {
+        return inconsistent("a check failed more often than it ran".into());
+    }
+    Ok(())
+}
+
+/// A peer's name, cut for a message.
+fn cut(name: &str) -> String {
+    gauntlet_core::metrics::cut(name.to_owned(), 80)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use gauntlet_core::metrics::{FailureKey, FailureStats, histogram};
+    use gauntlet_core::plan::Overrides;
+
+    fn plan(load: &str) -> Plan {
+        let text = format!(
+            "name = \"p\"\n[target]\nbase_url = \"http://127.0.0.1:1\"\n[load]\n{load}\n[[scenarios]]\nname = \"s\"\nsteps = [ {{ sleep = {{ duration = \"100ms\" }} }} ]\n"
+        );
+        Plan::from_text("p.toml", &text, &Overrides::default()).unwrap()
+    }
+
+    /// A snapshot of `n` sessions passed, each lasting `us`.
+    fn passed(n: u64, us: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut h = histogram();
+        h.record_n(us, n).unwrap();
+        s.histograms.insert("session".into(), h.clone());
+        s.histograms.insert("session.s".into(), h);
+        s.counters.sessions_started = n;
+        s.counters.sessions_passed = n;
+        s
+    }
+
+    fn share() -> ShareView {
+        ShareView {
+            segment: ExecutionSegment::WHOLE,
+            first_seq: 0,
+            offset_ms: 0,
+            tally: ShareTally::default(),
+        }
+    }
+
+    #[test]
+    fn a_real_snapshot_is_admitted_and_forged_ones_are_refused() {
+        let p = plan("vus = 10\nduration = \"10s\"");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
+        let at = Duration::from_secs(2);
+        // 10 VUs, 2 s: 150 sessions of 100 ms fit.
+        let t = intake
+            .admit(&share(), 1, &passed(150, 100_000), at)
+            .unwrap();
+        assert_eq!((t.started, t.finished, t.merged), (150, 150, 1));
+        let refuse = |delta: &Snapshot| intake.admit(&share(), 1, delta, at).unwrap_err();
+        // A trillion sessions, each a microsecond: more than 10 VUs can run in 12 s.
+        let r = refuse(&passed(1_000_000_000_000, 1));
+        assert_eq!(r.reason, Reason::Implausible, "{}", r.detail);
+        // Counters without the samples that go with them.
+        let mut forged = Snapshot::default();
+        forged.counters.sessions_started = 5;
+        forged.counters.sessions_passed = 5;
+        assert_eq!(refuse(&forged).reason, Reason::Inconsistent);
+        // A day-long latency 2 s into a run.
+        assert_eq!(
+            refuse(&passed(1, 86_400_000_000)).reason,
+            Reason::Implausible
+        );
+        // Names the plan does not have.
+        let mut odd = passed(1, 1000);
+        odd.histograms.insert("x".repeat(10_000), histogram());
+        let r = refuse(&odd);
+        assert_eq!(r.reason, Reason::UnknownName);
+        assert!(r.detail.len() < 200, "{}", r.detail);
+        let mut odd = passed(1, 1000);
+        odd.counters.sessions_passed = 0;
+        odd.counters.sessions_failed = 1;
+        odd.failures.insert(
+            FailureKey {
+                category: "made_up".into(),
+                detail: String::new(),
+                scenario: "s".into(),
+                step: "sleep".into(),
+            },
+            FailureStats::one(10, "x".into()),
+        );
+        assert_eq!(refuse(&odd).reason, Reason::UnknownName);
+        // Sequence numbers and times outside the run.
+        let s = share();
+        assert_eq!(
+            intake.check_envelope(&s, 0, 1000).unwrap_err().reason,
+            Reason::OutOfWindow
+        );
+        assert_eq!(
+            intake.check_envelope(&s, 1 << 31, 1000).unwrap_err().reason,
+            Reason::OutOfWindow
+        );
+        assert_eq!(
+            intake
+                .check_envelope(&s, 3, 1_000_000_000_000)
+                .unwrap_err()
+                .reason,
+            Reason::AfterTheRun
+        );
+        intake.check_envelope(&s, 3, 3000).unwrap();
+    }
+
+    #[test]
+    fn iterations_and_arrivals_bound_the_sessions_a_share_starts() {
+        let p = plan("vus = 4\niterations = 5");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(3600));
+        let at = Duration::from_secs(60);
+        let half = ShareView {
+            segment: ExecutionSegment::new(0.0, 0.5).unwrap(),
+            ..share()
+        };
+        intake.admit(&half, 1, &passed(10, 1000), at).unwrap();
+        let r = intake.admit(&half, 1, &passed(11, 1000), at).unwrap_err();
+        assert_eq!(r.reason, Reason::Implausible);
+        assert!(r.detail.contains("2 VUs of 5 iterations"), "{}", r.detail);
+
+        let p = plan("model = \"open\"\nrate = 100\nmax_vus = 50\nduration = \"10s\"");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
+        // 1 s in, with 10 s of clock slack: all 1,000 arrivals may be due, half of them this
+        // share's.
+        let at = Duration::from_secs(1);
+        intake.admit(&half, 1, &passed(540, 1000), at).unwrap();
+        let r = intake.admit(&half, 1, &passed(600, 1000), at).unwrap_err();
+        assert_eq!(r.reason, Reason::Implausible, "{}", r.detail);
+    }
+
+    #[test]
+    fn snapshots_out_of_order_do_not_look_implausible() {
+        let p = plan("vus = 2\nduration = \"10s\"");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
+        // Snapshot 2 holds the ends of sessions whose starts are in snapshot 1, which comes
+        // later.
+        let mut ends = passed(2, 100_000);
+        ends.counters.sessions_started = 0;
+        let t = intake
+            .admit(&share(), 2, &ends, Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(t.gaps(), 1);
+        let mut starts = Snapshot::default();
+        starts.counters.sessions_started = 2;
+        let s = ShareView {
+            tally: t,
+            ..share()
+        };
+        let t = intake
+            .admit(&s, 1, &starts, Duration::from_secs(2))
+            .unwrap();
+        assert_eq!((t.gaps(), t.started, t.finished), (0, 2, 2));
+    }
+}
