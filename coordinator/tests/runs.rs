@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::{
-    answer, coordinator, coordinator_with, hand_worker, naps_passed, run, sleepy, wait_for_workers,
-    worker,
+    answer, arrivals, coordinator, coordinator_with, hand_worker, naps_passed, run, sleepy,
+    wait_for_workers, worker,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,36 +704,7 @@ type PerUser = BTreeMap<String, gauntlet_testbed::stats::UserTotals>;
 /// An open-model plan of 200 arrivals (400/s for 0.5 s) on a pool of 10 subjects against
 /// `target`: each session connects, runs one agent pipeline and closes.
 fn two_hundred_arrivals(target: &str, secret: &std::path::Path) -> String {
-    format!(
-        r#"name = "subjects"
-[target]
-base_url = "{target}"
-[auth]
-secret_file = "{secret}"
-subject = "user-{{subject_index}}"
-subject_pool = 10
-claims = {{ iss = "netra-auth-service", token_type = "access" }}
-[load]
-model = "open"
-rate = 400
-duration = "500ms"
-max_vus = 140
-graceful_stop = "5s"
-[[scenarios]]
-name = "agent"
-vars = {{ thread = "thread-{{vu}}-{{iteration}}" }}
-steps = [
-  {{ ws_connect = {{ query = {{ thread_id = "{{thread}}" }}, confirmation = [{{ pointer = "/data/event", equals = "connection_established" }}] }} }},
-  {{ ws_send = {{ json = {{ type = "start_agent", payload = {{ user_request = "go" }} }} }} }},
-  {{ ws_expect_sequence = {{ orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], ignore = ["pong", "ack"], timeout = "5s" }} }},
-  {{ ws_close = {{}} }},
-]
-[[isolation]]
-pointer = "/user_id"
-equals = "{{subject}}"
-"#,
-        secret = secret.display()
-    )
+    arrivals(target, secret, 400, "500ms")
 }
 
 /// Results must not depend on the number of workers: in the open model arrival `k` runs as

@@ -16,7 +16,7 @@ use gauntlet_worker::access::Access;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{coordinator, run, sleepy, wait_for_workers, worker_with};
+use common::{arrivals, coordinator, run, sleepy, submit, wait_for_workers, worker_with};
 
 /// A sleepy plan whose header reads `{env:NAME}`, aimed at `target`.
 fn leaky(name: &str, target: &str) -> String {
@@ -225,4 +225,193 @@ async fn a_snapshot_for_a_share_the_sender_does_not_hold_is_refused() {
     // 2 VUs x 2 s of 100 ms naps: about 40 sessions, never a forged trillion.
     assert!(r.totals.sessions < 100, "{:?}", r.totals);
     assert_eq!(r.workers.len(), 1);
+}
+
+/// Each kind of forged snapshot a registered worker can send, whether for a share it holds or
+/// not, is refused with a status naming why, while a real run on the same coordinator stays
+/// exact against the testbed's ground truth, and the coordinator's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact() {
+    use gauntlet_core::metrics::{Snapshot, histogram};
+    let secret =
+        std::env::temp_dir().join(format!("gauntlet-forged-{}.secret", std::process::id()));
+    std::fs::write(&secret, "forged").unwrap();
+    let mut config = gauntlet_testbed::TestbedConfig::default();
+    config.auth.secret = Some(gauntlet_testbed::config::Secret(b"forged".to_vec()));
+    config.websocket.max_managers_per_user = 1000;
+    let tb = gauntlet_testbed::Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let coordinator = Coordinator::new(
+        CoordinatorConfig {
+            heartbeat_timeout: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(200),
+            start_delay: Duration::from_millis(100),
+            min_workers_timeout: Duration::from_secs(10),
+        },
+        stop.clone(),
+    );
+    let (addr, _) = coordinator
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}");
+    let _real = worker_with(&url, "real", Access::open());
+    wait_for_workers(&url, 1).await;
+
+    // Run A, on the real worker alone: 300 agent-pipeline sessions over 3 s.
+    let (a, mut control) = submit(&url, arrivals(&tb.http_url(), &secret, 100, "3s"), 1).await;
+    // A worker joins and is given a share of run B (split with the real one).
+    let (tx, mut inbound, me) = common::hand_worker(&url, "forger", "").await;
+    let (b, _) = submit(&url, sleepy("vus = 2\nduration = \"2s\"", ""), 2).await;
+    let mine = loop {
+        if let Some(v1::coordinator_message::Kind::Assignment(x)) =
+            inbound.message().await.unwrap().unwrap().kind
+        {
+            assert_eq!(x.run_id, b);
+            break x;
+        }
+    };
+    let send = |wire: v1::Snapshot| {
+        let tx = tx.clone();
+        async move {
+            tx.send(v1::WorkerMessage {
+                kind: Some(worker_message::Kind::Snapshot(wire)),
+            })
+            .await
+            .unwrap();
+        }
+    };
+    let own = |s: &Snapshot, n: u64, at_ms: u64| {
+        gauntlet_proto::snapshot_to_proto(s, &b, mine.first_seq + n, at_ms, 0)
+    };
+    let mut counters_only = Snapshot::default();
+    counters_only.counters.sessions_started = 1_000_000_000_000;
+    counters_only.counters.sessions_passed = 1_000_000_000_000;
+    let mut wrapping = counters_only.clone();
+    wrapping.counters.sessions_started = u64::MAX;
+    wrapping.counters.sessions_passed = u64::MAX;
+    let mut unknown_metric = common::naps_passed(1, 100_000);
+    unknown_metric
+        .histograms
+        .insert("x".repeat(1000), histogram());
+    let mut bomb = own(&common::naps_passed(1, 100_000), 7, 500);
+    // A 150-byte histogram header claiming a 4 GiB payload.
+    let mut claim = vec![0x1c, 0x84, 0x93, 0x14, 0xff, 0xff, 0xff, 0xff];
+    claim.extend([0u8; 142]);
+    bomb.histograms[0].v2_deflate = claim;
+    let forgeries: Vec<(&str, v1::Snapshot, &str)> = vec![
+        (
+            "run A, not the sender's",
+            gauntlet_proto::snapshot_to_proto(&common::naps_passed(5, 1000), &a, 1, 500, 0),
+            "not_your_share",
+        ),
+        (
+            "a run that does not exist",
+            gauntlet_proto::snapshot_to_proto(&Snapshot::default(), "run-0-0000", 1, 500, 0),
+            "unknown_run",
+        ),
+        (
+            "10^12 sessions, no samples",
+            own(&counters_only, 1, 500),
+            "inconsistent",
+        ),
+        ("u64::MAX sessions", own(&wrapping, 2, 500), "inconsistent"),
+        (
+            "a trillion consistent 1 us sessions",
+            own(&common::naps_passed(1_000_000_000_000, 1), 3, 500),
+            "implausible",
+        ),
+        (
+            "a day-long session 1 s in",
+            own(&common::naps_passed(1, 86_400_000_000), 4, 500),
+            "implausible",
+        ),
+        (
+            "at_ms = 10^12",
+            own(&Snapshot::default(), 5, 1_000_000_000_000),
+            "after_the_run",
+        ),
+        (
+            "at_ms = 10^8",
+            own(&Snapshot::default(), 6, 100_000_000),
+            "after_the_run",
+        ),
+        ("a 4 GiB histogram header", bomb, "undecodable"),
+        (
+            "a name the plan lacks",
+            own(&unknown_metric, 8, 500),
+            "unknown_name",
+        ),
+        (
+            "a sequence number far past the window",
+            own(&Snapshot::default(), 1 << 30, 500),
+            "out_of_window",
+        ),
+    ];
+    for (what, wire, reason) in forgeries {
+        send(wire).await;
+        let refused = common::answer(&mut inbound).await.expect_err(what);
+        assert_eq!(refused.reason, reason, "{what}: {}", refused.detail);
+        assert!(
+            !refused.detail.is_empty() && refused.detail.len() < 300,
+            "{what}"
+        );
+    }
+    // Its own, honest share ends (no sessions ran on it).
+    tx.send(v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Done(v1::Done {
+            run_id: b.clone(),
+            last_seq: mine.first_seq,
+            first_seq: mine.first_seq,
+            ..v1::Done::default()
+        })),
+    })
+    .await
+    .unwrap();
+    drop(me);
+
+    let report_a = common::watch_report(&mut control, &a).await;
+    let truth = tb.stats();
+    let connections: u64 = truth.users.values().map(|u| u.connections).sum();
+    assert_eq!(report_a.totals.sessions, 300, "{:?}", report_a.totals);
+    assert_eq!(connections, 300, "the testbed saw each session once");
+    assert_eq!(report_a.totals.passed, 300, "{}", report_a.verdict_reason);
+    assert_eq!(
+        report_a.verdict,
+        Verdict::Pass,
+        "{}",
+        report_a.verdict_reason
+    );
+    assert_eq!(report_a.workers.len(), 1);
+    let report_b = common::watch_report(&mut control, &b).await;
+    assert!(report_b.totals.sessions < 100, "{:?}", report_b.totals);
+
+    let metrics = gauntlet_coordinator::http::metrics(&coordinator);
+    for (reason, n) in [
+        ("not_your_share", 1),
+        ("unknown_run", 1),
+        ("inconsistent", 2),
+        ("implausible", 2),
+        ("after_the_run", 2),
+        ("undecodable", 1),
+        ("unknown_name", 1),
+        ("out_of_window", 1),
+    ] {
+        let line = format!("gauntlet_rejected_messages_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    // Nothing was allocated by what a peer claimed: the whole test process (testbed, workers
+    // and coordinator) stayed far below the 1 GiB the Kubernetes manifests give a coordinator.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 512 * 1024, "peak RSS {peak_kb} kB");
+    stop.cancel();
+    let _ = std::fs::remove_file(secret);
 }

@@ -183,15 +183,56 @@ pub fn naps_passed(n: u64, us: u64) -> gauntlet_core::metrics::Snapshot {
     s
 }
 
-/// The next acknowledgement or refusal on a hand-driven worker's stream.
+/// The next acknowledgement or refusal on a hand-driven worker's stream (within 10 s: a
+/// snapshot the coordinator neither acknowledges nor refuses fails the test).
 pub async fn answer(
     inbound: &mut tonic::Streaming<v1::CoordinatorMessage>,
 ) -> Result<v1::Ack, v1::Refused> {
-    loop {
-        match inbound.message().await.unwrap().unwrap().kind {
-            Some(v1::coordinator_message::Kind::Ack(a)) => return Ok(a),
-            Some(v1::coordinator_message::Kind::Refused(r)) => return Err(r),
-            _ => {}
+    let next = async {
+        loop {
+            match inbound.message().await.unwrap().unwrap().kind {
+                Some(v1::coordinator_message::Kind::Ack(a)) => return Ok(a),
+                Some(v1::coordinator_message::Kind::Refused(r)) => return Err(r),
+                _ => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("neither acknowledged nor refused within 10 s")
+}
+
+/// An open-model plan against a testbed at `target` whose JWT secret is in `secret`: `rate`
+/// agent-pipeline sessions a second for `duration`, on 10 subjects, every event checked.
+pub fn arrivals(target: &str, secret: &std::path::Path, rate: u32, duration: &str) -> String {
+    format!(
+        r#"name = "subjects"
+[target]
+base_url = "{target}"
+[auth]
+secret_file = "{secret}"
+subject = "user-{{subject_index}}"
+subject_pool = 10
+claims = {{ iss = "netra-auth-service", token_type = "access" }}
+[load]
+model = "open"
+rate = {rate}
+duration = "{duration}"
+max_vus = 140
+graceful_stop = "5s"
+[[scenarios]]
+name = "agent"
+vars = {{ thread = "thread-{{vu}}-{{iteration}}" }}
+steps = [
+  {{ ws_connect = {{ query = {{ thread_id = "{{thread}}" }}, confirmation = [{{ pointer = "/data/event", equals = "connection_established" }}] }} }},
+  {{ ws_send = {{ json = {{ type = "start_agent", payload = {{ user_request = "go" }} }} }} }},
+  {{ ws_expect_sequence = {{ orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], ignore = ["pong", "ack"], timeout = "5s" }} }},
+  {{ ws_close = {{}} }},
+]
+[[isolation]]
+pointer = "/user_id"
+equals = "{{subject}}"
+"#,
+        secret = secret.display()
+    )
 }
