@@ -151,13 +151,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
             .await
             .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
         eprintln!("coordinator HTTP on {}", http.local_addr()?);
-        let router = gauntlet_coordinator::http::router(coordinator.clone());
-        let stop = shutdown.clone();
+        let served = coordinator.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
+            if let Err(e) = served.serve_http(http).await {
                 tracing::error!(error = %e, "coordinator HTTP server stopped");
             }
         });
@@ -287,10 +283,14 @@ async fn follow(
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    // The last progress message carries the whole report: a long soak's intervals or a
+    // hostile target's failure details must not make it too big to receive (tonic's default
+    // is 4 MiB).
     let mut client = ControlServiceClient::with_interceptor(
         channel,
         gauntlet_proto::auth::attach_token(submission.token.clone()),
-    );
+    )
+    .max_decoding_message_size(gauntlet_proto::MAX_REPORT_BYTES);
     let min_workers = if submission.min_workers > 0 {
         submission.min_workers
     } else {

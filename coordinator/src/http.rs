@@ -189,6 +189,13 @@ pub fn metrics(coordinator: &Coordinator) -> String {
     let _ = writeln!(out, "gauntlet_workers{{state=\"known\"}} {known}");
     let _ = writeln!(
         out,
+        "# HELP gauntlet_refused_connections_total Connections closed on arrival because a port held its maximum.\n# TYPE gauntlet_refused_connections_total counter\ngauntlet_refused_connections_total {}",
+        coordinator
+            .refused_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP gauntlet_rejected_messages_total Worker snapshots refused, never merged, by reason.\n# TYPE gauntlet_rejected_messages_total counter"
     );
     for reason in crate::intake::Reason::ALL {

@@ -9,6 +9,7 @@
 //!   consistency, plausibility).
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
 //! - [`history`]: the SQLite run history.
+//! - [`listen`]: guarded listening sockets (connection limit, idle timeout).
 //! - [`http`]: the HTTP port (`/healthz`, `/api/runs`).
 //! - [`service`]: the gRPC services (WorkerService, ControlService) over the above.
 
@@ -16,6 +17,7 @@ pub mod aggregator;
 pub mod history;
 pub mod http;
 pub mod intake;
+pub mod listen;
 pub mod registry;
 pub mod run;
 pub mod service;
@@ -44,6 +46,8 @@ pub struct CoordinatorConfig {
     pub start_delay: Duration,
     /// How long a run waits for `min_workers` unless the plan or request says otherwise.
     pub min_workers_timeout: Duration,
+    /// Connections each port (gRPC, HTTP) holds at once, and how long one may idle.
+    pub connections: listen::ConnectionLimits,
 }
 
 impl Default for CoordinatorConfig {
@@ -53,6 +57,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(1),
             start_delay: Duration::from_millis(500),
             min_workers_timeout: Duration::from_secs(30),
+            connections: listen::ConnectionLimits::default(),
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct Coordinator {
     pub(crate) history: Option<Arc<Mutex<history::History>>>,
     /// Snapshots refused since the start, by reason, for `/metrics`.
     pub rejected: Arc<intake::Rejections>,
+    /// Connections closed on arrival because a port held its maximum, for `/metrics`.
+    pub refused_connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Coordinator {
@@ -93,6 +100,7 @@ impl Coordinator {
             tls: None,
             history: None,
             rejected: Arc::default(),
+            refused_connections: Arc::default(),
         }
     }
 
@@ -147,12 +155,23 @@ impl Coordinator {
     /// Serves both gRPC services on `listener` until `shutdown` is cancelled.
     pub async fn serve(self, listener: TcpListener) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shutdown.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = listen::GuardedListener::new(
+            listener,
+            self.config.connections,
+            Arc::clone(&self.refused_connections),
+        )
+        .into_stream();
         let check = gauntlet_proto::auth::check_token(self.token.clone());
         let check_submit = gauntlet_proto::auth::check_token(
             self.submit_token.clone().or_else(|| self.token.clone()),
         );
-        let mut builder = tonic::transport::Server::builder();
+        // Every connection is pinged: a peer that stops answering is closed, and a live one is
+        // never idle for the connection guard.
+        let keepalive = (self.config.connections.idle / 3).max(Duration::from_millis(100));
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive))
+            .max_concurrent_streams(Some(MAX_STREAMS));
         if let Some((cert, key)) = &self.tls {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder =
@@ -171,6 +190,20 @@ impl Coordinator {
             .await
     }
 
+    /// Serves the HTTP port (`/`, `/api/runs`, `/api/live`, `/metrics`, `/healthz`) on
+    /// `listener` until `shutdown` is cancelled.
+    pub async fn serve_http(self, listener: TcpListener) -> std::io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let guarded = listen::GuardedListener::new(
+            listener,
+            self.config.connections,
+            Arc::clone(&self.refused_connections),
+        );
+        axum::serve(guarded, http::router(self))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
     /// Binds `addr` and serves in a background task; returns the bound address.
     pub async fn start(
         self,
@@ -186,6 +219,10 @@ impl Coordinator {
         Ok((bound, handle))
     }
 }
+
+/// HTTP/2 streams one connection may have open at once (a worker needs one, a run client a
+/// few).
+const MAX_STREAMS: u32 = 64;
 
 /// Locks a mutex, going on with the data if a panicking thread poisoned it.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

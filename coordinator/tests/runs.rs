@@ -36,6 +36,7 @@ async fn two_workers_split_the_load_and_pass() {
         heartbeat_interval: Duration::from_millis(200),
         start_delay: Duration::from_millis(100),
         min_workers_timeout: Duration::from_secs(10),
+        ..CoordinatorConfig::default()
     };
     let history = gauntlet_coordinator::history::History::open(&db).unwrap();
     let (addr, _) = Coordinator::new(config, stop.clone())

@@ -249,6 +249,7 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
             heartbeat_interval: Duration::from_millis(200),
             start_delay: Duration::from_millis(100),
             min_workers_timeout: Duration::from_secs(10),
+            ..CoordinatorConfig::default()
         },
         stop.clone(),
     );
@@ -414,4 +415,89 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
     assert!(peak_kb < 512 * 1024, "peak RSS {peak_kb} kB");
     stop.cancel();
     let _ = std::fs::remove_file(secret);
+}
+
+/// Connections nobody serves do not pile up: one that stays silent past the idle timeout is
+/// closed, one beyond the port's maximum is closed at once, and a live worker, which is never
+/// idle, keeps its stream through it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_a_full_port_turns_newcomers_away() {
+    use tokio::io::AsyncReadExt;
+    let stop = CancellationToken::new();
+    let coordinator = Coordinator::new(
+        CoordinatorConfig {
+            heartbeat_timeout: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(200),
+            connections: gauntlet_coordinator::listen::ConnectionLimits {
+                max: 8,
+                idle: Duration::from_millis(600),
+            },
+            ..CoordinatorConfig::default()
+        },
+        stop.clone(),
+    );
+    let (grpc, _) = coordinator
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    tokio::spawn(coordinator.clone().serve_http(http));
+    let url = format!("http://{grpc}");
+    let _w = worker_with(&url, "live", Access::open());
+    wait_for_workers(&url, 1).await;
+
+    // Opened and left silent, on both ports: closed by the server (EOF or reset) within a
+    // bound, never held open.
+    let mut idle = Vec::new();
+    for addr in [grpc, http_addr, grpc, http_addr] {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for mut s in idle {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue, // the HTTP/2 server's preface
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle connection stayed open");
+    }
+
+    // The gRPC port holds 8: the worker's, a run client's and 6 more; the next newcomer is
+    // closed at once.
+    let mut control = ControlServiceClient::connect(url.clone()).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(tokio::net::TcpStream::connect(grpc).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf))
+        .await
+        .expect("the connection beyond the maximum is closed at once, not after the idle timeout");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        coordinator
+            .refused_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    drop(held);
+
+    // The worker stayed connected throughout (its heartbeats keep its connection busy), and
+    // so did the run client (the server's keepalive pings keep it from idling).
+    let workers = control
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(workers.len(), 1);
+    assert!(workers[0].last_seen_ms_ago < 1000, "{workers:?}");
+    stop.cancel();
 }

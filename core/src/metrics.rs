@@ -13,6 +13,11 @@ pub const SIGFIG: u8 = 3;
 pub const SAMPLES_PER_PATTERN: usize = 3;
 /// Longest raw sample kept, in bytes.
 pub const SAMPLE_BYTES: usize = 512;
+/// Distinct details kept for one category at one step of one scenario; further ones are
+/// counted together under [`OTHER_DETAILS`].
+pub const MAX_DETAILS: usize = 32;
+/// The detail under which failures beyond [`MAX_DETAILS`] at one place are counted.
+pub const OTHER_DETAILS: &str = "(other details)";
 
 /// A new, empty latency histogram (microseconds, [`SIGFIG`] digits, growing as needed).
 pub fn histogram() -> Histogram<u64> {
@@ -178,10 +183,28 @@ impl Snapshot {
         }
         self.counters.add(&other.counters);
         for (key, stats) in &other.failures {
-            match self.failures.get_mut(key) {
+            if let Some(mine) = self.failures.get_mut(key) {
+                mine.add(stats);
+                continue;
+            }
+            // A new detail: beyond MAX_DETAILS at one place it joins the others' pattern
+            // (details can come from the target, which must not size the report).
+            let place = |k: &FailureKey| {
+                k.category == key.category && k.scenario == key.scenario && k.step == key.step
+            };
+            let known = self.failures.keys().filter(|k| place(k)).count();
+            let key = if known >= MAX_DETAILS && key.detail != OTHER_DETAILS {
+                FailureKey {
+                    detail: OTHER_DETAILS.to_owned(),
+                    ..key.clone()
+                }
+            } else {
+                key.clone()
+            };
+            match self.failures.get_mut(&key) {
                 Some(mine) => mine.add(stats),
                 None => {
-                    self.failures.insert(key.clone(), stats.clone());
+                    self.failures.insert(key, stats.clone());
                 }
             }
         }
@@ -338,6 +361,33 @@ mod tests {
         assert_eq!(a.count, 4);
         assert_eq!((a.first_ms, a.last_ms), (10, 95));
         assert_eq!(a.samples, vec!["early", "late", "x"]);
+    }
+
+    #[test]
+    fn details_beyond_the_bound_are_counted_together() {
+        let mut total = Snapshot::default();
+        for i in 0..100 {
+            let mut one = Snapshot::default();
+            one.failures.insert(
+                FailureKey {
+                    category: "sequence_violation".into(),
+                    detail: format!("unexpected `junk-{i}`"),
+                    scenario: "s".into(),
+                    step: "seq".into(),
+                },
+                FailureStats::one(i, "x".into()),
+            );
+            total.merge(&one);
+        }
+        assert_eq!(total.failures.len(), MAX_DETAILS + 1);
+        let other = total
+            .failures
+            .iter()
+            .find(|(k, _)| k.detail == OTHER_DETAILS)
+            .unwrap();
+        assert_eq!(other.1.count, 100 - MAX_DETAILS as u64);
+        let sum: u64 = total.failures.values().map(|f| f.count).sum();
+        assert_eq!(sum, 100, "every failure is still counted");
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// by what it could start in one such interval after it was last heard from.
 pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The largest message a run client accepts from the coordinator (the last progress message
+/// carries the report): 256 MiB.
+pub const MAX_REPORT_BYTES: usize = 256 << 20;
+
 pub mod auth;
 mod convert;
 pub use convert::{

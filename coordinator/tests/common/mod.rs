@@ -26,6 +26,7 @@ pub async fn coordinator_with(heartbeat_timeout: Duration) -> (String, Cancellat
         heartbeat_interval: Duration::from_millis(200),
         start_delay: Duration::from_millis(100),
         min_workers_timeout: Duration::from_secs(10),
+        ..CoordinatorConfig::default()
     };
     let (addr, _) = Coordinator::new(config, stop.clone())
         .start("127.0.0.1:0".parse().unwrap())
