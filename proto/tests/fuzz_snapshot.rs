@@ -184,7 +184,7 @@ fn assert_same(a: &Snapshot, b: &Snapshot) -> Outcome {
 
 #[test]
 fn an_unmutated_snapshot_round_trips_exactly() {
-    let mut runner = support::runner(64);
+    let mut runner = support::runner(128);
     let strategy = (real_snapshot(), any::<u64>(), any::<u64>(), any::<u64>());
     support::run(&mut runner, &strategy, |(s, seq, at_ms, vus)| {
         let wire = snapshot_to_proto(&s, "run-fuzz", seq, at_ms, vus);
@@ -520,7 +520,7 @@ fn apply(m: &Mutation, outer: &mut Vec<u8>) {
 
 #[test]
 fn hostile_histograms_are_refused_or_bounded() {
-    let mut runner = support::runner(96);
+    let mut runner = support::runner(256);
     let strategy = (
         real_snapshot(),
         any::<Index>(),

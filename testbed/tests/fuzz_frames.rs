@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame as RawFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Cases sent on one connection before the next one is opened.
-const ROTATE: u32 = 64;
+const ROTATE: u32 = 128;
 /// The testbed's default (`docs/testbed.md`).
 const MAX_FRAME_BYTES: usize = 8192;
 /// Below the 1 MiB default: a client still writing a refused message when the testbed stops
@@ -569,7 +569,7 @@ fn the_testbed_answers_every_frame_and_lives_on() {
             Frame::Binary(_) => None,
         })
         .collect();
-    let mut runner = support::runner(48);
+    let mut runner = support::runner(128);
     let strategy = prop::collection::vec(frame(texts), 1..=8);
     support::run(&mut runner, &strategy, |frames| {
         rt.block_on(state.borrow_mut().case(&frames))
@@ -578,7 +578,7 @@ fn the_testbed_answers_every_frame_and_lives_on() {
         .unwrap_or_else(|e| panic!("after the random frames: {e}"));
     let state = state.into_inner();
     assert!(
-        state.opened <= u64::from(support::cases(48) / ROTATE) + 16,
+        state.opened <= u64::from(support::cases(128) / ROTATE) + 16,
         "{} connections",
         state.opened
     );
