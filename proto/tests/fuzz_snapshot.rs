@@ -687,6 +687,11 @@ fn write_seeds() {
             )
         }),
     );
+    // The most work an accepted histogram can ask for: a 1 MiB payload of zero counts.
+    write(
+        "accept-a-mebibyte-of-zero-counts.pb",
+        &with(&|b| *b = bomb(MAX_HISTOGRAM_BYTES - 40, true)),
+    );
     write(
         "reject-zlib-bomb.pb",
         &with(&|b| *b = bomb(4 * MAX_HISTOGRAM_BYTES, true)),
