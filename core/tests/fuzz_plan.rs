@@ -123,7 +123,7 @@ fn check(text: &str) -> Result<bool, TestCaseError> {
     }
 }
 
-#[test]
+/// Every seed of the corpus, run before any random case.
 fn every_seed_and_example_plan_holds() {
     for (name, text) in bases() {
         let loaded = check(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -310,6 +310,7 @@ fn apply(edit: &Edit, text: &str) -> String {
 
 #[test]
 fn mutated_plans_load_or_are_located() {
+    every_seed_and_example_plan_holds();
     let bases: Vec<String> = bases().into_iter().map(|(_, text)| text).collect();
     let mut runner = support::runner(512);
     let strategy = (

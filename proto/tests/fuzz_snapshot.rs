@@ -574,6 +574,7 @@ fn check_bytes(bytes: &[u8]) -> Outcome {
 
 #[test]
 fn arbitrary_protobuf_bytes_are_refused_or_bounded() {
+    every_seed_holds();
     let seeds: Vec<Vec<u8>> = support::corpus("snapshot")
         .into_iter()
         .map(|(_, b)| b)
@@ -603,7 +604,7 @@ fn arbitrary_protobuf_bytes_are_refused_or_bounded() {
     support::run(&mut runner, &strategy, |bytes| check_bytes(&bytes));
 }
 
-#[test]
+/// Every seed of the corpus, run before any random case.
 fn every_seed_holds() {
     for (name, bytes) in support::corpus("snapshot") {
         let wire = v1::Snapshot::decode(bytes.as_slice())

@@ -284,6 +284,7 @@ fn check(s: &Symptom, classifiers: &[Classifier]) -> Outcome {
 
 #[test]
 fn symptoms_get_one_stable_category() {
+    every_seed_holds();
     let mut runner = support::runner(512);
     let strategy = (symptom(), prop::collection::vec(classifier(), 0..4));
     support::run(&mut runner, &strategy, |(s, classifiers)| {
@@ -395,7 +396,7 @@ impl SeedSymptom {
     }
 }
 
-#[test]
+/// Every seed of the corpus, run before any random case.
 fn every_seed_holds() {
     for (name, bytes) in support::corpus("classify") {
         let seed: Seed = toml::from_str(std::str::from_utf8(&bytes).unwrap())

@@ -187,7 +187,7 @@ fn check_render(t: &Template, s: &Session) -> Outcome {
     Ok(())
 }
 
-#[test]
+/// Every seed of the corpus, run before any random case.
 fn every_seed_renders() {
     let s = Session {
         vu: 7,
@@ -209,6 +209,7 @@ fn every_seed_renders() {
 
 #[test]
 fn templates_render_exactly_their_parts() {
+    every_seed_renders();
     let mut runner = support::runner(512);
     let strategy = (template(true), session());
     support::run(&mut runner, &strategy, |(t, s)| check_render(&t, &s));
