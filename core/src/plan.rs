@@ -1215,6 +1215,7 @@ fn check_auth(auth: &Auth, scenarios: &Scope, p: &mut Problems) {
     p.template(&auth.subject, "auth.subject", &subject_scope);
     let claim_scope = minted_before(&[Builtin::Token]);
     for (name, value) in &auth.claims {
+        p.finite(value, &format!("auth.claims.{name}"));
         each_string_at(value, &format!("auth.claims.{name}"), &mut |s, at| {
             if let Ok(t) = Template::parse(s)
                 && t.builtins().any(|b| b == Builtin::Token)
@@ -1294,6 +1295,7 @@ fn check_steps(steps: &[Step], at: &str, scope: &mut Scope, ws: &mut WsState, p:
             Step::WsSend(s) => {
                 match (&s.json, &s.text) {
                     (Some(json), None) => {
+                        p.finite(json, &format!("{at}.json"));
                         each_string_at(json, &format!("{at}.json"), &mut |t, field| {
                             p.template(t, field, scope);
                         });
@@ -1387,6 +1389,7 @@ fn check_steps(steps: &[Step], at: &str, scope: &mut Scope, ws: &mut WsState, p:
                     p.add(&at, "give json or body, not both".into());
                 }
                 if let Some(json) = &s.json {
+                    p.finite(json, &format!("{at}.json"));
                     each_string_at(json, &format!("{at}.json"), &mut |t, field| {
                         p.template(t, field, scope);
                     });
@@ -1578,6 +1581,25 @@ impl Problems {
         }
     }
 
+    /// TOML has no null: a null in a JSON value was a `nan` or `inf`, which serde_json turns
+    /// into null without a word, so the plan would send or expect something else than it says.
+    fn finite(&mut self, value: &Value, at: &str) {
+        match value {
+            Value::Null => self.add(at, "`nan` and `inf` have no JSON form".into()),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    self.finite(v, &format!("{at}[{i}]"));
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self.finite(v, &format!("{at}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn regex(&mut self, re: &str, at: &str) {
         if let Err(e) = regex::Regex::new(re) {
             self.add(at, format!("bad regex: {e}"));
@@ -1603,6 +1625,12 @@ impl Problems {
         }
         if let Some(Value::String(s)) = &m.equals {
             self.template(s, &format!("{at}.equals"), scope);
+        }
+        if let Some(v) = &m.equals {
+            self.finite(v, &format!("{at}.equals"));
+        }
+        for (i, v) in m.one_of.iter().flatten().enumerate() {
+            self.finite(v, &format!("{at}.one_of[{i}]"));
         }
         if let Some(re) = &m.regex {
             self.regex(re, &format!("{at}.regex"));
@@ -1934,6 +1962,21 @@ equals = "{thread}"
         let plan = Plan::from_text("p.toml", &text, &Overrides::default()).unwrap();
         assert_eq!(plan.fleet.min_workers, Some(3));
         assert_eq!(plan.thresholds.len(), 1);
+    }
+
+    #[test]
+    fn nan_and_inf_in_json_values_are_refused() {
+        let text = MINIMAL.replace("{ type = \"ping\" }", "{ type = \"ping\", x = [1, nan] }");
+        let e = errors(&text);
+        assert_eq!(
+            e[0].field, "scenarios[0].steps[1].ws_send.json.x[1]",
+            "{}",
+            e[0]
+        );
+        assert_eq!((e[0].line, e[0].col), (10, 78), "{}", e[0]);
+        assert!(e[0].message.contains("no JSON form"), "{}", e[0]);
+        let text = format!("{MINIMAL}[auth]\nsecret_env = \"K\"\nclaims = {{ r = inf }}\n");
+        assert_eq!(errors(&text)[0].field, "auth.claims.r");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Template {
                 '}' => {
                     return Err(TemplateError(format!(
                         "unmatched `}}` at character {} (write `}}}}` for a literal brace)",
-                        i + 1
+                        text[..i].chars().count() + 1
                     )));
                 }
                 '{' => {
@@ -102,7 +102,7 @@ impl Template {
                     let Some(end) = rest.find('}') else {
                         return Err(TemplateError(format!(
                             "unclosed `{{` at character {} (write `{{{{` for a literal brace)",
-                            i + 1
+                            text[..i].chars().count() + 1
                         )));
                     };
                     let name = rest[..end].trim();
@@ -225,6 +225,14 @@ mod tests {
         for bad in ["{", "a}", "{a b}", "{env:}", "{}", "{env:A-B}"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn error_positions_count_characters() {
+        let e = Template::parse("é}").unwrap_err();
+        assert!(e.0.contains("at character 2"), "{e}");
+        let e = Template::parse("ü🚀{vu").unwrap_err();
+        assert!(e.0.contains("at character 3"), "{e}");
     }
 
     #[test]

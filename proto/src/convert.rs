@@ -148,11 +148,20 @@ fn decode_histogram(
     }
     // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
     // where overflow checks are on: that is a refused histogram, not a crash.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let histogram = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         deserializer.deserialize(&mut inflated.as_slice())
     }))
     .map_err(|_| "its counts do not decode".to_owned())?
-    .map_err(|e| format!("{e:?}"))
+    .map_err(|e| format!("{e:?}"))?;
+    // The buckets of a histogram tracking up to the bound reach twice as far: a count above the
+    // bound is not one a worker recorded (a worker's histogram that did would track beyond it).
+    if histogram.max() > MAX_HISTOGRAM_VALUE_US {
+        return Err(format!(
+            "records values up to {}, beyond {MAX_HISTOGRAM_VALUE_US}",
+            histogram.max()
+        ));
+    }
+    Ok(histogram)
 }
 
 /// The most histograms, failure patterns and checks one snapshot may carry: far more than a
@@ -329,6 +338,18 @@ mod tests {
             v[4..8].copy_from_slice(&9u32.to_be_bytes());
         });
         assert!(decode_histogram(&mut d, &negated).is_err());
+        // A count in the last bucket of a histogram tracking up to the bound (2^41 - 1).
+        let mut top = histogram();
+        top.record(MAX_HISTOGRAM_VALUE_US - 1).unwrap();
+        assert!(decode_histogram(&mut d, &reframed(&top, |_| {})).is_ok());
+        let beyond = reframed(&top, |v| {
+            v[24..32].copy_from_slice(&MAX_HISTOGRAM_VALUE_US.to_be_bytes());
+            v.truncate(40);
+            v.extend([0xfd, 0xff, 0x03, 0x02]); // 32767 zeros, then a count of 1
+            v[4..8].copy_from_slice(&4u32.to_be_bytes());
+        });
+        let e = decode_histogram(&mut d, &beyond).unwrap_err();
+        assert!(e.contains("beyond"), "{e}");
         // Another precision than the workers' 3 digits.
         let mut five = hdrhistogram::Histogram::<u64>::new(5).unwrap();
         five.record(10).unwrap();

@@ -21,5 +21,6 @@ pub const MAX_REPORT_BYTES: usize = 256 << 20;
 pub mod auth;
 mod convert;
 pub use convert::{
-    ConvertError, counters_from_proto, counters_to_proto, snapshot_from_proto, snapshot_to_proto,
+    ConvertError, MAX_HISTOGRAM_BYTES, MAX_HISTOGRAM_VALUE_US, MAX_SNAPSHOT_ENTRIES,
+    counters_from_proto, counters_to_proto, snapshot_from_proto, snapshot_to_proto,
 };
