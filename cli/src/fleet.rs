@@ -62,8 +62,9 @@ pub struct WorkerArgs {
         default_value = "http://127.0.0.1:7000"
     )]
     coordinator: String,
-    /// Relative share of the load this worker takes.
-    #[arg(long, env = "GAUNTLET_CAPACITY", default_value_t = 1)]
+    /// Relative share of the load this worker takes (1 to 1000000).
+    #[arg(long, env = "GAUNTLET_CAPACITY", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     capacity: u32,
     /// Worker name (default: the host name).
     #[arg(long, env = "GAUNTLET_WORKER_NAME")]

@@ -624,3 +624,28 @@ fn a_coordinator_beyond_loopback_without_tokens_refuses_to_start() {
         "{first}"
     );
 }
+
+/// A worker that cannot speak to its coordinator (here a TLS URL for a plain-gRPC
+/// coordinator) says so at warn level, naming the URL and the cause, while it retries.
+#[test]
+fn a_worker_that_cannot_reach_its_coordinator_says_why() {
+    let (_c, url) = coordinator();
+    let tls_url = url.replace("http://", "https://");
+    let mut child = gauntlet()
+        .args(["worker", "--coordinator", &tls_url, "--name", "lost"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _child = Proc(child);
+    // The first failed attempt is told at once (the worker keeps retrying after it).
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("cannot reach the coordinator"))
+        .expect("the worker says it cannot reach the coordinator");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&tls_url), "{line}");
+    assert!(line.contains("error="), "{line}");
+}

@@ -40,16 +40,45 @@ pub struct Registry {
     next: Mutex<u64>,
 }
 
+/// A worker with no open stream is forgotten this long after it was last heard from (its id
+/// stays in the reports of the runs it worked on).
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most workers the registry holds; registering one more (after the departed ones were
+/// forgotten) is refused.
+pub const MAX_WORKERS: usize = 100_000;
+/// The largest capacity a worker may state: capacities are relative shares, so this only
+/// keeps the arithmetic of splitting exact.
+pub const MAX_CAPACITY: u32 = 1_000_000;
+
+/// Why a worker cannot register.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The registry holds [`MAX_WORKERS`].
+    #[error("the coordinator already knows {MAX_WORKERS} workers")]
+    Full,
+    /// Its capacity is out of range.
+    #[error("capacity {0} is out of range (1 to {MAX_CAPACITY})")]
+    Capacity(u32),
+}
+
 impl Registry {
     /// Registers a worker; returns its id and secret. A worker re-registering keeps its id
-    /// only with the secret that id was given (anyone else gets a new identity).
-    pub fn register(&self, req: &v1::RegisterRequest) -> (String, String) {
+    /// only with the secret that id was given (anyone else gets a new identity). Departed
+    /// workers silent past [`FORGET_AFTER`] are forgotten first.
+    pub fn register(&self, req: &v1::RegisterRequest) -> Result<(String, String), RegisterError> {
+        if req.capacity > MAX_CAPACITY {
+            return Err(RegisterError::Capacity(req.capacity));
+        }
         let mut workers = lock(&self.workers);
+        let now = Instant::now();
+        workers.retain(|_, w| w.outbox.is_some() || now.duration_since(w.last_seen) < FORGET_AFTER);
         let known = workers.get(&req.worker_id).is_some_and(|w| {
             gauntlet_proto::auth::same(w.key.as_bytes(), req.session_key.as_bytes())
         });
         let id = if known {
             req.worker_id.clone()
+        } else if workers.len() >= MAX_WORKERS {
+            return Err(RegisterError::Full);
         } else {
             let mut next = lock(&self.next);
             *next += 1;
@@ -61,12 +90,31 @@ impl Registry {
                 .collect();
             format!("w{}-{name}", *next)
         };
+        // A peer's words, shown in reports: printable, one line, at most 64 characters.
+        let name: String = {
+            let n: String = req
+                .name
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(64)
+                .collect();
+            if n.trim().is_empty() {
+                "worker".into()
+            } else {
+                n
+            }
+        };
         let entry = workers.entry(id.clone()).or_insert_with(|| WorkerEntry {
             id: id.clone(),
-            name: req.name.clone(),
+            name: name.clone(),
             capacity: req.capacity.max(1),
-            version: req.version.clone(),
-            labels: req.labels.clone().into_iter().collect(),
+            version: req.version.chars().take(32).collect(),
+            labels: req
+                .labels
+                .iter()
+                .take(16)
+                .map(|(k, v)| (k.chars().take(64).collect(), v.chars().take(128).collect()))
+                .collect(),
             last_seen: Instant::now(),
             outbox: None,
             stream: 0,
@@ -74,7 +122,7 @@ impl Registry {
         });
         entry.capacity = req.capacity.max(1);
         entry.last_seen = Instant::now();
-        (id, entry.key.clone())
+        Ok((id, entry.key.clone()))
     }
 
     /// Attaches a new Session stream to `id`; returns its number, or `None` for an unknown id.
@@ -149,4 +197,40 @@ fn new_key() -> String {
         bytes = now.to_le_bytes();
     }
     crate::run::hex(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(name: &str, capacity: u32) -> v1::RegisterRequest {
+        v1::RegisterRequest {
+            name: name.into(),
+            capacity,
+            ..v1::RegisterRequest::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn departed_workers_are_forgotten_and_connected_ones_kept() {
+        let r = Registry::default();
+        let (gone, _) = r.register(&request("gone", 1)).unwrap();
+        let (here, key) = r.register(&request("here", 1)).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        r.attach(&here, &key, tx).unwrap();
+        tokio::time::advance(FORGET_AFTER + std::time::Duration::from_secs(1)).await;
+        r.register(&request("new", 1)).unwrap();
+        let ids: Vec<String> = r.all().into_iter().map(|w| w.id).collect();
+        assert!(!ids.contains(&gone), "{ids:?}");
+        assert!(
+            ids.contains(&here),
+            "a worker with an open stream stays: {ids:?}"
+        );
+        assert_eq!(ids.len(), 2);
+        assert!(matches!(
+            r.register(&request("greedy", MAX_CAPACITY + 1)),
+            Err(RegisterError::Capacity(_))
+        ));
+    }
 }

@@ -464,7 +464,8 @@ impl Run {
                 );
             }
             if !done.error.is_empty() {
-                share.error = Some(done.error.clone());
+                // A peer's words, which the verdict quotes: bounded.
+                share.error = Some(gauntlet_core::metrics::cut(done.error.clone(), 1000));
             }
             if done.left {
                 share.left_at_ms.get_or_insert(elapsed);

@@ -49,7 +49,10 @@ impl v1::worker_service_server::WorkerService for Workers {
                 env!("CARGO_PKG_VERSION")
             )));
         }
-        let (id, session_key) = self.0.registry.register(&req);
+        let (id, session_key) = self.0.registry.register(&req).map_err(|e| match e {
+            crate::registry::RegisterError::Full => Status::resource_exhausted(e.to_string()),
+            crate::registry::RegisterError::Capacity(_) => Status::invalid_argument(e.to_string()),
+        })?;
         tracing::info!(worker = %id, name = %req.name, capacity = req.capacity, "worker registered");
         let config = self.0.config;
         Ok(Response::new(v1::RegisterResponse {

@@ -115,11 +115,11 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// The largest HTTP response body a session reads, bytes; a larger one fails the session
     /// as `response_too_large` (a hostile or broken target cannot exhaust the worker).
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
     /// The largest WebSocket message (and frame) a session accepts, bytes; a larger one fails
     /// the session as `response_too_large`.
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
 }
 
@@ -132,16 +132,22 @@ impl Default for Target {
             headers: BTreeMap::new(),
             tls: Tls::default(),
             connect_timeout: default_connect_timeout(),
-            max_response_bytes: default_max_bytes(),
-            max_message_bytes: default_max_bytes(),
+            max_response_bytes: default_max_response_bytes(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
 }
 
-/// 1 MiB: far above an agent event or an API answer, small enough that 1,000 sessions hold
-/// at most a GiB.
-fn default_max_bytes() -> u64 {
-    1 << 20
+/// 256 KiB: far above an agent event, small enough that 1,000 sessions each holding a message
+/// just under it cost a worker about 256 MiB (BENCHMARKS.md, hostile targets).
+fn default_max_message_bytes() -> u64 {
+    256 << 10
+}
+
+/// 256 KiB: far above an API answer of a chat backend; a session reads a body in chunks and
+/// keeps at most this.
+fn default_max_response_bytes() -> u64 {
+    256 << 10
 }
 
 fn default_ws_path() -> String {

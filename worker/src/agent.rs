@@ -157,6 +157,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
     let mut backoff = Duration::from_millis(100);
     let mut disconnected_since: Option<Instant> = None;
     let mut lease = Duration::from_secs(5);
+    let mut unreachable = Unreachable::default();
     loop {
         if connected.is_cancelled() {
             break;
@@ -187,10 +188,12 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
                 lease = lease_was;
                 backoff = Duration::from_millis(100);
                 disconnected_since = Some(Instant::now());
+                unreachable = Unreachable::default();
             }
-            Err(Some(refused)) => return Err(refused),
-            Err(None) => {
+            Err(Failure::Refused(refused)) => return Err(refused),
+            Err(Failure::Unreachable(why)) => {
                 disconnected_since.get_or_insert_with(Instant::now);
+                unreachable.tell(&config.coordinator, &why);
             }
         }
         tokio::select! {
@@ -227,8 +230,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Resu
 }
 
 /// One connection: register, open the Session stream, resend what is pending, serve it until
-/// it ends or `until` is cancelled. `Ok(lease)` after a session; `Err(Some)` when refused;
-/// `Err(None)` when the coordinator cannot be reached.
+/// it ends or `until` is cancelled. `Ok(lease)` after a session.
 #[allow(clippy::too_many_arguments)]
 async fn connect_once(
     endpoint: &tonic::transport::Endpoint,
@@ -238,11 +240,11 @@ async fn connect_once(
     jobs: &TaskTracker,
     jobs_stop: &CancellationToken,
     until: &CancellationToken,
-) -> Result<Duration, Option<AgentError>> {
-    let channel = endpoint.connect().await.map_err(|e| {
-        tracing::debug!(error = %e, "coordinator not reachable");
-        None
-    })?;
+) -> Result<Duration, Failure> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Failure::Unreachable(chain(&e)))?;
     let mut client =
         WorkerServiceClient::with_interceptor(channel, attach_token(config.token.clone()));
     let registered = client
@@ -261,14 +263,20 @@ async fn connect_once(
         Err(status)
             if matches!(
                 status.code(),
-                tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated
+                tonic::Code::FailedPrecondition
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
             ) =>
         {
-            return Err(Some(AgentError::Refused(status.message().to_owned())));
+            return Err(Failure::Refused(AgentError::Refused(
+                status.message().to_owned(),
+            )));
         }
         Err(status) => {
-            tracing::debug!(%status, "registration failed");
-            return Err(None);
+            return Err(Failure::Unreachable(format!(
+                "registration failed: {}",
+                chain(&status)
+            )));
         }
     };
     *worker_id = (registered.worker_id.clone(), registered.session_key.clone());
@@ -288,8 +296,10 @@ async fn connect_once(
     let mut inbound = match client.session(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            tracing::debug!(%status, "session refused");
-            return Err(None);
+            return Err(Failure::Unreachable(format!(
+                "the session stream was refused: {}",
+                chain(&status)
+            )));
         }
     };
     tracing::info!(worker = %worker_id.0, "connected to the coordinator");
@@ -349,6 +359,63 @@ async fn connect_once(
                     None => {}
                 }
             }
+        }
+    }
+}
+
+/// Why one connection to the coordinator ended without a session.
+#[derive(Debug)]
+enum Failure {
+    /// The coordinator refused this worker: retrying cannot help.
+    Refused(AgentError),
+    /// It could not be reached (or spoke no gRPC): retried with backoff.
+    Unreachable(String),
+}
+
+/// An error and its causes on one line (a TLS or protocol problem hides in the causes).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !out.contains(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Says, at most every [`Unreachable::EVERY`], that the coordinator cannot be reached and why
+/// (a wrong CA, a plain-HTTP URL for a TLS coordinator, nothing listening): the worker keeps
+/// retrying, but its operator hears about it.
+#[derive(Debug, Default)]
+struct Unreachable {
+    since: Option<Instant>,
+    told: Option<Instant>,
+    attempts: u64,
+}
+
+impl Unreachable {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn tell(&mut self, url: &str, why: &str) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        self.attempts += 1;
+        if self
+            .told
+            .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
+        {
+            self.told = Some(now);
+            tracing::warn!(
+                coordinator = url,
+                error = why,
+                attempts = self.attempts,
+                for_s = now.duration_since(since).as_secs(),
+                "cannot reach the coordinator; retrying"
+            );
         }
     }
 }

@@ -111,7 +111,67 @@ async fn a_websocket_message_over_the_cap_fails_its_session() {
     assert_eq!(too_large(&s), 4, "{:?}", s.failures);
     let sample = &s.failures.values().next().unwrap().samples[0];
     assert!(
-        sample.contains("target.max_message_bytes = 1048576"),
+        sample.contains("target.max_message_bytes = 262144"),
         "{sample}"
+    );
+}
+
+/// A WebSocket server that sends 150 frames nobody waits for (JSON of another type, text that
+/// is not JSON, binary), then nothing.
+async fn junk_ws() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(sock).await else {
+                    return;
+                };
+                for i in 0..150 {
+                    let frame = match i % 3 {
+                        0 => Message::text(format!(
+                            "{{\"type\":\"junk\",\"n\":{i},\"pad\":\"{}\"}}",
+                            "z".repeat(4000)
+                        )),
+                        1 => Message::text("not json at all"),
+                        _ => Message::binary(vec![0u8; 64]),
+                    };
+                    if ws.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                // Then silence until the client leaves.
+                let _ = futures_util::StreamExt::next(&mut ws).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A session that timed out among frames it did not wait for says so: how many, and the first
+/// one, in its sample; and the sample stays within the documented 512 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_among_junk_frames_names_them() {
+    let target = junk_ws().await;
+    let s = run(&format!(
+        "name = \"junk\"\n[target]\nbase_url = \"{target}\"\nws_path = \"/\"\n[load]\nvus = 2\niterations = 1\n[[scenarios]]\nname = \"wait\"\nsteps = [ {{ ws_connect = {{}} }}, {{ ws_expect = {{ type = \"agent_started\", timeout = \"1s\" }} }} ]\n"
+    ))
+    .await;
+    assert_eq!(s.counters.sessions_failed, 2, "{:?}", s.failures);
+    let (key, stats) = s.failures.iter().next().unwrap();
+    assert_eq!(key.category, "timeout");
+    assert_eq!(
+        key.detail,
+        "expect agent_started: /type == \"agent_started\""
+    );
+    let sample = &stats.samples[0];
+    assert!(
+        sample.contains("meanwhile 150 frames arrived that it did not wait for, the first: `{\"type\":\"junk\",\"n\":0"),
+        "{sample}"
+    );
+    assert!(
+        sample.len() <= gauntlet_core::metrics::SAMPLE_BYTES + '…'.len_utf8(),
+        "{} bytes",
+        sample.len()
     );
 }

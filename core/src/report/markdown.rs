@@ -24,6 +24,39 @@ fn cell(text: &str, max: usize) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// Text from a target or a peer as a code span in a table cell, cut to `max` characters: it
+/// shows as written and can neither end the span (the fence is longer than any run of
+/// backticks inside) nor make links, images or HTML.
+pub fn code(text: &str, max: usize) -> String {
+    let text = cell(text, max);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    // A span that starts or ends with a backtick needs a space inside its fence.
+    if text.starts_with('`') || text.ends_with('`') {
+        format!("{fence} {text} {fence}")
+    } else {
+        format!("{fence}{text}{fence}")
+    }
+}
+
+/// Prose that may carry a peer's words (a verdict reason naming a worker's error): the
+/// characters that would make links, images, HTML or emphasis are escaped; backticks stay, so
+/// the reason's own code spans still show.
+pub fn prose(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' | '>' | '[' | ']' | '!' | '*' | '_' | '\\' | '|' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Sessions, passed and failed per scenario: finished sessions from `session.<scenario>`,
 /// failures from the failure patterns.
 pub fn scenario_table(r: &Report) -> BTreeMap<String, (u64, u64, u64)> {
@@ -62,7 +95,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         out,
         "**Verdict: {}.** {}\n",
         r.verdict.as_str(),
-        r.verdict_reason
+        prose(&r.verdict_reason)
     );
     let _ = writeln!(
         out,
@@ -120,15 +153,18 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         for f in &r.failures {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | `{}/{}` | {} | {} | {} | `{}` |",
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
                 f.category,
-                cell(&f.detail, 60),
-                f.scenario,
-                f.step,
+                if f.detail.is_empty() {
+                    String::new()
+                } else {
+                    code(&f.detail, 60)
+                },
+                code(&format!("{}/{}", f.scenario, f.step), 120),
                 f.count,
                 secs(f.first_seen_ms),
                 secs(f.last_seen_ms),
-                cell(f.samples.first().map(String::as_str).unwrap_or("-"), 160)
+                code(f.samples.first().map(String::as_str).unwrap_or("-"), 160)
             );
         }
         let _ = writeln!(out);
@@ -148,7 +184,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(out, "| `{}` | {run} | {failed} | {note} |", cell(name, 120));
+            let _ = writeln!(out, "| {} | {run} | {failed} | {note} |", code(name, 120));
         }
         let _ = writeln!(out);
     }
@@ -192,9 +228,9 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} (`{}`) | {:.1} % | {} | {status} |",
-                w.name,
-                w.id,
+                "| {} ({}) | {:.1} % | {} | {status} |",
+                prose(&w.name),
+                code(&w.id, 80),
                 100.0 * w.share,
                 w.sessions
             );
@@ -224,4 +260,24 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_text_stays_inside_its_code_span() {
+        assert_eq!(code("plain", 10), "`plain`");
+        assert_eq!(code("a`b", 10), "``a`b``");
+        assert_eq!(code("`x``", 10), "``` `x`` ```");
+        assert_eq!(code("a|b\nc", 10), "`a\\|b c`");
+        let hostile = "x` ![t](http://evil/p.png) <img src=x> `y";
+        let c = code(hostile, 200);
+        assert!(c.starts_with("``") && c.ends_with("``"), "{c}");
+        assert_eq!(
+            prose("worker <b>![x](http://e)</b>"),
+            "worker \\<b\\>\\!\\[x\\](http://e)\\</b\\>"
+        );
+    }
 }
