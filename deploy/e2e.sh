@@ -222,7 +222,7 @@ echo "$history" | grep -q "e2e-stop .*interrupted" || {
 }
 port=$("${compose[@]}" port coordinator 7001)
 for _ in $(seq 1 40); do
-  workers=$(curl -sf "http://$port/api/runs" | python3 -c "import json,sys; print(json.load(sys.stdin)['workers'])" 2>/dev/null || echo 0)
+  workers=$(curl -sf -H "Authorization: Bearer $GAUNTLET_SUBMIT_TOKEN" "http://$port/api/runs" | python3 -c "import json,sys; print(json.load(sys.stdin)['workers'])" 2>/dev/null || echo 0)
   [ "$workers" -ge 3 ] && break
   sleep 0.5
 done

@@ -33,13 +33,19 @@ pub struct CoordinatorArgs {
     /// runs; a worker's token then cannot. Set both when the coordinator is reachable by others.
     #[arg(long, env = "GAUNTLET_SUBMIT_TOKEN", hide_env_values = true)]
     submit_token: Option<String>,
-    /// Listen beyond loopback without both tokens (anyone who reaches the port could then run
-    /// plans on the fleet, or pose as a worker).
+    /// Listen beyond loopback without both tokens, or serve HTTP beyond loopback without one
+    /// (anyone who reaches the port could then run plans on the fleet, pose as a worker, or
+    /// read every run).
     #[arg(long)]
     insecure: bool,
-    /// HTTP address for health checks and the runs list (`/healthz`, `/api/runs`).
+    /// HTTP address of the live page (`/`), `/api/runs`, `/api/live`, `/metrics` and
+    /// `/healthz`.
     #[arg(long, env = "GAUNTLET_HTTP")]
     http: Option<SocketAddr>,
+    /// Token the HTTP port requires (all but `/healthz`), as a bearer token or a basic-auth
+    /// password; default: the submit token (or, without one, the worker token).
+    #[arg(long, env = "GAUNTLET_HTTP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
     /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "GAUNTLET_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -137,7 +143,19 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<u8> {
     eprintln!("coordinator listening on {}", listener.local_addr()?);
     let mut coordinator = Coordinator::new(config, shutdown.clone())
         .with_token(args.token)
-        .with_submit_token(args.submit_token);
+        .with_submit_token(args.submit_token)
+        .with_http_token(args.http_token);
+    if let Some(http) = args.http
+        && !http.ip().is_loopback()
+        && coordinator.http_token().is_none()
+        && !args.insecure
+    {
+        return Err(crate::testbed::UsageError(format!(
+            "refusing to serve HTTP on {http} without a token: it shows every run. Set \
+             GAUNTLET_SUBMIT_TOKEN (or GAUNTLET_HTTP_TOKEN), listen on loopback, or pass --insecure"
+        ))
+        .into());
+    }
     if let Some(path) = &args.history {
         coordinator = coordinator.with_history(gauntlet_coordinator::history::History::open(path)?);
     }

@@ -606,6 +606,25 @@ fn a_coordinator_beyond_loopback_without_tokens_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("are the same"), "{stderr}");
+    // Its HTTP port beyond loopback shows every run: not without a token either.
+    let out = gauntlet()
+        .env_remove("GAUNTLET_TOKEN")
+        .env_remove("GAUNTLET_SUBMIT_TOKEN")
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing to serve HTTP on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
     // --insecure starts it anyway.
     let mut child = Proc(
         gauntlet()

@@ -77,6 +77,8 @@ pub struct Coordinator {
     /// Bearer token of the ControlService (submit, cancel, watch), if set: then a worker's
     /// token cannot steer runs.
     submit_token: Option<String>,
+    /// Token of the HTTP port (all but `/healthz`), if set apart from the submit token.
+    http_token: Option<String>,
     /// Certificate chain and private key (PEM) for TLS on the gRPC port, if set.
     tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Where runs are recorded (started, then finished), if set.
@@ -97,6 +99,7 @@ impl Coordinator {
             shutdown,
             token: None,
             submit_token: None,
+            http_token: None,
             tls: None,
             history: None,
             rejected: Arc::default(),
@@ -136,6 +139,21 @@ impl Coordinator {
     pub fn with_submit_token(mut self, token: Option<String>) -> Coordinator {
         self.submit_token = token.filter(|t| !t.is_empty());
         self
+    }
+
+    /// Requires `token` on the HTTP port (all but `/healthz`); without one it is the submit
+    /// token (or, failing that, the worker token): whoever may steer runs may watch them.
+    pub fn with_http_token(mut self, token: Option<String>) -> Coordinator {
+        self.http_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// The token the HTTP port requires, if any.
+    pub fn http_token(&self) -> Option<String> {
+        self.http_token
+            .clone()
+            .or_else(|| self.submit_token.clone())
+            .or_else(|| self.token.clone())
     }
 
     /// The run `id`.

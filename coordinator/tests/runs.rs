@@ -376,19 +376,39 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
     let report = report.unwrap();
     assert_eq!(report.totals.passed, 4, "{}", report.verdict_reason);
 
-    // The HTTP port lists the run.
+    // The HTTP port lists the run, to whoever has the token (here the only one, the worker
+    // token; with a submit token, that one); /healthz answers anyone.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, gauntlet_coordinator::http::router(coordinator)).await
     });
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-    tcp.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await.unwrap();
+    let get = |path: &str, auth: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut body = String::new();
+            tcp.read_to_string(&mut body).await.unwrap();
+            body
+        }
+    };
+    let bearer = "Authorization: Bearer s3cret\r\n";
+    assert!(get("/api/runs", "").await.starts_with("HTTP/1.1 401"));
+    assert!(
+        get("/metrics", "Authorization: Bearer nope\r\n")
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+    assert!(get("/healthz", "").await.starts_with("HTTP/1.1 200"));
+    // A browser's basic authentication: any user, the token as password (`x:s3cret`).
+    assert!(
+        get("/", "Authorization: Basic eDpzM2NyZXQ=\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let body = get("/api/runs", bearer).await;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains(&report.run_id) && body.contains("\"verdict\":\"pass\""),
@@ -401,12 +421,7 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
     // seen its stream close: polled, bounded).
     let mut body = String::new();
     for _ in 0..100 {
-        let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-        tcp.write_all(b"GET /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        body.clear();
-        tcp.read_to_string(&mut body).await.unwrap();
+        body = get("/api/runs", bearer).await;
         if body.contains("\"workers\":0,") {
             break;
         }
