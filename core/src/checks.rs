@@ -49,14 +49,15 @@ pub struct DeclaredCheck {
 }
 
 /// A step's name before it is made unique in its scenario: the plan's `name`, else
-/// `expect TYPE` for a typed `ws_expect`, `METHOD PATH` for `http`, else the kind.
+/// `expect TYPE` for a typed `ws_expect`, `METHOD PATH` for `http` (the path's credentials
+/// masked, [`crate::redact::url`]: reports and metrics carry step names), else the kind.
 pub fn step_base_name(step: &Step) -> String {
     match (step.name(), step) {
         (Some(n), _) => n.to_owned(),
         (None, Step::WsExpect(e)) if e.frame_type.is_some() => {
             format!("expect {}", e.frame_type.as_deref().unwrap_or_default())
         }
-        (None, Step::Http(h)) => format!("{} {}", h.method, h.path),
+        (None, Step::Http(h)) => format!("{} {}", h.method, crate::redact::url(&h.path)),
         (None, s) => s.kind().to_owned(),
     }
 }
