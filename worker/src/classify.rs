@@ -237,7 +237,8 @@ fn detail(symptom: &Symptom) -> String {
         }
         Symptom::Close { code, .. } => code.to_string(),
         Symptom::Reset(_) => "1006".into(),
-        Symptom::ErrorFrame { code, .. } => code.clone(),
+        // The target's own words: masked like a sample.
+        Symptom::ErrorFrame { code, .. } => gauntlet_core::redact::text(code),
         Symptom::Timeout(what)
         | Symptom::Sequence(what)
         | Symptom::MissingEvent(what)
