@@ -190,4 +190,33 @@ equals = "{subject}"
             ]
         );
     }
+
+    #[test]
+    fn an_http_steps_default_name_masks_its_credentials() {
+        let text = r#"
+name = "c"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+[[scenarios]]
+name = "api"
+steps = [
+  { http = { path = "/items?api_key=k-1&page=2" } },
+  { http = { method = "POST", path = "https://u:p@127.0.0.1:1/x" } },
+  { http = { path = "/health" } },
+]
+"#;
+        let plan = Plan::from_text("c.toml", text, &Overrides::default()).unwrap();
+        let names: Vec<String> = declared(&plan).into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "api/GET /items?api_key=<redacted>&page=2",
+                "api/POST https://<redacted>@127.0.0.1:1/x",
+                "api/GET /health"
+            ]
+        );
+    }
 }

@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn an_error_codes_credentials_are_masked_in_the_detail() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
+        assert_eq!(
+            classify(&frame(&format!("BAD_TOKEN {jwt}"), "{}"), &[]),
+            ("error_frame".into(), "BAD_TOKEN <redacted>".into())
+        );
+        assert_eq!(
+            classify(&frame("AUTH_FAILED", "{}"), &[]),
+            ("auth_rejected".into(), "AUTH_FAILED".into())
+        );
+    }
+
+    #[test]
     fn every_builtin_category_is_in_the_vocabulary() {
         let text = |s: &str| s.to_owned();
         let symptoms = [
