@@ -122,12 +122,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log output with credentials masked ([`gauntlet_core::redact::text`]), at every level and
+/// whatever the filter: dependencies log what they send at debug and trace (tungstenite the
+/// whole upgrade request with `Authorization: Bearer <jwt>` and every frame, hyper, h2 and
+/// tonic their connections), and no list of targets to cap would stay complete. The
+/// formatter writes each event, whole, in one `write`, so each event is masked as a whole.
+struct Redacted(std::io::Stderr);
+
+impl std::io::Write for Redacted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = gauntlet_core::redact::text(&String::from_utf8_lossy(buf));
+        self.0.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Prints an error and its causes, one per line.
 #[allow(clippy::print_stderr)]
 fn report(error: &anyhow::Error) {
-    eprintln!("error: {error}");
+    // A plan error may quote a URL with user-info; a coordinator's refusal, a header.
+    let masked = |e: &dyn std::fmt::Display| gauntlet_core::redact::message(&e.to_string());
+    eprintln!("error: {}", masked(error));
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", masked(cause));
     }
 }
 
@@ -140,7 +161,7 @@ fn init_tracing(filter: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Redacted(std::io::stderr()));
     if json {
         builder.json().init();
     } else {

@@ -85,10 +85,16 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         plan.name,
         plan.scenarios.len(),
         plan.load.model,
-        plan.target.base_url.as_deref().unwrap_or("-"),
-        plan.ws_url().unwrap_or_default()
+        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
+        shown_url(&plan.ws_url().unwrap_or_default())
     );
     Ok(0)
+}
+
+/// A target URL as `validate` and `run` print it: user-info and secret query parameters
+/// masked.
+fn shown_url(url: &str) -> String {
+    gauntlet_core::redact::url(url)
 }
 
 /// Checks the plan and the flags, and prepares what to submit where.
@@ -126,8 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     eprintln!(
         "running plan `{}` against {} ({})",
         plan.name,
-        plan.target.base_url.as_deref().unwrap_or("-"),
-        plan.ws_url().unwrap_or_default()
+        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
+        shown_url(&plan.ws_url().unwrap_or_default())
     );
     let plan_toml = submission.plan_toml.clone();
     let report = run_plan(fleet, submission, false).await?;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gauntlet_core::redact;
 use gauntlet_core::report::Report;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -108,7 +109,7 @@ impl History {
         }
     }
 
-    /// Stores a finished run with its plan (redacted here).
+    /// Stores a finished run with its plan (redacted here, [`redact::plan_toml`]).
     pub fn store(&self, report: &Report, plan_toml: &str) -> Result<(), HistoryError> {
         let json = serde_json::to_string(report)
             .map_err(|e| HistoryError::BadReport(report.run_id.clone(), e.to_string()))?;
@@ -128,7 +129,7 @@ impl History {
                     },
                     report.totals.sessions as i64,
                     report.totals.failed as i64,
-                    redact(plan_toml),
+                    redact::plan_toml(plan_toml),
                     json
                 ],
             )
@@ -148,7 +149,7 @@ impl History {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO runs VALUES (?1, ?2, '', ?3, 'running', 0, 0, ?4, '')",
-                params![run_id, plan, started_at, redact(plan_toml)],
+                params![run_id, plan, started_at, redact::plan_toml(plan_toml)],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -245,53 +246,6 @@ impl History {
     }
 }
 
-/// Keys whose values are replaced by `<redacted>` wherever they appear in a stored plan.
-const SECRET_KEYS: [&str; 8] = [
-    "authorization",
-    "token",
-    "secret",
-    "password",
-    "api_key",
-    "apikey",
-    "cookie",
-    "x-api-key",
-];
-
-/// The plan with the values of secret-looking keys replaced (header values, claims, vars).
-/// Plans never hold signing keys (those stay in the worker's environment or files), but a
-/// header may carry a literal credential.
-pub fn redact(plan_toml: &str) -> String {
-    fn walk(v: &mut toml::Value) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t.iter_mut() {
-                    let key = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| key.contains(s))
-                        && v.is_str()
-                        && !key.ends_with("_env")
-                        && !key.ends_with("_file")
-                    {
-                        *v = toml::Value::String("<redacted>".into());
-                    } else {
-                        walk(v);
-                    }
-                }
-            }
-            toml::Value::Array(a) => a.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    match plan_toml.parse::<toml::Table>() {
-        Ok(table) => {
-            let mut v = toml::Value::Table(table);
-            walk(&mut v);
-            toml::to_string(&v).unwrap_or_default()
-        }
-        // Not TOML (cannot happen for a validated plan): keep nothing rather than leak.
-        Err(_) => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -299,10 +253,18 @@ mod tests {
 
     #[test]
     fn secret_looking_values_are_redacted_and_key_sources_kept() {
-        let plan = "name = \"p\"\n[target]\nheaders = { Authorization = \"Bearer abc\", \"X-Stage\" = \"eu\" }\n[auth]\nsecret_env = \"JWT_SECRET_KEY\"\nclaims = { api_key = \"k\" }\n";
-        let r = redact(plan);
-        assert!(!r.contains("Bearer abc") && !r.contains("\"k\""), "{r}");
+        let path = std::env::temp_dir().join(format!("gauntlet-redact-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let h = History::open(&path).unwrap();
+        let plan = "name = \"p\"\n[target]\nbase_url = \"https://u:pw@h/?access_key=ak\"\nheaders = { Authorization = \"Bearer abc\", \"X-Stage\" = \"eu\", Api-Key = \"k2\", X-Auth = \"k3\", Ocp-Apim-Subscription-Key = \"k4\" }\n[auth]\nsecret_env = \"JWT_SECRET_KEY\"\nclaims = { api_key = \"k\" }\n";
+        h.store_started("run-1", "p", "2026-11-21T00:00:00Z", plan)
+            .unwrap();
+        let r = h.plan("run-1").unwrap();
+        for secret in ["Bearer abc", "\"k\"", "k2", "k3", "k4", "u:pw", "=ak"] {
+            assert!(!r.contains(secret), "{secret}: {r}");
+        }
         assert!(r.contains("JWT_SECRET_KEY") && r.contains("eu"), "{r}");
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -1286,7 +1286,12 @@ fn verdict(
     let errors: Vec<String> = state
         .shares
         .iter()
-        .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.name)))
+        // A worker's words (it may quote the plan's URL): masked before they reach the report.
+        .filter_map(|s| {
+            s.error
+                .as_ref()
+                .map(|e| format!("{}: {}", s.name, gauntlet_core::redact::message(e)))
+        })
         .collect();
     let c = &total.counters;
     if c.sessions_passed + c.sessions_failed == 0 {

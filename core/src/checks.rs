@@ -49,14 +49,15 @@ pub struct DeclaredCheck {
 }
 
 /// A step's name before it is made unique in its scenario: the plan's `name`, else
-/// `expect TYPE` for a typed `ws_expect`, `METHOD PATH` for `http`, else the kind.
+/// `expect TYPE` for a typed `ws_expect`, `METHOD PATH` for `http` (the path's credentials
+/// masked, [`crate::redact::url`]: reports and metrics carry step names), else the kind.
 pub fn step_base_name(step: &Step) -> String {
     match (step.name(), step) {
         (Some(n), _) => n.to_owned(),
         (None, Step::WsExpect(e)) if e.frame_type.is_some() => {
             format!("expect {}", e.frame_type.as_deref().unwrap_or_default())
         }
-        (None, Step::Http(h)) => format!("{} {}", h.method, h.path),
+        (None, Step::Http(h)) => format!("{} {}", h.method, crate::redact::url(&h.path)),
         (None, s) => s.kind().to_owned(),
     }
 }
@@ -186,6 +187,35 @@ equals = "{subject}"
                 "chat/expect pong",
                 "chat/expect ack#2",
                 "isolation:/user_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_http_steps_default_name_masks_its_credentials() {
+        let text = r#"
+name = "c"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+[[scenarios]]
+name = "api"
+steps = [
+  { http = { path = "/items?api_key=k-1&page=2" } },
+  { http = { method = "POST", path = "https://u:p@127.0.0.1:1/x" } },
+  { http = { path = "/health" } },
+]
+"#;
+        let plan = Plan::from_text("c.toml", text, &Overrides::default()).unwrap();
+        let names: Vec<String> = declared(&plan).into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "api/GET /items?api_key=<redacted>&page=2",
+                "api/POST https://<redacted>@127.0.0.1:1/x",
+                "api/GET /health"
             ]
         );
     }

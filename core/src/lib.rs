@@ -19,6 +19,8 @@
 //! - [`compare`]: progress between two runs of a plan.
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
+//! - [`redact`]: what a credential looks like (secret names, JWTs, `Bearer`, URL user-info)
+//!   and its masking, for every plan, URL, sample and log line shown or stored.
 
 pub mod checks;
 pub mod compare;
@@ -26,6 +28,7 @@ pub mod config_file;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod segment;

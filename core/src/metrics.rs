@@ -98,13 +98,14 @@ pub struct FailureStats {
 }
 
 impl FailureStats {
-    /// One occurrence at `at_ms`.
-    pub fn one(at_ms: u64, sample: String) -> FailureStats {
+    /// One occurrence at `at_ms`; the raw sample is kept as [`sample`] makes it (credentials
+    /// masked, cut).
+    pub fn one(at_ms: u64, raw: String) -> FailureStats {
         FailureStats {
             count: 1,
             first_ms: at_ms,
             last_ms: at_ms,
-            samples: vec![truncate(sample)],
+            samples: vec![sample(raw)],
         }
     }
 
@@ -132,6 +133,15 @@ pub const DETAIL_BYTES: usize = 200;
 /// Cuts a sample to [`SAMPLE_BYTES`] on a character boundary.
 pub fn truncate(sample: String) -> String {
     cut(sample, SAMPLE_BYTES)
+}
+
+/// What is kept of a raw failure sample (a frame, a body, a close reason: a target may echo a
+/// token back): its credentials masked ([`crate::redact::text`]), then cut to
+/// [`SAMPLE_BYTES`]. The text is first cut to four times that, so masking costs little
+/// whatever the target sent; a credential that first cut splits lies past what the second
+/// keeps (unless masking shortened the text before it by more than 1.5 KiB).
+pub fn sample(raw: String) -> String {
+    truncate(crate::redact::text(&cut(raw, 4 * SAMPLE_BYTES)))
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -388,6 +398,18 @@ mod tests {
         assert_eq!(other.1.count, 100 - MAX_DETAILS as u64);
         let sum: u64 = total.failures.values().map(|f| f.count).sum();
         assert_eq!(sum, 100, "every failure is still counted");
+    }
+
+    #[test]
+    fn samples_lose_their_credentials_and_stay_short() {
+        let raw = format!("HTTP 401 {{\"token\":\"abc\"}} {}", "x".repeat(5000));
+        let s = FailureStats::one(1, raw);
+        assert!(
+            s.samples[0].starts_with("HTTP 401 {\"token\":\"<redacted>\"} xxx"),
+            "{}",
+            s.samples[0]
+        );
+        assert_eq!(s.samples[0].len(), SAMPLE_BYTES + '…'.len_utf8());
     }
 
     #[test]

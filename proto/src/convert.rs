@@ -216,7 +216,8 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
                 .samples
                 .iter()
                 .take(gauntlet_core::metrics::SAMPLES_PER_PATTERN)
-                .map(|x| gauntlet_core::metrics::truncate(x.clone()))
+                // A peer's samples are not trusted to be redacted: masked here again.
+                .map(|x| gauntlet_core::metrics::sample(x.clone()))
                 .collect(),
         };
         match s.failures.get_mut(&key) {
@@ -389,6 +390,30 @@ mod tests {
         assert_eq!(back.counters, s.counters);
         assert_eq!(back.failures, s.failures);
         assert_eq!(back.checks, s.checks);
+    }
+
+    #[test]
+    fn a_peers_samples_are_masked_again() {
+        let mut wire = snapshot_to_proto(&Snapshot::default(), "run-1", 1, 10, 0);
+        wire.failures.push(v1::FailurePattern {
+            category: "auth_rejected".into(),
+            detail: "403".into(),
+            scenario: "s".into(),
+            step: "ws_connect".into(),
+            count: 1,
+            first_ms: 5,
+            last_ms: 5,
+            samples: vec![
+                "HTTP 403 {\"api_key\":\"k-123\",\"echo\":\"Bearer eyJhbGciOi.eyJzdWIiOi.c2ln\"}"
+                    .into(),
+            ],
+        });
+        let back = snapshot_from_proto(&wire).unwrap();
+        let stats = back.failures.values().next().unwrap();
+        assert_eq!(
+            stats.samples,
+            vec!["HTTP 403 {\"api_key\":\"<redacted>\",\"echo\":\"Bearer <redacted>\"}"]
+        );
     }
 
     #[test]

@@ -470,6 +470,8 @@ async fn run_assignment(
     let program = match program {
         Ok(p) => Arc::new(p),
         Err(e) => {
+            // A plan error may quote a URL or a header: logged and sent masked.
+            let e = gauntlet_core::redact::message(&e);
             tracing::error!(run = %a.run_id, error = %e, "cannot run this assignment");
             finish(e, a.first_seq, 0, 0);
             return;

@@ -237,7 +237,8 @@ fn detail(symptom: &Symptom) -> String {
         }
         Symptom::Close { code, .. } => code.to_string(),
         Symptom::Reset(_) => "1006".into(),
-        Symptom::ErrorFrame { code, .. } => code.clone(),
+        // The target's own words: masked like a sample.
+        Symptom::ErrorFrame { code, .. } => gauntlet_core::redact::text(code),
         Symptom::Timeout(what)
         | Symptom::Sequence(what)
         | Symptom::MissingEvent(what)
@@ -316,6 +317,19 @@ mod tests {
                 &[]
             ),
             ("handshake_rejected".into(), "502".into())
+        );
+    }
+
+    #[test]
+    fn an_error_codes_credentials_are_masked_in_the_detail() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
+        assert_eq!(
+            classify(&frame(&format!("BAD_TOKEN {jwt}"), "{}"), &[]),
+            ("error_frame".into(), "BAD_TOKEN <redacted>".into())
+        );
+        assert_eq!(
+            classify(&frame("AUTH_FAILED", "{}"), &[]),
+            ("auth_rejected".into(), "AUTH_FAILED".into())
         );
     }
 

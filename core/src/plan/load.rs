@@ -1,0 +1,298 @@
+//! The load model: closed (VUs running sessions back to back, fixed or ramped, bound by
+//! iterations or time) or open (sessions arriving at a rate, fixed or ramped, on a pool of
+//! VUs). [`LoadSpec`] is the `[load]` table as written; [`Load`] is what it resolves to, each
+//! model holding exactly its own settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The most VUs a plan may ask for: 10 million (a fleet of 1,000 workers at 10,000 each).
+pub const MAX_VUS: u64 = 10_000_000;
+/// The highest arrival rate a plan may ask for, sessions per second.
+pub const MAX_RATE: f64 = 10_000_000.0;
+
+/// Closed or open load model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// A fixed (or ramping) number of VUs, each running sessions back to back.
+    #[default]
+    Closed,
+    /// Sessions arrive at a rate, whatever the target's speed.
+    Open,
+}
+
+/// One ramp: reach `target` (VUs, or sessions/s in the open model) linearly over `duration`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Length of the ramp.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// Value at the end of the ramp.
+    pub target: f64,
+}
+
+/// A fixed or uniformly random pause.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Pause {
+    /// `"1s"`.
+    Fixed(#[serde(with = "humantime_serde")] Duration),
+    /// `{ min = "1s", max = "3s" }`.
+    Uniform {
+        /// Shortest.
+        #[serde(with = "humantime_serde")]
+        min: Duration,
+        /// Longest.
+        #[serde(with = "humantime_serde")]
+        max: Duration,
+    },
+}
+
+/// How much load, how fast, as the plan file writes it (`[load]`): one flat table for both
+/// models, checked by validation and resolved into [`Load`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// `closed` (VUs) or `open` (arrival rate).
+    #[serde(default)]
+    pub model: Model,
+    /// Closed: VUs (the start value when `stages` ramp).
+    #[serde(default)]
+    pub vus: Option<u64>,
+    /// Closed: sessions per VU, then the VU stops.
+    #[serde(default)]
+    pub iterations: Option<u64>,
+    /// How long new sessions start.
+    #[serde(default, with = "humantime_serde::option")]
+    pub duration: Option<Duration>,
+    /// Ramps of VUs (closed) or of the arrival rate (open), one after the other.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Time sessions still running at the end get to finish before they are interrupted.
+    #[serde(default = "default_graceful_stop", with = "humantime_serde")]
+    pub graceful_stop: Duration,
+    /// Open: sessions per second (the start value when `stages` ramp).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Open: VUs available to run arrivals; an arrival finding none free is dropped (counted).
+    #[serde(default)]
+    pub max_vus: Option<u64>,
+    /// Pause between two sessions of one VU (closed model).
+    #[serde(default)]
+    pub think_time: Option<Pause>,
+}
+
+fn default_graceful_stop() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl LoadSpec {
+    /// The closed model's largest VU count, or the open model's VU cap.
+    pub fn max_vus(&self) -> u64 {
+        match self.model {
+            Model::Closed => self
+                .stages
+                .iter()
+                .map(|s| s.target.max(0.0).ceil() as u64)
+                .chain(self.vus)
+                .max()
+                .unwrap_or(0),
+            Model::Open => self.max_vus.unwrap_or(0),
+        }
+    }
+
+    /// The resolved load (validation has checked that the model has what it needs).
+    pub(super) fn resolve(&self) -> Load {
+        match self.model {
+            Model::Closed => Load::Closed(Closed {
+                vus: if self.stages.is_empty() {
+                    VuSchedule::Fixed {
+                        vus: self.vus.unwrap_or(0),
+                        duration: self.duration,
+                    }
+                } else {
+                    VuSchedule::Stages {
+                        start: self.vus.unwrap_or(0),
+                        stages: self.stages.clone(),
+                    }
+                },
+                iterations: self.iterations,
+                think_time: self.think_time,
+                graceful_stop: self.graceful_stop,
+            }),
+            Model::Open => Load::Open(Open {
+                rate: if self.stages.is_empty() {
+                    RateSchedule::Fixed {
+                        rate: self.rate.unwrap_or(0.0),
+                        duration: self.duration.unwrap_or_default(),
+                    }
+                } else {
+                    RateSchedule::Stages {
+                        start: self.rate.unwrap_or(0.0),
+                        stages: self.stages.clone(),
+                    }
+                },
+                max_vus: self.max_vus.unwrap_or(0),
+                graceful_stop: self.graceful_stop,
+            }),
+        }
+    }
+}
+
+/// How much load, how fast.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// VUs running sessions back to back.
+    Closed(Closed),
+    /// Sessions arriving on a schedule.
+    Open(Open),
+}
+
+/// The closed model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Closed {
+    /// How many VUs run, over time.
+    pub vus: VuSchedule,
+    /// Sessions per VU, then the VU stops (with a fixed VU count and no duration, the only
+    /// bound of the run).
+    pub iterations: Option<u64>,
+    /// Pause between two sessions of one VU.
+    pub think_time: Option<Pause>,
+    /// Time sessions still running at the end get to finish before they are interrupted.
+    #[serde(with = "humantime_serde")]
+    pub graceful_stop: Duration,
+}
+
+/// The closed model's VUs over time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VuSchedule {
+    /// A fixed count, for `duration` (or until every VU ran its iterations).
+    Fixed {
+        /// VUs.
+        vus: u64,
+        /// How long new sessions start.
+        #[serde(with = "humantime_serde::option")]
+        duration: Option<Duration>,
+    },
+    /// Ramps from `start`, one stage after the other.
+    Stages {
+        /// VUs at the start.
+        start: u64,
+        /// The ramps.
+        stages: Vec<Stage>,
+    },
+}
+
+/// The open model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Open {
+    /// Sessions per second, over time.
+    pub rate: RateSchedule,
+    /// VUs available to run arrivals; an arrival finding none free is dropped (counted).
+    pub max_vus: u64,
+    /// Time sessions still running at the end get to finish before they are interrupted.
+    #[serde(with = "humantime_serde")]
+    pub graceful_stop: Duration,
+}
+
+/// The open model's arrival rate over time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateSchedule {
+    /// A fixed rate for `duration`.
+    Fixed {
+        /// Sessions per second.
+        rate: f64,
+        /// How long sessions arrive.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// Ramps from `start`, one stage after the other.
+    Stages {
+        /// Sessions per second at the start.
+        start: f64,
+        /// The ramps.
+        stages: Vec<Stage>,
+    },
+}
+
+impl Load {
+    /// Closed or open.
+    pub fn model(&self) -> Model {
+        match self {
+            Load::Closed(_) => Model::Closed,
+            Load::Open(_) => Model::Open,
+        }
+    }
+
+    /// Time sessions still running at the end get to finish.
+    pub fn graceful_stop(&self) -> Duration {
+        match self {
+            Load::Closed(c) => c.graceful_stop,
+            Load::Open(o) => o.graceful_stop,
+        }
+    }
+
+    /// Closed model: sessions per VU, if bounded.
+    pub fn iterations(&self) -> Option<u64> {
+        match self {
+            Load::Closed(c) => c.iterations,
+            Load::Open(_) => None,
+        }
+    }
+
+    /// Closed model: the pause between two sessions of one VU.
+    pub fn think_time(&self) -> Option<Pause> {
+        match self {
+            Load::Closed(c) => c.think_time,
+            Load::Open(_) => None,
+        }
+    }
+
+    /// The closed model's largest VU count, or the open model's VU cap.
+    pub fn max_vus(&self) -> u64 {
+        match self {
+            Load::Closed(c) => match &c.vus {
+                VuSchedule::Fixed { vus, .. } => *vus,
+                VuSchedule::Stages { start, stages } => stages
+                    .iter()
+                    .map(|s| s.target.max(0.0).ceil() as u64)
+                    .chain([*start])
+                    .max()
+                    .unwrap_or(0),
+            },
+            Load::Open(o) => o.max_vus,
+        }
+    }
+
+    /// The ramp's start value (VUs, or sessions/s) and its stages; a fixed load for a duration
+    /// is one flat stage, one bound by iterations only has none.
+    pub fn ramp(&self) -> (f64, Vec<Stage>) {
+        let flat = |value: f64, duration: Option<Duration>| {
+            let stages = duration
+                .map(|duration| {
+                    vec![Stage {
+                        duration,
+                        target: value,
+                    }]
+                })
+                .unwrap_or_default();
+            (value, stages)
+        };
+        match self {
+            Load::Closed(c) => match &c.vus {
+                VuSchedule::Fixed { vus, duration } => flat(*vus as f64, *duration),
+                VuSchedule::Stages { start, stages } => (*start as f64, stages.clone()),
+            },
+            Load::Open(o) => match &o.rate {
+                RateSchedule::Fixed { rate, duration } => flat(*rate, Some(*duration)),
+                RateSchedule::Stages { start, stages } => (*start, stages.clone()),
+            },
+        }
+    }
+}
