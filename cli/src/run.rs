@@ -84,7 +84,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         args.plan.display(),
         plan.name,
         plan.scenarios.len(),
-        plan.load.model,
+        plan.load.model(),
         shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
         shown_url(&plan.ws_url().unwrap_or_default())
     );

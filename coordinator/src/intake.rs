@@ -191,9 +191,9 @@ impl Intake {
         Intake {
             vocabulary: Vocabulary::of(plan),
             ramp: Ramp::of(&plan.load),
-            model: plan.load.model,
+            model: plan.load.model(),
             max_vus: plan.max_vus(),
-            iterations: plan.load.iterations,
+            iterations: plan.load.iterations(),
             interval_ms: (interval.as_millis() as u64).max(1),
             end_ms: (last + CLOCK_SLACK).as_millis() as u64,
         }

@@ -747,7 +747,7 @@ async fn drive(coordinator: Coordinator, run: Arc<Run>) {
 /// How long a stopping run waits for its workers: the graceful period and a heartbeat timeout
 /// to report back.
 fn drain_time(coordinator: &Coordinator, plan: &Plan) -> Duration {
-    plan.load.graceful_stop + coordinator.config.heartbeat_timeout + Duration::from_secs(5)
+    plan.load.graceful_stop() + coordinator.config.heartbeat_timeout + Duration::from_secs(5)
 }
 
 /// The hard deadline of a run from its start, and how it was set: the plan's
@@ -760,7 +760,7 @@ fn run_deadline(plan: &Plan, planned: Option<Duration>) -> (Duration, String) {
             format!("fleet.deadline = {}", humantime::format_duration(d)),
         ),
         (None, Some(p)) => (
-            p + plan.load.graceful_stop + Duration::from_secs(30),
+            p + plan.load.graceful_stop() + Duration::from_secs(30),
             "its planned duration and graceful stop plus 30 s".into(),
         ),
         (None, None) => (
@@ -955,8 +955,12 @@ fn stall_timeout(coordinator: &Coordinator, run: &Run) -> Duration {
 fn live_abort(run: &Run, started: Instant) -> Option<(String, String)> {
     let elapsed = Instant::now().saturating_duration_since(started);
     let state = lock(&run.state);
-    for t in run.thresholds.iter().filter(|t| t.abort_on_fail) {
-        if elapsed < t.grace.unwrap_or_default() {
+    for (t, grace) in run
+        .thresholds
+        .iter()
+        .filter_map(|t| t.abort_grace().map(|g| (t, g)))
+    {
+        if elapsed < grace {
             continue;
         }
         let judged = t.judge(state.agg.total(), state.agg.intervals(), run.interval);
@@ -1160,7 +1164,7 @@ impl Delivery {
     fn of(run: &Run, state: &State, ended_ms: u64) -> Delivery {
         let ramp = Ramp::of(&run.plan.load);
         let planned = ramp.total();
-        let planned_sessions = match (run.plan.load.model, run.plan.load.iterations, planned) {
+        let planned_sessions = match (run.plan.load.model(), run.plan.load.iterations(), planned) {
             (Model::Closed, Some(n), None) => Some(run.plan.max_vus() * n),
             _ => None,
         };
@@ -1168,7 +1172,7 @@ impl Delivery {
         let mut dropped = 0.0;
         if let Some(total) = planned {
             let max_vus = run.plan.max_vus();
-            let closed = run.plan.load.model == Model::Closed;
+            let closed = run.plan.load.model() == Model::Closed;
             // The whole plan's load: VU-seconds of every VU, or arrivals.
             let whole = if closed {
                 ramp.vu_seconds(0, max_vus, Duration::ZERO, total)
@@ -1512,7 +1516,7 @@ fn unreported_bound(
     let ramp = Ramp::of(&run.plan.load);
     let segment = share.segment;
     let vus = segment.vus(run.plan.max_vus()).count() as u64;
-    let after = match run.plan.load.model {
+    let after = match run.plan.load.model() {
         Model::Open => {
             let to = Duration::from_millis(to_ms);
             let offset = Duration::from_millis(share.offset_ms);

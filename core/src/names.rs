@@ -108,7 +108,7 @@ fn walk(
                 v.metrics.insert(format!("event.{scenario}.{name}"));
             }
             Step::WsExpectSequence(s) => {
-                for t in s.orders.iter().flatten().chain(&s.set) {
+                for t in s.expected.types() {
                     v.metrics.insert(format!("event.{scenario}.{t}"));
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::plan::{Load, Model, Stage};
+use crate::plan::{Load, Stage};
 
 /// The ramp of a load: a start value and stages (or one flat stage of `duration`).
 #[derive(Debug, Clone)]
@@ -16,22 +16,7 @@ impl Ramp {
     /// The ramp of `load` (VUs for the closed model, sessions/s for the open one). A load with
     /// `iterations` and neither duration nor stages has no time bound: `total()` is `None`.
     pub fn of(load: &Load) -> Ramp {
-        let start = match load.model {
-            Model::Closed => load.vus.unwrap_or(0) as f64,
-            Model::Open => load.rate.unwrap_or(0.0),
-        };
-        let stages = if load.stages.is_empty() {
-            load.duration
-                .map(|duration| {
-                    vec![Stage {
-                        duration,
-                        target: start,
-                    }]
-                })
-                .unwrap_or_default()
-        } else {
-            load.stages.clone()
-        };
+        let (start, stages) = load.ramp();
         Ramp { start, stages }
     }
 

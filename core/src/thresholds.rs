@@ -67,10 +67,11 @@ impl Stat {
 }
 
 /// One threshold, as written in a plan's `[[thresholds]]`. Exactly one of `metric`,
-/// `failures` and `check` says what it is about.
+/// `failures` and `check` says what it is about; [`ThresholdSpec::check`] says what is wrong,
+/// [`ThresholdSpec::resolve`] makes the typed [`Threshold`].
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Threshold {
+pub struct ThresholdSpec {
     /// Latency: the metric (`session`, `event.agent-run.agent_completed`, ...).
     #[serde(default)]
     pub metric: Option<String>,
@@ -106,32 +107,7 @@ pub struct Threshold {
     pub grace: Option<Duration>,
 }
 
-impl Threshold {
-    /// The implicit threshold of a plan without any: no session may fail.
-    pub fn no_failed_sessions() -> Threshold {
-        Threshold {
-            failures: Some("*".into()),
-            at_most: Some(0),
-            ..Threshold::empty()
-        }
-    }
-
-    fn empty() -> Threshold {
-        Threshold {
-            metric: None,
-            stat: None,
-            below: None,
-            failures: None,
-            at_most: None,
-            rate_below: None,
-            check: None,
-            pass_rate_at_least: None,
-            window: None,
-            abort_on_fail: false,
-            grace: None,
-        }
-    }
-
+impl ThresholdSpec {
     /// Rules serde cannot express.
     pub fn check(&self) -> Result<(), String> {
         let kinds = [
@@ -176,36 +152,153 @@ impl Threshold {
         Ok(())
     }
 
-    /// The threshold in words.
-    pub fn expr(&self) -> String {
-        let base = if let Some(metric) = &self.metric {
-            format!(
-                "{}({metric}) < {}",
-                self.stat.map_or("?", Stat::name),
-                humantime::format_duration(self.below.unwrap_or_default())
-            )
+    /// The typed threshold (`None` when [`ThresholdSpec::check`] would refuse it).
+    pub fn resolve(&self) -> Option<Threshold> {
+        self.check().ok()?;
+        let rule = if let Some(metric) = &self.metric {
+            Rule::Latency {
+                metric: metric.clone(),
+                stat: self.stat?,
+                below: self.below?,
+            }
         } else if let Some(category) = &self.failures {
-            let what = if category == "*" {
-                "failed sessions".to_owned()
-            } else {
-                format!("failures[{category}]")
-            };
-            match (self.at_most, self.rate_below) {
-                (Some(n), _) => format!("{what} <= {n}"),
-                (None, Some(r)) => format!("rate({what}) < {r}"),
-                _ => what,
+            Rule::Failures {
+                category: (category != "*").then(|| category.clone()),
+                limit: match (self.at_most, self.rate_below) {
+                    (Some(n), None) => FailureLimit::AtMost(n),
+                    (None, Some(r)) => FailureLimit::RateBelow(r),
+                    _ => return None,
+                },
             }
         } else {
-            format!(
-                "pass_rate(check {}) >= {}",
-                self.check.as_deref().unwrap_or("?"),
-                self.pass_rate_at_least.unwrap_or(0.0)
-            )
+            let check = self.check.as_deref()?;
+            Rule::Checks {
+                check: (check != "*").then(|| check.to_owned()),
+                pass_rate_at_least: self.pass_rate_at_least?,
+            }
+        };
+        Some(Threshold {
+            rule,
+            window: self.window,
+            abort: self.abort_on_fail.then(|| Abort {
+                grace: self.grace.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+/// A pass/fail rule, typed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Threshold {
+    /// What it is about and its limit.
+    pub rule: Rule,
+    /// Judge over every sliding window of this length instead of the whole run.
+    #[serde(with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    /// Stop the run as soon as it fails, once past the grace.
+    pub abort: Option<Abort>,
+}
+
+/// What a threshold is about, and its limit.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A latency statistic of a metric must stay below a limit.
+    Latency {
+        /// The metric (`session`, `event.agent-run.agent_completed`, ...).
+        metric: String,
+        /// Which statistic.
+        stat: Stat,
+        /// The statistic must stay below this.
+        #[serde(with = "humantime_serde")]
+        below: Duration,
+    },
+    /// Failed sessions of a category (or of any, `None`) within a limit.
+    Failures {
+        /// The category; `None` for every failed session.
+        category: Option<String>,
+        /// The limit.
+        limit: FailureLimit,
+    },
+    /// Checks (one, or every one: `None`) must pass at least this often.
+    Checks {
+        /// The check name (`scenario/step`, `isolation:name`); `None` for all.
+        check: Option<String>,
+        /// The smallest fraction of evaluations that must pass.
+        pass_rate_at_least: f64,
+    },
+}
+
+/// The limit of a failures threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureLimit {
+    /// At most this many sessions.
+    AtMost(u64),
+    /// Fewer than this fraction of finished sessions.
+    RateBelow(f64),
+}
+
+/// Stopping the run when a threshold fails live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Abort {
+    /// Not judged live before this much of the run has passed.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Threshold {
+    /// The implicit threshold of a plan without any: no session may fail.
+    pub fn no_failed_sessions() -> Threshold {
+        Threshold {
+            rule: Rule::Failures {
+                category: None,
+                limit: FailureLimit::AtMost(0),
+            },
+            window: None,
+            abort: None,
+        }
+    }
+
+    /// The threshold in words.
+    pub fn expr(&self) -> String {
+        let base = match &self.rule {
+            Rule::Latency {
+                metric,
+                stat,
+                below,
+            } => format!(
+                "{}({metric}) < {}",
+                stat.name(),
+                humantime::format_duration(*below)
+            ),
+            Rule::Failures { category, limit } => {
+                let what = match category {
+                    None => "failed sessions".to_owned(),
+                    Some(c) => format!("failures[{c}]"),
+                };
+                match limit {
+                    FailureLimit::AtMost(n) => format!("{what} <= {n}"),
+                    FailureLimit::RateBelow(r) => format!("rate({what}) < {r}"),
+                }
+            }
+            Rule::Checks {
+                check,
+                pass_rate_at_least,
+            } => format!(
+                "pass_rate(check {}) >= {pass_rate_at_least}",
+                check.as_deref().unwrap_or("*")
+            ),
         };
         match self.window {
             Some(w) => format!("{base} over any {} window", humantime::format_duration(w)),
             None => base,
         }
+    }
+
+    /// With `abort_on_fail`: the grace before it is judged live.
+    pub fn abort_grace(&self) -> Option<Duration> {
+        self.abort.map(|a| a.grace)
     }
 
     /// Judges the threshold. `total` is everything merged; `intervals` the per-interval
@@ -238,16 +331,31 @@ impl Threshold {
                 worst
             }
         };
-        let (unit, limit_ok): (&str, Box<dyn Fn(f64) -> bool>) = if let Some(below) = self.below {
-            let limit = below.as_micros() as f64;
-            ("us", Box::new(move |v| v < limit))
-        } else if let Some(n) = self.at_most {
-            ("count", Box::new(move |v| v <= n as f64))
-        } else if let Some(r) = self.rate_below {
-            ("ratio", Box::new(move |v| v < r))
-        } else {
-            let r = self.pass_rate_at_least.unwrap_or(1.0);
-            ("ratio", Box::new(move |v| v >= r))
+        let (unit, limit_ok): (&str, Box<dyn Fn(f64) -> bool>) = match &self.rule {
+            Rule::Latency { below, .. } => {
+                let limit = below.as_micros() as f64;
+                ("us", Box::new(move |v| v < limit))
+            }
+            Rule::Failures {
+                limit: FailureLimit::AtMost(n),
+                ..
+            } => {
+                let n = *n;
+                ("count", Box::new(move |v| v <= n as f64))
+            }
+            Rule::Failures {
+                limit: FailureLimit::RateBelow(r),
+                ..
+            } => {
+                let r = *r;
+                ("ratio", Box::new(move |v| v < r))
+            }
+            Rule::Checks {
+                pass_rate_at_least, ..
+            } => {
+                let r = *pass_rate_at_least;
+                ("ratio", Box::new(move |v| v >= r))
+            }
         };
         let (pass, reason) = match observed {
             None => (
@@ -271,46 +379,47 @@ impl Threshold {
 
     /// Whether `a` is worse than `b` for this threshold.
     fn worse(&self, a: f64, b: f64) -> bool {
-        if self.pass_rate_at_least.is_some() {
-            a < b
-        } else {
-            a > b
+        match self.rule {
+            Rule::Checks { .. } => a < b,
+            _ => a > b,
         }
     }
 
     /// The observed value over `s`, `None` when there is nothing to judge.
     fn observe(&self, s: &Snapshot) -> Option<f64> {
-        if let Some(metric) = &self.metric {
-            let h = s.histograms.get(metric).filter(|h| !h.is_empty())?;
-            return Some(self.stat.map_or(0.0, |st| st.of(h)));
-        }
-        if let Some(category) = &self.failures {
-            let failed: u64 = if category == "*" {
-                s.counters.sessions_failed
-            } else {
-                s.failures
-                    .iter()
-                    .filter(|(k, _)| k.category == *category)
-                    .map(|(_, v)| v.count)
-                    .sum()
-            };
-            let finished = s.counters.sessions_passed + s.counters.sessions_failed;
-            if finished == 0 {
-                return None;
+        match &self.rule {
+            Rule::Latency { metric, stat, .. } => {
+                let h = s.histograms.get(metric).filter(|h| !h.is_empty())?;
+                Some(stat.of(h))
             }
-            return Some(if self.at_most.is_some() {
-                failed as f64
-            } else {
-                failed as f64 / finished as f64
-            });
+            Rule::Failures { category, limit } => {
+                let failed: u64 = match category {
+                    None => s.counters.sessions_failed,
+                    Some(category) => s
+                        .failures
+                        .iter()
+                        .filter(|(k, _)| k.category == *category)
+                        .map(|(_, v)| v.count)
+                        .sum(),
+                };
+                let finished = s.counters.sessions_passed + s.counters.sessions_failed;
+                if finished == 0 {
+                    return None;
+                }
+                Some(match limit {
+                    FailureLimit::AtMost(_) => failed as f64,
+                    FailureLimit::RateBelow(_) => failed as f64 / finished as f64,
+                })
+            }
+            Rule::Checks { check, .. } => {
+                let (run, failed) = s
+                    .checks
+                    .iter()
+                    .filter(|(k, _)| check.as_ref().is_none_or(|c| *k == c))
+                    .fold((0, 0), |(r, f), (_, c)| (r + c.run, f + c.failed));
+                (run > 0).then(|| 1.0 - failed as f64 / run as f64)
+            }
         }
-        let name = self.check.as_deref()?;
-        let (run, failed) = s
-            .checks
-            .iter()
-            .filter(|(k, _)| name == "*" || k.as_str() == name)
-            .fold((0, 0), |(r, f), (_, c)| (r + c.run, f + c.failed));
-        (run > 0).then(|| 1.0 - failed as f64 / run as f64)
     }
 }
 
@@ -319,7 +428,10 @@ pub fn windowed_metrics(thresholds: &[Threshold]) -> Vec<String> {
     thresholds
         .iter()
         .filter(|t| t.window.is_some())
-        .filter_map(|t| t.metric.clone())
+        .filter_map(|t| match &t.rule {
+            Rule::Latency { metric, .. } => Some(metric.clone()),
+            _ => None,
+        })
         .collect()
 }
 
@@ -367,9 +479,9 @@ mod tests {
     }
 
     fn t(text: &str) -> Threshold {
-        let t: Threshold = toml::from_str(text).unwrap();
+        let t: ThresholdSpec = toml::from_str(text).unwrap();
         t.check().unwrap();
-        t
+        t.resolve().unwrap()
     }
 
     #[test]
@@ -482,8 +594,9 @@ mod tests {
             "check = \"x\"\npass_rate_at_least = 1.5",
             "failures = \"*\"\nat_most = 0\ngrace = \"1s\"",
         ] {
-            let th: Threshold = toml::from_str(bad).unwrap();
+            let th: ThresholdSpec = toml::from_str(bad).unwrap();
             assert!(th.check().is_err(), "{bad}");
+            assert!(th.resolve().is_none(), "{bad}");
         }
     }
 }

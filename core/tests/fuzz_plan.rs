@@ -12,7 +12,7 @@
 mod support;
 
 use gauntlet_core::config_file::{ConfigError, Located};
-use gauntlet_core::plan::{Overrides, Plan, PlanError};
+use gauntlet_core::plan::{Overrides, Plan, PlanError, PlanSpec};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use support::Outcome;
@@ -106,18 +106,27 @@ fn check(text: &str) -> Result<bool, TestCaseError> {
             Ok(false)
         }
         Ok(plan) => {
-            let serialized = toml::to_string(&plan).map_err(|e| {
+            // The plan as written re-serializes to a file that loads to the same plan (a
+            // fixpoint), and the resolved plan travels to workers (JSON) unchanged.
+            let spec: PlanSpec = gauntlet_core::config_file::parse(FILE, text)
+                .map_err(|e| TestCaseError::fail(format!("loads, but its spec does not: {e}")))?;
+            let serialized = toml::to_string(&spec).map_err(|e| {
                 TestCaseError::fail(format!("a loaded plan does not serialize: {e}"))
             })?;
+            let wire = serde_json::to_string(&plan).unwrap();
             let again = Plan::from_text(FILE, text, &overrides)
                 .map_err(|e| TestCaseError::fail(format!("loads once, not twice: {e}")))?;
-            prop_assert_eq!(&toml::to_string(&again).unwrap(), &serialized);
+            prop_assert_eq!(&serde_json::to_string(&again).unwrap(), &wire);
             let reloaded = Plan::from_text(FILE, &serialized, &overrides).map_err(|e| {
                 TestCaseError::fail(format!(
                     "serialized back, the plan is refused: {e}\n{serialized}"
                 ))
             })?;
-            prop_assert_eq!(&toml::to_string(&reloaded).unwrap(), &serialized);
+            prop_assert_eq!(&serde_json::to_string(&reloaded).unwrap(), &wire);
+            let travelled: Plan = serde_json::from_str(&wire).map_err(|e| {
+                TestCaseError::fail(format!("the resolved plan does not travel: {e}"))
+            })?;
+            prop_assert_eq!(&serde_json::to_string(&travelled).unwrap(), &wire);
             Ok(true)
         }
     }

@@ -129,9 +129,8 @@ impl Access {
         }
         let auth = plan.auth.as_ref();
         let files = [
-            auth.and_then(|a| a.secret_file.as_ref()),
-            auth.and_then(|a| a.key_file.as_ref()),
-            plan.target.tls.ca_file.as_ref(),
+            auth.and_then(|a| a.key.file()),
+            plan.target.tls.ca_file.as_deref(),
         ];
         for path in files.into_iter().flatten() {
             let shown = path.display().to_string();
@@ -169,8 +168,7 @@ impl Access {
 pub fn env_reads(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(a) = &plan.auth {
-        out.extend(a.secret_env.iter().cloned());
-        out.extend(a.key_env.iter().cloned());
+        out.extend(a.key.env().map(str::to_owned));
     }
     match serde_json::to_value(plan) {
         Ok(value) => gauntlet_core::plan::each_string(&value, &mut |s| {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use gauntlet_core::plan::{Algorithm, Auth, Placement, TokenPer};
+use gauntlet_core::plan::{Algorithm, Auth, KeySource, Placement, TokenPer};
 use gauntlet_core::template::Template;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
@@ -88,21 +88,16 @@ fn read_key_file(path: &std::path::Path) -> Result<String, String> {
 impl Minter {
     /// Reads the key and compiles the claims of a validated `[auth]`.
     pub fn new(auth: &Auth) -> Result<Minter, String> {
-        let read_env = |name: &String| {
+        let read_env = |name: &str| {
             std::env::var(name)
                 .map_err(|_| format!("auth: environment variable `{name}` is not set"))
         };
         let read_file = |path: &std::path::PathBuf| read_key_file(path);
-        let material = if let Some(n) = &auth.secret_env {
-            read_env(n)?
-        } else if let Some(p) = &auth.secret_file {
-            read_file(p)?.trim_end_matches(['\n', '\r']).to_owned()
-        } else if let Some(n) = &auth.key_env {
-            read_env(n)?
-        } else if let Some(p) = &auth.key_file {
-            read_file(p)?
-        } else {
-            return Err("auth: no key source".into());
+        let material = match &auth.key {
+            KeySource::SecretEnv(n) => read_env(n)?,
+            KeySource::SecretFile(p) => read_file(p)?.trim_end_matches(['\n', '\r']).to_owned(),
+            KeySource::KeyEnv(n) => read_env(n)?,
+            KeySource::KeyFile(p) => read_file(p)?,
         };
         let (alg, key) = match auth.algorithm {
             Algorithm::HS256 => {
@@ -247,7 +242,8 @@ mod tests {
     use jsonwebtoken::{DecodingKey, Validation};
 
     fn auth(toml_text: &str) -> Auth {
-        toml::from_str(toml_text).unwrap()
+        let spec: gauntlet_core::plan::AuthSpec = toml::from_str(toml_text).unwrap();
+        spec.resolve().unwrap()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! handshake, a timeout...) into one stable category name plus a detail, trying the plan's
 //! classifiers first.
 
-use gauntlet_core::plan::Classifier;
+use gauntlet_core::plan::{Classifier, Condition};
 use regex::Regex;
 
 /// What went wrong, as observed.
@@ -95,78 +95,76 @@ impl Symptom {
     }
 }
 
-/// A plan classifier, compiled.
+/// A plan classifier, compiled: its category and its conditions, every one of which must hold.
 #[derive(Debug, Clone)]
 pub struct CompiledClassifier {
     category: String,
-    close_code: Option<u16>,
-    close_reason: Option<Regex>,
-    error_code: Option<String>,
-    frame_regex: Option<Regex>,
-    http_status: Option<u16>,
+    when: Vec<Test>,
+}
+
+/// One compiled condition.
+#[derive(Debug, Clone)]
+enum Test {
+    CloseCode(u16),
+    CloseReason(Regex),
+    ErrorCode(String),
+    FrameRegex(Regex),
+    HttpStatus(u16),
 }
 
 impl CompiledClassifier {
     /// Compiles a validated classifier.
     pub fn compile(c: &Classifier) -> Result<CompiledClassifier, String> {
-        let re = |r: &Option<String>| {
-            r.as_deref()
-                .map(Regex::new)
-                .transpose()
-                .map_err(|e| e.to_string())
-        };
+        let re = |r: &str| Regex::new(r).map_err(|e| e.to_string());
+        let when = c
+            .when
+            .iter()
+            .map(|cond| {
+                Ok(match cond {
+                    Condition::CloseCode(code) => Test::CloseCode(*code),
+                    Condition::CloseReason(r) => Test::CloseReason(re(r)?),
+                    Condition::ErrorCode(code) => Test::ErrorCode(code.clone()),
+                    Condition::FrameRegex(r) => Test::FrameRegex(re(r)?),
+                    Condition::HttpStatus(status) => Test::HttpStatus(*status),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(CompiledClassifier {
             category: c.category.clone(),
-            close_code: c.close_code,
-            close_reason: re(&c.close_reason)?,
-            error_code: c.error_code.clone(),
-            frame_regex: re(&c.frame_regex)?,
-            http_status: c.http_status,
+            when,
         })
     }
 
     fn matches(&self, s: &Symptom) -> bool {
+        !self.when.is_empty() && self.when.iter().all(|t| t.holds(s))
+    }
+}
+
+impl Test {
+    fn holds(&self, s: &Symptom) -> bool {
         let close = match s {
             Symptom::Close { code, reason } => Some((*code, reason.as_str())),
             _ => None,
         };
-        if let Some(want) = self.close_code
-            && close.map(|c| c.0) != Some(want)
-        {
-            return false;
-        }
-        if let Some(re) = &self.close_reason
-            && !close.is_some_and(|c| re.is_match(c.1))
-        {
-            return false;
-        }
-        if let Some(want) = &self.error_code
-            && !matches!(s, Symptom::ErrorFrame { code, .. } if code == want)
-        {
-            return false;
-        }
-        if let Some(re) = &self.frame_regex {
-            let text = match s {
-                Symptom::ErrorFrame { text, .. } | Symptom::Isolation { text, .. } => text.as_str(),
-                Symptom::CheckFailed { sample, .. } => sample.as_str(),
-                _ => return false,
-            };
-            if !re.is_match(text) {
-                return false;
+        match self {
+            Test::CloseCode(want) => close.map(|c| c.0) == Some(*want),
+            Test::CloseReason(re) => close.is_some_and(|c| re.is_match(c.1)),
+            Test::ErrorCode(want) => {
+                matches!(s, Symptom::ErrorFrame { code, .. } if code == want)
             }
-        }
-        if let Some(want) = self.http_status {
-            let status = match s {
-                Symptom::Handshake { status, .. } | Symptom::HttpStatus { status, .. } => {
-                    Some(*status)
+            Test::FrameRegex(re) => match s {
+                Symptom::ErrorFrame { text, .. } | Symptom::Isolation { text, .. } => {
+                    re.is_match(text)
                 }
-                _ => None,
-            };
-            if status != Some(want) {
-                return false;
-            }
+                Symptom::CheckFailed { sample, .. } => re.is_match(sample),
+                _ => false,
+            },
+            Test::HttpStatus(want) => matches!(
+                s,
+                Symptom::Handshake { status, .. } | Symptom::HttpStatus { status, .. }
+                    if status == want
+            ),
         }
-        true
     }
 }
 
@@ -398,11 +396,10 @@ mod tests {
     fn plan_classifiers_come_first_and_need_every_condition() {
         let user_context = CompiledClassifier::compile(&Classifier {
             category: "user_context_invalid".into(),
-            close_code: None,
-            close_reason: None,
-            error_code: Some("AUTH_REQUIRED".into()),
-            frame_regex: Some("UserExecutionContext".into()),
-            http_status: None,
+            when: vec![
+                Condition::ErrorCode("AUTH_REQUIRED".into()),
+                Condition::FrameRegex("UserExecutionContext".into()),
+            ],
         })
         .unwrap();
         let list = [user_context];
@@ -418,9 +415,9 @@ mod tests {
     #[test]
     fn close_and_status_conditions() {
         let c = |toml_text: &str| {
-            let parsed: Classifier =
+            let parsed: gauntlet_core::plan::ClassifierSpec =
                 toml::from_str(&format!("category = \"x\"\n{toml_text}")).unwrap();
-            CompiledClassifier::compile(&parsed).unwrap()
+            CompiledClassifier::compile(&parsed.resolve()).unwrap()
         };
         let slow_deploy = [c(
             "close_code = 1011\nclose_reason = \"^Service not ready: migrat\"",

@@ -156,7 +156,7 @@ pub async fn run_with_progress(
 
     let ramp = Ramp::of(&program.plan.load);
     let starts_end = ramp.total().map(|t| started + t);
-    match program.plan.load.model {
+    match program.plan.load.model() {
         Model::Closed => {
             let vus = config.segment.vus(program.plan.max_vus());
             for id in vus {
@@ -204,7 +204,7 @@ pub async fn run_with_progress(
     // Phase 2: running sessions get the graceful period, then are interrupted.
     tokio::select! {
         _ = tracker.wait() => {}
-        _ = sleep(program.plan.load.graceful_stop) => {
+        _ = sleep(program.plan.load.graceful_stop()) => {
             hard.cancel();
             tracker.wait().await;
         }
@@ -249,8 +249,8 @@ async fn closed_vu(
     (stopping, hard): (CancellationToken, CancellationToken),
     active: Arc<Progress>,
 ) {
-    let iterations = program.plan.load.iterations;
-    let think = program.plan.load.think_time;
+    let iterations = program.plan.load.iterations();
+    let think = program.plan.load.think_time();
     loop {
         if stopping.is_cancelled() || iterations.is_some_and(|n| vu.iteration >= n) {
             break;

@@ -1,7 +1,7 @@
 //! Checks on JSON values found by JSON pointer (equals, regex, exists, one-of) and captures,
 //! compiled once from the plan.
 
-use gauntlet_core::plan::Matcher;
+use gauntlet_core::plan::{MatchTest, Matcher};
 use regex::Regex;
 use serde_json::Value;
 
@@ -27,25 +27,18 @@ enum Test {
 impl CompiledMatcher {
     /// Compiles a validated plan matcher.
     pub fn compile(m: &Matcher) -> Result<CompiledMatcher, String> {
-        let test = if let Some(v) = &m.equals {
-            match v {
-                Value::String(s) => {
-                    let t = compile(s)?;
-                    match t.as_literal() {
-                        Some(lit) => Test::Equals(Value::String(lit.to_owned())),
-                        None => Test::EqualsTemplate(t),
-                    }
+        let test = match &m.test {
+            MatchTest::Equals(Value::String(s)) => {
+                let t = compile(s)?;
+                match t.as_literal() {
+                    Some(lit) => Test::Equals(Value::String(lit.to_owned())),
+                    None => Test::EqualsTemplate(t),
                 }
-                other => Test::Equals(other.clone()),
             }
-        } else if let Some(re) = &m.regex {
-            Test::Regex(Regex::new(re).map_err(|e| e.to_string())?)
-        } else if let Some(e) = m.exists {
-            Test::Exists(e)
-        } else if let Some(values) = &m.one_of {
-            Test::OneOf(values.clone())
-        } else {
-            return Err("a matcher needs equals, regex, exists or one_of".into());
+            MatchTest::Equals(other) => Test::Equals(other.clone()),
+            MatchTest::Regex(re) => Test::Regex(Regex::new(re).map_err(|e| e.to_string())?),
+            MatchTest::Exists(e) => Test::Exists(*e),
+            MatchTest::OneOf(values) => Test::OneOf(values.clone()),
         };
         Ok(CompiledMatcher {
             pointer: m.pointer.clone(),
@@ -113,7 +106,8 @@ mod tests {
     use serde_json::json;
 
     fn m(toml_matcher: Value) -> CompiledMatcher {
-        CompiledMatcher::compile(&serde_json::from_value(toml_matcher).unwrap()).unwrap()
+        let spec: gauntlet_core::plan::MatcherSpec = serde_json::from_value(toml_matcher).unwrap();
+        CompiledMatcher::compile(&spec.resolve()).unwrap()
     }
 
     #[test]

@@ -478,15 +478,24 @@ fn compile_steps(
                 query: templates(&s.query, &format!("{at}.query"))?,
                 headers: templates(&s.headers, &format!("{at}.headers"))?,
                 auth: s.auth.unwrap_or(true),
-                confirmation: matchers(&s.confirmation, &format!("{at}.confirmation"))?,
-                rejection: s.expect_rejection.clone(),
+                confirmation: match &s.outcome {
+                    plan::ConnectOutcome::Open { confirmation } => {
+                        matchers(confirmation, &format!("{at}.confirmation"))?
+                    }
+                    plan::ConnectOutcome::Refused(_) => Vec::new(),
+                },
+                rejection: match &s.outcome {
+                    plan::ConnectOutcome::Refused(r) => Some(r.clone()),
+                    plan::ConnectOutcome::Open { .. } => None,
+                },
                 timeout: s.timeout,
             },
             Step::WsSend(s) => StepKind::Send {
-                frame: match (&s.json, &s.text) {
-                    (Some(json), _) => Frame::Json(JsonTemplate::compile(json).map_err(e)?),
-                    (None, Some(text)) => Frame::Text(compile(text).map_err(e)?),
-                    (None, None) => return Err(CompileError(format!("{at}: no json or text"))),
+                frame: match &s.payload {
+                    plan::Payload::Json(json) => {
+                        Frame::Json(JsonTemplate::compile(json).map_err(e)?)
+                    }
+                    plan::Payload::Text(text) => Frame::Text(compile(text).map_err(e)?),
                 },
                 mark: ctx.mark(s.mark.as_deref().unwrap_or("send")),
             },
@@ -533,13 +542,16 @@ fn compile_steps(
                 path: compile(&s.path).map_err(e)?,
                 headers: templates(&s.headers, &format!("{at}.headers"))?,
                 auth: s.auth,
-                json: s
-                    .json
-                    .as_ref()
-                    .map(JsonTemplate::compile)
-                    .transpose()
-                    .map_err(e)?,
-                body: s.body.as_deref().map(compile).transpose().map_err(e)?,
+                json: match &s.body {
+                    Some(plan::Payload::Json(json)) => {
+                        Some(JsonTemplate::compile(json).map_err(e)?)
+                    }
+                    _ => None,
+                },
+                body: match &s.body {
+                    Some(plan::Payload::Text(text)) => Some(compile(text).map_err(e)?),
+                    _ => None,
+                },
                 expect_status: s.expect_status.clone(),
                 expect_json: s.expect_json,
                 matchers: matchers(&s.matchers, &format!("{at}.match"))?,

@@ -1,7 +1,7 @@
 //! Whole-conversation checks: follows the event types of a stream against allowed orders (or
 //! an unordered set) and names what went wrong: a missing event, a duplicate, a wrong order.
 
-use gauntlet_core::plan::WsExpectSequence;
+use gauntlet_core::plan::{Expected, WsExpectSequence};
 
 /// What one received type means for the sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,17 +62,23 @@ impl SequenceCheck {
                 types.len() - 1
             }
         };
-        let orders: Vec<Vec<usize>> = step
-            .orders
-            .iter()
-            .map(|o| o.iter().map(|t| intern(t, &mut types)).collect())
-            .collect();
-        let set = (!step.set.is_empty()).then(|| {
-            step.set
-                .iter()
-                .map(|t| intern(t, &mut types))
-                .collect::<Vec<_>>()
-        });
+        let (orders, set) = match &step.expected {
+            Expected::Orders(orders) => (
+                orders
+                    .iter()
+                    .map(|o| o.iter().map(|t| intern(t, &mut types)).collect())
+                    .collect::<Vec<Vec<usize>>>(),
+                None,
+            ),
+            Expected::Set(set) => (
+                Vec::new(),
+                Some(
+                    set.iter()
+                        .map(|t| intern(t, &mut types))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        };
         let terminal = if step.terminal.is_empty() {
             match &set {
                 Some(_) => Vec::new(),
@@ -242,19 +248,35 @@ mod tests {
         "agent_completed",
     ];
 
+    /// A sequence step expecting `expected`, with the defaults of the plan file.
+    fn step(expected: Expected) -> WsExpectSequence {
+        WsExpectSequence {
+            name: None,
+            type_pointer: "/type".into(),
+            expected,
+            ignore: Vec::new(),
+            terminal: Vec::new(),
+            error_types: Vec::new(),
+            timeout: std::time::Duration::from_secs(15),
+            gap_timeout: None,
+            since: None,
+            capture: Default::default(),
+            optional: false,
+        }
+    }
+
     fn agent() -> SequenceCheck {
         let step = WsExpectSequence {
-            orders: vec![
+            ignore: vec!["pong".into()],
+            error_types: vec!["agent_error".into()],
+            ..step(Expected::Orders(vec![
                 FULL.map(String::from).to_vec(),
                 vec![
                     "agent_started".into(),
                     "agent_thinking".into(),
                     "agent_completed".into(),
                 ],
-            ],
-            ignore: vec!["pong".into()],
-            error_types: vec!["agent_error".into()],
-            ..WsExpectSequence::default()
+            ]))
         };
         SequenceCheck::new(&step)
     }
@@ -344,11 +366,7 @@ mod tests {
 
     #[test]
     fn unordered_sets() {
-        let step = WsExpectSequence {
-            set: vec!["a".into(), "b".into()],
-            ..WsExpectSequence::default()
-        };
-        let c = SequenceCheck::new(&step);
+        let c = SequenceCheck::new(&step(Expected::Set(vec!["a".into(), "b".into()])));
         let (seen, r) = run(&c, &["b", "a"]);
         assert_eq!(seen.last(), Some(&Seen::Ended));
         assert_eq!(c.verdict(&r), Verdict::Pass);

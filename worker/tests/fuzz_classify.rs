@@ -13,7 +13,7 @@
 #[path = "../../fuzz/support.rs"]
 mod support;
 
-use gauntlet_core::plan::Classifier;
+use gauntlet_core::plan::ClassifierSpec as Classifier;
 use gauntlet_worker::classify::{CompiledClassifier, Symptom, classify};
 use proptest::prelude::*;
 use support::Outcome;
@@ -195,7 +195,7 @@ fn without(c: &Classifier, condition: usize) -> Classifier {
 }
 
 fn compile(c: &Classifier) -> Result<CompiledClassifier, TestCaseError> {
-    CompiledClassifier::compile(c)
+    CompiledClassifier::compile(&c.resolve())
         .map_err(|e| TestCaseError::fail(format!("a valid classifier does not compile: {e}")))
 }
 

@@ -164,8 +164,9 @@ pub struct Auth {
 }
 
 impl AuthSpec {
-    /// The resolved settings, once validation found exactly one key source.
-    pub(super) fn resolve(&self) -> Option<Auth> {
+    /// The resolved settings; `None` unless exactly one key source is given (validation
+    /// checks that it also matches the algorithm).
+    pub fn resolve(&self) -> Option<Auth> {
         let key = match (
             &self.secret_env,
             &self.secret_file,

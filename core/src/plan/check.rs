@@ -46,7 +46,7 @@ pub struct MatcherSpec {
 
 impl MatcherSpec {
     /// The resolved matcher (validation has checked that exactly one test is given).
-    pub(super) fn resolve(&self) -> Matcher {
+    pub fn resolve(&self) -> Matcher {
         let test = if let Some(v) = &self.equals {
             MatchTest::Equals(v.clone())
         } else if let Some(re) = &self.regex {
@@ -111,7 +111,7 @@ pub struct ClassifierSpec {
 
 impl ClassifierSpec {
     /// The resolved classifier: its conditions, in the order the plan file lists the fields.
-    pub(super) fn resolve(&self) -> Classifier {
+    pub fn resolve(&self) -> Classifier {
         let mut when = Vec::new();
         when.extend(self.close_code.map(Condition::CloseCode));
         when.extend(self.close_reason.clone().map(Condition::CloseReason));

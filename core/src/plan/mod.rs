@@ -34,8 +34,7 @@ pub use check::{
     Classifier, ClassifierSpec, Condition, IsolationCheck, MatchTest, Matcher, MatcherSpec,
 };
 pub use load::{
-    Closed, Load, LoadSpec, MAX_RATE, MAX_VUS, Model, Open, Pause, RateSchedule, Stage,
-    VuSchedule,
+    Closed, Load, LoadSpec, MAX_RATE, MAX_VUS, Model, Open, Pause, RateSchedule, Stage, VuSchedule,
 };
 pub use spec::{PlanSpec, ScenarioSpec, StepSpec};
 pub use step::{

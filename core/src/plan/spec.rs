@@ -162,7 +162,6 @@ pub struct WsConnectSpec {
     pub timeout: Duration,
 }
 
-
 /// `ws_send`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -334,7 +333,11 @@ impl PlanSpec {
                 .map(ScenarioSpec::resolve)
                 .collect::<Option<_>>()?,
             isolation: self.isolation.clone(),
-            classifiers: self.classifiers.iter().map(ClassifierSpec::resolve).collect(),
+            classifiers: self
+                .classifiers
+                .iter()
+                .map(ClassifierSpec::resolve)
+                .collect(),
             thresholds: self
                 .thresholds
                 .iter()

@@ -131,7 +131,6 @@ pub struct Sleep {
     pub duration: Pause,
 }
 
-
 /// `ws_connect`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WsConnect {

@@ -84,4 +84,3 @@ pub struct Tls {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
 }
-
