@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use gauntlet_core::plan::{Overrides, Plan};
 use std::path::PathBuf;
 
@@ -100,9 +99,17 @@ fn shown_url(url: &str) -> String {
 /// Checks the plan and the flags, and prepares what to submit where.
 fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> {
     // Validate here first: a bad plan is exit 2 with its location, before any network.
-    let plan = Plan::load(&args.plan, &args.target.overrides())?;
-    let text = std::fs::read_to_string(&args.plan)
-        .with_context(|| format!("cannot read {}", args.plan.display()))?;
+    let text = std::fs::read_to_string(&args.plan).map_err(|source| {
+        gauntlet_core::config_file::ConfigError::Read {
+            path: args.plan.clone(),
+            source,
+        }
+    })?;
+    let plan = Plan::from_text(
+        &args.plan.display().to_string(),
+        &text,
+        &args.target.overrides(),
+    )?;
     if args.workers == 0 && args.coordinator.is_none() {
         return Err(crate::testbed::UsageError("--workers must be at least 1".into()).into());
     }

@@ -358,7 +358,7 @@ impl Intake {
                     None => span.saturating_add(offset),
                 };
                 let due = self.ramp.integral(to) - self.ramp.integral(offset.min(to));
-                let width = share.segment.end() - share.segment.start();
+                let width = share.segment.width();
                 let owned = (width * due + SPARE_ARRIVALS).ceil() as u64;
                 if tally.started > owned {
                     return implausible(format!(
@@ -538,7 +538,7 @@ mod tests {
         let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(3600));
         let at = Duration::from_secs(60);
         let half = ShareView {
-            segment: ExecutionSegment::new(0.0, 0.5).unwrap(),
+            segment: ExecutionSegment::split(&[1, 1])[0].1,
             ..share()
         };
         intake.admit(&half, 1, &passed(10, 1000), at).unwrap();

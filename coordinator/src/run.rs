@@ -36,10 +36,6 @@ pub struct RunRequest {
     pub plan_toml: String,
     /// Its file name (for messages).
     pub plan_file: String,
-    /// `--target`.
-    pub target: String,
-    /// `--ws-target`.
-    pub ws_target: String,
     /// Workers to wait for (0: the plan's, or 1).
     pub min_workers: u32,
     /// How long to wait for them (zero: the plan's, or the coordinator's default).
@@ -172,6 +168,8 @@ pub struct Run {
     interval: Duration,
     /// What a snapshot must pass to be merged.
     intake: Intake,
+    /// The resolved plan as workers get it (JSON), made once.
+    plan_json: String,
     state: Mutex<State>,
     progress: watch::Sender<v1::RunProgress>,
     cancel: CancellationToken,
@@ -202,8 +200,12 @@ impl Run {
             state: "waiting".into(),
             ..v1::RunProgress::default()
         });
+        // A plan that cannot be written as JSON (cannot happen: it is data) runs nothing; the
+        // workers say they cannot read it.
+        let plan_json = serde_json::to_string(&plan).unwrap_or_default();
         let run = Arc::new(Run {
             id,
+            plan_json,
             plan,
             request,
             thresholds,
@@ -273,7 +275,7 @@ impl Run {
                     left_at_ms: share.left_at_ms,
                     in_flight_bound: None,
                 });
-            w.share += share.segment.end() - share.segment.start();
+            w.share += share.segment.width();
         }
         Report {
             schema_version: report::SCHEMA_VERSION,
@@ -589,12 +591,10 @@ impl Run {
             v1::CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::Assignment(v1::Assignment {
                     run_id: self.id.clone(),
-                    plan_toml: self.request.plan_toml.clone(),
+                    plan_json: self.plan_json.clone(),
                     plan_file: self.request.plan_file.clone(),
-                    target: self.request.target.clone(),
-                    ws_target: self.request.ws_target.clone(),
-                    segment_start: share.segment.start(),
-                    segment_end: share.segment.end(),
+                    segment_start: share.segment.start_ticks(),
+                    segment_end: share.segment.end_ticks(),
                     start_at_unix_ms: start_at,
                     offset_ms: share.offset_ms,
                     interval_ms: self.interval.as_millis() as u64,
@@ -922,14 +922,7 @@ fn handle_losses(coordinator: &Coordinator, run: &Run, seed: u64) {
                 .unwrap_or(elapsed)
                 .max(old.offset_ms)
         };
-        for (j, part) in ExecutionSegment::split(&weights) {
-            let width = lost_segment.end() - lost_segment.start();
-            let Some(segment) = ExecutionSegment::new(
-                lost_segment.start() + width * part.start(),
-                lost_segment.start() + width * part.end(),
-            ) else {
-                continue;
-            };
+        for (j, segment) in lost_segment.split_among(&weights) {
             let share = Share::new(
                 &survivors[j].0,
                 &survivors[j].1,
@@ -1204,8 +1197,7 @@ impl Delivery {
                     ramp.vu_seconds(vus.start, vus.end, from, to)
                 } else {
                     // Its arrivals: a low-discrepancy share of the fleet's.
-                    (share.segment.end() - share.segment.start())
-                        * (ramp.integral(to) - ramp.integral(from))
+                    share.segment.width() * (ramp.integral(to) - ramp.integral(from))
                 };
                 let fraction = if whole > 0.0 {
                     (load / whole).clamp(0.0, 1.0)

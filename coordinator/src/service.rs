@@ -186,8 +186,6 @@ impl v1::control_service_server::ControlService for Control {
             RunRequest {
                 plan_toml: req.plan_toml,
                 plan_file: file.to_owned(),
-                target: req.target,
-                ws_target: req.ws_target,
                 min_workers: req.min_workers,
                 min_workers_timeout: std::time::Duration::from_millis(req.min_workers_timeout_ms),
             },

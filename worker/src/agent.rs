@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gauntlet_core::plan::{Overrides, Plan};
+use gauntlet_core::plan::Plan;
 use gauntlet_core::segment::ExecutionSegment;
 use gauntlet_proto::auth::attach_token;
 use gauntlet_proto::v1::worker_service_client::WorkerServiceClient;
@@ -457,29 +457,32 @@ async fn run_assignment(
         }
         p.done.push(done);
     };
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let overrides = Overrides {
-        target: non_empty(&a.target),
-        ws_target: non_empty(&a.ws_target),
-    };
-    let program = Plan::from_text(&a.plan_file, &a.plan_toml, &overrides)
-        .map_err(|e| e.to_string())
+    // The coordinator resolved the plan: it is read as it is (a message gRPC has already
+    // bounded in size), checked against what this worker allows, and compiled.
+    let program = serde_json::from_str::<Plan>(&a.plan_json)
+        .map_err(|e| {
+            format!(
+                "{}: the coordinator sent a plan this worker cannot read: {e}",
+                a.plan_file
+            )
+        })
         .and_then(|plan| {
             Program::compile_for(plan, access).map_err(|e| format!("{}: {e}", a.plan_file))
         });
     let program = match program {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            // A plan error may quote a URL or a header: logged and sent masked.
-            let e = gauntlet_core::redact::message(&e);
-            tracing::error!(run = %a.run_id, error = %e, "cannot run this assignment");
+            tracing::error!(run = %a.run_id, error = %gauntlet_core::redact::message(&e), "cannot run this assignment");
             finish(e, a.first_seq, 0, 0);
             return;
         }
     };
-    let Some(segment) = ExecutionSegment::new(a.segment_start, a.segment_end) else {
+    let Some(segment) = ExecutionSegment::from_ticks(a.segment_start, a.segment_end) else {
         finish(
-            format!("bad segment [{}, {})", a.segment_start, a.segment_end),
+            format!(
+                "bad segment [{}, {}) (ticks)",
+                a.segment_start, a.segment_end
+            ),
             a.first_seq,
             0,
             0,
