@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delay::Delay;
 use crate::faults::Faults;
+pub use crate::protocol::{ConfirmationShape, EventShape};
 
 /// Everything the testbed can be told.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -40,29 +41,6 @@ pub enum RejectionMode {
     AcceptThenClose,
     /// Answer the upgrade request with an HTTP error (403 unless `handshake_status` says 401).
     RejectHandshake,
-}
-
-/// The shape of the connection confirmation frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfirmationShape {
-    /// `{"type":"system_message","data":{"event":"connection_established",...}}`.
-    #[default]
-    SystemMessage,
-    /// `{"type":"connection_established",...}` (later service versions).
-    ConnectionEstablished,
-}
-
-/// The shape of agent event frames (the reference service has two emitters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventShape {
-    /// `{"type","run_id","agent_name","user_id","thread_id","timestamp","payload":{..}}`.
-    #[default]
-    Flat,
-    /// `{"type","data":{..,"run_id","thread_id","request_id"},"critical":true,
-    /// "user_context":{"user_id","request_id"}}`.
-    Wrapped,
 }
 
 /// JWT validation settings. The secret itself never lives in a file that describes the run:

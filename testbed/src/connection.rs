@@ -17,13 +17,13 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::app::App;
 use crate::auth::{self, Identity};
 use crate::config::RejectionMode;
 use crate::factory::ManagerLease;
 use crate::faults::{CONNECTION_FAULTS, FaultKind, fires};
 use crate::frames::{self, RunIds};
 use crate::pipeline::{self, Outgoing, PipelineKey};
-use crate::server::App;
 use crate::stats::{RejectReason, UserCounters};
 
 /// Agent runs one connection may have in flight. A run holds its slot until its last frame is

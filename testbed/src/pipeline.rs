@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::config::EventShape;
 use crate::delay::Delay;
 use crate::faults::{FaultKind, Faults, fires};
-use crate::frames::{self, AgentEvent, RunIds};
+use crate::frames::{self, RunIds};
+use crate::protocol::{AgentEvent, EventShape};
 use crate::rng::{SplitMix, hash_str};
 
 /// Tag that keys delay draws apart from fault draws.
@@ -64,7 +64,7 @@ pub fn schedule(
 ) -> (Vec<Step>, Vec<FaultKind>) {
     let draw_key = [key.connection, key.pipeline];
     let mut injected = Vec::new();
-    let mut fired = |kind: FaultKind| -> Option<crate::frames::AgentEvent> {
+    let mut fired = |kind: FaultKind| -> Option<AgentEvent> {
         let (fault, event) = faults.event(kind)?;
         fires(
             key.seed,

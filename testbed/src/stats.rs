@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::factory::FactorySnapshot;
 use crate::faults::FaultKind;
-use crate::frames::AgentEvent;
+use crate::protocol::AgentEvent;
 
 /// Why a connection was refused or closed before its confirmation frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
