@@ -1,6 +1,6 @@
 //! The shared state: [`App`], one per testbed, which every connection, request and the router
-//! hold (settings, fault switches in force, ground truth, the manager factory, token
-//! validation, the shutdown token), and [`ServeError`].
+//! hold (settings, fault switches in force, ground truth, the manager factory, the run limit,
+//! token validation, the shutdown token), and [`ServeError`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Validator;
+use crate::capacity::Capacity;
 use crate::config::TestbedConfig;
 use crate::factory::Factory;
 use crate::faults::Faults;
@@ -36,6 +37,8 @@ pub struct App {
     pub stats: Stats,
     /// The per-user manager factory.
     pub factory: Factory,
+    /// The testbed-wide run limit.
+    pub capacity: Arc<Capacity>,
     /// Token validation.
     pub validator: Validator,
     /// `server_id` in frames.
@@ -61,6 +64,7 @@ impl App {
             faults: RwLock::new(Arc::new(config.faults.clone())),
             stats: Stats::default(),
             factory,
+            capacity: Capacity::new(config.pipeline.concurrency),
             validator,
             server_id: format!("testbed-{}", std::process::id()),
             shutdown,
@@ -105,6 +109,7 @@ impl App {
 
     /// Ground truth now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.stats.snapshot(self.factory.snapshot())
+        self.stats
+            .snapshot(self.factory.snapshot(), self.capacity.snapshot())
     }
 }

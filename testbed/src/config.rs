@@ -160,7 +160,13 @@ pub struct PipelineConfig {
     pub delay: Delay,
     /// `agent_name` in event frames.
     pub agent_name: String,
+    /// At most this many agent runs in progress across the whole testbed; further runs wait,
+    /// in arrival order, before `agent_started`. 0: unlimited. See [`crate::capacity`].
+    pub concurrency: usize,
 }
+
+/// The largest `pipeline.concurrency`.
+pub const MAX_CONCURRENCY: usize = 1_000_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -170,6 +176,7 @@ impl Default for PipelineConfig {
                 p99: Duration::from_millis(200),
             },
             agent_name: "supervisor".into(),
+            concurrency: 0,
         }
     }
 }
@@ -244,6 +251,13 @@ impl TestbedConfig {
                 "must be at least 256".into(),
             );
         }
+        if self.pipeline.concurrency > MAX_CONCURRENCY {
+            return err(
+                "pipeline",
+                "concurrency",
+                format!("must be at most {MAX_CONCURRENCY} (0: unlimited)"),
+            );
+        }
         if let Err(msg) = self.pipeline.delay.check() {
             return err("pipeline", "delay", msg);
         }
@@ -297,6 +311,7 @@ mod tests {
         assert_eq!(c.auth.rejection, RejectionMode::AcceptThenClose);
         assert_eq!(c.websocket.confirmation, ConfirmationShape::SystemMessage);
         assert_eq!(c.websocket.max_frame_bytes, 8192);
+        assert_eq!(c.pipeline.concurrency, 0, "unlimited by default");
         assert!(c.faults.is_empty());
     }
 
@@ -313,6 +328,7 @@ confirmation = "connection_established"
 max_managers_per_user = 5
 [pipeline]
 delay = { kind = "uniform", min = "1ms", max = "5ms" }
+concurrency = 8
 [faults.factory_init]
 rate = 0.5
 users = { suffix_mod = 4, suffix_rem = [0, 1] }
@@ -325,6 +341,7 @@ event = "tool_completed"
         assert_eq!(c.seed, 7);
         assert_eq!(c.auth.rejection, RejectionMode::RejectHandshake);
         assert_eq!(c.websocket.max_managers_per_user, 5);
+        assert_eq!(c.pipeline.concurrency, 8);
         assert!(c.faults.factory_init.is_some());
     }
 
@@ -345,6 +362,14 @@ event = "tool_completed"
         assert_eq!(
             e.to_string(),
             "t.toml:3:1: auth.handshake_status: must be 401 or 403 (got 500)"
+        );
+
+        let text = "[pipeline]\nconcurrency = 1000001\n";
+        let c: TestbedConfig = config_file::parse("t.toml", text).unwrap();
+        let e = c.validate("t.toml", text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:2:1: pipeline.concurrency: must be at most 1000000 (0: unlimited)"
         );
 
         let text = "[pipeline]\ndelay = { kind = \"gamma\" }\n";
