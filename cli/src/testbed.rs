@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gauntlet_testbed::TestbedConfig;
-use gauntlet_testbed::config::{ConfirmationShape, RejectionMode};
+use gauntlet_testbed::config::{ConfirmationShape, MAX_CONCURRENCY, RejectionMode};
 
 /// A flag combination that cannot work (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,11 @@ pub struct Args {
     /// /health answers 503 for this long after start (e.g. `5s`).
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
+    /// At most this many agent runs in progress across the testbed; further runs wait, in
+    /// arrival order, before `agent_started` (0: unlimited). With fixed delays the testbed
+    /// then serves exactly W / (run duration) runs per second.
+    #[arg(long, env = "GAUNTLET_TESTBED_PIPELINE_CONCURRENCY", value_name = "W")]
+    pipeline_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,10 +69,17 @@ enum Confirmation {
 impl Args {
     /// The config file with the flags applied over it.
     pub fn into_config(self) -> anyhow::Result<(SocketAddr, TestbedConfig)> {
-        let mut config = match &self.config {
+        let config = match &self.config {
             Some(path) => TestbedConfig::load(path)?,
             None => TestbedConfig::default(),
         };
+        let (listen, mut config) = self.apply(config)?;
+        config.resolve_secret().map_err(UsageError)?;
+        Ok((listen, config))
+    }
+
+    /// `config` with the flags applied over it (the secret not yet resolved).
+    fn apply(self, mut config: TestbedConfig) -> anyhow::Result<(SocketAddr, TestbedConfig)> {
         if let Some(path) = self.jwt_secret_file {
             config.auth.secret_file = Some(path);
         }
@@ -98,7 +110,15 @@ impl Args {
         if let Some(w) = self.warmup {
             config.http.warmup = w;
         }
-        config.resolve_secret().map_err(UsageError)?;
+        if let Some(w) = self.pipeline_concurrency {
+            if w > MAX_CONCURRENCY {
+                return Err(UsageError(format!(
+                    "--pipeline-concurrency must be at most {MAX_CONCURRENCY} (0: unlimited)"
+                ))
+                .into());
+            }
+            config.pipeline.concurrency = w;
+        }
         Ok((self.listen, config))
     }
 }
@@ -114,4 +134,37 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let shutdown = crate::signals::shutdown_token();
     gauntlet_testbed::serve(config, listener, shutdown).await?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn apply(flags: &[&str], config: TestbedConfig) -> anyhow::Result<TestbedConfig> {
+        let argv = std::iter::once("testbed").chain(flags.iter().copied());
+        Ok(Cli::try_parse_from(argv)?.args.apply(config)?.1)
+    }
+
+    #[test]
+    fn pipeline_concurrency_flag_overrides_the_file() {
+        let mut file = TestbedConfig::default();
+        file.pipeline.concurrency = 3;
+        let c = apply(&["--pipeline-concurrency", "8"], file.clone()).unwrap();
+        assert_eq!(c.pipeline.concurrency, 8);
+        let c = apply(&["--pipeline-concurrency", "0"], file.clone()).unwrap();
+        assert_eq!(c.pipeline.concurrency, 0, "0: unlimited");
+        let e = apply(&["--pipeline-concurrency", "1000001"], file).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--pipeline-concurrency must be at most 1000000 (0: unlimited)"
+        );
+    }
 }

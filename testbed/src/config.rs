@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delay::Delay;
 use crate::faults::Faults;
+pub use crate::protocol::{ConfirmationShape, EventShape};
 
 /// Everything the testbed can be told.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -40,29 +41,6 @@ pub enum RejectionMode {
     AcceptThenClose,
     /// Answer the upgrade request with an HTTP error (403 unless `handshake_status` says 401).
     RejectHandshake,
-}
-
-/// The shape of the connection confirmation frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfirmationShape {
-    /// `{"type":"system_message","data":{"event":"connection_established",...}}`.
-    #[default]
-    SystemMessage,
-    /// `{"type":"connection_established",...}` (later service versions).
-    ConnectionEstablished,
-}
-
-/// The shape of agent event frames (the reference service has two emitters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventShape {
-    /// `{"type","run_id","agent_name","user_id","thread_id","timestamp","payload":{..}}`.
-    #[default]
-    Flat,
-    /// `{"type","data":{..,"run_id","thread_id","request_id"},"critical":true,
-    /// "user_context":{"user_id","request_id"}}`.
-    Wrapped,
 }
 
 /// JWT validation settings. The secret itself never lives in a file that describes the run:
@@ -182,7 +160,13 @@ pub struct PipelineConfig {
     pub delay: Delay,
     /// `agent_name` in event frames.
     pub agent_name: String,
+    /// At most this many agent runs in progress across the whole testbed; further runs wait,
+    /// in arrival order, before `agent_started`. 0: unlimited. See [`crate::capacity`].
+    pub concurrency: usize,
 }
+
+/// The largest `pipeline.concurrency`.
+pub const MAX_CONCURRENCY: usize = 1_000_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -192,6 +176,7 @@ impl Default for PipelineConfig {
                 p99: Duration::from_millis(200),
             },
             agent_name: "supervisor".into(),
+            concurrency: 0,
         }
     }
 }
@@ -266,6 +251,13 @@ impl TestbedConfig {
                 "must be at least 256".into(),
             );
         }
+        if self.pipeline.concurrency > MAX_CONCURRENCY {
+            return err(
+                "pipeline",
+                "concurrency",
+                format!("must be at most {MAX_CONCURRENCY} (0: unlimited)"),
+            );
+        }
         if let Err(msg) = self.pipeline.delay.check() {
             return err("pipeline", "delay", msg);
         }
@@ -319,6 +311,7 @@ mod tests {
         assert_eq!(c.auth.rejection, RejectionMode::AcceptThenClose);
         assert_eq!(c.websocket.confirmation, ConfirmationShape::SystemMessage);
         assert_eq!(c.websocket.max_frame_bytes, 8192);
+        assert_eq!(c.pipeline.concurrency, 0, "unlimited by default");
         assert!(c.faults.is_empty());
     }
 
@@ -335,6 +328,7 @@ confirmation = "connection_established"
 max_managers_per_user = 5
 [pipeline]
 delay = { kind = "uniform", min = "1ms", max = "5ms" }
+concurrency = 8
 [faults.factory_init]
 rate = 0.5
 users = { suffix_mod = 4, suffix_rem = [0, 1] }
@@ -347,6 +341,7 @@ event = "tool_completed"
         assert_eq!(c.seed, 7);
         assert_eq!(c.auth.rejection, RejectionMode::RejectHandshake);
         assert_eq!(c.websocket.max_managers_per_user, 5);
+        assert_eq!(c.pipeline.concurrency, 8);
         assert!(c.faults.factory_init.is_some());
     }
 
@@ -367,6 +362,14 @@ event = "tool_completed"
         assert_eq!(
             e.to_string(),
             "t.toml:3:1: auth.handshake_status: must be 401 or 403 (got 500)"
+        );
+
+        let text = "[pipeline]\nconcurrency = 1000001\n";
+        let c: TestbedConfig = config_file::parse("t.toml", text).unwrap();
+        let e = c.validate("t.toml", text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:2:1: pipeline.concurrency: must be at most 1000000 (0: unlimited)"
         );
 
         let text = "[pipeline]\ndelay = { kind = \"gamma\" }\n";

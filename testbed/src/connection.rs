@@ -1,6 +1,7 @@
 //! One WebSocket connection, from the upgrade request to the close: admission (warm-up, token,
 //! injected auth rejection), connection faults, the manager factory, the confirmation frame,
-//! then the message loop (ping, heartbeat, agent runs, acks, keepalive, size limits).
+//! then the message loop (ping, heartbeat, agent runs queued behind the testbed's capacity,
+//! acks, keepalive, size limits).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,13 +18,14 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::app::App;
 use crate::auth::{self, Identity};
+use crate::capacity::{Entry, RunPermit};
 use crate::config::RejectionMode;
 use crate::factory::ManagerLease;
 use crate::faults::{CONNECTION_FAULTS, FaultKind, fires};
 use crate::frames::{self, RunIds};
-use crate::pipeline::{self, Outgoing, PipelineKey};
-use crate::server::App;
+use crate::pipeline::{self, Outgoing, PipelineKey, RunSlot};
 use crate::stats::{RejectReason, UserCounters};
 
 /// Agent runs one connection may have in flight. A run holds its slot until its last frame is
@@ -532,41 +534,93 @@ impl Connection {
         send(&app, &mut self.socket, reply).await
     }
 
+    /// Starts an agent run, or queues it behind the testbed's capacity: numbered (which keys
+    /// its fault and delay draws) when it arrives, started when it is admitted.
     fn start_pipeline(&mut self, thread_id: Option<String>, slot: OwnedSemaphorePermit) {
-        let app = &self.app;
         let number = self.pipelines;
         self.pipelines += 1;
+        let ids = Arc::new(RunIds {
+            run_id: format!("run_{}_{number}", self.conn_id),
+            thread_id: thread_id.unwrap_or_else(|| self.thread_id.clone()),
+            request_id: format!("req_{}_{number}", self.conn_id),
+            agent_name: self.app.config.pipeline.agent_name.clone(),
+        });
+        let outbox = self
+            .outbox
+            .get_or_insert_with(|| mpsc::channel(OUTBOX_CAPACITY))
+            .0
+            .clone();
+        let run = Run {
+            app: self.app.clone(),
+            sub: self.sub.clone(),
+            user_connection: self.user_connection,
+            number,
+            user: self.user.clone(),
+            ids,
+            outbox,
+            slot,
+        };
+        match self.app.capacity.enter() {
+            Entry::Now(permit) => {
+                tokio::spawn(run.start(permit));
+            }
+            Entry::Queued(queued) => {
+                tokio::spawn(async move {
+                    let permit = tokio::select! {
+                        permit = queued.admitted() => permit,
+                        // The connection ended while the run waited: it leaves the queue.
+                        () = run.outbox.closed() => return,
+                    };
+                    run.start(permit).await;
+                });
+            }
+        }
+    }
+}
+
+/// An agent run that has arrived on a connection: everything it needs to start, owned, so it
+/// can wait for capacity in a task of its own.
+struct Run {
+    app: Arc<App>,
+    sub: String,
+    user_connection: u64,
+    number: u64,
+    user: Arc<UserCounters>,
+    ids: Arc<RunIds>,
+    outbox: mpsc::Sender<Outgoing>,
+    /// The connection's slot, held while the run waits too.
+    slot: OwnedSemaphorePermit,
+}
+
+impl Run {
+    /// Counts the run as started, draws its schedule (and faults) now, and returns the task
+    /// that plays it.
+    fn start(self, capacity: RunPermit) -> impl Future<Output = ()> + Send + 'static {
+        let app = self.app;
         app.stats.pipelines_started.fetch_add(1, Ordering::Relaxed);
         self.user.pipeline();
         let key = PipelineKey {
             seed: app.config.seed,
             sub: &self.sub,
             connection: self.user_connection,
-            pipeline: number,
+            pipeline: self.number,
         };
         let faults = app.faults();
         let (steps, injected) = pipeline::schedule(&key, &app.config.pipeline.delay, &faults);
         for kind in injected {
             app.stats.fault(kind);
         }
-        let ids = Arc::new(RunIds {
-            run_id: format!("run_{}_{number}", self.conn_id),
-            thread_id: thread_id.unwrap_or_else(|| self.thread_id.clone()),
-            request_id: format!("req_{}_{number}", self.conn_id),
-            agent_name: app.config.pipeline.agent_name.clone(),
-        });
-        let tx = self
-            .outbox
-            .get_or_insert_with(|| mpsc::channel(OUTBOX_CAPACITY))
-            .0
-            .clone();
         let shape = app.config.websocket.event_shape;
-        let app = app.clone();
-        tokio::spawn(async move {
-            if !pipeline::play(steps, shape, ids, tx, slot).await {
+        let slot = RunSlot {
+            connection: self.slot,
+            capacity,
+        };
+        let (ids, outbox) = (self.ids, self.outbox);
+        async move {
+            if !pipeline::play(steps, shape, ids, outbox, slot).await {
                 app.stats.pipelines_aborted.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gauntlet_core::units::Rate;
 use serde::{Deserialize, Serialize};
 
-use crate::frames::AgentEvent;
+use crate::protocol::AgentEvent;
 use crate::rng::{SplitMix, hash_str};
 
 /// Every kind of fault, with its stable name (the key in `[faults]` and in stats).

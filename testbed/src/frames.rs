@@ -3,58 +3,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{ConfirmationShape, EventShape};
-
-/// The five agent events, in their required order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentEvent {
-    /// First, always.
-    AgentStarted,
-    /// The agent reasons.
-    AgentThinking,
-    /// A tool call begins.
-    ToolExecuting,
-    /// That tool call ends; always after `tool_executing`.
-    ToolCompleted,
-    /// Last.
-    AgentCompleted,
-}
-
-impl AgentEvent {
-    /// All five, in order.
-    pub const ORDER: [AgentEvent; 5] = [
-        AgentEvent::AgentStarted,
-        AgentEvent::AgentThinking,
-        AgentEvent::ToolExecuting,
-        AgentEvent::ToolCompleted,
-        AgentEvent::AgentCompleted,
-    ];
-
-    /// The `type` on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            AgentEvent::AgentStarted => "agent_started",
-            AgentEvent::AgentThinking => "agent_thinking",
-            AgentEvent::ToolExecuting => "tool_executing",
-            AgentEvent::ToolCompleted => "tool_completed",
-            AgentEvent::AgentCompleted => "agent_completed",
-        }
-    }
-
-    fn status(self) -> &'static str {
-        match self {
-            AgentEvent::AgentStarted => "started",
-            AgentEvent::AgentThinking => "thinking",
-            AgentEvent::ToolExecuting => "executing",
-            AgentEvent::ToolCompleted => "completed",
-            AgentEvent::AgentCompleted => "completed",
-        }
-    }
-}
+use crate::protocol::{AgentEvent, ConfirmationShape, EventShape};
 
 /// Seconds since the epoch, as the reference service writes timestamps.
 pub fn timestamp() -> f64 {

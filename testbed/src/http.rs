@@ -11,8 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::app::App;
 use crate::faults::{FaultKind, Faults, fires};
-use crate::server::App;
 use crate::stats::StatsSnapshot;
 
 /// The endpoints the reference suite calls "critical": each must answer 200.

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::config::EventShape;
+use crate::capacity::RunPermit;
 use crate::delay::Delay;
 use crate::faults::{FaultKind, Faults, fires};
-use crate::frames::{self, AgentEvent, RunIds};
+use crate::frames::{self, RunIds};
+use crate::protocol::{AgentEvent, EventShape};
 use crate::rng::{SplitMix, hash_str};
 
 /// Tag that keys delay draws apart from fault draws.
@@ -64,7 +65,7 @@ pub fn schedule(
 ) -> (Vec<Step>, Vec<FaultKind>) {
     let draw_key = [key.connection, key.pipeline];
     let mut injected = Vec::new();
-    let mut fired = |kind: FaultKind| -> Option<crate::frames::AgentEvent> {
+    let mut fired = |kind: FaultKind| -> Option<AgentEvent> {
         let (fault, event) = faults.event(kind)?;
         fires(
             key.seed,
@@ -151,6 +152,16 @@ pub fn schedule(
     (steps, injected)
 }
 
+/// What a run holds while it is in progress: its slot on its connection and its place in the
+/// testbed's capacity, freed together once its last frame is written (or when it is cut).
+#[derive(Debug)]
+pub struct RunSlot {
+    /// One of the connection's in-flight run slots.
+    pub connection: OwnedSemaphorePermit,
+    /// One of the testbed's `pipeline.concurrency` slots.
+    pub capacity: RunPermit,
+}
+
 /// One item for a connection to write.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -163,7 +174,7 @@ pub enum Outgoing {
         /// Writing it completes its pipeline.
         completes: bool,
         /// The run's slot, carried by its last frame and freed once that frame is written.
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<RunSlot>,
     },
     /// Drop the connection without a close frame.
     Drop,
@@ -176,7 +187,7 @@ pub async fn play(
     shape: EventShape,
     ids: Arc<RunIds>,
     outbox: mpsc::Sender<Outgoing>,
-    slot: OwnedSemaphorePermit,
+    slot: RunSlot,
 ) -> bool {
     let mut slot = Some(slot);
     for step in steps {
@@ -216,8 +227,15 @@ mod tests {
     use tokio::sync::Semaphore;
     use tokio::time::Instant;
 
-    fn slot() -> OwnedSemaphorePermit {
-        Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
+    fn slot() -> RunSlot {
+        let crate::capacity::Entry::Now(capacity) = crate::capacity::Capacity::new(0).enter()
+        else {
+            panic!("unlimited capacity always admits")
+        };
+        RunSlot {
+            connection: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            capacity,
+        }
     }
 
     fn key(pipeline: u64) -> PipelineKey<'static> {

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::CapacitySnapshot;
 use crate::factory::FactorySnapshot;
 use crate::faults::FaultKind;
-use crate::frames::AgentEvent;
+use crate::protocol::AgentEvent;
 
 /// Why a connection was refused or closed before its confirmation frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +218,7 @@ impl Stats {
     }
 
     /// A JSON-ready reading of every counter.
-    pub fn snapshot(&self, factory: FactorySnapshot) -> StatsSnapshot {
+    pub fn snapshot(&self, factory: FactorySnapshot, capacity: CapacitySnapshot) -> StatsSnapshot {
         let rejected: BTreeMap<String, u64> = RejectReason::ALL
             .iter()
             .map(|r| (r.name().to_owned(), get(&self.rejected[*r as usize])))
@@ -246,6 +247,7 @@ impl Stats {
                 dropped: get(&self.pipelines_dropped),
                 aborted: get(&self.pipelines_aborted),
             },
+            capacity,
             events_sent: AgentEvent::ORDER
                 .iter()
                 .map(|e| (e.name().to_owned(), get(&self.events_sent[*e as usize])))
@@ -287,6 +289,9 @@ pub struct StatsSnapshot {
     pub connections: ConnectionStats,
     /// Agent pipelines.
     pub pipelines: PipelineStats,
+    /// The testbed-wide run limit (`pipeline.concurrency`) and who waited for it.
+    #[serde(default)]
+    pub capacity: CapacitySnapshot,
     /// Agent events written to sockets, by type (all five always present).
     pub events_sent: BTreeMap<String, u64>,
     /// Frames.
@@ -339,7 +344,8 @@ pub struct ConnectionStats {
 /// Pipeline figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PipelineStats {
-    /// Pipelines started by `start_agent` / `user_message` and aliases.
+    /// Pipelines started by `start_agent` / `user_message` and aliases (a run waiting for
+    /// capacity counts when it starts; one abandoned while waiting never does).
     pub started: u64,
     /// Pipelines whose last event was written.
     pub completed: u64,
