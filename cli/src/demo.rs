@@ -118,10 +118,11 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
     outln!("(the injected faults make the plan's threshold fail, as they should)");
 
     let truth = testbed.stats();
-    let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
-    for f in &report.failures {
-        *by_category.entry(f.category.clone()).or_default() += f.count;
-    }
+    let by_category: BTreeMap<String, u64> = report
+        .failures_by_category()
+        .into_iter()
+        .map(|(c, n)| (c.to_string(), n))
+        .collect();
     outln!("\ngauntlet's failure counts next to the testbed's ground truth:");
     outln!("  {:<20} {:>9} {:>9}", "fault", "injected", "gauntlet");
     let mut all_equal = true;

@@ -304,10 +304,7 @@ fn cycle_table(cycles: &[Cycle]) -> String {
     );
     for c in cycles {
         let r = &c.report;
-        let mut by: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-        for f in &r.failures {
-            *by.entry(f.category.as_str()).or_default() += f.count;
-        }
+        let by = r.failures_by_category();
         let failures = if by.is_empty() {
             "-".to_owned()
         } else {

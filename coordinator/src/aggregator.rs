@@ -151,10 +151,11 @@ impl Aggregator {
             .zip(&self.per_worker)
             .enumerate()
             .map(|(i, (((s, main), vus), per_worker))| {
-                let mut failures = BTreeMap::new();
-                for (k, v) in &s.failures {
-                    *failures.entry(k.category.clone()).or_insert(0) += v.count;
-                }
+                let failures = s
+                    .failures_by_category()
+                    .into_iter()
+                    .map(|(c, n)| (c.to_string(), n))
+                    .collect();
                 let latency = main
                     .histograms
                     .iter()

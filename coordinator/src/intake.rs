@@ -255,8 +255,8 @@ impl Intake {
             return unknown("check", c);
         }
         for key in delta.failures.keys() {
-            if !v.categories.contains(&key.category) {
-                return unknown("failure category", &key.category);
+            if !v.categories.contains(key.category.as_str()) {
+                return unknown("failure category", key.category.as_str());
             }
             if !v.steps.contains_key(&key.scenario) {
                 return unknown("scenario", &key.scenario);

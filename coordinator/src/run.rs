@@ -484,10 +484,7 @@ impl Run {
     fn publish(&self, planned: Option<Duration>) {
         let state = lock(&self.state);
         let total = state.agg.total();
-        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-        for (k, v) in &total.failures {
-            *failures.entry(k.category.clone()).or_default() += v.count;
-        }
+        let failures = total.failures_by_category();
         let metrics = MAIN_METRICS
             .iter()
             .filter_map(|m| {
@@ -509,7 +506,10 @@ impl Run {
             counters: Some(counters_to_proto(&total.counters)),
             failures: failures
                 .into_iter()
-                .map(|(category, count)| v1::CategoryCount { category, count })
+                .map(|(category, count)| v1::CategoryCount {
+                    category: category.to_string(),
+                    count,
+                })
                 .collect(),
             metrics,
             report_json: state
@@ -1023,7 +1023,7 @@ fn finish(coordinator: &Coordinator, run: &Run, early: Option<(Verdict, String)>
         .map(|c| (c.category.clone(), 0))
         .collect();
     for f in &measured.failures {
-        if let Some(n) = classifiers.get_mut(&f.category) {
+        if let Some(n) = classifiers.get_mut(f.category.as_str()) {
             *n += f.count;
         }
     }
@@ -1597,7 +1597,7 @@ impl Run {
             ];
             for x in &r.failures {
                 *f.failures
-                    .entry((x.scenario.clone(), x.category.clone()))
+                    .entry((x.scenario.clone(), x.category.to_string()))
                     .or_default() += x.count;
             }
             for m in MAIN_METRICS {
@@ -1625,7 +1625,7 @@ impl Run {
         ];
         for (k, v) in &total.failures {
             *f.failures
-                .entry((k.scenario.clone(), k.category.clone()))
+                .entry((k.scenario.clone(), k.category.to_string()))
                 .or_default() += v.count;
         }
         for m in MAIN_METRICS {

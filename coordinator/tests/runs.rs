@@ -767,7 +767,7 @@ async fn open_model_subjects_do_not_depend_on_the_number_of_workers() {
         let mut failures: Vec<(String, u64)> = r
             .failures
             .iter()
-            .map(|f| (f.category.clone(), f.count))
+            .map(|f| (f.category.to_string(), f.count))
             .collect();
         failures.sort();
         assert_eq!(

@@ -58,11 +58,10 @@ pub struct Comparison {
 }
 
 fn by_category(r: &Report) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for f in &r.failures {
-        *m.entry(f.category.clone()).or_insert(0) += f.count;
-    }
-    m
+    r.failures_by_category()
+        .into_iter()
+        .map(|(c, n)| (c.as_str().to_owned(), n))
+        .collect()
 }
 
 /// Compares two runs.

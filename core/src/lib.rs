@@ -18,6 +18,8 @@
 //!   `junit.xml`.
 //! - [`compare`]: progress between two runs of a plan.
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
+//! - [`words`]: the shared vocabulary as types: run phases, failure categories, the verdict
+//!   and its cause.
 //! - [`template`]: `{placeholder}` strings, parsed once when the plan loads.
 //! - [`redact`]: what a credential looks like (secret names, JWTs, `Bearer`, URL user-info)
 //!   and its masking, for every plan, URL, sample and log line shown or stored.
@@ -35,3 +37,4 @@ pub mod segment;
 pub mod template;
 pub mod thresholds;
 pub mod units;
+pub mod words;

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::words::FailureCategory;
+
 /// Significant digits of every latency histogram.
 pub const SIGFIG: u8 = 3;
 /// How many raw samples each failure pattern keeps.
@@ -74,8 +76,8 @@ impl Counters {
 /// Where and what: the key of a failure pattern.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FailureKey {
-    /// Stable category name (`factory_init_failed`, or a plan classifier's).
-    pub category: String,
+    /// The category (`factory_init_failed`, or a plan classifier's).
+    pub category: FailureCategory,
     /// What distinguishes it inside the category (`403`, `1011`, `agent_completed`...).
     pub detail: String,
     /// Scenario.
@@ -226,14 +228,8 @@ impl Snapshot {
     }
 
     /// Failed sessions by category, most frequent first.
-    pub fn failures_by_category(&self) -> Vec<(String, u64)> {
-        let mut by: BTreeMap<&str, u64> = BTreeMap::new();
-        for (key, stats) in &self.failures {
-            *by.entry(&key.category).or_default() += stats.count;
-        }
-        let mut out: Vec<(String, u64)> = by.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        out
+    pub fn failures_by_category(&self) -> Vec<(FailureCategory, u64)> {
+        crate::words::tally(self.failures.iter().map(|(k, v)| (&k.category, v.count)))
     }
 
     /// A plain-text summary for a terminal.

@@ -17,29 +17,6 @@ pub const METRIC_SESSION: &str = "session";
 /// The step a failure is filed under when minting the session's token failed.
 pub const STEP_AUTH: &str = "auth";
 
-/// The failure categories of the built-in taxonomy (a plan's classifiers add their own).
-pub const BUILTIN_CATEGORIES: [&str; 19] = [
-    "connect_refused",
-    "dns",
-    "tls",
-    "auth_rejected",
-    "handshake_rejected",
-    "factory_init_failed",
-    "service_not_ready",
-    "internal_error",
-    "unexpected_close",
-    "error_frame",
-    "timeout",
-    "sequence_violation",
-    "missing_event",
-    "duplicate_event",
-    "isolation_breach",
-    "http_status",
-    "check_failed",
-    "protocol_error",
-    "response_too_large",
-];
-
 /// Everything a plan's measurements may be named.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vocabulary {
@@ -77,8 +54,11 @@ impl Vocabulary {
             v.steps.insert(s.name.clone(), steps);
         }
         v.checks.extend(isolation);
-        v.categories
-            .extend(BUILTIN_CATEGORIES.iter().map(|c| (*c).to_owned()));
+        v.categories.extend(
+            crate::words::FailureCategory::BUILTIN
+                .iter()
+                .map(|c| c.as_str().to_owned()),
+        );
         v.categories
             .extend(plan.classifiers.iter().map(|c| c.category.clone()));
         v

@@ -398,7 +398,7 @@ impl Threshold {
                     Some(category) => s
                         .failures
                         .iter()
-                        .filter(|(k, _)| k.category == *category)
+                        .filter(|(k, _)| k.category.as_str() == category)
                         .map(|(_, v)| v.count)
                         .sum(),
                 };

@@ -2,6 +2,7 @@
 //! percentiles, so the coordinator's merge is exact), counters, failure patterns and checks.
 
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot};
+use gauntlet_core::words::FailureCategory;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
 use crate::v1;
@@ -51,7 +52,7 @@ pub fn snapshot_to_proto(
             .failures
             .iter()
             .map(|(k, v)| v1::FailurePattern {
-                category: k.category.clone(),
+                category: k.category.to_string(),
                 detail: k.detail.clone(),
                 scenario: k.scenario.clone(),
                 step: k.step.clone(),
@@ -203,7 +204,7 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
         .unwrap_or_default();
     for f in &p.failures {
         let key = FailureKey {
-            category: f.category.clone(),
+            category: FailureCategory::named(&f.category),
             detail: f.detail.clone(),
             scenario: f.scenario.clone(),
             step: f.step.clone(),

@@ -126,7 +126,7 @@ fn real_snapshot() -> impl Strategy<Value = Snapshot> {
     let key =
         (text(8), text(8), text(8), text(8)).prop_map(|(category, detail, scenario, step)| {
             FailureKey {
-                category,
+                category: category.as_str().into(),
                 detail,
                 scenario,
                 step,

@@ -3,6 +3,7 @@
 //! classifiers first.
 
 use gauntlet_core::plan::{Classifier, Condition};
+use gauntlet_core::words::FailureCategory;
 use regex::Regex;
 
 /// What went wrong, as observed.
@@ -98,7 +99,7 @@ impl Symptom {
 /// A plan classifier, compiled: its category and its conditions, every one of which must hold.
 #[derive(Debug, Clone)]
 pub struct CompiledClassifier {
-    category: String,
+    category: FailureCategory,
     when: Vec<Test>,
 }
 
@@ -130,7 +131,7 @@ impl CompiledClassifier {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(CompiledClassifier {
-            category: c.category.clone(),
+            category: FailureCategory::named(&c.category),
             when,
         })
     }
@@ -170,59 +171,61 @@ impl Test {
 
 /// `(category, detail)` for `symptom`: the first plan classifier that matches, else the
 /// built-in taxonomy.
-pub fn classify(symptom: &Symptom, classifiers: &[CompiledClassifier]) -> (String, String) {
+pub fn classify(
+    symptom: &Symptom,
+    classifiers: &[CompiledClassifier],
+) -> (FailureCategory, String) {
     if let Some(c) = classifiers.iter().find(|c| c.matches(symptom)) {
         return (c.category.clone(), detail(symptom));
     }
-    let category = builtin(symptom);
-    (category.to_owned(), detail(symptom))
+    (builtin(symptom), detail(symptom))
 }
 
-/// The built-in taxonomy's category of `symptom` (one of
-/// [`gauntlet_core::names::BUILTIN_CATEGORIES`]).
-fn builtin(symptom: &Symptom) -> &'static str {
+/// The built-in taxonomy's category of `symptom`.
+fn builtin(symptom: &Symptom) -> FailureCategory {
+    use FailureCategory as C;
     match symptom {
-        Symptom::ConnectRefused(_) => "connect_refused",
-        Symptom::Dns(_) => "dns",
-        Symptom::Tls(_) => "tls",
+        Symptom::ConnectRefused(_) => C::ConnectRefused,
+        Symptom::Dns(_) => C::Dns,
+        Symptom::Tls(_) => C::Tls,
         Symptom::Handshake {
             status: 401 | 403, ..
-        } => "auth_rejected",
-        Symptom::Handshake { .. } => "handshake_rejected",
-        Symptom::Close { code: 1008, .. } => "auth_rejected",
+        } => C::AuthRejected,
+        Symptom::Handshake { .. } => C::HandshakeRejected,
+        Symptom::Close { code: 1008, .. } => C::AuthRejected,
         Symptom::Close { code: 1011, reason } => {
             let r = reason.to_ascii_lowercase();
             if r.contains("factory") {
-                "factory_init_failed"
+                C::FactoryInitFailed
             } else if r.contains("not ready") {
-                "service_not_ready"
+                C::ServiceNotReady
             } else {
-                "internal_error"
+                C::InternalError
             }
         }
-        Symptom::Close { .. } | Symptom::Reset(_) => "unexpected_close",
+        Symptom::Close { .. } | Symptom::Reset(_) => C::UnexpectedClose,
         Symptom::ErrorFrame { code, .. } => error_code_category(code),
-        Symptom::Timeout(_) => "timeout",
-        Symptom::Sequence(_) => "sequence_violation",
-        Symptom::MissingEvent(_) => "missing_event",
-        Symptom::DuplicateEvent(_) => "duplicate_event",
-        Symptom::Isolation { .. } => "isolation_breach",
-        Symptom::HttpStatus { .. } => "http_status",
-        Symptom::CheckFailed { .. } => "check_failed",
-        Symptom::Protocol(_) => "protocol_error",
-        Symptom::TooLarge(_) => "response_too_large",
+        Symptom::Timeout(_) => C::Timeout,
+        Symptom::Sequence(_) => C::SequenceViolation,
+        Symptom::MissingEvent(_) => C::MissingEvent,
+        Symptom::DuplicateEvent(_) => C::DuplicateEvent,
+        Symptom::Isolation { .. } => C::IsolationBreach,
+        Symptom::HttpStatus { .. } => C::HttpStatus,
+        Symptom::CheckFailed { .. } => C::CheckFailed,
+        Symptom::Protocol(_) => C::ProtocolError,
+        Symptom::TooLarge(_) => C::ResponseTooLarge,
     }
 }
 
-fn error_code_category(code: &str) -> &'static str {
+fn error_code_category(code: &str) -> FailureCategory {
     match code {
         c if c.starts_with("AUTH") || c == "NO_TOKEN" || c == "VALIDATION_FAILED" => {
-            "auth_rejected"
+            FailureCategory::AuthRejected
         }
-        c if c.starts_with("FACTORY") => "factory_init_failed",
-        "INTERNAL_ERROR" => "internal_error",
-        "SERVICE_NOT_READY" | "SERVICE_UNAVAILABLE" => "service_not_ready",
-        _ => "error_frame",
+        c if c.starts_with("FACTORY") => FailureCategory::FactoryInitFailed,
+        "INTERNAL_ERROR" => FailureCategory::InternalError,
+        "SERVICE_NOT_READY" | "SERVICE_UNAVAILABLE" => FailureCategory::ServiceNotReady,
+        _ => FailureCategory::ErrorFrame,
     }
 }
 
@@ -378,11 +381,9 @@ mod tests {
         ];
         let mut seen = std::collections::BTreeSet::new();
         for s in &symptoms {
-            let c = builtin(s);
-            assert!(gauntlet_core::names::BUILTIN_CATEGORIES.contains(&c), "{c}");
-            seen.insert(c);
+            seen.insert(builtin(s));
         }
-        assert_eq!(seen.len(), gauntlet_core::names::BUILTIN_CATEGORIES.len());
+        assert_eq!(seen.len(), FailureCategory::BUILTIN.len(), "{seen:?}");
         // Details stay short whatever the symptom carries.
         let long = classify(&Symptom::Timeout("x".repeat(5000)), &[]).1;
         assert!(

@@ -405,7 +405,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
             let _ = write!(
                 out,
                 "<tr><td><code>{}</code></td><td>{}</td><td><code>{}/{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.1} s</td><td class=\"num\">{:.1} s</td><td><code>{}</code></td></tr>",
-                esc(&f.category),
+                esc(f.category.as_str()),
                 esc(&f.detail),
                 esc(&f.scenario),
                 esc(&f.step),

@@ -62,7 +62,7 @@ pub fn render(r: &Report) -> String {
                     .collect();
                 let kind = patterns
                     .first()
-                    .map_or("check_failed".to_owned(), |f| f.category.clone());
+                    .map_or("check_failed".to_owned(), |f| f.category.to_string());
                 let message = format!("{failed} of {run} failed; {}", categories.join(", "));
                 let sample = patterns
                     .iter()

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
+use crate::words::FailureCategory;
 
 pub mod html;
 pub mod junit;
@@ -19,37 +20,7 @@ pub mod markdown;
 /// Version of the report's JSON shape.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Pass, fail or error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Sessions ran and every threshold held.
-    Pass,
-    /// A threshold failed.
-    Fail,
-    /// The run could not be judged: nothing ran, no worker, the target never reached, aborted.
-    Error,
-}
-
-impl Verdict {
-    /// `pass`, `fail` or `error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Error => "error",
-        }
-    }
-
-    /// The exit code of `gauntlet run` for this verdict.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-            Verdict::Error => 3,
-        }
-    }
-}
+pub use crate::words::{Cause, Judgement, Verdict};
 
 /// The plan a report is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -91,7 +62,7 @@ pub struct Totals {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FailureReport {
     /// Category.
-    pub category: String,
+    pub category: FailureCategory,
     /// Detail inside the category.
     pub detail: String,
     /// Scenario.
@@ -318,7 +289,11 @@ pub fn summarize(s: &Snapshot) -> Measured {
             samples: v.samples.clone(),
         })
         .collect();
-    failures.sort_by(|a, b| b.count.cmp(&a.count).then(a.category.cmp(&b.category)));
+    failures.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.category.as_str().cmp(b.category.as_str()))
+    });
     let metrics = s
         .histograms
         .iter()
@@ -339,6 +314,11 @@ pub fn summarize(s: &Snapshot) -> Measured {
 }
 
 impl Report {
+    /// Failed sessions by category, most frequent first ([`crate::words::tally`]).
+    pub fn failures_by_category(&self) -> Vec<(FailureCategory, u64)> {
+        crate::words::tally(self.failures.iter().map(|f| (&f.category, f.count)))
+    }
+
     /// A plain-text summary for a terminal.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
