@@ -412,7 +412,12 @@ fn progress_line(p: &v1::RunProgress) -> String {
         .collect();
     format!(
         "[{} {elapsed:.1}s{planned}] workers {}{} VUs {} sessions {} ({rate:.0}/s) passed {} failed {} {} {}",
-        p.state,
+        match p.phase() {
+            v1::RunPhase::Waiting => "waiting",
+            v1::RunPhase::Running => "running",
+            v1::RunPhase::Finished => "finished",
+            v1::RunPhase::Unspecified => "?",
+        },
         p.workers,
         if p.workers_lost > 0 {
             format!(" ({} lost)", p.workers_lost)

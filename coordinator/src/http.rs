@@ -116,7 +116,7 @@ fn runs(coordinator: &Coordinator) -> Value {
             json!({
                 "run_id": r.id,
                 "plan": r.plan.name,
-                "state": r.phase(),
+                "state": r.phase().as_str(),
                 "verdict": report.as_ref().map(|rep| rep.verdict.as_str()),
                 "verdict_reason": report.as_ref().map(|rep| rep.verdict_reason.clone()),
             })
@@ -252,7 +252,7 @@ pub fn metrics(coordinator: &Coordinator) -> String {
         out,
         "# HELP gauntlet_rejected_messages_total Worker snapshots refused, never merged, by reason.\n# TYPE gauntlet_rejected_messages_total counter"
     );
-    for reason in crate::intake::Reason::ALL {
+    for reason in crate::run::intake::Reason::ALL {
         let _ = writeln!(
             out,
             "gauntlet_rejected_messages_total{{reason=\"{}\"}} {}",
@@ -275,11 +275,11 @@ pub fn live(coordinator: &Coordinator) -> Value {
         .take(LIVE_RUNS)
         .map(|r| {
             let report = r.live_report();
-            let finished = r.phase() == "finished";
+            let finished = r.phase() == gauntlet_core::words::RunPhase::Finished;
             json!({
                 "run_id": r.id,
                 "plan": r.plan.name,
-                "state": r.phase(),
+                "state": r.phase().as_str(),
                 "verdict": if finished { report.verdict.as_str() } else { "" },
                 "verdict_reason": if finished { report.verdict_reason.clone() } else { String::new() },
                 "elapsed_s": report.duration_s,

@@ -5,8 +5,6 @@
 //! # Layout
 //! - [`registry`]: known workers, their streams and heartbeats.
 //! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
-//! - [`intake`]: what a snapshot must pass before it is merged (ownership, window, names,
-//!   consistency, plausibility).
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
 //! - [`history`]: the SQLite run history.
 //! - [`listen`]: guarded listening sockets (connection limit, idle timeout).
@@ -16,7 +14,6 @@
 pub mod aggregator;
 pub mod history;
 pub mod http;
-pub mod intake;
 pub mod listen;
 pub mod registry;
 pub mod run;
@@ -84,7 +81,7 @@ pub struct Coordinator {
     /// Where runs are recorded (started, then finished), if set.
     pub(crate) history: Option<Arc<Mutex<history::History>>>,
     /// Snapshots refused since the start, by reason, for `/metrics`.
-    pub rejected: Arc<intake::Rejections>,
+    pub rejected: Arc<run::intake::Rejections>,
     /// Connections closed on arrival because a port held its maximum, for `/metrics`.
     pub refused_connections: Arc<std::sync::atomic::AtomicU64>,
 }

@@ -34,10 +34,23 @@ pub struct WorkerEntry {
 }
 
 /// The registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     workers: Mutex<BTreeMap<String, WorkerEntry>>,
     next: Mutex<u64>,
+    /// Bumped whenever a worker's stream opens or closes, so that a run waiting for workers
+    /// wakes when one arrives instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            workers: Mutex::default(),
+            next: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// A worker with no open stream is forgotten this long after it was last heard from (its id
@@ -139,7 +152,10 @@ impl Registry {
         entry.stream += 1;
         entry.outbox = Some(outbox);
         entry.last_seen = Instant::now();
-        Some(entry.stream)
+        let stream = entry.stream;
+        drop(workers);
+        self.changes.send_modify(|n| *n += 1);
+        Some(stream)
     }
 
     /// Detaches stream `stream` of `id` (a newer stream stays).
@@ -149,6 +165,12 @@ impl Registry {
         {
             entry.outbox = None;
         }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes whenever a worker's stream opens or closes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Notes that `id` was heard from.

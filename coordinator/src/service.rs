@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Coordinator;
-use crate::intake::{Reason, Refusal};
+use crate::run::intake::{Reason, Refusal};
 use crate::run::{Run, RunRequest};
 
 /// A peer's id, cut for a message.
@@ -213,7 +213,7 @@ impl v1::control_service_server::ControlService for Control {
         tokio::spawn(async move {
             loop {
                 let progress = rx.borrow_and_update().clone();
-                let finished = progress.state == "finished";
+                let finished = progress.phase() == v1::RunPhase::Finished;
                 if tx.send(Ok(progress)).await.is_err() || finished {
                     break;
                 }
@@ -254,7 +254,7 @@ impl v1::control_service_server::ControlService for Control {
             .map_err(|e| Status::internal(e.to_string()))?
             .unwrap_or_default();
         Ok(Response::new(v1::GetRunResponse {
-            state: run.phase().into(),
+            phase: crate::run::phase_to_proto(run.phase()).into(),
             report_json,
         }))
     }
@@ -270,11 +270,15 @@ impl v1::control_service_server::ControlService for Control {
             .map(|r| v1::RunSummary {
                 run_id: r.id.clone(),
                 plan: r.plan.name.clone(),
-                state: r.phase().into(),
+                phase: crate::run::phase_to_proto(r.phase()).into(),
                 verdict: r
                     .report()
-                    .map(|rep| rep.verdict.as_str().to_owned())
-                    .unwrap_or_default(),
+                    .map_or(v1::Verdict::Unspecified, |rep| match rep.verdict {
+                        gauntlet_core::words::Verdict::Pass => v1::Verdict::Pass,
+                        gauntlet_core::words::Verdict::Fail => v1::Verdict::Fail,
+                        gauntlet_core::words::Verdict::Error => v1::Verdict::Error,
+                    })
+                    .into(),
             })
             .collect();
         Ok(Response::new(v1::ListRunsResponse { runs }))
@@ -296,7 +300,6 @@ impl v1::control_service_server::ControlService for Control {
                 capacity: w.capacity,
                 version: w.version,
                 labels: w.labels.into_iter().collect(),
-                run_id: String::new(),
                 last_seen_ms_ago: now.duration_since(w.last_seen).as_millis() as u64,
             })
             .collect();

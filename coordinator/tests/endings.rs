@@ -41,7 +41,7 @@ async fn until_elapsed(
         .unwrap()
         .into_inner();
     while let Some(p) = stream.message().await.unwrap() {
-        if p.state == "running" && p.elapsed_ms >= ms {
+        if p.phase() == v1::RunPhase::Running && p.elapsed_ms >= ms {
             return;
         }
     }
@@ -197,7 +197,7 @@ async fn a_run_interrupted_by_the_coordinator_stopping_is_an_error_with_what_it_
     let mut last = None;
     let mut stopped = false;
     while let Some(Ok(p)) = stream.next().await {
-        if !stopped && p.state == "running" && p.elapsed_ms >= 2000 {
+        if !stopped && p.phase() == v1::RunPhase::Running && p.elapsed_ms >= 2000 {
             stop.cancel();
             stopped = true;
         }

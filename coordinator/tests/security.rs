@@ -152,7 +152,7 @@ async fn a_snapshot_for_a_share_the_sender_does_not_hold_is_refused() {
             .unwrap()
             .into_inner()
             .runs;
-        if let Some(r) = runs.iter().find(|r| r.state == "running") {
+        if let Some(r) = runs.iter().find(|r| r.phase() == v1::RunPhase::Running) {
             break r.run_id.clone();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

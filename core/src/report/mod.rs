@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Snapshot;
 use crate::words::FailureCategory;
 
+pub mod build;
+pub mod delivery;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod unknown;
+pub mod verdict;
 
 /// Version of the report's JSON shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -216,6 +220,11 @@ pub struct Report {
     pub verdict: Verdict,
     /// Why, in words.
     pub verdict_reason: String,
+    /// What decided the verdict (`held`, `thresholds_failed`, `nothing_ran`,
+    /// `target_unreachable`, `cancelled`, `incomplete`...), for tools that act on it;
+    /// `unrecorded` in reports written before it was.
+    #[serde(default)]
+    pub verdict_cause: Cause,
     /// Fraction of the planned load actually delivered: closed model with iterations only,
     /// sessions started over VUs x iterations; otherwise the planned load (VU-seconds for the
     /// closed model, arrivals for the open one) inside the time each share covered, over the
@@ -574,6 +583,7 @@ pub(crate) mod tests {
                 Verdict::Pass
             },
             verdict_reason: "test".into(),
+            verdict_cause: Cause::Unrecorded,
             delivered: 1.0,
             totals: m.totals,
             failures: m.failures,
