@@ -10,7 +10,8 @@ use gauntlet_testbed::config::Secret;
 use gauntlet_testbed::faults::Faults;
 use gauntlet_testbed::{Testbed, TestbedConfig};
 
-use crate::fleet::{Fleet, Submission, run_plan, write_report};
+use gauntlet_client::{Fleet, Submission};
+use gauntlet_core::report::files;
 
 /// The plan the demo runs (the file in `plans/`, compiled in).
 const PLAN: &str = include_str!("../../plans/agent-pipeline.toml");
@@ -38,9 +39,9 @@ pub struct Args {
 }
 
 /// Runs the demo.
-pub async fn run(args: Args) -> anyhow::Result<u8> {
+pub async fn run(args: Args, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<u8> {
     if args.users == 0 {
-        return Err(crate::testbed::UsageError("--users must be at least 1".into()).into());
+        return Err(crate::usage::UsageError("--users must be at least 1".into()).into());
     }
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let secret = format!("demo-{nonce}");
@@ -49,12 +50,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         std::process::id()
     ));
     std::fs::write(&secret_file, &secret).context("cannot write the demo's JWT secret file")?;
-    let result = demo(&args, &secret, &secret_file).await;
+    let result = demo(&args, &secret, &secret_file, &shutdown).await;
     let _ = std::fs::remove_file(&secret_file);
     result
 }
 
-async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyhow::Result<u8> {
+async fn demo(
+    args: &Args,
+    secret: &str,
+    secret_file: &std::path::Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<u8> {
     let mut config = TestbedConfig {
         seed: 1,
         ..TestbedConfig::default()
@@ -107,13 +113,13 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
         token: None,
         tls_ca: None,
     };
-    let report = run_plan(Fleet::InProcess(2), submission, true).await?;
+    let report = crate::run::follow(Fleet::InProcess(2), submission, shutdown, true).await?;
     let dir = args.out.clone().unwrap_or_else(|| {
         std::env::temp_dir()
             .join("gauntlet-demo")
             .join(&report.run_id)
     });
-    let path = write_report(&dir, &report)?;
+    let path = files::write(&dir, &report, None)?;
     out!("{}", report.render_text());
     outln!("(the injected faults make the plan's threshold fail, as they should)");
 
@@ -148,7 +154,7 @@ async fn demo(args: &Args, secret: &str, secret_file: &std::path::Path) -> anyho
     );
     if args.serve {
         outln!("\nserving {} until Ctrl-C", testbed.http_url());
-        crate::signals::shutdown_token().cancelled().await;
+        shutdown.cancelled().await;
     }
     testbed.stop().await?;
     Ok(if verdict_ok { 0 } else { crate::exit::FAILED })

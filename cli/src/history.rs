@@ -125,7 +125,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let history = args.history.open()?;
     let report = history.report(&args.run)?;
     let previous = history.previous(&report.plan.name, &report.run_id)?;
-    let path = crate::fleet::write_reports(&args.out, &report, previous.as_ref())
+    let path = gauntlet_core::report::files::write(&args.out, &report, previous.as_ref())
         .with_context(|| format!("cannot write the report of {}", args.run))?;
     outln!("report: {}", path.display());
     Ok(0)
@@ -138,4 +138,31 @@ pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
     let after = history.report(&args.after)?;
     out!("{}", compare(&before, &after).to_markdown());
     Ok(0)
+}
+
+/// Stores the run and, when the plan ran before, rewrites report.md with the progress since
+/// then. A database problem is a warning: the report files are already written.
+#[allow(clippy::print_stderr)]
+pub fn store(
+    args: &crate::history::HistoryArgs,
+    report: &gauntlet_core::report::Report,
+    plan_toml: &str,
+    dir: &std::path::Path,
+    compare_with_previous: bool,
+) {
+    let result = (|| -> anyhow::Result<()> {
+        let history = args.open()?;
+        let previous = history.previous(&report.plan.name, &report.run_id)?;
+        history.store(report, plan_toml)?;
+        if compare_with_previous && previous.is_some() {
+            gauntlet_core::report::files::write(dir, report, previous.as_ref())?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!(
+            "warning: the run was not stored in the history ({e:#}); its report files are in {}",
+            dir.display()
+        );
+    }
 }

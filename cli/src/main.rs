@@ -1,5 +1,15 @@
-//! The `gauntlet` binary: parses the command line, sets up logging and signals, and hands each
-//! subcommand to its library. Errors print their whole chain; the exit code says what happened.
+//! The `gauntlet` binary: parses the command line, sets up logging and the one root
+//! cancellation token (SIGINT and SIGTERM cancel it, and every command drains from it), and
+//! hands each subcommand to its room. Errors print their whole chain; the exit code says what
+//! happened.
+//!
+//! # Layout
+//! - `run`: `run` and `validate`; `cycles`: `loop`; `history`: `history`, `show`, `report`,
+//!   `compare` and storing runs;
+//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`: the other commands;
+//! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
+//!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
+//!   cannot break.
 
 use std::process::ExitCode;
 
@@ -8,13 +18,18 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod out;
 
+mod coordinator;
+mod cycles;
 mod demo;
-mod fleet;
 mod history;
+mod limits;
 mod probe;
+mod progress;
 mod run;
 mod signals;
 mod testbed;
+mod usage;
+mod worker;
 
 /// gauntlet: a distributed load-and-correctness fleet for WebSocket agent-pipeline services.
 #[derive(Debug, Parser)]
@@ -39,25 +54,25 @@ enum Command {
     /// Run a plan on a fleet: a coordinator's, or one started in this process.
     Run(run::Args),
     /// Run a plan cycle after cycle until a cycle passes with enough sessions.
-    Loop(run::LoopArgs),
+    Loop(cycles::LoopArgs),
     /// Exit 0 if an http:// URL answers 2xx within 2 s (container health checks).
     Probe(probe::Args),
     /// List stored runs, newest first.
     History(history::ListArgs),
     /// Show a stored run's summary (or its report.json).
     Show(history::ShowArgs),
-    /// Write a stored run's report.json, report.md and junit.xml again.
+    /// Write a stored run's report.json, report.md, report.html and junit.xml again.
     Report(history::ReportArgs),
     /// Compare two stored runs: resolved and new failure categories, counts, latency.
     Compare(history::CompareArgs),
     /// Run the coordinator: workers register with it, runs are submitted to it.
-    Coordinator(fleet::CoordinatorArgs),
+    Coordinator(coordinator::CoordinatorArgs),
     /// Run a worker: it registers with a coordinator and runs its share of each run.
-    Worker(fleet::WorkerArgs),
+    Worker(worker::WorkerArgs),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
-    /// Start an embedded testbed and show what gauntlet checks (the fleet arrives in a later
-    /// release; today this starts the testbed and exercises it once).
+    /// Run an example plan on an in-process fleet against an embedded testbed with faults
+    /// switched on, and show gauntlet's findings next to the testbed's ground truth.
     Demo(demo::Args),
 }
 
@@ -93,18 +108,20 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // The one root token: a signal cancels it, and with it whatever the command runs.
+        let root = signals::shutdown_token();
         match cli.command {
-            Command::Testbed(args) => testbed::run(args).await,
-            Command::Demo(args) => demo::run(args).await,
-            Command::Run(args) => run::run(args).await,
-            Command::Loop(args) => run::run_loop(args).await,
-            Command::Coordinator(args) => fleet::coordinator(args).await,
+            Command::Testbed(args) => testbed::run(args, root).await,
+            Command::Demo(args) => demo::run(args, root).await,
+            Command::Run(args) => run::run(args, root).await,
+            Command::Loop(args) => cycles::run(args, root).await,
+            Command::Coordinator(args) => coordinator::run(args, root).await,
             Command::History(args) => history::list(args),
             Command::Probe(args) => probe::run(args).await,
             Command::Show(args) => history::show(args),
             Command::Report(args) => history::report(args),
             Command::Compare(args) => history::compare_runs(args),
-            Command::Worker(args) => fleet::worker(args).await,
+            Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
         }
     });
@@ -116,7 +133,7 @@ fn main() -> ExitCode {
                 c.is::<gauntlet_core::config_file::ConfigError>()
                     || c.is::<gauntlet_core::plan::PlanError>()
                     || c.is::<gauntlet_worker::CompileError>()
-            }) || e.downcast_ref::<testbed::UsageError>().is_some();
+            }) || e.downcast_ref::<usage::UsageError>().is_some();
             ExitCode::from(if usage { exit::USAGE } else { exit::RUN_ERROR })
         }
     }

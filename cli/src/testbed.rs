@@ -8,11 +8,6 @@ use anyhow::Context;
 use gauntlet_testbed::TestbedConfig;
 use gauntlet_testbed::config::{ConfirmationShape, MAX_CONCURRENCY, RejectionMode};
 
-/// A flag combination that cannot work (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 /// `gauntlet testbed` flags.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -74,7 +69,7 @@ impl Args {
             None => TestbedConfig::default(),
         };
         let (listen, mut config) = self.apply(config)?;
-        config.resolve_secret().map_err(UsageError)?;
+        config.resolve_secret().map_err(crate::usage::UsageError)?;
         Ok((listen, config))
     }
 
@@ -91,7 +86,10 @@ impl Args {
         }
         if let Some(n) = self.max_managers_per_user {
             if n == 0 {
-                return Err(UsageError("--max-managers-per-user must be at least 1".into()).into());
+                return Err(crate::usage::UsageError(
+                    "--max-managers-per-user must be at least 1".into(),
+                )
+                .into());
             }
             config.websocket.max_managers_per_user = n;
         }
@@ -112,7 +110,7 @@ impl Args {
         }
         if let Some(w) = self.pipeline_concurrency {
             if w > MAX_CONCURRENCY {
-                return Err(UsageError(format!(
+                return Err(crate::usage::UsageError(format!(
                     "--pipeline-concurrency must be at most {MAX_CONCURRENCY} (0: unlimited)"
                 ))
                 .into());
@@ -124,14 +122,13 @@ impl Args {
 }
 
 /// Runs until SIGINT or SIGTERM.
-pub async fn run(args: Args) -> anyhow::Result<u8> {
+pub async fn run(args: Args, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<u8> {
     let (listen, config) = args.into_config()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %config.auth.issuer, faults = !config.faults.is_empty(), "testbed listening: ws://{addr}/ws, stats at http://{addr}/__testbed/stats");
-    let shutdown = crate::signals::shutdown_token();
     gauntlet_testbed::serve(config, listener, shutdown).await?;
     Ok(0)
 }
@@ -161,7 +158,10 @@ mod tests {
         let c = apply(&["--pipeline-concurrency", "0"], file.clone()).unwrap();
         assert_eq!(c.pipeline.concurrency, 0, "0: unlimited");
         let e = apply(&["--pipeline-concurrency", "1000001"], file).unwrap_err();
-        assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+        assert!(
+            e.downcast_ref::<crate::usage::UsageError>().is_some(),
+            "{e}"
+        );
         assert_eq!(
             e.to_string(),
             "--pipeline-concurrency must be at most 1000000 (0: unlimited)"

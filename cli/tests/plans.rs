@@ -58,11 +58,10 @@ async fn every_example_plan_runs_against_the_testbed_defaults() {
         let path = plans_dir().join(&name);
         let path = path.to_str().unwrap().to_owned();
         let target = target.clone();
-        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-            gauntlet(&["run", &path, "--local", "--target", &target])
-        })
-        .await
-        .unwrap();
+        let (code, stdout, stderr) =
+            tokio::task::spawn_blocking(move || gauntlet(&["run", &path, "--target", &target]))
+                .await
+                .unwrap();
         assert!(
             stdout.contains("sessions:"),
             "{name}: no summary\n{stdout}\n{stderr}"

@@ -122,7 +122,7 @@ impl History {
                     report.plan.hash,
                     report.started_at,
                     // A run its coordinator abandoned is not a verdict on the target.
-                    if report.verdict_reason.starts_with("interrupted") {
+                    if report.verdict_cause == gauntlet_core::words::Cause::Interrupted {
                         "interrupted"
                     } else {
                         report.verdict.as_str()

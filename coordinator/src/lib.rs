@@ -167,8 +167,30 @@ impl Coordinator {
         lock(&self.runs).insert(run.id.clone(), run);
     }
 
+    /// Serves the gRPC port on `grpc` and, if given, the HTTP port on `http`, until
+    /// `shutdown` is cancelled: what `gauntlet coordinator` and the tests both start.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: Option<TcpListener>,
+    ) -> Result<(), ServeError> {
+        let web = http.map(|http| {
+            let served = self.clone();
+            tokio::spawn(async move { served.serve_http(http).await })
+        });
+        self.serve_grpc(grpc).await.map_err(ServeError::Grpc)?;
+        if let Some(web) = web {
+            match web.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ServeError::Http(e)),
+                Err(e) => return Err(ServeError::Http(std::io::Error::other(e))),
+            }
+        }
+        Ok(())
+    }
+
     /// Serves both gRPC services on `listener` until `shutdown` is cancelled.
-    pub async fn serve(self, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    pub async fn serve_grpc(self, listener: TcpListener) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shutdown.clone();
         let incoming = listen::GuardedListener::new(
             listener,
@@ -227,12 +249,23 @@ impl Coordinator {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let handle = tokio::spawn(async move {
-            if let Err(e) = self.serve(listener).await {
+            if let Err(e) = self.serve_grpc(listener).await {
                 tracing::error!(error = %e, "coordinator server stopped");
             }
         });
         Ok((bound, handle))
     }
+}
+
+/// A port that stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC port.
+    #[error("the coordinator's gRPC port stopped: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+    /// The HTTP port.
+    #[error("the coordinator's HTTP port stopped: {0}")]
+    Http(#[source] std::io::Error),
 }
 
 /// HTTP/2 streams one connection may have open at once (a worker needs one, a run client a

@@ -218,7 +218,7 @@ fn new_key() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = now.to_le_bytes();
     }
-    crate::run::hex(&bytes)
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -452,15 +452,7 @@ pub fn keep_for_windows(s: &Snapshot, metrics: &[String]) -> Snapshot {
     kept
 }
 
-/// An observed value in its unit, written the same way in the verdict, the summary, report.md
-/// and junit.xml (`1.50 ms`, `0.5111`, `3`).
-pub fn show(v: f64, unit: &str) -> String {
-    match unit {
-        "us" => format!("{:.2} ms", v / 1000.0),
-        "ratio" => format!("{v:.4}"),
-        _ => format!("{v:.0}"),
-    }
-}
+pub use crate::report::show;
 
 #[cfg(test)]
 mod tests {

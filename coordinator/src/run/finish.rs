@@ -13,7 +13,7 @@ use gauntlet_core::schedule::Ramp;
 use gauntlet_core::words::{Cause, Judgement, RunPhase, Verdict};
 use sha2::{Digest, Sha256};
 
-use super::{Run, hex};
+use super::Run;
 use crate::aggregator::Aggregator;
 use crate::{Coordinator, lock};
 
@@ -166,7 +166,7 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
         &coverage,
     );
     let verdict = judgement.verdict;
-    let plan_hash = hex(&Sha256::digest(run.request.plan_toml.as_bytes()));
+    let plan_hash = hex::encode(Sha256::digest(run.request.plan_toml.as_bytes()));
     let report = report::build::finished(
         report::build::Run {
             id: &run.id,

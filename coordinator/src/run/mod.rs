@@ -484,12 +484,3 @@ pub fn phase_to_proto(phase: RunPhase) -> v1::RunPhase {
         RunPhase::Finished => v1::RunPhase::Finished,
     }
 }
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}

@@ -205,7 +205,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     for th in &r.thresholds {
         let observed = match th.observed {
             None => "no samples".to_owned(),
-            Some(v) => crate::thresholds::show(v, &th.unit),
+            Some(v) => super::show(v, &th.unit),
         };
         let result = if th.pass { "pass" } else { "**FAIL**" };
         let _ = writeln!(out, "| `{}` | {observed} | {result} |", th.expr);

@@ -15,6 +15,7 @@ use crate::words::FailureCategory;
 
 pub mod build;
 pub mod delivery;
+pub mod files;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -269,6 +270,16 @@ pub struct Measured {
     pub checks: BTreeMap<String, [u64; 2]>,
 }
 
+/// An observed value in its unit, written the same way in the verdict, the summary, report.md
+/// and junit.xml (`1.50 ms`, `0.5111`, `3`).
+pub fn show(v: f64, unit: &str) -> String {
+    match unit {
+        "us" => format!("{:.2} ms", v / 1000.0),
+        "ratio" => format!("{v:.4}"),
+        _ => format!("{v:.0}"),
+    }
+}
+
 /// Totals, failures, metrics and checks of `s`, in report form.
 pub fn summarize(s: &Snapshot) -> Measured {
     let c = &s.counters;
@@ -469,7 +480,7 @@ impl Report {
             for th in &self.thresholds {
                 let mark = if th.pass { "ok  " } else { "FAIL" };
                 let observed = match th.observed {
-                    Some(v) => format!("observed {}", crate::thresholds::show(v, &th.unit)),
+                    Some(v) => format!("observed {}", show(v, &th.unit)),
                     None => th.reason.clone(),
                 };
                 let _ = writeln!(out, "  {mark} {} ({observed})", th.expr);
