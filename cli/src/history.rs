@@ -47,8 +47,11 @@ pub struct ShowArgs {
     /// Run id.
     run: String,
     /// Print report.json instead of the summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     json: bool,
+    /// Print the plan the run was made with, as stored (credentials masked).
+    #[arg(long)]
+    plan: bool,
     #[command(flatten)]
     history: HistoryArgs,
 }
@@ -111,6 +114,10 @@ pub fn list(args: ListArgs) -> anyhow::Result<u8> {
 
 /// Shows one run.
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    if args.plan {
+        out!("{}", args.history.open()?.plan(&args.run)?);
+        return Ok(0);
+    }
     let report = args.history.open()?.report(&args.run)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

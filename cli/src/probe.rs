@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `gauntlet probe` flags.
 #[derive(Debug, clap::Args)]
@@ -32,28 +31,32 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 async fn status(url: &str, (method, body): (&str, Option<&str>)) -> anyhow::Result<u16> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("`{url}`: only http:// URLs can be probed"))?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let mut tcp = tokio::net::TcpStream::connect(authority)
+    if !url.starts_with("http://") {
+        bail!("`{url}`: only http:// URLs can be probed");
+    }
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("`{method}` is not an HTTP method"))?;
+    // Plain HTTP only: no TLS, so none is set up.
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut request = client.request(method, url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = request
+        .send()
         .await
-        .with_context(|| format!("cannot connect to {authority}"))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes()).await?;
-    let mut head = vec![0u8; 64];
-    let n = tcp.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    let code = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("{url}: not an HTTP answer"))?;
-    Ok(code)
+        .with_context(|| format!("cannot reach {url}"))?;
+    Ok(response.status().as_u16())
 }

@@ -69,7 +69,9 @@ impl Args {
             None => TestbedConfig::default(),
         };
         let (listen, mut config) = self.apply(config)?;
-        config.resolve_secret().map_err(crate::usage::UsageError)?;
+        config
+            .resolve_secret()
+            .map_err(|e| crate::usage::UsageError(e.to_string()))?;
         Ok((listen, config))
     }
 

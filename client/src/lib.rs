@@ -60,8 +60,8 @@ pub enum ClientError {
     #[error("cannot start the in-process coordinator: {0}")]
     Start(#[source] std::io::Error),
     /// The coordinator URL is not usable.
-    #[error("{0}")]
-    BadUrl(String),
+    #[error(transparent)]
+    BadUrl(#[from] gauntlet_proto::auth::EndpointError),
     /// The coordinator could not be reached.
     #[error("cannot reach the coordinator at {url}: {source}")]
     Unreachable {

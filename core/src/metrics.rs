@@ -3,7 +3,6 @@
 //! fleet's total and a report's numbers are all snapshots.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
@@ -230,89 +229,6 @@ impl Snapshot {
     /// Failed sessions by category, most frequent first.
     pub fn failures_by_category(&self) -> Vec<(FailureCategory, u64)> {
         crate::words::tally(self.failures.iter().map(|(k, v)| (&k.category, v.count)))
-    }
-
-    /// A plain-text summary for a terminal.
-    pub fn render_summary(&self, elapsed_secs: f64) -> String {
-        let c = &self.counters;
-        let mut out = String::new();
-        let finished = c.sessions_passed + c.sessions_failed;
-        let pass_rate = if finished > 0 {
-            100.0 * c.sessions_passed as f64 / finished as f64
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            out,
-            "sessions: {} started, {} passed, {} failed, {} interrupted ({pass_rate:.1} % passed) in {elapsed_secs:.1} s",
-            c.sessions_started, c.sessions_passed, c.sessions_failed, c.sessions_interrupted
-        );
-        if c.dropped_arrivals > 0 {
-            let _ = writeln!(out, "dropped arrivals (no free VU): {}", c.dropped_arrivals);
-        }
-        let _ = writeln!(
-            out,
-            "frames: {} sent, {} received; bytes: {} sent, {} received; checks: {} run, {} failed",
-            c.frames_sent,
-            c.frames_received,
-            c.bytes_sent,
-            c.bytes_received,
-            c.checks_run,
-            c.checks_failed
-        );
-        if !self.failures.is_empty() {
-            let _ = writeln!(out, "\nfailures by category:");
-            for (category, count) in self.failures_by_category() {
-                let _ = writeln!(out, "  {category:<28} {count:>8}");
-                for (key, stats) in self.failures.iter().filter(|(k, _)| k.category == category) {
-                    let detail = if key.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" [{}]", key.detail)
-                    };
-                    let _ = writeln!(
-                        out,
-                        "    {}/{}{detail}: {} (first {:.1} s, last {:.1} s) e.g. {}",
-                        key.scenario,
-                        key.step,
-                        stats.count,
-                        stats.first_ms as f64 / 1000.0,
-                        stats.last_ms as f64 / 1000.0,
-                        stats.samples.first().map(String::as_str).unwrap_or("-")
-                    );
-                }
-            }
-        }
-        if !self.histograms.is_empty() {
-            let w = self
-                .histograms
-                .keys()
-                .map(|k| k.chars().count())
-                .max()
-                .unwrap_or(0)
-                .max("latency (ms)".len());
-            let _ = writeln!(
-                out,
-                "\n{:<w$} {:>8} {:>10} {:>10} {:>10} {:>10}",
-                "latency (ms)", "count", "p50", "p90", "p99", "max"
-            );
-            for (name, h) in &self.histograms {
-                if h.is_empty() {
-                    continue;
-                }
-                let ms = |v: u64| v as f64 / 1000.0;
-                let _ = writeln!(
-                    out,
-                    "{name:<w$} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
-                    h.len(),
-                    ms(h.value_at_quantile(0.5)),
-                    ms(h.value_at_quantile(0.9)),
-                    ms(h.value_at_quantile(0.99)),
-                    ms(h.max())
-                );
-            }
-        }
-        out
     }
 }
 

@@ -66,6 +66,11 @@ impl Stat {
     }
 }
 
+/// What is wrong with a threshold as written, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidThreshold(pub String);
+
 /// One threshold, as written in a plan's `[[thresholds]]`. Exactly one of `metric`,
 /// `failures` and `check` says what it is about; [`ThresholdSpec::check`] says what is wrong,
 /// [`ThresholdSpec::resolve`] makes the typed [`Threshold`].
@@ -109,29 +114,41 @@ pub struct ThresholdSpec {
 
 impl ThresholdSpec {
     /// Rules serde cannot express.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidThreshold> {
         let kinds = [
             self.metric.is_some(),
             self.failures.is_some(),
             self.check.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("give exactly one of metric, failures and check".into());
+            return Err(InvalidThreshold(
+                "give exactly one of metric, failures and check".into(),
+            ));
         }
         if self.metric.is_some() && (self.stat.is_none() || self.below.is_none()) {
-            return Err("a latency threshold needs stat and below".into());
+            return Err(InvalidThreshold(
+                "a latency threshold needs stat and below".into(),
+            ));
         }
         if self.metric.is_none() && (self.stat.is_some() || self.below.is_some()) {
-            return Err("stat and below belong to a latency threshold (metric = ...)".into());
+            return Err(InvalidThreshold(
+                "stat and below belong to a latency threshold (metric = ...)".into(),
+            ));
         }
         if self.failures.is_some() && self.at_most.is_some() == self.rate_below.is_some() {
-            return Err("a failures threshold needs exactly one of at_most and rate_below".into());
+            return Err(InvalidThreshold(
+                "a failures threshold needs exactly one of at_most and rate_below".into(),
+            ));
         }
         if self.failures.is_none() && (self.at_most.is_some() || self.rate_below.is_some()) {
-            return Err("at_most and rate_below belong to a failures threshold".into());
+            return Err(InvalidThreshold(
+                "at_most and rate_below belong to a failures threshold".into(),
+            ));
         }
         if self.check.is_some() != self.pass_rate_at_least.is_some() {
-            return Err("a check threshold needs check and pass_rate_at_least".into());
+            return Err(InvalidThreshold(
+                "a check threshold needs check and pass_rate_at_least".into(),
+            ));
         }
         for (name, v) in [
             ("rate_below", self.rate_below),
@@ -140,14 +157,18 @@ impl ThresholdSpec {
             if let Some(v) = v
                 && !(0.0..=1.0).contains(&v)
             {
-                return Err(format!("{name} must be between 0 and 1 (got {v})"));
+                return Err(InvalidThreshold(format!(
+                    "{name} must be between 0 and 1 (got {v})"
+                )));
             }
         }
         if self.window.is_some_and(|w| w.is_zero()) {
-            return Err("window must be above 0".into());
+            return Err(InvalidThreshold("window must be above 0".into()));
         }
         if self.grace.is_some() && !self.abort_on_fail {
-            return Err("grace only applies with abort_on_fail = true".into());
+            return Err(InvalidThreshold(
+                "grace only applies with abort_on_fail = true".into(),
+            ));
         }
         Ok(())
     }

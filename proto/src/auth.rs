@@ -47,23 +47,50 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A coordinator URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL tonic can connect to.
+    #[error("bad coordinator URL `{url}`: {source}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A CA certificate for a URL that is not `https://`.
+    #[error("a CA certificate was given but `{0}` is not https://")]
+    CaWithoutTls(String),
+    /// The TLS settings cannot be used.
+    #[error("TLS settings for `{url}`: {source}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
 /// A client endpoint for `url`: TLS for `https://` URLs (the bundled web roots, plus the PEM
 /// CA certificate `ca` if given), plain HTTP/2 otherwise.
-pub fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, String> {
+pub fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, EndpointError> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
     // HTTP/2 keepalive notices a connection that went silent (a cable cut drops packets
     // without a reset), so the worker can reconnect or, past its lease, stop its sessions.
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("bad coordinator URL `{url}`: {e}"))?
+        .map_err(|source| EndpointError::BadUrl {
+            url: url.to_owned(),
+            source,
+        })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .http2_keep_alive_interval(std::time::Duration::from_secs(2))
         .keep_alive_timeout(std::time::Duration::from_secs(3))
         .keep_alive_while_idle(true);
     if !url.starts_with("https://") {
         if ca.is_some() {
-            return Err(format!(
-                "a CA certificate was given but `{url}` is not https://"
-            ));
+            return Err(EndpointError::CaWithoutTls(url.to_owned()));
         }
         return Ok(endpoint);
     }
@@ -73,5 +100,8 @@ pub fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoi
     }
     endpoint
         .tls_config(tls)
-        .map_err(|e| format!("TLS settings for `{url}`: {e}"))
+        .map_err(|source| EndpointError::Tls {
+            url: url.to_owned(),
+            source,
+        })
 }

@@ -21,7 +21,7 @@ use crate::stats::{Stats, StatsSnapshot};
 pub enum ServeError {
     /// The configuration cannot work (no key, unreadable key file, ...).
     #[error("invalid testbed configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::auth::KeyError),
     /// Binding or serving failed.
     #[error("testbed I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -53,7 +53,7 @@ pub struct App {
 impl App {
     /// Builds the state; fails when no token could ever validate.
     pub fn new(config: TestbedConfig, shutdown: CancellationToken) -> Result<App, ServeError> {
-        let validator = Validator::new(&config.auth).map_err(ServeError::Config)?;
+        let validator = Validator::new(&config.auth)?;
         let ws = &config.websocket;
         let factory = Factory::new(
             ws.max_managers_per_user,

@@ -156,17 +156,47 @@ impl std::fmt::Debug for Validator {
     }
 }
 
+/// Keys the testbed cannot validate tokens with.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The RSA public key file cannot be read.
+    #[error("{}: cannot read the RSA public key: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no RSA public key.
+    #[error("{}: not an RSA public key in PEM form: {source}", path.display())]
+    NotRsa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// Neither a secret nor a public key.
+    #[error("no JWT secret and no RSA public key: no token could ever be valid")]
+    None,
+}
+
 impl Validator {
     /// Builds a validator; reads the RSA public key file if one is configured.
-    pub fn new(config: &AuthConfig) -> Result<Validator, String> {
+    pub fn new(config: &AuthConfig) -> Result<Validator, KeyError> {
         let rs256 = match &config.rsa_public_key_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    format!("{}: cannot read the RSA public key: {e}", path.display())
+                let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
                 })?;
-                Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| {
-                    format!("{}: not an RSA public key in PEM form: {e}", path.display())
-                })?)
+                Some(
+                    DecodingKey::from_rsa_pem(&pem).map_err(|source| KeyError::NotRsa {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
             }
             None => None,
         };
@@ -175,7 +205,7 @@ impl Validator {
             .as_ref()
             .map(|s| DecodingKey::from_secret(&s.0));
         if hs256.is_none() && rs256.is_none() {
-            return Err("no JWT secret and no RSA public key: no token could ever be valid".into());
+            return Err(KeyError::None);
         }
         Ok(Validator {
             hs256,

@@ -205,6 +205,28 @@ impl Default for HttpConfig {
     }
 }
 
+/// The testbed's HS256 secret cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secret file cannot be read.
+    #[error("{}: cannot read the JWT secret: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secret file is empty.
+    #[error("{}: the JWT secret file is empty", .0.display())]
+    Empty(PathBuf),
+    /// No secret anywhere (the variable named is not set).
+    #[error(
+        "no JWT secret: set the environment variable {0} or pass --jwt-secret-file (or configure auth.rsa_public_key_file for RS256 only)"
+    )]
+    None(String),
+}
+
 impl TestbedConfig {
     /// Reads a config file; every problem is reported as `file:line:col: field: message`.
     pub fn load(path: &Path) -> Result<TestbedConfig, ConfigError> {
@@ -269,16 +291,18 @@ impl TestbedConfig {
 
     /// Resolves the HS256 secret from `secret_file` or `secret_env` unless one is already set.
     /// Having neither a secret nor an RSA key is an error: no token could ever pass.
-    pub fn resolve_secret(&mut self) -> Result<(), String> {
+    pub fn resolve_secret(&mut self) -> Result<(), SecretError> {
         if self.auth.secret.is_some() {
             return Ok(());
         }
         if let Some(path) = &self.auth.secret_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: cannot read the JWT secret: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let secret = text.trim();
             if secret.is_empty() {
-                return Err(format!("{}: the JWT secret file is empty", path.display()));
+                return Err(SecretError::Empty(path.clone()));
             }
             self.auth.secret = Some(Secret(secret.as_bytes().to_vec()));
             return Ok(());
@@ -289,11 +313,7 @@ impl TestbedConfig {
                 Ok(())
             }
             _ if self.auth.rsa_public_key_file.is_some() => Ok(()),
-            _ => Err(format!(
-                "no JWT secret: set the environment variable {} or pass --jwt-secret-file \
-                 (or configure auth.rsa_public_key_file for RS256 only)",
-                self.auth.secret_env
-            )),
+            _ => Err(SecretError::None(self.auth.secret_env.clone())),
         }
     }
 }

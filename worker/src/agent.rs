@@ -126,7 +126,7 @@ fn snapshot_msg(s: v1::Snapshot) -> v1::WorkerMessage {
 /// last snapshots, waiting at most `config.drain`.
 pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let endpoint = gauntlet_proto::auth::endpoint(&config.coordinator, config.tls_ca.as_deref())
-        .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e))?;
+        .map_err(|e| AgentError::BadUrl(config.coordinator.clone(), e.to_string()))?;
     let pending: Shared = Arc::default();
     // Cancelled when this worker shuts down: every share stops starting sessions at once.
     let leaving = CancellationToken::new();
