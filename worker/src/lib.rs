@@ -5,7 +5,8 @@
 //!   (target hosts).
 //! - [`agent`]: the worker's side of the fleet (register, Session stream, assignments,
 //!   numbered snapshots resent until acknowledged, reconnects, drain).
-//! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS).
+//! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS);
+//!   `program::step`: one struct per step kind.
 //! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
 //! - [`session`]: one VU session: WebSocket, HTTP and sleep steps, timing, checks.
 //! - [`sequence`]: whole-conversation checks (orders, sets, missing / duplicate events).

@@ -1,5 +1,5 @@
-//! `ws_connect`: DNS, TCP, TLS for `wss://`, the upgrade with the VU's token, and the
-//! confirmation frame or the expected rejection.
+//! `ws_connect` (its [`ConnectStep`]): DNS, TCP, TLS for `wss://`, the upgrade with the VU's
+//! token, and the confirmation frame or the expected rejection.
 
 use gauntlet_core::plan::Placement;
 use tokio::net::TcpStream;
@@ -10,15 +10,16 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 use super::{Fatal, Io, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
-use crate::program::{CompiledStep, StepKind};
+use crate::program::{CompiledStep, ConnectStep};
 
 impl Session<'_> {
     pub(super) async fn connect(
         &mut self,
         step: &CompiledStep,
+        c: &ConnectStep,
         start: Instant,
     ) -> Result<(), Fatal> {
-        let StepKind::Connect {
+        let ConnectStep {
             path,
             query,
             headers,
@@ -26,10 +27,7 @@ impl Session<'_> {
             confirmation,
             rejection,
             timeout,
-        } = &step.kind
-        else {
-            return Ok(());
-        };
+        } = c;
         if let Some(old) = self.ws.take() {
             close_quietly(old).await;
         }

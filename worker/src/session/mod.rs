@@ -5,8 +5,8 @@
 //! # Layout
 //! - this file: the VU and who its sessions run as (closed model: the VU's own identity; open
 //!   model: the identity of the arrival it runs), the session's life (token, variables, the
-//!   step loop), reading frames with one reusable timer, isolation checks, waiting for a
-//!   matching frame;
+//!   step loop, whose one `match` hands each step kind's struct to its handler), reading
+//!   frames with one reusable timer, isolation checks, waiting for a matching frame;
 //! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
 //! - `http`: the `http` step.
@@ -391,11 +391,11 @@ impl<'a> Session<'a> {
             let start = self.step_start();
             self.unexpected = (0, None);
             match &step.kind {
-                StepKind::Repeat { count, steps } => {
+                StepKind::Repeat(r) => {
                     stack.push(Level {
-                        steps,
+                        steps: &r.steps,
                         next: 0,
-                        turns_left: *count,
+                        turns_left: r.count,
                         opened_by: Some((step, start)),
                     });
                     continue;
@@ -411,17 +411,13 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 // Rare, large futures are boxed so an idle session's state stays small.
-                StepKind::Connect { .. } => Box::pin(self.connect(step, start)).await?,
+                StepKind::Connect(c) => Box::pin(self.connect(step, c, start)).await?,
                 StepKind::Http(h) => Box::pin(self.http(step, h)).await?,
-                StepKind::Close {
-                    code,
-                    reason,
-                    timeout,
-                } => Box::pin(self.close(step, *code, reason, *timeout)).await?,
-                StepKind::Send { frame, mark } => self.send(step, frame, *mark).await?,
-                StepKind::Expect { .. } => self.expect(step, start).await?,
-                StepKind::Sequence { .. } => Box::pin(self.sequence(step, start)).await?,
-                StepKind::Ping { timeout } => self.ping(step, start, *timeout).await?,
+                StepKind::Close(c) => Box::pin(self.close(step, c)).await?,
+                StepKind::Send(send) => self.send(step, send).await?,
+                StepKind::Expect(e) => self.expect(step, e, start).await?,
+                StepKind::Sequence(q) => Box::pin(self.sequence(step, q, start)).await?,
+                StepKind::Ping(ping) => self.ping(step, ping, start).await?,
             }
             self.vu.rec.record(step.metric, start.elapsed());
         }
