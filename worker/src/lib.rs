@@ -8,7 +8,8 @@
 //! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS);
 //!   `program::step`: one struct per step kind.
 //! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
-//! - [`session`]: one VU session: WebSocket, HTTP and sleep steps, timing, checks.
+//! - [`session`]: one VU session: WebSocket steps over a [`session::Socket`] (any `Sink` +
+//!   `Stream` of frames), HTTP and sleep steps, timing, checks.
 //! - [`sequence`]: whole-conversation checks (orders, sets, missing / duplicate events).
 //! - [`matcher`]: JSON-pointer matchers and captures.
 //! - [`classify`]: the failure taxonomy and the plan's classifiers.

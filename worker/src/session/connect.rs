@@ -2,13 +2,17 @@
 //! token, and the confirmation frame or the expected rejection.
 
 use gauntlet_core::plan::Placement;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::{Fatal, Io, Read, Session, Want, Ws, close_quietly, unrendered};
+use super::{Fatal, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
 use crate::program::{CompiledStep, ConnectStep};
 
@@ -171,7 +175,7 @@ impl Session<'_> {
     async fn handshake(
         &mut self,
         url: &url::Url,
-        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        request: Request,
         deadline: Instant,
     ) -> Result<Ws, Symptom> {
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -191,47 +195,57 @@ impl Session<'_> {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = if url.scheme() == "wss" {
+        if url.scheme() == "wss" {
             let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
                 Ok(n) => n,
                 Err(e) => return Err(Symptom::Tls(format!("{host}: {e}"))),
             };
             let tls = tokio_rustls::TlsConnector::from(self.p.tls.clone());
             match timeout_at(deadline, tls.connect(name, tcp)).await {
-                Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
-                Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
-                Ok(Ok(stream)) => Box::new(stream),
+                Err(_) => Err(Symptom::Timeout("TLS handshake".into())),
+                Ok(Err(e)) => Err(Symptom::Tls(format!("{host}: {e}"))),
+                Ok(Ok(stream)) => upgrade(request, stream, self.p.ws_config, deadline).await,
             }
         } else {
-            Box::new(tcp)
-        };
-        let upgrade =
-            tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
-        match timeout_at(deadline, upgrade).await {
-            Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
-            Ok(Ok((ws, _response))) => Ok(ws),
-            Ok(Err(WsError::Http(response))) => {
-                let status = response.status().as_u16();
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                Err(Symptom::Handshake { status, body })
-            }
-            Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
-            // The peer went away mid-upgrade (a restart, a dropped connection): a close, not a
-            // protocol violation.
-            Ok(Err(
-                e @ (WsError::Io(_)
-                | WsError::ConnectionClosed
-                | WsError::AlreadyClosed
-                | WsError::Protocol(
-                    tokio_tungstenite::tungstenite::error::ProtocolError::HandshakeIncomplete
-                    | tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                )),
-            )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
-            Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
+            upgrade(request, tcp, self.p.ws_config, deadline).await
         }
+    }
+}
+
+/// The WebSocket upgrade over `io` (TCP or TLS), boxed as the session's [`Socket`](super::Socket).
+async fn upgrade<S>(
+    request: Request,
+    io: S,
+    config: WebSocketConfig,
+    deadline: Instant,
+) -> Result<Ws, Symptom>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let upgrade = tokio_tungstenite::client_async_with_config(request, io, Some(config));
+    match timeout_at(deadline, upgrade).await {
+        Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
+        Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
+        Ok(Err(WsError::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err(Symptom::Handshake { status, body })
+        }
+        Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
+        // The peer went away mid-upgrade (a restart, a dropped connection): a close, not a
+        // protocol violation.
+        Ok(Err(
+            e @ (WsError::Io(_)
+            | WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Protocol(
+                ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake,
+            )),
+        )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
+        Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
     }
 }

@@ -230,7 +230,7 @@ impl Session<'_> {
             reason: c.reason.clone().into(),
         };
         let closed = tokio::time::timeout(c.timeout, async {
-            ws.close(Some(frame)).await.ok()?;
+            ws.send(Message::Close(Some(frame))).await.ok()?;
             // Drain until the server's reply ends the stream.
             while let Some(Ok(_)) = ws.next().await {}
             Some(())
