@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`access`]: what a worker's operator lets plans read (variables, files) and reach
 //!   (target hosts).
-//! - [`agent`]: the worker's side of the fleet (register, Session stream, assignments,
-//!   numbered snapshots resent until acknowledged, reconnects, drain).
+//! - [`agent`]: the worker's side of the fleet: the [`agent::Agent`] (register, Session
+//!   stream, reconnects with backoff, lease, drain); `agent::outbox` (numbered snapshots and
+//!   `Done`s resent until acknowledged, then pruned; progress for heartbeats); `agent::share`
+//!   (one assignment run with the engine).
 //! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS);
 //!   `program::step`: one struct per step kind.
 //! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
