@@ -10,7 +10,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Fatal, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
@@ -195,57 +194,55 @@ impl Session<'_> {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
-        if url.scheme() == "wss" {
+        // The byte stream is boxed before the upgrade, so the (boxed, but short-lived and
+        // numerous) connecting future holds a pointer rather than TLS state in every one of
+        // its nested handshake states, for `ws://` targets too.
+        let io: Box<dyn Io> = if url.scheme() == "wss" {
             let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
                 Ok(n) => n,
                 Err(e) => return Err(Symptom::Tls(format!("{host}: {e}"))),
             };
             let tls = tokio_rustls::TlsConnector::from(self.p.tls.clone());
             match timeout_at(deadline, tls.connect(name, tcp)).await {
-                Err(_) => Err(Symptom::Timeout("TLS handshake".into())),
-                Ok(Err(e)) => Err(Symptom::Tls(format!("{host}: {e}"))),
-                Ok(Ok(stream)) => upgrade(request, stream, self.p.ws_config, deadline).await,
+                Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
+                Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
+                Ok(Ok(stream)) => Box::new(stream),
             }
         } else {
-            upgrade(request, tcp, self.p.ws_config, deadline).await
+            Box::new(tcp)
+        };
+        let upgrade =
+            tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
+        match timeout_at(deadline, upgrade).await {
+            Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
+            // The open WebSocket becomes the session's socket.
+            Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
+            Ok(Err(WsError::Http(response))) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(Symptom::Handshake { status, body })
+            }
+            Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
+            // The peer went away mid-upgrade (a restart, a dropped connection): a close, not a
+            // protocol violation.
+            Ok(Err(
+                e @ (WsError::Io(_)
+                | WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(
+                    ProtocolError::HandshakeIncomplete
+                    | ProtocolError::ResetWithoutClosingHandshake,
+                )),
+            )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
+            Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
         }
     }
 }
 
-/// The WebSocket upgrade over `io` (TCP or TLS), boxed as the session's [`Socket`](super::Socket).
-async fn upgrade<S>(
-    request: Request,
-    io: S,
-    config: WebSocketConfig,
-    deadline: Instant,
-) -> Result<Ws, Symptom>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let upgrade = tokio_tungstenite::client_async_with_config(request, io, Some(config));
-    match timeout_at(deadline, upgrade).await {
-        Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
-        Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
-        Ok(Err(WsError::Http(response))) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            Err(Symptom::Handshake { status, body })
-        }
-        Ok(Err(WsError::Tls(e))) => Err(Symptom::Tls(e.to_string())),
-        // The peer went away mid-upgrade (a restart, a dropped connection): a close, not a
-        // protocol violation.
-        Ok(Err(
-            e @ (WsError::Io(_)
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed
-            | WsError::Protocol(
-                ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake,
-            )),
-        )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
-        Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
-    }
-}
+/// A byte stream to the target: plain TCP or TLS, boxed (see [`Session::handshake`]).
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
