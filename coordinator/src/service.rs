@@ -116,6 +116,7 @@ impl v1::worker_service_server::WorkerService for Workers {
                             Ok(()) => coordinator_message::Kind::Ack(v1::Ack {
                                 run_id: snapshot.run_id,
                                 seq: snapshot.seq,
+                                done_first_seq: 0,
                             }),
                             Err(refusal) => coordinator_message::Kind::Refused(v1::Refused {
                                 run_id: snapshot.run_id,
@@ -137,6 +138,15 @@ impl v1::worker_service_server::WorkerService for Workers {
                         if let Some(run) = coordinator.run(&done.run_id) {
                             run.on_done(&id, &done);
                         }
+                        // Known run or not, the worker may forget it (a full outbox: it
+                        // resends the Done after its next reconnect).
+                        let ack = v1::Ack {
+                            run_id: done.run_id,
+                            seq: 0,
+                            done_first_seq: done.first_seq,
+                        };
+                        let kind = Some(coordinator_message::Kind::Ack(ack));
+                        let _ = tx.try_send(v1::CoordinatorMessage { kind });
                     }
                     Some(worker_message::Kind::Heartbeat(beat)) => {
                         for p in &beat.progress {

@@ -239,6 +239,9 @@ async fn a_snapshot_sent_twice_is_counted_once() {
     })
     .await
     .unwrap();
+    // The Done is acknowledged too, so the worker stops resending it.
+    let ack = answer(&mut inbound).await.unwrap();
+    assert_eq!((ack.seq, ack.done_first_seq), (0, assignment.first_seq));
     let r = report.await.unwrap();
     assert_eq!(
         r.totals.sessions, 7,

@@ -7,7 +7,7 @@ pub mod v1 {
 }
 
 /// Wire protocol version; a worker with another is refused at `Register`.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// While it runs a share, a worker heartbeats at least this often, each heartbeat carrying the
 /// share's live counts ([`v1::ShareProgress`]); a lost worker's unreported sessions are bounded

@@ -3,11 +3,15 @@
 //! # Layout
 //! - [`access`]: what a worker's operator lets plans read (variables, files) and reach
 //!   (target hosts).
-//! - [`agent`]: the worker's side of the fleet (register, Session stream, assignments,
-//!   numbered snapshots resent until acknowledged, reconnects, drain).
-//! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS).
+//! - [`agent`]: the worker's side of the fleet: the [`agent::Agent`] (register, Session
+//!   stream, reconnects with backoff, lease, drain); `agent::outbox` (numbered snapshots and
+//!   `Done`s resent until acknowledged, then pruned; progress for heartbeats); `agent::share`
+//!   (one assignment run with the engine).
+//! - [`program`]: a plan compiled for execution (templates, regexes, keys, metric ids, TLS);
+//!   `program::step`: one struct per step kind.
 //! - [`engine`]: the closed and open load models, graceful stop, interval snapshots.
-//! - [`session`]: one VU session: WebSocket, HTTP and sleep steps, timing, checks.
+//! - [`session`]: one VU session: WebSocket steps over a [`session::Socket`] (any `Sink` +
+//!   `Stream` of frames), HTTP and sleep steps, timing, checks.
 //! - [`sequence`]: whole-conversation checks (orders, sets, missing / duplicate events).
 //! - [`matcher`]: JSON-pointer matchers and captures.
 //! - [`classify`]: the failure taxonomy and the plan's classifiers.

@@ -1,24 +1,28 @@
-//! `ws_connect`: DNS, TCP, TLS for `wss://`, the upgrade with the VU's token, and the
-//! confirmation frame or the expected rejection.
+//! `ws_connect` (its [`ConnectStep`]): DNS, TCP, TLS for `wss://`, the upgrade with the VU's
+//! token, and the confirmation frame or the expected rejection.
 
 use gauntlet_core::plan::Placement;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
-use super::{Fatal, Io, Read, Session, Want, Ws, close_quietly, unrendered};
+use super::{Fatal, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
-use crate::program::{CompiledStep, StepKind};
+use crate::program::{CompiledStep, ConnectStep};
 
 impl Session<'_> {
     pub(super) async fn connect(
         &mut self,
         step: &CompiledStep,
+        c: &ConnectStep,
         start: Instant,
     ) -> Result<(), Fatal> {
-        let StepKind::Connect {
+        let ConnectStep {
             path,
             query,
             headers,
@@ -26,10 +30,7 @@ impl Session<'_> {
             confirmation,
             rejection,
             timeout,
-        } = &step.kind
-        else {
-            return Ok(());
-        };
+        } = c;
         if let Some(old) = self.ws.take() {
             close_quietly(old).await;
         }
@@ -173,7 +174,7 @@ impl Session<'_> {
     async fn handshake(
         &mut self,
         url: &url::Url,
-        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        request: Request,
         deadline: Instant,
     ) -> Result<Ws, Symptom> {
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -193,6 +194,9 @@ impl Session<'_> {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
+        // The byte stream is boxed before the upgrade, so the (boxed, but short-lived and
+        // numerous) connecting future holds a pointer rather than TLS state in every one of
+        // its nested handshake states, for `ws://` targets too.
         let io: Box<dyn Io> = if url.scheme() == "wss" {
             let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
                 Ok(n) => n,
@@ -211,7 +215,8 @@ impl Session<'_> {
             tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
         match timeout_at(deadline, upgrade).await {
             Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
-            Ok(Ok((ws, _response))) => Ok(ws),
+            // The open WebSocket becomes the session's socket.
+            Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
             Ok(Err(WsError::Http(response))) => {
                 let status = response.status().as_u16();
                 let body = response
@@ -229,11 +234,15 @@ impl Session<'_> {
                 | WsError::ConnectionClosed
                 | WsError::AlreadyClosed
                 | WsError::Protocol(
-                    tokio_tungstenite::tungstenite::error::ProtocolError::HandshakeIncomplete
-                    | tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ProtocolError::HandshakeIncomplete
+                    | ProtocolError::ResetWithoutClosingHandshake,
                 )),
             )) => Err(Symptom::Reset(format!("during upgrade: {e}"))),
             Ok(Err(e)) => Err(Symptom::Protocol(format!("upgrade: {e}"))),
         }
     }
 }
+
+/// A byte stream to the target: plain TCP or TLS, boxed (see [`Session::handshake`]).
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}

@@ -1,7 +1,5 @@
-//! The conversation steps on an open WebSocket: `ws_send`, `ws_expect`,
-//! `ws_expect_sequence`, `ws_ping` and `ws_close`.
-
-use std::time::Duration;
+//! The conversation steps on an open WebSocket, each handler taking its step's struct:
+//! `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping` and `ws_close`.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -12,17 +10,14 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{Fatal, Read, Session, Want, describe, error_frame, unrendered};
 use crate::classify::Symptom;
-use crate::program::{CompiledStep, Frame, StepKind};
+use crate::program::{
+    CloseStep, CompiledStep, ExpectStep, Frame, PingStep, SendStep, SequenceStep,
+};
 use crate::sequence::{Seen, Verdict};
 
 impl Session<'_> {
-    pub(super) async fn send(
-        &mut self,
-        step: &CompiledStep,
-        frame: &Frame,
-        mark: usize,
-    ) -> Result<(), Fatal> {
-        let text: Option<Utf8Bytes> = match frame {
+    pub(super) async fn send(&mut self, step: &CompiledStep, send: &SendStep) -> Result<(), Fatal> {
+        let text: Option<Utf8Bytes> = match &send.frame {
             Frame::Json(t) => self.with_ctx(|ctx, rng| t.render_text(ctx, rng)),
             Frame::Text(t) => self.render(t).map(Utf8Bytes::from),
         };
@@ -41,7 +36,7 @@ impl Session<'_> {
             return Err(Fatal);
         }
         let now = Instant::now();
-        self.marks[mark] = Some(now);
+        self.marks[send.mark] = Some(now);
         self.last_send = Some(now);
         self.vu.rec.counters.frames_sent += 1;
         self.vu.rec.counters.bytes_sent += len;
@@ -51,18 +46,16 @@ impl Session<'_> {
     pub(super) async fn expect(
         &mut self,
         step: &CompiledStep,
+        e: &ExpectStep,
         start: Instant,
     ) -> Result<(), Fatal> {
-        let StepKind::Expect {
+        let ExpectStep {
             matchers,
             timeout,
             since,
             capture,
             event_metric,
-        } = &step.kind
-        else {
-            return Ok(());
-        };
+        } = e;
         let frame = self
             .wait_for(
                 step,
@@ -81,9 +74,10 @@ impl Session<'_> {
     pub(super) async fn sequence(
         &mut self,
         step: &CompiledStep,
+        q: &SequenceStep,
         start: Instant,
     ) -> Result<(), Fatal> {
-        let StepKind::Sequence {
+        let SequenceStep {
             check,
             type_pointer,
             timeout,
@@ -91,10 +85,7 @@ impl Session<'_> {
             since,
             capture,
             event_metrics,
-        } = &step.kind
-        else {
-            return Ok(());
-        };
+        } = q;
         let whole = start + *timeout;
         let from = self.since(*since, start);
         let mut received: Vec<usize> = Vec::with_capacity(check.types.len() + 2);
@@ -198,8 +189,8 @@ impl Session<'_> {
     pub(super) async fn ping(
         &mut self,
         step: &CompiledStep,
+        ping: &PingStep,
         start: Instant,
-        timeout: Duration,
     ) -> Result<(), Fatal> {
         let Some(ws) = self.ws.as_mut() else {
             self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
@@ -211,7 +202,7 @@ impl Session<'_> {
             return Err(Fatal);
         }
         self.vu.rec.counters.frames_sent += 1;
-        let deadline = start + timeout;
+        let deadline = start + ping.timeout;
         loop {
             match self.read(deadline, &step.name).await? {
                 Read::Pong => {
@@ -230,22 +221,16 @@ impl Session<'_> {
         }
     }
 
-    pub(super) async fn close(
-        &mut self,
-        step: &CompiledStep,
-        code: u16,
-        reason: &str,
-        timeout: Duration,
-    ) -> Result<(), Fatal> {
+    pub(super) async fn close(&mut self, step: &CompiledStep, c: &CloseStep) -> Result<(), Fatal> {
         let Some(mut ws) = self.ws.take() else {
             return Ok(());
         };
         let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_owned().into(),
+            code: CloseCode::from(c.code),
+            reason: c.reason.clone().into(),
         };
-        let closed = tokio::time::timeout(timeout, async {
-            ws.close(Some(frame)).await.ok()?;
+        let closed = tokio::time::timeout(c.timeout, async {
+            ws.send(Message::Close(Some(frame))).await.ok()?;
             // Drain until the server's reply ends the stream.
             while let Some(Ok(_)) = ws.next().await {}
             Some(())

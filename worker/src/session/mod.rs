@@ -2,27 +2,32 @@
 //! every frame (expectations, sequences, isolation) and ends passed, or failed with exactly
 //! one primary failure (its first) while every check result is still counted.
 //!
+//! The steps talk to a [`Socket`]: any `Sink` of frames and `Stream` of frames. A real
+//! session's is the `WebSocketStream` its `ws_connect` opened; the unit tests' is an in-memory
+//! peer, so the conversation logic is tested without a network.
+//!
 //! # Layout
 //! - this file: the VU and who its sessions run as (closed model: the VU's own identity; open
 //!   model: the identity of the arrival it runs), the session's life (token, variables, the
-//!   step loop), reading frames with one reusable timer, isolation checks, waiting for a
+//!   step loop, whose one `match` hands each step kind's struct to its handler), reading
+//!   frames from the [`Socket`] with one reusable timer, isolation checks, waiting for a
 //!   matching frame;
 //! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
-//! - `http`: the `http` step.
+//! - `http`: the `http` step;
+//! - `tests`: the conversation steps against a scripted in-memory peer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use gauntlet_core::metrics::FailureKey;
 use gauntlet_core::plan::{Pause, TokenPer};
 use serde_json::Value;
 use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
@@ -34,16 +39,27 @@ use crate::recorder::VuRecorder;
 use crate::render::{Context, Vars, render};
 use crate::rng::Rng;
 
-/// A byte stream to the target: plain TCP or TLS, boxed so a session holds a pointer rather
-/// than the largest variant (rustls state is over a kilobyte).
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+/// A WebSocket as the conversation steps use it: frames out (a [`Sink`]) and frames in (a
+/// [`Stream`]). A real session's is a `WebSocketStream` over TCP or TLS; a unit test's is an
+/// in-memory peer.
+pub trait Socket:
+    Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + Unpin
+{
+}
+impl<T> Socket for T where
+    T: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Send + Unpin
+{
+}
 
-type Ws = WebSocketStream<Box<dyn Io>>;
+/// Boxed, once per connection: a session holds a pointer rather than the socket's state
+/// (rustls' alone is over a kilobyte), whatever the socket is.
+type Ws = Box<dyn Socket>;
 
 mod connect;
 mod conversation;
 mod http;
+#[cfg(test)]
+mod tests;
 
 /// A virtual user: its identity, credentials and local recorder, kept across sessions. In the
 /// open model a VU is a slot that runs arrivals, and takes on each arrival's identity
@@ -165,7 +181,7 @@ pub enum Outcome {
 const IDLE_TIMER: Duration = Duration::from_secs(24 * 3600);
 
 async fn close_quietly(mut ws: Ws) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(None))).await;
 }
 
 /// A failure that ends the session (already recorded as a symptom).
@@ -210,59 +226,95 @@ struct Session<'a> {
 /// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
 /// intended start, from which its latencies count.
 pub async fn run_session(p: &Program, vu: &mut Vu, scenario: usize, origin: Instant) -> Outcome {
-    let sc = &p.scenarios[scenario];
-    vu.rec.counters.sessions_started += 1;
-    let mut s = Session {
-        p,
-        sc,
-        token: String::new(),
-        marks: vec![None; sc.marks],
-        last_send: None,
-        first: None,
-        note: None,
-        unexpected: (0, None),
-        origin: Some(origin),
-        ws: None,
-        timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
-        vu,
-    };
-    let result = s.start().await;
-    let result = match result {
-        Ok(()) => s.run_steps(&sc.steps).await,
-        Err(f) => Err(f),
-    };
-    let _ = result;
+    let mut s = Session::new(p, vu, scenario, origin);
+    if s.start().await.is_ok() {
+        let _ = s.run_steps(&p.scenarios[scenario].steps).await;
+    }
     if let Some(ws) = s.ws.take() {
         // Close politely without waiting long for the reply; the session's verdict is made.
         Box::pin(close_quietly(ws)).await;
     }
-    let end = Instant::now();
-    let vu = s.vu;
-    vu.iteration += 1;
-    let failure = s.first.take().map(|(symptom, step, at)| {
-        let (category, detail) = classify(&symptom, &p.classifiers);
-        let key = FailureKey {
-            category,
-            detail,
-            scenario: sc.name.clone(),
-            step,
-        };
-        let sample = match s.note.take() {
-            Some(note) => format!("{} ({note})", symptom.sample()),
-            None => symptom.sample(),
-        };
-        (key, at, sample)
-    });
-    let outcome = match failure {
-        None => Outcome::Passed,
-        Some(_) => Outcome::Failed,
-    };
-    vu.rec
-        .end_session(&[p.m_session, sc.m_session], end - origin, failure);
-    outcome
+    s.finish(origin)
+}
+
+/// [`run_session`] on a WebSocket already open: the steps after the scenario's first
+/// `ws_connect` run on `ws`. Unit tests hand a session an in-memory peer this way; a real
+/// session always connects.
+#[cfg(test)]
+async fn run_session_on(
+    p: &Program,
+    vu: &mut Vu,
+    scenario: usize,
+    origin: Instant,
+    ws: Ws,
+) -> Outcome {
+    let steps = &p.scenarios[scenario].steps;
+    let after = steps
+        .iter()
+        .position(|step| matches!(step.kind, StepKind::Connect(_)))
+        .map_or(0, |i| i + 1);
+    let mut s = Session::new(p, vu, scenario, origin);
+    if s.start().await.is_ok() {
+        s.ws = Some(ws);
+        let _ = s.run_steps(&steps[after..]).await;
+    }
+    if let Some(ws) = s.ws.take() {
+        Box::pin(close_quietly(ws)).await;
+    }
+    s.finish(origin)
 }
 
 impl<'a> Session<'a> {
+    /// Session `scenario` of `vu`, counted as started, not yet connected.
+    fn new(p: &'a Program, vu: &'a mut Vu, scenario: usize, origin: Instant) -> Session<'a> {
+        let sc = &p.scenarios[scenario];
+        vu.rec.counters.sessions_started += 1;
+        Session {
+            p,
+            sc,
+            token: String::new(),
+            marks: vec![None; sc.marks],
+            last_send: None,
+            first: None,
+            note: None,
+            unexpected: (0, None),
+            origin: Some(origin),
+            ws: None,
+            timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
+            vu,
+        }
+    }
+
+    /// Ends the session (its socket already closed): records its length and outcome, and its
+    /// primary failure, classified.
+    fn finish(mut self, origin: Instant) -> Outcome {
+        let end = Instant::now();
+        let (p, sc) = (self.p, self.sc);
+        let vu = self.vu;
+        vu.iteration += 1;
+        let failure = self.first.take().map(|(symptom, step, at)| {
+            let (category, detail) = classify(&symptom, &p.classifiers);
+            let key = FailureKey {
+                category,
+                detail,
+                scenario: sc.name.clone(),
+                step,
+            };
+            let sample = match self.note.take() {
+                Some(note) => format!("{} ({note})", symptom.sample()),
+                None => symptom.sample(),
+            };
+            (key, at, sample)
+        });
+        let outcome = match failure {
+            None => Outcome::Passed,
+            Some(_) => Outcome::Failed,
+        };
+        vu.rec
+            .end_session(&[p.m_session, sc.m_session], end - origin, failure);
+        outcome
+    }
+
     /// Token and scenario variables for this session.
     async fn start(&mut self) -> Result<(), Fatal> {
         if let Some(minter) = &self.p.minter {
@@ -391,11 +443,11 @@ impl<'a> Session<'a> {
             let start = self.step_start();
             self.unexpected = (0, None);
             match &step.kind {
-                StepKind::Repeat { count, steps } => {
+                StepKind::Repeat(r) => {
                     stack.push(Level {
-                        steps,
+                        steps: &r.steps,
                         next: 0,
-                        turns_left: *count,
+                        turns_left: r.count,
                         opened_by: Some((step, start)),
                     });
                     continue;
@@ -411,17 +463,13 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 // Rare, large futures are boxed so an idle session's state stays small.
-                StepKind::Connect { .. } => Box::pin(self.connect(step, start)).await?,
+                StepKind::Connect(c) => Box::pin(self.connect(step, c, start)).await?,
                 StepKind::Http(h) => Box::pin(self.http(step, h)).await?,
-                StepKind::Close {
-                    code,
-                    reason,
-                    timeout,
-                } => Box::pin(self.close(step, *code, reason, *timeout)).await?,
-                StepKind::Send { frame, mark } => self.send(step, frame, *mark).await?,
-                StepKind::Expect { .. } => self.expect(step, start).await?,
-                StepKind::Sequence { .. } => Box::pin(self.sequence(step, start)).await?,
-                StepKind::Ping { timeout } => self.ping(step, start, *timeout).await?,
+                StepKind::Close(c) => Box::pin(self.close(step, c)).await?,
+                StepKind::Send(send) => self.send(step, send).await?,
+                StepKind::Expect(e) => self.expect(step, e, start).await?,
+                StepKind::Sequence(q) => Box::pin(self.sequence(step, q, start)).await?,
+                StepKind::Ping(ping) => self.ping(step, ping, start).await?,
             }
             self.vu.rec.record(step.metric, start.elapsed());
         }

@@ -1,12 +1,16 @@
 //! A plan compiled for execution on this worker: templates parsed with `{env:...}` resolved,
 //! regexes built, keys read, metric and check names assigned indices, TLS and HTTP clients
 //! made once. Everything a session needs, read-only and shared by every VU.
+//!
+//! # Layout
+//! - this file: [`Program`] and its compilation (scenarios, isolation checks, classifiers,
+//!   TLS and HTTP clients);
+//! - `step`: [`CompiledStep`] and [`StepKind`], one struct per step kind.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use gauntlet_core::plan::{self, Pause, Plan, Step};
+use gauntlet_core::plan::{self, Plan, Step};
 use gauntlet_core::template::Template;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -17,7 +21,13 @@ use crate::recorder::{CheckId, MetricId};
 use crate::render::{JsonTemplate, compile};
 use crate::sequence::SequenceCheck;
 
+mod step;
+
 pub use gauntlet_core::names::{METRIC_CONFIRMATION, METRIC_HANDSHAKE, METRIC_SESSION};
+pub use step::{
+    CloseStep, CompiledStep, ConnectStep, ExpectStep, Frame, HttpStep, PingStep, RepeatStep,
+    SendStep, SequenceStep, StepKind,
+};
 
 /// A plan that cannot run on this worker (a missing environment variable, an unreadable key).
 #[derive(Debug, thiserror::Error)]
@@ -78,139 +88,6 @@ pub struct CompiledScenario {
     pub m_session: MetricId,
     /// Number of distinct marks.
     pub marks: usize,
-}
-
-/// A compiled step.
-#[derive(Debug)]
-pub struct CompiledStep {
-    /// Display name, unique in its scenario.
-    pub name: String,
-    /// `step.<scenario>.<name>`.
-    pub metric: MetricId,
-    /// `<scenario>/<name>`, for steps that check something.
-    pub check: CheckId,
-    /// What it does.
-    pub kind: StepKind,
-}
-
-/// What a compiled step does.
-#[derive(Debug)]
-pub enum StepKind {
-    /// `ws_connect`.
-    Connect {
-        /// Path override.
-        path: Option<String>,
-        /// Query parameters.
-        query: Vec<(String, Template)>,
-        /// Extra headers.
-        headers: Vec<(String, Template)>,
-        /// Send the token.
-        auth: bool,
-        /// Any-of confirmation matchers.
-        confirmation: Vec<CompiledMatcher>,
-        /// Expected refusal.
-        rejection: Option<plan::ExpectRejection>,
-        /// Bound after the upgrade.
-        timeout: Duration,
-    },
-    /// `ws_send`.
-    Send {
-        /// The frame.
-        frame: Frame,
-        /// Mark index.
-        mark: usize,
-    },
-    /// `ws_expect`.
-    Expect {
-        /// All must match.
-        matchers: Vec<CompiledMatcher>,
-        /// Bound.
-        timeout: Duration,
-        /// Mark latency counts from (`None`: the last send).
-        since: Option<usize>,
-        /// Captures.
-        capture: Vec<(String, String)>,
-        /// `event.<scenario>.<name>`.
-        event_metric: MetricId,
-    },
-    /// `ws_expect_sequence`.
-    Sequence {
-        /// The rules.
-        check: SequenceCheck,
-        /// Where the type is.
-        type_pointer: String,
-        /// Whole bound.
-        timeout: Duration,
-        /// Gap bound.
-        gap_timeout: Option<Duration>,
-        /// Mark latency counts from.
-        since: Option<usize>,
-        /// Captures (from the first expected event).
-        capture: Vec<(String, String)>,
-        /// `event.<scenario>.<type>` by type index.
-        event_metrics: Vec<MetricId>,
-    },
-    /// `ws_ping`.
-    Ping {
-        /// Bound.
-        timeout: Duration,
-    },
-    /// `ws_close`.
-    Close {
-        /// Code.
-        code: u16,
-        /// Reason.
-        reason: String,
-        /// Bound on the reply.
-        timeout: Duration,
-    },
-    /// `http`.
-    Http(Box<HttpStep>),
-    /// `sleep`.
-    Sleep(Pause),
-    /// `repeat`.
-    Repeat {
-        /// Times.
-        count: u32,
-        /// Steps.
-        steps: Vec<CompiledStep>,
-    },
-}
-
-/// A frame to send.
-#[derive(Debug)]
-pub enum Frame {
-    /// JSON.
-    Json(JsonTemplate),
-    /// Raw text.
-    Text(Template),
-}
-
-/// A compiled `http` step.
-#[derive(Debug)]
-pub struct HttpStep {
-    /// Method.
-    pub method: reqwest::Method,
-    /// Path or URL.
-    pub path: Template,
-    /// Headers.
-    pub headers: Vec<(String, Template)>,
-    /// Bearer token.
-    pub auth: bool,
-    /// JSON body.
-    pub json: Option<JsonTemplate>,
-    /// Raw body.
-    pub body: Option<Template>,
-    /// Accepted statuses (empty: 2xx).
-    pub expect_status: Vec<u16>,
-    /// Body must be JSON.
-    pub expect_json: bool,
-    /// Checks on the body.
-    pub matchers: Vec<CompiledMatcher>,
-    /// Captures.
-    pub capture: Vec<(String, String)>,
-    /// Bound.
-    pub timeout: Duration,
 }
 
 /// A compiled isolation check.
@@ -473,7 +350,7 @@ fn compile_steps(
         let check = ctx.names.check(format!("{}/{name}", ctx.scenario));
         let e = |e: String| CompileError(format!("{at}: {e}"));
         let kind = match step {
-            Step::WsConnect(s) => StepKind::Connect {
+            Step::WsConnect(s) => StepKind::Connect(ConnectStep {
                 path: s.path.clone(),
                 query: templates(&s.query, &format!("{at}.query"))?,
                 headers: templates(&s.headers, &format!("{at}.headers"))?,
@@ -489,8 +366,8 @@ fn compile_steps(
                     plan::ConnectOutcome::Open { .. } => None,
                 },
                 timeout: s.timeout,
-            },
-            Step::WsSend(s) => StepKind::Send {
+            }),
+            Step::WsSend(s) => StepKind::Send(SendStep {
                 frame: match &s.payload {
                     plan::Payload::Json(json) => {
                         Frame::Json(JsonTemplate::compile(json).map_err(e)?)
@@ -498,19 +375,19 @@ fn compile_steps(
                     plan::Payload::Text(text) => Frame::Text(compile(text).map_err(e)?),
                 },
                 mark: ctx.mark(s.mark.as_deref().unwrap_or("send")),
-            },
+            }),
             Step::WsExpect(s) => {
                 let mut list = matchers(&s.matchers, &format!("{at}.match"))?;
                 if let Some(t) = &s.frame_type {
                     list.insert(0, CompiledMatcher::equals("/type", t));
                 }
-                StepKind::Expect {
+                StepKind::Expect(ExpectStep {
                     matchers: list,
                     timeout: s.timeout,
                     since: s.since.as_deref().map(|m| ctx.mark(m)),
                     capture: captures(&s.capture),
                     event_metric: ctx.names.metric(format!("event.{}.{name}", ctx.scenario)),
-                }
+                })
             }
             Step::WsExpectSequence(s) => {
                 let check = SequenceCheck::new(s);
@@ -519,7 +396,7 @@ fn compile_steps(
                     .iter()
                     .map(|t| ctx.names.metric(format!("event.{}.{t}", ctx.scenario)))
                     .collect();
-                StepKind::Sequence {
+                StepKind::Sequence(SequenceStep {
                     check,
                     type_pointer: s.type_pointer.clone(),
                     timeout: s.timeout,
@@ -527,14 +404,14 @@ fn compile_steps(
                     since: s.since.as_deref().map(|m| ctx.mark(m)),
                     capture: captures(&s.capture),
                     event_metrics,
-                }
+                })
             }
-            Step::WsPing(s) => StepKind::Ping { timeout: s.timeout },
-            Step::WsClose(s) => StepKind::Close {
+            Step::WsPing(s) => StepKind::Ping(PingStep { timeout: s.timeout }),
+            Step::WsClose(s) => StepKind::Close(CloseStep {
                 code: s.code,
                 reason: s.reason.clone(),
                 timeout: s.timeout,
-            },
+            }),
             Step::Http(s) => StepKind::Http(Box::new(HttpStep {
                 method: reqwest::Method::from_bytes(s.method.as_bytes()).map_err(|_| {
                     CompileError(format!("{at}.method: `{}` is not a method", s.method))
@@ -559,10 +436,10 @@ fn compile_steps(
                 timeout: s.timeout,
             })),
             Step::Sleep(s) => StepKind::Sleep(s.duration),
-            Step::Repeat(s) => StepKind::Repeat {
+            Step::Repeat(s) => StepKind::Repeat(RepeatStep {
                 count: s.count,
                 steps: compile_steps(&s.steps, &format!("{at}.steps"), ctx)?,
-            },
+            }),
         };
         out.push(CompiledStep {
             name,
@@ -728,8 +605,8 @@ mod tests {
                 fn walk<'a>(steps: &'a [CompiledStep], out: &mut Vec<&'a str>) {
                     for s in steps {
                         out.push(&s.name);
-                        if let StepKind::Repeat { steps, .. } = &s.kind {
-                            walk(steps, out);
+                        if let StepKind::Repeat(r) = &s.kind {
+                            walk(&r.steps, out);
                         }
                     }
                 }
