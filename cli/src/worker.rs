@@ -76,7 +76,7 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Resul
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
         )
-        .map_err(crate::usage::UsageError)?,
+        .map_err(|e| crate::usage::UsageError(e.to_string()))?,
     };
     run_agent(config, shutdown).await?;
     Ok(0)

@@ -3,6 +3,8 @@
 //! send traffic to. A plan arrives from whoever can reach the coordinator; without this, a plan
 //! could put the worker's secrets in a header and point the target at itself.
 
+use crate::error::CompileError;
+
 use std::net::IpAddr;
 
 use gauntlet_core::plan::Plan;
@@ -57,7 +59,7 @@ impl Access {
 
     /// A policy from the operator's patterns: variable names and file paths with `*` as a
     /// wildcard; targets as host names, `*.domain`, IP addresses or CIDR blocks (`*` for any).
-    pub fn new(env: &[String], files: &[String], targets: &[&str]) -> Result<Access, String> {
+    pub fn new(env: &[String], files: &[String], targets: &[&str]) -> Result<Access, CompileError> {
         let targets = targets
             .iter()
             .map(|t| parse_target(t))
@@ -117,14 +119,14 @@ impl Access {
 
     /// Checks everything a plan would read or reach; the error names the first refusal and the
     /// flag that would allow it.
-    pub fn check(&self, plan: &Plan) -> Result<(), String> {
+    pub fn check(&self, plan: &Plan) -> Result<(), CompileError> {
         for name in env_reads(plan) {
             if !self.allows_env(&name) {
-                return Err(format!(
+                return Err(CompileError(format!(
                     "this worker does not expose environment variable `{name}` to plans \
                      (its operator allows them with `gauntlet worker --plan-env NAME,...`; the \
                      fleet's tokens never)"
-                ));
+                )));
             }
         }
         let auth = plan.auth.as_ref();
@@ -135,28 +137,28 @@ impl Access {
         for path in files.into_iter().flatten() {
             let shown = path.display().to_string();
             if !self.allows_file(&shown) {
-                return Err(format!(
+                return Err(CompileError(format!(
                     "this worker does not let plans read `{shown}` (its operator allows files \
                      with `gauntlet worker --plan-files PATH,...`)"
-                ));
+                )));
             }
         }
         // A `Host` header would reach any virtual host behind an allowed address.
         if let Some(at) = host_header(plan) {
-            return Err(format!(
+            return Err(CompileError(format!(
                 "{at}: a `Host` header is not sent by this worker (it would reach hosts \
                  --allow-target does not list); aim base_url at the host instead"
-            ));
+            )));
         }
         let urls = [plan.target.base_url.clone(), plan.ws_url()];
         for url in urls.into_iter().flatten() {
             let parsed = url::Url::parse(&url).map_err(|e| format!("target `{url}`: {e}"))?;
             if !self.allows_url(&parsed) {
-                return Err(format!(
+                return Err(CompileError(format!(
                     "this worker does not send traffic to `{}` (its operator allows targets \
                      with `gauntlet worker --allow-target HOST,CIDR,...`)",
                     parsed.host_str().unwrap_or(&url)
-                ));
+                )));
             }
         }
         Ok(())
@@ -208,7 +210,7 @@ fn host_header(plan: &Plan) -> Option<String> {
         .map(|s| format!("scenario `{}`", s.name))
 }
 
-fn parse_target(t: &str) -> Result<Target, String> {
+fn parse_target(t: &str) -> Result<Target, CompileError> {
     let t = t.trim().to_ascii_lowercase();
     if t == "*" {
         return Ok(Target::Any);
@@ -230,14 +232,16 @@ fn parse_target(t: &str) -> Result<Target, String> {
     }
     if let Some(suffix) = t.strip_prefix('*') {
         if !suffix.starts_with('.') || suffix.len() < 2 {
-            return Err(format!(
+            return Err(CompileError(format!(
                 "--allow-target: `{t}`: a wildcard is `*.domain` or `*` alone"
-            ));
+            )));
         }
         return Ok(Target::Suffix(suffix.to_owned()));
     }
     if t.is_empty() || t.contains(['*', ':', '/', ' ']) {
-        return Err(format!("--allow-target: `{t}` is not a host name"));
+        return Err(CompileError(format!(
+            "--allow-target: `{t}` is not a host name"
+        )));
     }
     Ok(Target::Host(t))
 }

@@ -5,6 +5,8 @@
 //! `v % subject_pool`), in the open model arrival `k`'s (subject `k % subject_pool`, see
 //! `crate::session::Vu::take_arrival`).
 
+use crate::error::CompileError;
+
 use std::time::Duration;
 
 use gauntlet_core::plan::{Algorithm, Auth, KeySource, Placement, TokenPer};
@@ -62,7 +64,7 @@ pub const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Reads a key file: a regular file of at most [`MAX_KEY_FILE`] bytes (never `/dev/zero`, a
 /// pipe or a huge file read into memory).
-fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+fn read_key_file(path: &std::path::Path) -> Result<String, CompileError> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)
         .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
@@ -70,24 +72,27 @@ fn read_key_file(path: &std::path::Path) -> Result<String, String> {
         .metadata()
         .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
     if !meta.is_file() {
-        return Err(format!("auth: {} is not a regular file", path.display()));
+        return Err(CompileError(format!(
+            "auth: {} is not a regular file",
+            path.display()
+        )));
     }
     let mut text = String::new();
     file.take(MAX_KEY_FILE + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("auth: cannot read {}: {e}", path.display()))?;
     if text.len() as u64 > MAX_KEY_FILE {
-        return Err(format!(
+        return Err(CompileError(format!(
             "auth: {} is larger than {MAX_KEY_FILE} bytes: not a key",
             path.display()
-        ));
+        )));
     }
     Ok(text)
 }
 
 impl Minter {
     /// Reads the key and compiles the claims of a validated `[auth]`.
-    pub fn new(auth: &Auth) -> Result<Minter, String> {
+    pub fn new(auth: &Auth) -> Result<Minter, CompileError> {
         let read_env = |name: &str| {
             std::env::var(name)
                 .map_err(|_| format!("auth: environment variable `{name}` is not set"))

@@ -2,6 +2,8 @@
 //! handshake, a timeout...) into one stable category name plus a detail, trying the plan's
 //! classifiers first.
 
+use crate::error::CompileError;
+
 use gauntlet_core::plan::{Classifier, Condition};
 use gauntlet_core::words::FailureCategory;
 use regex::Regex;
@@ -115,7 +117,7 @@ enum Test {
 
 impl CompiledClassifier {
     /// Compiles a validated classifier.
-    pub fn compile(c: &Classifier) -> Result<CompiledClassifier, String> {
+    pub fn compile(c: &Classifier) -> Result<CompiledClassifier, CompileError> {
         let re = |r: &str| Regex::new(r).map_err(|e| e.to_string());
         let when = c
             .when

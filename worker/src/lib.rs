@@ -25,6 +25,7 @@ pub mod agent;
 pub mod auth;
 pub mod classify;
 pub mod engine;
+pub mod error;
 pub mod matcher;
 pub mod program;
 pub mod recorder;

@@ -1,6 +1,8 @@
 //! Checks on JSON values found by JSON pointer (equals, regex, exists, one-of) and captures,
 //! compiled once from the plan.
 
+use crate::error::CompileError;
+
 use gauntlet_core::plan::{MatchTest, Matcher};
 use regex::Regex;
 use serde_json::Value;
@@ -26,7 +28,7 @@ enum Test {
 
 impl CompiledMatcher {
     /// Compiles a validated plan matcher.
-    pub fn compile(m: &Matcher) -> Result<CompiledMatcher, String> {
+    pub fn compile(m: &Matcher) -> Result<CompiledMatcher, CompileError> {
         let test = match &m.test {
             MatchTest::Equals(Value::String(s)) => {
                 let t = compile(s)?;

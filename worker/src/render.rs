@@ -2,6 +2,8 @@
 //! resolved, filled from the VU's context. Templates without placeholders render without
 //! allocating (JSON frames are then serialized once, when the plan is compiled).
 
+use crate::error::CompileError;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gauntlet_core::template::{Builtin, Part, Template};
@@ -119,9 +121,10 @@ pub fn resolve_env(t: &Template) -> Result<Template, String> {
 }
 
 /// Parses a plan template (already validated) and resolves its environment variables.
-pub fn compile(text: &str) -> Result<Template, String> {
+pub fn compile(text: &str) -> Result<Template, CompileError> {
     let t = Template::parse(text).map_err(|e| e.0)?;
-    resolve_env(&t).map_err(|name| format!("environment variable `{name}` is not set"))
+    resolve_env(&t)
+        .map_err(|name| CompileError(format!("environment variable `{name}` is not set")))
 }
 
 /// A JSON value whose strings are templates.
@@ -148,7 +151,7 @@ pub enum Node {
 
 impl JsonTemplate {
     /// Compiles `value`, resolving environment variables.
-    pub fn compile(value: &Value) -> Result<JsonTemplate, String> {
+    pub fn compile(value: &Value) -> Result<JsonTemplate, CompileError> {
         let node = compile_node(value)?;
         if is_fixed(&node) {
             let value = to_value_fixed(&node);
@@ -175,7 +178,7 @@ impl JsonTemplate {
     }
 }
 
-fn compile_node(value: &Value) -> Result<Node, String> {
+fn compile_node(value: &Value) -> Result<Node, CompileError> {
     Ok(match value {
         Value::String(s) => {
             let t = compile(s)?;
@@ -190,7 +193,7 @@ fn compile_node(value: &Value) -> Result<Node, String> {
         Value::Object(map) => Node::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), compile_node(v)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, CompileError>>()?,
         ),
         other => Node::Literal(other.clone()),
     })

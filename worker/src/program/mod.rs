@@ -29,10 +29,7 @@ pub use step::{
     SendStep, SequenceStep, StepKind,
 };
 
-/// A plan that cannot run on this worker (a missing environment variable, an unreadable key).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CompileError(pub String);
+pub use crate::error::CompileError;
 
 /// The compiled plan.
 #[derive(Debug)]
@@ -140,9 +137,9 @@ impl Program {
     /// Compiles a validated plan for a worker whose operator allows `access` (checked first:
     /// a plan that reads or reaches what it may not is refused, naming it).
     pub fn compile_for(plan: Plan, access: crate::access::Access) -> Result<Program, CompileError> {
-        access.check(&plan).map_err(CompileError)?;
+        access.check(&plan)?;
         let access = Arc::new(access);
-        let err = |at: &str, e: String| CompileError(format!("{at}: {e}"));
+        let err = |at: &str, e: &dyn std::fmt::Display| CompileError(format!("{at}: {e}"));
         let base_url = plan
             .target
             .base_url
@@ -154,14 +151,9 @@ impl Program {
             .ws_url()
             .ok_or_else(|| CompileError("target: no WebSocket URL".into()))?;
         let ws_url = url::Url::parse(&ws_url)
-            .map_err(|e| err("target.ws_url", format!("`{ws_url}`: {e}")))?;
+            .map_err(|e| err("target.ws_url", &format!("`{ws_url}`: {e}")))?;
         let headers = templates(&plan.target.headers, "target.headers")?;
-        let minter = plan
-            .auth
-            .as_ref()
-            .map(Minter::new)
-            .transpose()
-            .map_err(CompileError)?;
+        let minter = plan.auth.as_ref().map(Minter::new).transpose()?;
         let mut names = Names::default();
         let m_handshake = names.metric(METRIC_HANDSHAKE.into());
         let m_confirmation = names.metric(METRIC_CONFIRMATION.into());
@@ -175,7 +167,7 @@ impl Program {
                 .map(|(k, v)| {
                     Ok((
                         k.clone(),
-                        compile(v).map_err(|e| err(&format!("{at}.vars.{k}"), e))?,
+                        compile(v).map_err(|e| err(&format!("{at}.vars.{k}"), &e))?,
                     ))
                 })
                 .collect::<Result<Vec<_>, CompileError>>()?;
@@ -216,7 +208,7 @@ impl Program {
                     name,
                     pointer: c.pointer.clone(),
                     equals: compile(&c.equals)
-                        .map_err(|e| err(&format!("isolation[{i}].equals"), e))?,
+                        .map_err(|e| err(&format!("isolation[{i}].equals"), &e))?,
                 })
             })
             .collect::<Result<Vec<_>, CompileError>>()?;
@@ -225,7 +217,7 @@ impl Program {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                CompiledClassifier::compile(c).map_err(|e| err(&format!("classifiers[{i}]"), e))
+                CompiledClassifier::compile(c).map_err(|e| err(&format!("classifiers[{i}]"), &e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let tls = Arc::new(tls_config(&plan.target.tls)?);
@@ -348,7 +340,7 @@ fn compile_steps(
             .unique(gauntlet_core::checks::step_base_name(step));
         let metric = ctx.names.metric(format!("step.{}.{name}", ctx.scenario));
         let check = ctx.names.check(format!("{}/{name}", ctx.scenario));
-        let e = |e: String| CompileError(format!("{at}: {e}"));
+        let e = |e: CompileError| CompileError(format!("{at}: {e}"));
         let kind = match step {
             Step::WsConnect(s) => StepKind::Connect(ConnectStep {
                 path: s.path.clone(),
