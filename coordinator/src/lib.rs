@@ -3,13 +3,17 @@
 //! exactly, watched for lost workers, judged against thresholds once, and reported.
 //!
 //! # Layout
+//! - this file: [`Coordinator`] (its settings and shared state) and [`Coordinator::serve`],
+//!   what the CLI and the tests start.
 //! - [`registry`]: known workers, their streams and heartbeats.
-//! - [`run`]: one run's life: wait for workers, assign, watch, reassign, finish, report.
+//! - [`run`]: one run's life (its rooms: intake, shares, lifecycle, finish, figures): wait
+//!   for workers, assign, admit and merge snapshots, hand lost shares over, judge, report.
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
 //! - [`history`]: the SQLite run history.
 //! - [`listen`]: guarded listening sockets (connection limit, idle timeout).
-//! - [`http`]: the HTTP port (`/healthz`, `/api/runs`).
-//! - [`service`]: the gRPC services (WorkerService, ControlService) over the above.
+//! - [`http`]: the HTTP port (`/`, `/api/runs`, `/api/live`, `/metrics`, `/healthz`).
+//! - [`service`]: the gRPC services (WorkerService, ControlService) over the above; errors
+//!   become `tonic::Status` there and nowhere else.
 
 pub mod aggregator;
 pub mod history;

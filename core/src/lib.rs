@@ -5,17 +5,22 @@
 //!   `file:line:col: field: what is wrong`.
 //! - [`units`]: small validated value types (rates in `0..=1`, ...) that reject bad input while
 //!   the file is parsed, so the error still knows where it came from.
-//! - [`plan`]: the plan model (target, auth, load, scenarios and steps, isolation checks,
-//!   classifiers) and its validation.
+//! - [`plan`]: the plan: read from TOML once (`plan::spec`), validated with every problem
+//!   located (`plan::validate`), resolved into the typed [`plan::Plan`] that travels to
+//!   workers (load models, steps, matchers, classifiers as enums holding exactly their
+//!   fields).
 //! - [`checks`]: the checks a plan declares, named as reports name them.
-//! - [`segment`]: execution segments, a worker's share of VUs and arrivals.
+//! - [`segment`]: execution segments on exact integer ticks, a worker's share of VUs and
+//!   arrivals, cut again exactly when a share is handed over.
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`names`]: the names a plan's measurements can carry (metrics, checks, steps,
 //!   failure categories).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
 //!   snapshot.
-//! - [`report`]: the run report (`report.json`), its text rendering, `report.md` and
-//!   `junit.xml`.
+//! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
+//!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
+//!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,
+//!   `report.md`, `report.html`, `junit.xml`) and their files (`report::files`).
 //! - [`compare`]: progress between two runs of a plan.
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`words`]: the shared vocabulary as types: run phases, failure categories, the verdict

@@ -1,6 +1,6 @@
 //! The plan: what a run does (target, auth, load model, scenarios and their steps, isolation
 //! checks, classifiers, thresholds, fleet settings). Read from TOML once, at the edge
-//! ([`Plan::from_text`]: the file's shapes in [`spec`], checked by [`validate`] with every
+//! ([`Plan::from_text`]: the file's shapes in [`spec`], checked by `validate` with every
 //! problem located at `file:line:col: field`), it resolves into the typed [`Plan`] that the
 //! coordinator and workers use and that travels to workers as it is. `docs/plans.md`
 //! documents each field; keep the two in step.
@@ -10,7 +10,7 @@
 //! - [`target`]: where the load goes; [`auth`]: JWT minting; [`load`]: the load models;
 //! - [`step`]: the steps, one type per kind; [`check`]: isolation checks, matchers,
 //!   classifiers;
-//! - [`spec`]: the TOML shapes and their resolution; [`validate`]: every problem, located.
+//! - [`spec`]: the TOML shapes and their resolution; `validate`: every problem, located.
 
 use std::collections::BTreeMap;
 use std::path::Path;

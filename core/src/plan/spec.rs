@@ -1,5 +1,5 @@
 //! The plan as its TOML file writes it: the shapes `serde` reads, with every field a plan may
-//! set. [`super::validate`] checks them (every problem, located) and [`PlanSpec::resolve`]
+//! set. `validate` checks them (every problem, located) and [`PlanSpec::resolve`]
 //! turns a valid one into the typed [`Plan`] that travels to workers.
 
 use std::collections::BTreeMap;
