@@ -60,13 +60,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
         files::write(&dir, &report, cycles.last().map(|prev| &prev.report))?;
         if !args.run.no_history {
             // The loop compares with its own previous cycle, not the history's latest run.
-            crate::history::store(
-                &args.run.history,
-                &report,
-                &submission.plan_toml,
-                &dir,
-                false,
-            );
+            crate::history::store(&args.run.history, &report, &submission.plan_toml, &dir);
         }
         outln!("{}", report.render_text());
         outln!("report: {}", dir.join("report.json").display());

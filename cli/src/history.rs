@@ -147,25 +147,34 @@ pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Stores the run and, when the plan ran before, rewrites report.md with the progress since
-/// then. A database problem is a warning: the report files are already written.
+/// The previous run of `report`'s plan in the history, to compare with; a database problem
+/// is a warning (the run's files are written without the comparison).
+#[allow(clippy::print_stderr)]
+pub fn previous(
+    args: &HistoryArgs,
+    report: &gauntlet_core::report::Report,
+) -> Option<gauntlet_core::report::Report> {
+    let found = args
+        .open()
+        .and_then(|h| Ok(h.previous(&report.plan.name, &report.run_id)?));
+    match found {
+        Ok(previous) => previous,
+        Err(e) => {
+            eprintln!("warning: cannot read the history for a comparison ({e:#})");
+            None
+        }
+    }
+}
+
+/// Stores the run. A database problem is a warning: the report files are already written.
 #[allow(clippy::print_stderr)]
 pub fn store(
-    args: &crate::history::HistoryArgs,
+    args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
     plan_toml: &str,
     dir: &std::path::Path,
-    compare_with_previous: bool,
 ) {
-    let result = (|| -> anyhow::Result<()> {
-        let history = args.open()?;
-        let previous = history.previous(&report.plan.name, &report.run_id)?;
-        history.store(report, plan_toml)?;
-        if compare_with_previous && previous.is_some() {
-            gauntlet_core::report::files::write(dir, report, previous.as_ref())?;
-        }
-        Ok(())
-    })();
+    let result = args.open().and_then(|h| Ok(h.store(report, plan_toml)?));
     if let Err(e) = result {
         eprintln!(
             "warning: the run was not stored in the history ({e:#}); its report files are in {}",

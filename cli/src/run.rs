@@ -150,11 +150,16 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(&report.run_id));
-    // The files first: whatever the history database does, the run is on disk. With a
-    // previous run of the plan in the history, they are written again comparing with it.
-    let path = files::write(&dir, &report, None)?;
+    // The files first, once, comparing with the plan's previous run if the history has one:
+    // whatever the history database does next, the run is on disk.
+    let previous = if args.no_history {
+        None
+    } else {
+        crate::history::previous(&args.history, &report)
+    };
+    let path = files::write(&dir, &report, previous.as_ref())?;
     if !args.no_history {
-        crate::history::store(&args.history, &report, &plan_toml, &dir, true);
+        crate::history::store(&args.history, &report, &plan_toml, &dir);
     }
     outln!("{}", report.render_text());
     outln!("report: {}", path.display());

@@ -103,7 +103,7 @@ async fn report_html_renders_with_non_blank_charts() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains(&format!(
-            "| `missing_event` | tool_completed | `agent/ws_expect_sequence` | {injected} |"
+            "| `missing_event` | `tool_completed` | `agent/ws_expect_sequence` | {injected} |"
         )),
         "{md}"
     );
