@@ -15,12 +15,9 @@ const COLOURS: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
 ];
 
-/// Escapes text for HTML.
+/// Escapes text for HTML, in text and in quoted attributes alike (`& < > " ' /`).
 pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    html_escape::encode_safe(s).into_owned()
 }
 
 /// One line of a chart.
