@@ -42,9 +42,10 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
     if args.until_passes == 0 {
         return Err(UsageError("--until-passes must be at least 1".into()).into());
     }
-    let (fleet, submission, plan) = crate::run::prepare(&args.run)?;
+    let (fleet, submission, plan) = crate::run::prepare(&args.run.fleet, &args.run.load)?;
     let out = args
         .run
+        .fleet
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(format!("loop-{}", plan.name)));
@@ -58,9 +59,14 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
         let dir = out.join(format!("cycle-{number}"));
         // With progress vs the previous cycle of this loop.
         files::write(&dir, &report, cycles.last().map(|prev| &prev.report))?;
-        if !args.run.no_history {
+        if !args.run.fleet.no_history {
             // The loop compares with its own previous cycle, not the history's latest run.
-            crate::history::store(&args.run.history, &report, &submission.plan_toml, &dir);
+            crate::history::store(
+                &args.run.fleet.history,
+                &report,
+                &submission.plan_toml,
+                &dir,
+            );
         }
         outln!("{}", report.render_text());
         outln!("report: {}", dir.join("report.json").display());

@@ -112,6 +112,7 @@ async fn demo(
         min_workers: 2,
         token: None,
         tls_ca: None,
+        load: Default::default(),
     };
     let report = crate::run::follow(Fleet::InProcess(2), submission, shutdown, true).await?;
     let dir = args.out.clone().unwrap_or_else(|| {

@@ -4,7 +4,7 @@
 //! happened.
 //!
 //! # Layout
-//! - `run`: `run` and `validate`; `cycles`: `loop`; `history`: `history`, `show`, `report`,
+//! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`,
 //!   `compare` and storing runs;
 //! - `coordinator`, `worker`, `testbed`, `demo`, `probe`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 #[macro_use]
 mod out;
 
+mod capacity;
 mod coordinator;
 mod cycles;
 mod demo;
@@ -55,6 +56,10 @@ enum Command {
     Run(run::Args),
     /// Run a plan cycle after cycle until a cycle passes with enough sessions.
     Loop(cycles::LoopArgs),
+    /// Find the highest load the target holds: step the plan's load up, bisect between the
+    /// last step that held and the first that broke, and say what broke it (exit 0: a limit
+    /// found or none up to --to; 1: even the lowest step broke; 3: error).
+    Capacity(capacity::Args),
     /// Exit 0 if an http:// URL answers 2xx within 2 s (container health checks).
     Probe(probe::Args),
     /// List stored runs, newest first.
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args, root).await,
             Command::Run(args) => run::run(args, root).await,
             Command::Loop(args) => cycles::run(args, root).await,
+            Command::Capacity(args) => capacity::run(args, root).await,
             Command::Coordinator(args) => coordinator::run(args, root).await,
             Command::History(args) => history::list(args),
             Command::Probe(args) => probe::run(args).await,

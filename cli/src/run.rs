@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use gauntlet_client::{Fleet, Submission, run_plan};
-use gauntlet_core::plan::{Overrides, Plan};
+use gauntlet_core::plan::{LoadOverride, Overrides, Plan};
 use gauntlet_core::report::{Report, files};
 use tokio_util::sync::CancellationToken;
 
@@ -26,17 +26,65 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self, load: &LoadArgs) -> Overrides {
         Overrides {
             target: self.target.clone(),
             ws_target: self.ws_target.clone(),
+            load: load.overrides(),
         }
     }
 }
 
-/// `gauntlet run` flags.
+/// Load settings replacing the plan's `[load]` for this run, as k6's flags do; the report
+/// lists them as overrides.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LoadArgs {
+    /// VUs (closed model): with `--duration`, a flat load replacing the plan's.
+    #[arg(long)]
+    vus: Option<u64>,
+    /// Sessions per VU (closed model); alone, the run is bound by iterations only.
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// How long new sessions start (`30s`, `5m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Arrival rate, sessions per second (switches to the open model; with `--max-vus`).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// VUs available to run arrivals (open model).
+    #[arg(long)]
+    max_vus: Option<u64>,
+    /// A ramp `DURATION:TARGET` (VUs, or sessions/s with `--rate`); repeat for more stages.
+    #[arg(long = "stage", value_parser = gauntlet_core::plan::parse_stage)]
+    stages: Vec<gauntlet_core::plan::Stage>,
+}
+
+impl LoadArgs {
+    pub(crate) fn overrides(&self) -> LoadOverride {
+        LoadOverride {
+            vus: self.vus,
+            iterations: self.iterations,
+            duration: self.duration,
+            rate: self.rate,
+            max_vus: self.max_vus,
+            stages: self.stages.clone(),
+        }
+    }
+}
+
+/// `gauntlet run` flags: where and what to run, and load overrides.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+}
+
+/// The flags `run`, `loop` and `capacity` share: the plan, the fleet, the target, the
+/// report's folder and the history.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
     /// The plan (TOML; see docs/plans.md).
     plan: PathBuf,
     /// Coordinator URL; without it a coordinator and `--workers` workers start in this
@@ -75,11 +123,13 @@ pub struct ValidateArgs {
     plan: PathBuf,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 /// Checks a plan and prints what it would run.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
-    let plan = Plan::load(&args.plan, &args.target.overrides())?;
+    let plan = Plan::load(&args.plan, &args.target.overrides(&args.load))?;
     outln!(
         "{}: ok: plan `{}`, {} scenario(s), {:?} model, target {} / {}",
         args.plan.display(),
@@ -99,7 +149,10 @@ fn shown_url(url: &str) -> String {
 }
 
 /// Checks the plan and the flags, and prepares what to submit where.
-pub(crate) fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> {
+pub(crate) fn prepare(
+    args: &FleetArgs,
+    load: &LoadArgs,
+) -> anyhow::Result<(Fleet, Submission, Plan)> {
     // Validate here first: a bad plan is exit 2 with its location, before any network.
     let text = std::fs::read_to_string(&args.plan).map_err(|source| {
         gauntlet_core::config_file::ConfigError::Read {
@@ -110,7 +163,7 @@ pub(crate) fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> 
     let plan = Plan::from_text(
         &args.plan.display().to_string(),
         &text,
-        &args.target.overrides(),
+        &args.target.overrides(load),
     )?;
     if args.workers == 0 && args.coordinator.is_none() {
         return Err(UsageError("--workers must be at least 1".into()).into());
@@ -130,6 +183,7 @@ pub(crate) fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> 
         min_workers: args.min_workers.unwrap_or(0),
         token: args.token.clone(),
         tls_ca: crate::usage::read_pem(args.tls_ca.as_deref())?,
+        load: load.overrides(),
     };
     Ok((fleet, submission, plan))
 }
@@ -137,7 +191,8 @@ pub(crate) fn prepare(args: &Args) -> anyhow::Result<(Fleet, Submission, Plan)> 
 /// Runs a plan on a fleet (in-process by default) and writes its report.
 #[allow(clippy::print_stderr)]
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> {
-    let (fleet, submission, plan) = prepare(&args)?;
+    let (fleet, submission, plan) = prepare(&args.fleet, &args.load)?;
+    let args = args.fleet;
     eprintln!(
         "running plan `{}` against {} ({})",
         plan.name,

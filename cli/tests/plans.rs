@@ -171,3 +171,67 @@ fn a_run_where_nothing_can_connect_is_an_error_not_a_pass() {
         "{stdout}"
     );
 }
+
+/// `--vus 3 --iterations 4` replace the plan's load (20 VUs x 5): exactly 12 sessions, the
+/// overrides listed in the summary and in report.json; a `--stage` without a target number is
+/// a usage error naming the flag's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_flags_replace_the_plans_load_and_the_report_says_so() {
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    let tb = Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let target = tb.http_url();
+    let path = plans_dir().join("agent-pipeline.toml");
+    let path = path.to_str().unwrap().to_owned();
+    let out = std::env::temp_dir().join(format!("gauntlet-cli-overrides-{}", std::process::id()));
+    let out_arg = out.to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        gauntlet(&[
+            "run",
+            &path,
+            "--target",
+            &target,
+            "--vus",
+            "3",
+            "--iterations",
+            "4",
+            "--no-history",
+            "--out",
+            &out_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("sessions: 12 started, 12 passed"),
+        "{stdout}"
+    );
+    let flags = format!("--target {}", tb.http_url());
+    assert!(
+        stdout.contains(&format!("overrides: {flags} --vus 3 --iterations 4")),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["overrides"],
+        serde_json::json!([flags, "--vus 3", "--iterations 4"])
+    );
+    assert_eq!(tb.stats().pipelines.completed, 12);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "Overridden on the command line: `{flags}`, `--vus 3`, `--iterations 4`."
+        )),
+        "{md}"
+    );
+
+    let plan = plans_dir().join("agent-pipeline.toml");
+    let (code, _, stderr) = gauntlet(&["run", plan.to_str().unwrap(), "--stage", "30s"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("DURATION:TARGET"), "{stderr}");
+    tb.stop().await.unwrap();
+}

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
+use gauntlet_core::plan::LoadOverride;
 use gauntlet_core::report::Report;
 use gauntlet_proto::v1;
 use gauntlet_proto::v1::control_service_client::ControlServiceClient;
@@ -31,6 +32,8 @@ pub struct Submission {
     pub token: Option<String>,
     /// Extra CA certificate (PEM) for an https:// coordinator.
     pub tls_ca: Option<Vec<u8>>,
+    /// `--vus`, `--rate`, `--stage`...: replaces the plan's `[load]` for this run.
+    pub load: LoadOverride,
 }
 
 /// Where a run goes.
@@ -98,6 +101,63 @@ pub enum ClientError {
     BadReport(#[source] serde_json::Error),
 }
 
+/// A coordinator and its workers started in this process, on loopback, for as many runs as
+/// the caller submits (`gauntlet capacity` runs every step on one); dropping it stops them.
+#[derive(Debug)]
+pub struct LocalFleet {
+    url: String,
+    workers: u32,
+    stop: CancellationToken,
+}
+
+impl LocalFleet {
+    /// Starts a coordinator on 127.0.0.1 and `workers` workers registered with it.
+    pub async fn start(workers: u32) -> Result<LocalFleet, ClientError> {
+        let stop = CancellationToken::new();
+        let coordinator = Coordinator::new(CoordinatorConfig::default(), stop.clone());
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (addr, _) = coordinator.start(addr).await.map_err(ClientError::Start)?;
+        let url = format!("http://{addr}");
+        for i in 0..workers {
+            let config = AgentConfig {
+                coordinator: url.clone(),
+                name: format!("local-{}", i + 1),
+                capacity: 1,
+                labels: BTreeMap::new(),
+                drain: Duration::from_secs(15),
+                token: None,
+                tls_ca: None,
+                // The user's own plan in the user's own process.
+                access: gauntlet_worker::access::Access::open(),
+            };
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = run_agent(config, stop).await {
+                    tracing::error!(error = %e, "in-process worker stopped");
+                }
+            });
+        }
+        Ok(LocalFleet { url, workers, stop })
+    }
+
+    /// Submits `submission` to this fleet and follows it to its report (as [`run_plan`]);
+    /// the run waits for all of this fleet's workers unless the submission says otherwise.
+    pub async fn run(
+        &self,
+        submission: Submission,
+        stop: &CancellationToken,
+        observe: impl FnMut(Event<'_>),
+    ) -> Result<Report, ClientError> {
+        follow(&self.url, submission, self.workers, stop, observe).await
+    }
+}
+
+impl Drop for LocalFleet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Submits `submission` to `fleet`, follows it to its report and returns it, telling
 /// `observe` what happens. Cancelling `stop` cancels the run; its report still comes.
 pub async fn run_plan(
@@ -106,39 +166,13 @@ pub async fn run_plan(
     stop: &CancellationToken,
     observe: impl FnMut(Event<'_>),
 ) -> Result<Report, ClientError> {
-    let stop_local = CancellationToken::new();
-    let (url, local_workers) = match fleet {
-        Fleet::Remote(url) => (url, 0),
+    match fleet {
+        Fleet::Remote(url) => follow(&url, submission, 0, stop, observe).await,
         Fleet::InProcess(n) => {
-            let coordinator = Coordinator::new(CoordinatorConfig::default(), stop_local.clone());
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let (addr, _) = coordinator.start(addr).await.map_err(ClientError::Start)?;
-            let url = format!("http://{addr}");
-            for i in 0..n {
-                let config = AgentConfig {
-                    coordinator: url.clone(),
-                    name: format!("local-{}", i + 1),
-                    capacity: 1,
-                    labels: BTreeMap::new(),
-                    drain: Duration::from_secs(15),
-                    token: None,
-                    tls_ca: None,
-                    // The user's own plan in the user's own process.
-                    access: gauntlet_worker::access::Access::open(),
-                };
-                let stop = stop_local.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = run_agent(config, stop).await {
-                        tracing::error!(error = %e, "in-process worker stopped");
-                    }
-                });
-            }
-            (url, n)
+            let local = LocalFleet::start(n).await?;
+            local.run(submission, stop, observe).await
         }
-    };
-    let result = follow(&url, submission, local_workers, stop, observe).await;
-    stop_local.cancel();
-    result
+    }
 }
 
 async fn follow(
@@ -169,6 +203,11 @@ async fn follow(
     } else {
         local_workers
     };
+    let load_json = if submission.load.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&submission.load).map_err(ClientError::BadReport)?
+    };
     let run_id = client
         .submit_run(v1::SubmitRunRequest {
             plan_toml: submission.plan_toml,
@@ -177,6 +216,7 @@ async fn follow(
             ws_target: submission.ws_target.unwrap_or_default(),
             min_workers,
             min_workers_timeout_ms: 0,
+            load_json,
         })
         .await
         .map_err(|s| ClientError::Refused(s.message().to_owned()))?

@@ -5,7 +5,10 @@
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use gauntlet_core::plan::{Overrides, Plan};
+use gauntlet_core::plan::{LoadOverride, Overrides, Plan};
+
+/// The largest load override a submitter may send (a few flags; 1,000 stages fit).
+const MAX_LOAD_JSON: usize = 64 * 1024;
 use gauntlet_proto::PROTOCOL_VERSION;
 use gauntlet_proto::v1::{self, coordinator_message, worker_message};
 use tokio::sync::mpsc;
@@ -180,9 +183,21 @@ impl v1::control_service_server::ControlService for Control {
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
         let req = request.into_inner();
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let load = if req.load_json.is_empty() {
+            LoadOverride::default()
+        } else if req.load_json.len() > MAX_LOAD_JSON {
+            return Err(Status::invalid_argument(format!(
+                "load_json: {} bytes, more than the {MAX_LOAD_JSON} a load override may have",
+                req.load_json.len()
+            )));
+        } else {
+            serde_json::from_str(&req.load_json)
+                .map_err(|e| Status::invalid_argument(format!("load_json: {e}")))?
+        };
         let overrides = Overrides {
             target: non_empty(&req.target),
             ws_target: non_empty(&req.ws_target),
+            load,
         };
         let file = if req.plan_file.is_empty() {
             "plan.toml"

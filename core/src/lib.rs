@@ -29,6 +29,7 @@
 //! - [`redact`]: what a credential looks like (secret names, JWTs, `Bearer`, URL user-info)
 //!   and its masking, for every plan, URL, sample and log line shown or stored.
 
+pub mod capacity;
 pub mod checks;
 pub mod compare;
 pub mod config_file;

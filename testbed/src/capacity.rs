@@ -33,6 +33,8 @@ pub struct Capacity {
     abandoned: AtomicU64,
     wait_total_us: AtomicU64,
     wait_max_us: AtomicU64,
+    runs_ended: AtomicU64,
+    busy_total_us: AtomicU64,
 }
 
 /// What [`Capacity::enter`] answers.
@@ -48,6 +50,7 @@ pub enum Entry {
 #[derive(Debug)]
 pub struct RunPermit {
     capacity: Arc<Capacity>,
+    since: Instant,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -92,6 +95,8 @@ impl Capacity {
             abandoned: AtomicU64::new(0),
             wait_total_us: AtomicU64::new(0),
             wait_max_us: AtomicU64::new(0),
+            runs_ended: AtomicU64::new(0),
+            busy_total_us: AtomicU64::new(0),
         })
     }
 
@@ -130,6 +135,7 @@ impl Capacity {
         self.max_in_progress.fetch_max(now, Ordering::Relaxed);
         RunPermit {
             capacity: Arc::clone(self),
+            since: Instant::now(),
             _slot: slot,
         }
     }
@@ -145,6 +151,8 @@ impl Capacity {
             abandoned: get(&self.abandoned),
             wait_total_us: get(&self.wait_total_us),
             wait_max_us: get(&self.wait_max_us),
+            runs_ended: get(&self.runs_ended),
+            busy_total_us: get(&self.busy_total_us),
         }
     }
 }
@@ -177,6 +185,9 @@ impl Drop for RunPermit {
         // Runs before the semaphore permit (a field) is released, so `in_progress` never
         // counts more than the limit.
         self.capacity.in_progress.fetch_sub(1, Ordering::Relaxed);
+        let held = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        add(&self.capacity.busy_total_us, held);
+        add(&self.capacity.runs_ended, 1);
     }
 }
 
@@ -199,6 +210,14 @@ pub struct CapacitySnapshot {
     pub wait_total_us: u64,
     /// Longest such wait, in microseconds.
     pub wait_max_us: u64,
+    /// Runs admitted that have ended (completed or cut).
+    #[serde(default)]
+    pub runs_ended: u64,
+    /// Their total time in progress, in microseconds: `busy_total_us / runs_ended` is the
+    /// mean run length, and `concurrency` over it the testbed's true capacity in runs per
+    /// second.
+    #[serde(default)]
+    pub busy_total_us: u64,
 }
 
 #[cfg(test)]

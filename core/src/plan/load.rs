@@ -24,7 +24,7 @@ pub enum Model {
 }
 
 /// One ramp: reach `target` (VUs, or sessions/s in the open model) linearly over `duration`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// Length of the ramp.
@@ -294,5 +294,223 @@ impl Load {
                 RateSchedule::Stages { start, stages } => (*start, stages.clone()),
             },
         }
+    }
+}
+
+/// Load settings given for one run (`gauntlet run --vus 20 --duration 30s`, `--rate`,
+/// `--stage 30s:100`, or each step of `gauntlet capacity`): they replace the plan's `[load]`
+/// before it is validated, as k6's `--vus`/`--duration`/`--stage` replace its scenarios.
+///
+/// - `rate` switches the plan to the open model, `vus` or `iterations` (without `rate`) to the
+///   closed one; otherwise the plan's model stays.
+/// - `stages` replace the plan's stages (and its `duration`); any other setting given clears
+///   the plan's stages, so `--vus 50 --duration 1m` is a flat 50 VUs for a minute whatever
+///   the plan ramps.
+/// - `iterations` without `duration` bounds the run by iterations only; `duration` without
+///   `iterations` bounds it by time only (the plan's iterations go).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadOverride {
+    /// Closed: VUs (the ramp's start with `stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vus: Option<u64>,
+    /// Closed: sessions per VU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// How long new sessions start.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub duration: Option<Duration>,
+    /// Open: sessions per second (the ramp's start with `stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Open: VUs available to run arrivals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vus: Option<u64>,
+    /// Ramps replacing the plan's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+}
+
+impl LoadOverride {
+    /// Nothing given.
+    pub fn is_empty(&self) -> bool {
+        *self == LoadOverride::default()
+    }
+
+    /// Replaces the plan's `[load]` settings with these.
+    pub fn apply(&self, spec: &mut LoadSpec) {
+        if self.is_empty() {
+            return;
+        }
+        let model = if self.rate.is_some() {
+            Model::Open
+        } else if self.vus.is_some() || self.iterations.is_some() {
+            Model::Closed
+        } else {
+            spec.model
+        };
+        if model != spec.model {
+            match model {
+                // What belongs to the other model goes: the override says what this one runs.
+                Model::Open => {
+                    spec.vus = None;
+                    spec.iterations = None;
+                    spec.think_time = None;
+                }
+                Model::Closed => {
+                    spec.rate = None;
+                    spec.max_vus = None;
+                }
+            }
+            spec.model = model;
+        }
+        if self.stages.is_empty() {
+            spec.stages.clear();
+            if self.duration.is_some() {
+                spec.duration = self.duration;
+                if self.iterations.is_none() {
+                    spec.iterations = None;
+                }
+            } else if self.iterations.is_some() {
+                spec.duration = None;
+            }
+        } else {
+            spec.stages = self.stages.clone();
+            spec.duration = None;
+            if model == Model::Open && self.rate.is_none() && spec.rate.is_none() {
+                spec.rate = Some(0.0);
+            }
+        }
+        if let Some(vus) = self.vus {
+            spec.vus = Some(vus);
+        }
+        if let Some(iterations) = self.iterations {
+            spec.iterations = Some(iterations);
+        }
+        if let Some(rate) = self.rate {
+            spec.rate = Some(rate);
+        }
+        if let Some(max_vus) = self.max_vus {
+            spec.max_vus = Some(max_vus);
+        }
+    }
+
+    /// The override as command-line flags (`--vus 20`, `--stage 30s:100`), for the report.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(v) = self.vus {
+            out.push(format!("--vus {v}"));
+        }
+        if let Some(v) = self.iterations {
+            out.push(format!("--iterations {v}"));
+        }
+        if let Some(d) = self.duration {
+            out.push(format!("--duration {}", humantime::format_duration(d)));
+        }
+        if let Some(r) = self.rate {
+            out.push(format!("--rate {r}"));
+        }
+        if let Some(v) = self.max_vus {
+            out.push(format!("--max-vus {v}"));
+        }
+        for s in &self.stages {
+            out.push(format!(
+                "--stage {}:{}",
+                humantime::format_duration(s.duration),
+                s.target
+            ));
+        }
+        out
+    }
+}
+
+/// Reads `--stage DURATION:TARGET` (`30s:100`, `1m30s:0`).
+pub fn parse_stage(text: &str) -> Result<Stage, String> {
+    let (duration, target) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}`: a stage is DURATION:TARGET, e.g. 30s:100"))?;
+    let duration = humantime::parse_duration(duration.trim())
+        .map_err(|e| format!("`{text}`: bad duration `{duration}`: {e}"))?;
+    let target: f64 = target
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}`: bad target `{target}` (a number of VUs or sessions/s)"))?;
+    if !target.is_finite() || target < 0.0 {
+        return Err(format!("`{text}`: the target must be a number >= 0"));
+    }
+    Ok(Stage { duration, target })
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> LoadSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn vus_and_duration_flatten_a_ramp() {
+        let mut s = spec("vus = 1\nstages = [{ duration = \"10s\", target = 50 }]");
+        LoadOverride {
+            vus: Some(20),
+            duration: Some(Duration::from_secs(30)),
+            ..LoadOverride::default()
+        }
+        .apply(&mut s);
+        assert!(s.stages.is_empty());
+        assert_eq!(s.vus, Some(20));
+        assert_eq!(s.duration, Some(Duration::from_secs(30)));
+        assert_eq!(s.model, Model::Closed);
+    }
+
+    #[test]
+    fn rate_switches_to_open_and_drops_closed_settings() {
+        let mut s = spec("vus = 10\niterations = 5");
+        LoadOverride {
+            rate: Some(50.0),
+            max_vus: Some(100),
+            duration: Some(Duration::from_secs(5)),
+            ..LoadOverride::default()
+        }
+        .apply(&mut s);
+        assert_eq!(s.model, Model::Open);
+        assert_eq!((s.vus, s.iterations), (None, None));
+        assert_eq!((s.rate, s.max_vus), (Some(50.0), Some(100)));
+    }
+
+    #[test]
+    fn iterations_alone_bound_by_iterations() {
+        let mut s = spec("vus = 10\nduration = \"1m\"");
+        LoadOverride {
+            iterations: Some(3),
+            ..LoadOverride::default()
+        }
+        .apply(&mut s);
+        assert_eq!((s.iterations, s.duration), (Some(3), None));
+    }
+
+    #[test]
+    fn stages_replace_duration_and_describe_round_trips() {
+        let mut s = spec("vus = 10\nduration = \"1m\"");
+        let o = LoadOverride {
+            stages: vec![
+                parse_stage("30s:100").unwrap(),
+                parse_stage("1m:0").unwrap(),
+            ],
+            ..LoadOverride::default()
+        };
+        o.apply(&mut s);
+        assert_eq!(s.duration, None);
+        assert_eq!(s.stages.len(), 2);
+        assert_eq!(o.describe(), ["--stage 30s:100", "--stage 1m:0"]);
+        assert!(parse_stage("30s").is_err());
+        assert!(parse_stage("soon:5").is_err());
+        assert!(parse_stage("1s:-1").is_err());
+        assert!(parse_stage("1s:NaN").is_err());
     }
 }

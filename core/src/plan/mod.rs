@@ -34,7 +34,8 @@ pub use check::{
     Classifier, ClassifierSpec, Condition, IsolationCheck, MatchTest, Matcher, MatcherSpec,
 };
 pub use load::{
-    Closed, Load, LoadSpec, MAX_RATE, MAX_VUS, Model, Open, Pause, RateSchedule, Stage, VuSchedule,
+    Closed, Load, LoadOverride, LoadSpec, MAX_RATE, MAX_VUS, Model, Open, Pause, RateSchedule,
+    Stage, VuSchedule, parse_stage,
 };
 pub use spec::{PlanSpec, ScenarioSpec, StepSpec};
 pub use step::{
@@ -66,6 +67,9 @@ pub struct Plan {
     pub thresholds: Vec<crate::thresholds::Threshold>,
     /// How the fleet runs this plan.
     pub fleet: Fleet,
+    /// What the command line replaced for this run (`--vus 20`, `--target ...`), as flags.
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 /// A named, weighted sequence of steps.
@@ -134,6 +138,23 @@ pub struct Overrides {
     pub target: Option<String>,
     /// `--ws-target`: replaces the WebSocket URL on its own.
     pub ws_target: Option<String>,
+    /// `--vus`, `--duration`, `--rate`, `--stage`...: replace the plan's `[load]`.
+    pub load: LoadOverride,
+}
+
+impl Overrides {
+    /// The overrides as command-line flags, for the report (`--target` URLs masked).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.target {
+            out.push(format!("--target {}", crate::redact::url(t)));
+        }
+        if let Some(t) = &self.ws_target {
+            out.push(format!("--ws-target {}", crate::redact::url(t)));
+        }
+        out.extend(self.load.describe());
+        out
+    }
 }
 
 /// A plan that failed to load: every problem found, each located.
@@ -167,6 +188,7 @@ impl Plan {
         if let Some(ws) = &overrides.ws_target {
             spec.target.ws_url = Some(ws.clone());
         }
+        overrides.load.apply(&mut spec.load);
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(PlanError::Invalid(
@@ -176,7 +198,7 @@ impl Plan {
                     .collect(),
             ));
         }
-        spec.resolve().ok_or_else(|| {
+        let mut plan = spec.resolve().ok_or_else(|| {
             PlanError::Invalid(vec![locate_path(
                 file,
                 text,
@@ -184,7 +206,9 @@ impl Plan {
                 "the plan passed validation but cannot be resolved (a bug: please report it)"
                     .into(),
             )])
-        })
+        })?;
+        plan.overrides = overrides.describe();
+        Ok(plan)
     }
 
     /// The WebSocket URL: `ws_url`, or `base_url` with its scheme mapped and `ws_path`.
@@ -253,6 +277,7 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
         let over = Overrides {
             target: Some("https://staging.example/".into()),
             ws_target: None,
+            load: LoadOverride::default(),
         };
         let plan = Plan::from_text("p.toml", MINIMAL, &over).unwrap();
         assert_eq!(plan.ws_url().as_deref(), Some("wss://staging.example/ws"));

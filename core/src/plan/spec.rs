@@ -344,6 +344,7 @@ impl PlanSpec {
                 .map(ThresholdSpec::resolve)
                 .collect::<Option<_>>()?,
             fleet: self.fleet.clone(),
+            overrides: Vec::new(),
         })
     }
 }

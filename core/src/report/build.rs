@@ -138,5 +138,6 @@ fn assemble(
         thresholds,
         workers,
         intervals,
+        overrides: run.plan.overrides.clone(),
     }
 }

@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page (inline CSS and SVG, no script, no font or network
 //! fetch) with the Markdown report's content and charts: sessions and failures per second by
-//! category, latency percentiles over time per main metric, the latency distribution (a
+//! category, the load (sessions in flight) over time, latency percentiles over time per main
+//! metric, the latency distribution (a
 //! percentile spectrum on a log scale) and each worker's throughput. The live page on the
 //! coordinator reuses [`charts`].
 
@@ -242,6 +243,22 @@ pub fn charts(r: &Report) -> Vec<String> {
         &rate,
         false,
     ));
+    // The load itself, next to the latency it produced: VUs in a session at each interval's
+    // end (in the open model, the sessions in flight).
+    out.push(line_chart(
+        "Load: sessions in flight (VUs in a session)",
+        "seconds into the run",
+        "sessions",
+        &[Series {
+            name: "in flight".into(),
+            points: r
+                .intervals
+                .iter()
+                .map(|i| (t(i.at_ms), i.active_vus as f64))
+                .collect(),
+        }],
+        false,
+    ));
     // Latency percentiles over time, per main metric.
     let metrics: std::collections::BTreeSet<&String> =
         r.intervals.iter().flat_map(|i| i.latency.keys()).collect();
@@ -379,6 +396,18 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         t.unknown,
         super::percent(r.delivered)
     );
+    if !r.overrides.is_empty() {
+        let flags: Vec<String> = r
+            .overrides
+            .iter()
+            .map(|o| format!("<code>{}</code>", esc(o)))
+            .collect();
+        let _ = write!(
+            out,
+            "<p>Overridden on the command line: {}.</p>",
+            flags.join(", ")
+        );
+    }
     out.push_str("<h2>Charts</h2>");
     for chart in charts(r) {
         out.push_str(&chart);

@@ -114,6 +114,14 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         t.interrupted,
         super::percent(r.delivered)
     );
+    if !r.overrides.is_empty() {
+        let flags: Vec<String> = r.overrides.iter().map(|o| code(o, 200)).collect();
+        let _ = writeln!(
+            out,
+            "Overridden on the command line: {}.\n",
+            flags.join(", ")
+        );
+    }
     if t.unknown > 0 {
         let _ = writeln!(
             out,

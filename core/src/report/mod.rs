@@ -255,6 +255,10 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Per-interval series.
     pub intervals: Vec<IntervalReport>,
+    /// What the command line replaced in the plan for this run, as flags (`--vus 20`,
+    /// `--duration 30s`, `--target ...`); empty when the plan ran as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 /// What a snapshot measured, in report form.
@@ -359,6 +363,9 @@ impl Report {
             "sessions: {} started, {} passed, {} failed, {} interrupted ({rate:.1} % passed)",
             t.sessions, t.passed, t.failed, t.interrupted
         );
+        if !self.overrides.is_empty() {
+            let _ = writeln!(out, "overrides: {}", self.overrides.join(" "));
+        }
         if t.dropped > 0 {
             let _ = writeln!(out, "dropped arrivals (no free VU): {}", t.dropped);
         }
@@ -611,6 +618,7 @@ pub(crate) mod tests {
             }],
             workers: vec![],
             intervals: vec![],
+            overrides: vec![],
         }
     }
 

@@ -1,0 +1,222 @@
+//! `gauntlet capacity`: against a testbed whose true limit is known (`[pipeline] concurrency
+//! = W` with fixed event gaps: W over the mean run length the testbed measured, agent runs per
+//! second), the limit found is
+//! within 10 % of it on 1 and on 3 workers, capacity.json says what broke it, and a range whose
+//! lowest step already breaks exits 1.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use gauntlet_testbed::config::Secret;
+use gauntlet_testbed::delay::Delay;
+use gauntlet_testbed::{Testbed, TestbedConfig};
+
+const SECRET: &str = "capacity-test-secret";
+/// At most this many agent runs at once in the testbed.
+const W: usize = 10;
+/// The gap before each of the five events: a run lasts 5 x GAP.
+const GAP: Duration = Duration::from_millis(10);
+
+const PLAN: &str = r#"
+name = "capacity-probe"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+subject = "cap-user-{subject_index}"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+model = "open"
+rate = 100
+max_vus = 60
+duration = "4s"
+graceful_stop = "10s"
+[fleet]
+interval = "500ms"
+[[scenarios]]
+name = "agent"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "start_agent", payload = { user_request = "capacity" } } } },
+  { ws_expect_sequence = { orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], timeout = "20s" } },
+  { ws_close = {} },
+]
+"#;
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("gauntlet-capacity-{}-{name}", std::process::id()))
+}
+
+fn gauntlet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gauntlet"))
+        .args(args)
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("GAUNTLET_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn testbed() -> Testbed {
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    config.pipeline.concurrency = W;
+    config.pipeline.delay = Delay::Fixed { value: GAP };
+    Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Runs a search on `workers` workers and checks the limit against the truth.
+async fn finds_the_limit(workers: &str) {
+    let tb = testbed().await;
+    let plan = tmp(&format!("plan-{workers}.toml"));
+    std::fs::write(&plan, PLAN).unwrap();
+    let out = tmp(&format!("out-{workers}"));
+    let target = tb.http_url();
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        gauntlet(&[
+            "capacity",
+            plan.to_str().unwrap(),
+            "--target",
+            &target,
+            "--workers",
+            workers,
+            "--from",
+            "100",
+            "--to",
+            "800",
+            "--step-duration",
+            "4s",
+            "--max-steps",
+            "12",
+            "--no-history",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    });
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    // The truth, from the testbed's own count: W slots, each busy for the mean run length
+    // (5 x GAP plus timer granularity and frame writes).
+    let cap = tb.stats().capacity;
+    assert_eq!(cap.max_in_progress, W as u64);
+    let run_s = cap.busy_total_us as f64 / cap.runs_ended as f64 / 1e6;
+    assert!(run_s >= 5.0 * GAP.as_secs_f64(), "{run_s}");
+    let truth = W as f64 / run_s;
+    let held = c["held"]["load"].as_f64().unwrap();
+    let broke = c["broke"]["load"].as_f64().unwrap();
+    assert!(
+        (held - truth).abs() <= 0.1 * truth,
+        "held {held} vs a true limit of {truth:.1}: {stdout}\n{stderr}"
+    );
+    assert!(
+        broke > held && broke <= 1.15 * truth,
+        "broke {broke} (truth {truth:.1})"
+    );
+    eprintln!("{workers} worker(s): held {held}, broke {broke}, true limit {truth:.1} runs/s");
+    // What broke it: the queue in front of the W slots grew through the step.
+    let why = c["broke"]["why"].to_string();
+    assert!(why.contains("kept growing"), "{why}");
+    assert_eq!(c["unit"], "sessions/s");
+    // Every step of the search ran on all the workers and left its own report.
+    let steps = c["steps"].as_array().unwrap();
+    assert!(steps.len() >= 4 && steps.len() <= 12, "{}", steps.len());
+    for s in steps {
+        let dir = std::fs::read_dir(out.join("steps"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{:02}-", s["index"].as_u64().unwrap()))
+            })
+            .unwrap();
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(r["run_id"], s["run_id"]);
+        assert_eq!(r["workers"].as_array().unwrap().len().to_string(), workers);
+        assert!(
+            r["overrides"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o.as_str().unwrap().starts_with("--rate ")),
+            "{}",
+            r["overrides"]
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## What broke it at"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Session latency against load"), "{html}");
+    assert!(stdout.contains("the target held"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_the_testbeds_limit_on_one_worker() {
+    finds_the_limit("1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_the_testbeds_limit_on_three_workers() {
+    finds_the_limit("3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_whose_lowest_step_breaks_exits_1_and_bad_knobs_exit_2() {
+    let tb = testbed().await;
+    let plan = tmp("plan-low.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let out = tmp("out-low");
+    let target = tb.http_url();
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        gauntlet(&[
+            "capacity",
+            plan.to_str().unwrap(),
+            "--target",
+            &target,
+            "--from",
+            "400",
+            "--to",
+            "800",
+            "--step-duration",
+            "3s",
+            "--no-history",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    });
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("even the lowest load tried, 400 sessions/s, did not hold"));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    assert!(c["held"].is_null());
+    assert_eq!(c["steps"].as_array().unwrap().len(), 1);
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("failures=\"1\""), "{junit}");
+
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        gauntlet(&[
+            "capacity",
+            plan.to_str().unwrap(),
+            "--target",
+            &target,
+            "--from",
+            "800",
+            "--to",
+            "100",
+            "--no-history",
+        ])
+    });
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("the range is empty"), "{stderr}");
+}
