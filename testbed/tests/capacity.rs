@@ -122,6 +122,8 @@ async fn six_runs_at_concurrency_two_go_in_three_waves_of_two() {
     // Runs 3 and 4 waited one run (500 ms), runs 5 and 6 two (1 s): 3 s in all.
     assert_eq!(cap.wait_total_us, 3_000_000);
     assert_eq!(cap.wait_max_us, 1_000_000);
+    // Each run held its slot for its five 100 ms gaps: the mean run length is 500 ms.
+    assert_eq!((cap.runs_ended, cap.busy_total_us), (6, 3_000_000));
 
     // The same figures over HTTP, under the documented names.
     let (status, body) = http(&tb, "GET", "/__testbed/stats", &[], "").await;
@@ -131,6 +133,7 @@ async fn six_runs_at_concurrency_two_go_in_three_waves_of_two() {
         json!({
             "concurrency": 2, "in_progress": 0, "max_in_progress": 2, "waiting": 0,
             "waited": 4, "abandoned": 0, "wait_total_us": 3_000_000, "wait_max_us": 1_000_000,
+            "runs_ended": 6, "busy_total_us": 3_000_000,
         })
     );
 }
