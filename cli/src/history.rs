@@ -22,9 +22,23 @@ impl HistoryArgs {
         self.path.clone().unwrap_or_else(default_path)
     }
 
-    /// Opens the database.
+    /// Opens the database, creating it if needed (to store a run).
     pub fn open(&self) -> anyhow::Result<History> {
         Ok(History::open(&self.path())?)
+    }
+
+    /// Opens a database that must exist (to read runs back): a path that does not exist is a
+    /// usage error naming it, never a new empty database.
+    pub fn open_existing(&self) -> anyhow::Result<History> {
+        let path = self.path();
+        if !path.exists() {
+            return Err(crate::usage::UsageError(format!(
+                "no history database at {}: runs are stored there by `gauntlet run` (--history PATH or GAUNTLET_HISTORY chooses another)",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(History::open(&path)?)
     }
 }
 
@@ -61,7 +75,7 @@ pub struct ShowArgs {
 pub struct ReportArgs {
     /// Run id.
     run: String,
-    /// Directory for report.json, report.md and junit.xml.
+    /// Directory for report.json, report.md, report.html and junit.xml.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -83,7 +97,7 @@ pub struct CompareArgs {
 pub fn list(args: ListArgs) -> anyhow::Result<u8> {
     let rows = args
         .history
-        .open()?
+        .open_existing()?
         .list(args.plan.as_deref(), args.limit)?;
     if rows.is_empty() {
         outln!("no runs in {}", args.history.path().display());
@@ -115,10 +129,10 @@ pub fn list(args: ListArgs) -> anyhow::Result<u8> {
 /// Shows one run.
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     if args.plan {
-        out!("{}", args.history.open()?.plan(&args.run)?);
+        out!("{}", args.history.open_existing()?.plan(&args.run)?);
         return Ok(0);
     }
-    let report = args.history.open()?.report(&args.run)?;
+    let report = args.history.open_existing()?.report(&args.run)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -129,7 +143,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
 
 /// Re-renders a stored run's report files.
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let history = args.history.open()?;
+    let history = args.history.open_existing()?;
     let report = history.report(&args.run)?;
     let previous = history.previous(&report.plan.name, &report.run_id)?;
     let path = gauntlet_core::report::files::write(&args.out, &report, previous.as_ref())
@@ -140,7 +154,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
 
 /// Compares two stored runs.
 pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
-    let history = args.history.open()?;
+    let history = args.history.open_existing()?;
     let before = history.report(&args.before)?;
     let after = history.report(&args.after)?;
     out!("{}", compare(&before, &after).to_markdown());
@@ -154,6 +168,10 @@ pub fn previous(
     args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
 ) -> Option<gauntlet_core::report::Report> {
+    if !args.path().exists() {
+        // No database yet: no previous run, and nothing to create before the run is stored.
+        return None;
+    }
     let found = args
         .open()
         .and_then(|h| Ok(h.previous(&report.plan.name, &report.run_id)?));

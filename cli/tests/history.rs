@@ -176,3 +176,25 @@ async fn a_corrupt_history_never_costs_a_run_its_report() {
     );
     assert!(out.join("report.json").exists() && out.join("report.md").exists());
 }
+
+/// Reading commands on a database path that does not exist say so (exit 2) and create
+/// nothing.
+#[test]
+fn reading_a_history_that_does_not_exist_says_so_and_creates_nothing() {
+    let db = tmp("never-created.db");
+    let _ = std::fs::remove_file(&db);
+    for args in [
+        vec!["history"],
+        vec!["show", "run-1"],
+        vec!["report", "run-1", "--out", "/tmp/never"],
+        vec!["compare", "run-1", "run-2"],
+    ] {
+        let (code, _, stderr) = gauntlet(&db, &args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no history database at") && stderr.contains("never-created.db"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!db.exists(), "{args:?} created {}", db.display());
+    }
+}
