@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`,
-//!   `compare` and storing runs;
+//!   `compare` and storing runs; `completions`: `completions` and `man`;
 //! - `coordinator`, `worker`, `testbed`, `demo`, `probe`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
 //!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 mod out;
 
 mod capacity;
+mod completions;
 mod coordinator;
 mod cycles;
 mod demo;
@@ -76,6 +77,11 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
+    /// Print a shell completion script: `gauntlet completions bash > /etc/bash_completion.d/gauntlet`
+    /// (zsh: into a directory of `$fpath` as `_gauntlet`; fish: `~/.config/fish/completions/`).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff): `gauntlet man > gauntlet.1 && man ./gauntlet.1`.
+    Man,
     /// Run an example plan on an in-process fleet against an embedded testbed with faults
     /// switched on, and show gauntlet's findings next to the testbed's ground truth.
     Demo(demo::Args),
@@ -129,6 +135,8 @@ fn main() -> ExitCode {
             Command::Compare(args) => history::compare_runs(args),
             Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
+            Command::Completions(args) => completions::completions(args),
+            Command::Man => completions::man(),
         }
     });
     match result {
