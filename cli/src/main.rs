@@ -6,7 +6,7 @@
 //! # Layout
 //! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`,
 //!   `compare` and storing runs; `completions`: `completions` and `man`;
-//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`: the other commands;
+//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
 //!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
 //!   cannot break.
@@ -24,6 +24,7 @@ mod coordinator;
 mod cycles;
 mod demo;
 mod history;
+mod init;
 mod limits;
 mod probe;
 mod progress;
@@ -75,6 +76,8 @@ enum Command {
     Coordinator(coordinator::CoordinatorArgs),
     /// Run a worker: it registers with a coordinator and runs its share of each run.
     Worker(worker::WorkerArgs),
+    /// Write a commented starter plan that runs against `gauntlet testbed` as written.
+    Init(init::Args),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
     /// Print a shell completion script: `gauntlet completions bash > /etc/bash_completion.d/gauntlet`
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             Command::Compare(args) => history::compare_runs(args),
             Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
+            Command::Init(args) => init::run(args),
             Command::Completions(args) => completions::completions(args),
             Command::Man => completions::man(),
         }

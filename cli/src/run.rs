@@ -130,16 +130,117 @@ pub struct ValidateArgs {
 /// Checks a plan and prints what it would run.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.plan, &args.target.overrides(&args.load))?;
-    outln!(
-        "{}: ok: plan `{}`, {} scenario(s), {:?} model, target {} / {}",
-        args.plan.display(),
-        plan.name,
-        plan.scenarios.len(),
-        plan.load.model(),
-        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
-        shown_url(&plan.ws_url().unwrap_or_default())
-    );
+    outln!("{}: ok: plan `{}`", args.plan.display(), plan.name);
+    out!("{}", what_would_run(&plan));
     Ok(0)
+}
+
+/// What a plan would run, in a few lines: target, load, subjects, scenarios, checks,
+/// thresholds and overrides.
+pub(crate) fn what_would_run(plan: &Plan) -> String {
+    use gauntlet_core::plan::{Load, RateSchedule, VuSchedule};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  target:     {} (WebSocket {})",
+        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
+        shown_url(&plan.ws_url().unwrap_or_else(|| "-".into()))
+    );
+    let ramp = |start: f64, stages: &[gauntlet_core::plan::Stage], unit: &str| {
+        let total: std::time::Duration = stages.iter().map(|s| s.duration).sum();
+        let steps: Vec<String> = stages
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {unit} over {}",
+                    s.target,
+                    humantime::format_duration(s.duration)
+                )
+            })
+            .collect();
+        format!(
+            "from {start} {unit}: {} ({} in all)",
+            steps.join(", then "),
+            humantime::format_duration(total)
+        )
+    };
+    let load = match &plan.load {
+        Load::Closed(c) => {
+            let vus = match &c.vus {
+                VuSchedule::Fixed { vus, duration } => match (duration, c.iterations) {
+                    (Some(d), Some(i)) => format!(
+                        "{vus} VUs for {}, at most {i} sessions each",
+                        humantime::format_duration(*d)
+                    ),
+                    (Some(d), None) => format!("{vus} VUs for {}", humantime::format_duration(*d)),
+                    (None, Some(i)) => format!(
+                        "{vus} VUs x {i} sessions = {} sessions",
+                        vus.saturating_mul(i)
+                    ),
+                    (None, None) => format!("{vus} VUs"),
+                },
+                VuSchedule::Stages { start, stages } => ramp(*start as f64, stages, "VUs"),
+            };
+            format!("closed model, {vus}")
+        }
+        Load::Open(o) => {
+            let rate = match &o.rate {
+                RateSchedule::Fixed { rate, duration } => format!(
+                    "{rate} sessions/s for {} (~{} sessions)",
+                    humantime::format_duration(*duration),
+                    (rate * duration.as_secs_f64()).round()
+                ),
+                RateSchedule::Stages { start, stages } => ramp(*start, stages, "sessions/s"),
+            };
+            format!("open model, {rate}, at most {} VUs at once", o.max_vus)
+        }
+    };
+    let _ = writeln!(out, "  load:       {load}");
+    let subjects = match &plan.auth {
+        None => "no [auth]: no token is sent".to_owned(),
+        Some(a) => match a.subject_pool {
+            Some(n) => format!("`{}`, a pool of {n} subjects shared by the VUs", a.subject),
+            None if plan.load.model() == gauntlet_core::plan::Model::Open => {
+                format!("`{}`, one subject per arrival", a.subject)
+            }
+            None => format!("`{}`, one subject per VU", a.subject),
+        },
+    };
+    let _ = writeln!(out, "  subjects:   {subjects}");
+    let weights: u32 = plan.scenarios.iter().map(|s| s.weight).sum();
+    for s in &plan.scenarios {
+        let kinds: Vec<&str> = s.steps.iter().map(|st| st.kind()).collect();
+        let _ = writeln!(
+            out,
+            "  scenario:   `{}`, weight {} ({:.0} % of sessions), {} steps: {}",
+            s.name,
+            s.weight,
+            100.0 * f64::from(s.weight) / f64::from(weights.max(1)),
+            s.steps.len(),
+            kinds.join(", ")
+        );
+    }
+    let checks = gauntlet_core::checks::declared(plan);
+    let required = checks
+        .iter()
+        .filter(|c| c.kind.must_evaluate() && !c.optional)
+        .count();
+    let _ = writeln!(
+        out,
+        "  checks:     {} ({required} must evaluate: expectations, sequences, isolation)",
+        checks.len()
+    );
+    if plan.thresholds.is_empty() {
+        let _ = writeln!(out, "  thresholds: none: any failed session fails the run");
+    }
+    for t in &plan.thresholds {
+        let _ = writeln!(out, "  threshold:  {}", t.expr());
+    }
+    if !plan.overrides.is_empty() {
+        let _ = writeln!(out, "  overrides:  {}", plan.overrides.join(" "));
+    }
+    out
 }
 
 /// A target URL as `validate` and `run` print it: user-info and secret query parameters

@@ -235,3 +235,95 @@ async fn load_flags_replace_the_plans_load_and_the_report_says_so() {
     assert!(stderr.contains("DURATION:TARGET"), "{stderr}");
     tb.stop().await.unwrap();
 }
+
+/// `gauntlet init` writes each starter; each validates as written and is byte for byte the
+/// example plan the test above runs against the testbed; an existing file is kept unless
+/// `--force`, and an unknown starter names the known ones.
+#[test]
+fn init_writes_starters_that_validate() {
+    let dir = std::env::temp_dir().join(format!("gauntlet-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, example) in [
+        ("agent-pipeline", "agent-pipeline.toml"),
+        ("connect-ping", "connect-ping.toml"),
+        ("http", "health.toml"),
+        ("message-flow", "message-flow.toml"),
+        ("concurrent", "concurrent-7.toml"),
+        ("staging-suite", "staging-suite.toml"),
+    ] {
+        let file = dir.join(format!("{name}.toml"));
+        let _ = std::fs::remove_file(&file);
+        let f = file.to_str().unwrap();
+        let (code, stdout, stderr) = gauntlet(&["init", f, "--from", name]);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert!(stdout.contains("gauntlet run"), "{stdout}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            std::fs::read_to_string(plans_dir().join(example)).unwrap()
+        );
+        let (code, stdout, stderr) = gauntlet(&["validate", f]);
+        assert_eq!(code, 0, "{name}: {stdout}{stderr}");
+        let (code, _, stderr) = gauntlet(&["init", f, "--from", name]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("--force"), "{stderr}");
+        let (code, _, stderr) = gauntlet(&["init", f, "--from", name, "--force"]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, _, stderr) = gauntlet(&["init", "x.toml", "--from", "grpc"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("known: agent-pipeline, connect-ping, http"),
+        "{stderr}"
+    );
+}
+
+/// `validate` says what would run; a step with two kinds, an unknown kind or none is refused
+/// at its line naming the kinds.
+#[test]
+fn validate_says_what_would_run_and_names_step_kinds() {
+    let (code, stdout, stderr) = gauntlet(&[
+        "validate",
+        plans_dir().join("staging-suite.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "load:       closed model, 30 VUs x 4 sessions = 120 sessions",
+        "scenario:   `agent-run`, weight 2 (50 % of sessions), 4 steps: ws_connect, ws_send, ws_expect_sequence, ws_close",
+        "threshold:  p99(session.agent-run) < 5s",
+        "subjects:   `suite-user-{subject_index}`, one subject per VU",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
+    let dir = std::env::temp_dir().join(format!("gauntlet-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (step, message) in [
+        (
+            "{ ws_connect = {}, ws_send = { json = {} } }",
+            "this one has `ws_connect` and `ws_send`",
+        ),
+        (
+            "{ ws_frobnicate = {} }",
+            "unknown step kind `ws_frobnicate`",
+        ),
+        ("{ }", "a step needs a kind"),
+    ] {
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"x\"\n[target]\nbase_url = \"http://127.0.0.1:1\"\n[load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\nsteps = [\n  {step},\n]\n"
+            ),
+        )
+        .unwrap();
+        let (code, _, stderr) = gauntlet(&["validate", file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("p.toml:10:3: scenarios[0].steps[0]: ") && stderr.contains(message),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("ws_connect, ws_send, ws_expect, ws_expect_sequence"),
+            "{stderr}"
+        );
+    }
+}

@@ -76,8 +76,9 @@ fn default_weight() -> u32 {
 }
 
 /// One step as written. In TOML the table has a single key naming the kind:
-/// `{ ws_send = { ... } }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `{ ws_send = { ... } }`; a table with two kinds, none or an unknown one is refused naming
+/// them and the kinds there are ([`StepSpec::KINDS`]).
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepSpec {
     /// Open the WebSocket.
@@ -100,7 +101,75 @@ pub enum StepSpec {
     Repeat(RepeatSpec),
 }
 
+impl<'de> Deserialize<'de> for StepSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StepSpec, D::Error> {
+        d.deserialize_map(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StepVisitor {
+    type Value = StepSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a step: a table with one key naming its kind ({})",
+            StepSpec::KINDS.join(", ")
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StepSpec, A::Error> {
+        use serde::de::Error as _;
+        let kinds = || StepSpec::KINDS.join(", ");
+        let Some(kind) = map.next_key::<String>()? else {
+            return Err(A::Error::custom(format!(
+                "a step needs a kind: one of {}",
+                kinds()
+            )));
+        };
+        let step = match kind.as_str() {
+            "ws_connect" => StepSpec::WsConnect(map.next_value()?),
+            "ws_send" => StepSpec::WsSend(map.next_value()?),
+            "ws_expect" => StepSpec::WsExpect(map.next_value()?),
+            "ws_expect_sequence" => StepSpec::WsExpectSequence(map.next_value()?),
+            "ws_ping" => StepSpec::WsPing(map.next_value()?),
+            "ws_close" => StepSpec::WsClose(map.next_value()?),
+            "http" => StepSpec::Http(map.next_value()?),
+            "sleep" => StepSpec::Sleep(map.next_value()?),
+            "repeat" => StepSpec::Repeat(map.next_value()?),
+            other => {
+                return Err(A::Error::custom(format!(
+                    "unknown step kind `{other}`: the kinds are {}",
+                    kinds()
+                )));
+            }
+        };
+        if let Some(second) = map.next_key::<String>()? {
+            return Err(A::Error::custom(format!(
+                "a step has exactly one kind, this one has `{kind}` and `{second}`: write each as its own step ({{ {kind} = ... }}, {{ {second} = ... }}); the kinds are {}",
+                kinds()
+            )));
+        }
+        Ok(step)
+    }
+}
+
 impl StepSpec {
+    /// Every kind's TOML key.
+    pub const KINDS: [&'static str; 9] = [
+        "ws_connect",
+        "ws_send",
+        "ws_expect",
+        "ws_expect_sequence",
+        "ws_ping",
+        "ws_close",
+        "http",
+        "sleep",
+        "repeat",
+    ];
+
     /// The kind's TOML key.
     pub fn kind(&self) -> &'static str {
         match self {

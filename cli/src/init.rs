@@ -1,0 +1,96 @@
+//! `gauntlet init [FILE] [--from TEMPLATE]`: writes a commented starter plan, one of the
+//! example plans (compiled into the binary, so it matches this version), that validates and
+//! runs against `gauntlet testbed` as written.
+
+use std::path::PathBuf;
+
+use crate::usage::UsageError;
+
+/// The starter plans: name, what it shows, text.
+const TEMPLATES: [(&str, &str, &str); 6] = [
+    (
+        "agent-pipeline",
+        "start an agent, check its five events' order, duplicates, isolation; per-event latency",
+        include_str!("../../plans/agent-pipeline.toml"),
+    ),
+    (
+        "connect-ping",
+        "authenticated connect, confirmation, JSON ping/pong and a protocol ping",
+        include_str!("../../plans/connect-ping.toml"),
+    ),
+    (
+        "http",
+        "HTTP endpoints: status codes and JSON bodies (no WebSocket)",
+        include_str!("../../plans/health.toml"),
+    ),
+    (
+        "message-flow",
+        "send user messages and check the replies",
+        include_str!("../../plans/message-flow.toml"),
+    ),
+    (
+        "concurrent",
+        "several simultaneous connections of one user",
+        include_str!("../../plans/concurrent-7.toml"),
+    ),
+    (
+        "staging-suite",
+        "a weighted mix of the above with thresholds",
+        include_str!("../../plans/staging-suite.toml"),
+    ),
+];
+
+/// `gauntlet init` flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The plan file to write.
+    #[arg(default_value = "plan.toml")]
+    file: PathBuf,
+    /// The starter: agent-pipeline, connect-ping, http, message-flow, concurrent or
+    /// staging-suite.
+    #[arg(long, default_value = "agent-pipeline")]
+    from: String,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// List the starters and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// Writes the starter plan.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    if args.list {
+        for (name, what, _) in TEMPLATES {
+            outln!("{name:<16} {what}");
+        }
+        return Ok(0);
+    }
+    let Some((_, _, text)) = TEMPLATES.iter().find(|(n, _, _)| *n == args.from) else {
+        let names: Vec<&str> = TEMPLATES.iter().map(|(n, _, _)| *n).collect();
+        return Err(UsageError(format!(
+            "--from {}: no such starter (known: {})",
+            args.from,
+            names.join(", ")
+        ))
+        .into());
+    };
+    if args.file.exists() && !args.force {
+        return Err(UsageError(format!(
+            "{} exists: choose another FILE or add --force to replace it",
+            args.file.display()
+        ))
+        .into());
+    }
+    std::fs::write(&args.file, text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.file.display()))?;
+    let file = args.file.display();
+    outln!("wrote {file} (starter `{}`)", args.from);
+    outln!("try it against the testbed:");
+    outln!("  export JWT_SECRET_KEY=change-me");
+    outln!("  gauntlet testbed &");
+    outln!("  gauntlet validate {file}");
+    outln!("  gauntlet run {file}");
+    outln!("then point it at your service with --target URL; every field: docs/plans.md");
+    Ok(0)
+}
