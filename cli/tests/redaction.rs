@@ -125,7 +125,7 @@ async fn no_credential_reaches_output_reports_history_or_trace_logs() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
         stdout.contains(&format!(
-            "target http://<redacted>@{host} / ws://<redacted>@{host}/ws"
+            "target:     http://<redacted>@{host} (WebSocket ws://<redacted>@{host}/ws)"
         )),
         "{stdout}"
     );

@@ -100,6 +100,17 @@ pub struct Run {
     wake: Notify,
 }
 
+/// The snapshot interval of a plan that sets none: 1 s, or 250 ms for a run planned to last
+/// less than 10 s (so its charts are lines of a dozen points or more, not two dots). A run
+/// bound by iterations only has no planned length: 1 s.
+pub fn default_interval(planned: Duration) -> Duration {
+    if !planned.is_zero() && planned < Duration::from_secs(10) {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
 impl Run {
     /// Starts a run of `request` (already validated into `plan`) on `coordinator`.
     pub fn start(coordinator: &Coordinator, request: RunRequest, plan: Plan) -> Arc<Run> {
@@ -112,7 +123,10 @@ impl Run {
         } else {
             plan.thresholds.clone()
         };
-        let interval = plan.fleet.interval.unwrap_or(Duration::from_secs(1));
+        let interval = plan
+            .fleet
+            .interval
+            .unwrap_or_else(|| default_interval(Ramp::of(&plan.load).total().unwrap_or_default()));
         let agg = Aggregator::new(interval.as_millis() as u64, windowed_metrics(&thresholds));
         let (progress, _) = watch::channel(v1::RunProgress {
             run_id: id.clone(),

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::Report;
+use super::{IntervalReport, Report};
 use crate::compare::Comparison;
 
 /// Chart colours (colour-blind friendly, Okabe-Ito).
@@ -77,7 +77,10 @@ pub fn line_chart(
     let (mut x0, mut x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
     });
-    let y1 = all.iter().fold(0.0f64, |m, (_, y)| m.max(*y)).max(1e-9) * 1.08;
+    // The y axis from 0 to the first 1-2-5 tick at or above the largest value.
+    let y_max = all.iter().fold(0.0f64, |m, (_, y)| m.max(*y));
+    let y_ticks = ticks(0.0, if y_max > 0.0 { y_max } else { 1.0 });
+    let y1 = y_ticks.last().copied().unwrap_or(1.0).max(1e-9);
     if x1 <= x0 {
         x0 -= 0.5;
         x1 += 0.5;
@@ -97,8 +100,7 @@ pub fn line_chart(
         "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{}\" class=\"axis\"/>",
         H - B
     );
-    for i in 0..=4 {
-        let y = y1 * i as f64 / 4.0;
+    for &y in &y_ticks {
         let _ = write!(
             out,
             "<line x1=\"{L}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{}</text>",
@@ -128,8 +130,10 @@ pub fn line_chart(
             }
         }
     } else {
-        for i in 0..=4 {
-            let x = x0 + (x1 - x0) * i as f64 / 4.0;
+        for x in ticks(x0, x1)
+            .into_iter()
+            .filter(|x| *x >= x0 - 1e-9 && *x <= x1 + 1e-9)
+        {
             let _ = write!(
                 out,
                 "<text x=\"{:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">{}</text>",
@@ -155,6 +159,8 @@ pub fn line_chart(
     );
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        // A dash pattern per line as well as a colour: lines that coincide stay apart.
+        let dash = DASHES[i % DASHES.len()];
         let points: Vec<String> = s
             .points
             .iter()
@@ -171,17 +177,19 @@ pub fn line_chart(
         } else {
             let _ = write!(
                 out,
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>",
                 points.join(" ")
             );
         }
         let ly = T + 14.0 + i as f64 * 16.0;
         let _ = write!(
             out,
-            "<rect x=\"{}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{:.1}\" class=\"legend\">{}</text>",
-            W - R + 12.0,
-            ly - 9.0,
-            W - R + 26.0,
+            "<line x1=\"{}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"{colour}\" stroke-width=\"3\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{:.1}\" class=\"legend\">{}</text>",
+            W - R + 8.0,
+            ly - 4.0,
+            W - R + 30.0,
+            ly - 4.0,
+            W - R + 34.0,
             ly,
             esc(&s.name)
         );
@@ -190,50 +198,90 @@ pub fn line_chart(
     out
 }
 
+/// Dash patterns of the lines, by series (solid first).
+const DASHES: [&str; 4] = ["none", "7 3", "2 3", "9 3 2 3"];
+
+/// Ticks on 1-2-5 values (1, 2, 5, 10, 20...) covering `[lo, hi]` in about five steps: the
+/// first at or below `lo`, the last at or above `hi`.
+pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step).floor();
+    let last = (hi / step).ceil();
+    (0..=((last - first) as usize).min(50))
+        .map(|k| {
+            let v = (first + k as f64) * step;
+            // 0.30000000000000004 -> 0.3
+            (v / step).round() * step
+        })
+        .collect()
+}
+
 fn short(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.1}M", v / 1e6)
     } else if v >= 1e3 {
         format!("{:.1}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
+    } else if v >= 10.0 || v == 0.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
-        format!("{v:.2}")
+        // 2.5, 0.05: as many decimals as the value needs, at most 3.
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').to_owned()
     }
+}
+
+/// `value` per second of each interval, at the interval's end. The run ended inside its last
+/// interval: that point is at the run's end and its rate over the interval's real length, so a
+/// chart does not end in a false cliff.
+fn per_second(r: &Report, value: &dyn Fn(&IntervalReport) -> u64) -> Vec<(f64, f64)> {
+    let full_ms = r.intervals.first().map_or(1000, |i| i.at_ms.max(1));
+    let end_ms = if r.duration_s > 0.0 {
+        (r.duration_s * 1000.0) as u64
+    } else {
+        u64::MAX
+    };
+    let mut prev = 0u64;
+    r.intervals
+        .iter()
+        .map(|i| {
+            let end = i.at_ms.min(end_ms).max(prev);
+            // Less than a tenth of an interval: too short to scale honestly, drawn as whole.
+            let (at, length) = if end - prev >= full_ms / 10 && end - prev > 0 {
+                (end, end - prev)
+            } else {
+                (i.at_ms, full_ms)
+            };
+            prev = i.at_ms;
+            (at as f64 / 1000.0, value(i) as f64 * 1000.0 / length as f64)
+        })
+        .collect()
 }
 
 /// The report's charts, each an SVG element.
 pub fn charts(r: &Report) -> Vec<String> {
-    let interval_s = r
-        .intervals
-        .first()
-        .map_or(1.0, |i| (i.at_ms as f64 / 1000.0).max(0.001));
+    let per_second = |value: &dyn Fn(&IntervalReport) -> u64| per_second(r, value);
     let t = |at_ms: u64| at_ms as f64 / 1000.0;
     let mut out = Vec::new();
     // Sessions and failures per second, failures by category.
     let mut rate = vec![Series {
         name: "sessions/s".into(),
-        points: r
-            .intervals
-            .iter()
-            .map(|i| (t(i.at_ms), i.sessions as f64 / interval_s))
-            .collect(),
+        points: per_second(&|i| i.sessions),
     }];
     let categories: std::collections::BTreeSet<&String> =
         r.intervals.iter().flat_map(|i| i.failures.keys()).collect();
     for c in categories {
         rate.push(Series {
             name: format!("{c}/s"),
-            points: r
-                .intervals
-                .iter()
-                .map(|i| {
-                    (
-                        t(i.at_ms),
-                        i.failures.get(c).copied().unwrap_or(0) as f64 / interval_s,
-                    )
-                })
-                .collect(),
+            points: per_second(&|i| i.failures.get(c).copied().unwrap_or(0)),
         });
     }
     out.push(line_chart(
@@ -323,16 +371,7 @@ pub fn charts(r: &Report) -> Vec<String> {
             name: names
                 .get(w.as_str())
                 .map_or((*w).clone(), |n| (*n).to_owned()),
-            points: r
-                .intervals
-                .iter()
-                .map(|i| {
-                    (
-                        t(i.at_ms),
-                        i.per_worker.get(*w).copied().unwrap_or(0) as f64 / interval_s,
-                    )
-                })
-                .collect(),
+            points: per_second(&|i| i.per_worker.get(*w).copied().unwrap_or(0)),
         })
         .collect();
     out.push(line_chart(
@@ -544,4 +583,59 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
 
 fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod chart_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_1_2_5_values_covering_the_range() {
+        assert_eq!(
+            ticks(0.0, 1.0),
+            [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
+        assert_eq!(ticks(0.0, 550.0), [0.0, 200.0, 400.0, 600.0]);
+        assert_eq!(ticks(50.0, 200.0), [50.0, 100.0, 150.0, 200.0]);
+        assert_eq!(ticks(55.0, 190.0), [50.0, 100.0, 150.0, 200.0]);
+        assert_eq!(ticks(0.0, 7.0), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(ticks(3.0, 3.0), [3.0]);
+        assert_eq!(short(0.5), "0.5");
+        assert_eq!(short(2.0), "2");
+        assert_eq!(short(1500.0), "1.5k");
+    }
+
+    #[test]
+    fn the_last_partial_interval_is_scaled_to_its_length() {
+        let interval = |at_ms: u64, sessions: u64| IntervalReport {
+            at_ms,
+            sessions,
+            passed: sessions,
+            failed: 0,
+            failures: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            active_vus: 0,
+            per_worker: BTreeMap::new(),
+        };
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "run_id": "r", "plan": {"name": "p", "hash": ""},
+            "started_at": "", "ended_at": "", "duration_s": 2.5, "verdict": "pass",
+            "verdict_reason": "", "delivered": 1.0,
+            "totals": {"sessions": 0, "passed": 0, "failed": 0, "interrupted": 0, "dropped": 0,
+                       "unknown": 0, "frames_sent": 0, "frames_received": 0, "checks_run": 0,
+                       "checks_failed": 0},
+            "failures": [], "metrics": {}, "checks": {}, "thresholds": [], "workers": [],
+            "intervals": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.intervals = vec![interval(1000, 100), interval(2000, 100), interval(3000, 50)];
+        // 50 sessions in the last half second: 100/s at 2.5 s, not 50/s at 3 s.
+        assert_eq!(
+            per_second(&r, &|i| i.sessions),
+            [(1.0, 100.0), (2.0, 100.0), (2.5, 100.0)]
+        );
+        // A sliver (20 ms) is drawn as a whole interval rather than blown up 50 times.
+        r.duration_s = 2.02;
+        assert_eq!(per_second(&r, &|i| i.sessions)[2], (3.0, 50.0));
+    }
 }
