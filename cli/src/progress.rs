@@ -1,11 +1,14 @@
-//! The progress of a run as it goes, on stderr: one line rewritten in place on a terminal,
-//! a plain line every 5 s otherwise; and the line that says a Ctrl-C is stopping the run.
+//! The progress of a run as it goes, on stderr: on a terminal a live bar (indicatif) of the
+//! time elapsed of the planned (a spinner when the plan has no planned length: iterations
+//! only) with sessions, rate, failures by category and the ETA; otherwise a plain line every
+//! 5 s; and the line that says a Ctrl-C is stopping the run. No colour codes either way.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use gauntlet_client::Event;
 use gauntlet_proto::v1;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
 /// Prints a run's progress events.
@@ -14,8 +17,8 @@ pub struct Progress {
     tty: bool,
     quiet: bool,
     last_line: Option<Instant>,
-    /// A line was left unfinished on the terminal.
-    open: bool,
+    /// The live bar, from the first progress on a terminal.
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
@@ -25,7 +28,7 @@ impl Progress {
             tty: std::io::stderr().is_terminal() && !quiet,
             quiet,
             last_line: Some(Instant::now()),
-            open: false,
+            bar: None,
         }
     }
 
@@ -35,36 +38,103 @@ impl Progress {
         match event {
             Event::Submitted(_) => {}
             Event::Stopping(run) => {
-                eprintln!(
-                    "\nstopping run {run} (Ctrl-C): running sessions get their graceful stop"
+                let line = format!(
+                    "stopping run {run} (Ctrl-C): running sessions get their graceful stop"
                 );
-                self.open = false;
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("\n{line}"),
+                }
             }
             Event::Progress(p) if !self.quiet => {
-                let line = progress_line(p);
                 if self.tty {
-                    eprint!("\r\x1b[2K{line}");
-                    self.open = true;
+                    // A spinner while the run waits for workers; the bar once its planned
+                    // length is known.
+                    if self
+                        .bar
+                        .as_ref()
+                        .is_some_and(|b| b.length().is_none() && p.planned_ms > 0)
+                    {
+                        if let Some(old) = self.bar.take() {
+                            old.finish_and_clear();
+                        }
+                    }
+                    let bar = self.bar.get_or_insert_with(|| new_bar(p.planned_ms));
+                    if p.planned_ms > 0 {
+                        bar.set_length(p.planned_ms);
+                        bar.set_position(p.elapsed_ms.min(p.planned_ms));
+                    } else {
+                        bar.tick();
+                    }
+                    bar.set_message(bar_message(p));
                 } else if self
                     .last_line
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
                 {
                     self.last_line = Some(Instant::now());
-                    eprintln!("{line}");
+                    eprintln!("{}", progress_line(p));
                 }
             }
             Event::Progress(_) => {}
         }
     }
 
-    /// Ends an unfinished line (the run is over).
+    /// Ends the bar (the run is over), leaving its last state on the terminal.
     #[allow(clippy::print_stderr)]
     pub fn done(&mut self) {
-        if self.open {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
             eprintln!();
-            self.open = false;
         }
     }
+}
+
+/// The bar: time of the planned length with the ETA, or a spinner without one.
+fn new_bar(planned_ms: u64) -> ProgressBar {
+    let (bar, template) = if planned_ms > 0 {
+        (
+            ProgressBar::new(planned_ms),
+            "{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% ETA {eta} {msg}",
+        )
+    } else {
+        (
+            ProgressBar::new_spinner(),
+            "{spinner} [{elapsed_precise}] {msg}",
+        )
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Sessions, rate, failures by category, VUs and workers, for the bar.
+fn bar_message(p: &v1::RunProgress) -> String {
+    let c = p.counters.unwrap_or_default();
+    let elapsed = p.elapsed_ms as f64 / 1000.0;
+    let rate = if elapsed > 0.0 {
+        c.sessions_started as f64 / elapsed
+    } else {
+        0.0
+    };
+    let mut msg = format!(
+        "sessions {} ({rate:.0}/s) passed {} failed {}",
+        c.sessions_started, c.sessions_passed, c.sessions_failed
+    );
+    let failures: Vec<String> = p
+        .failures
+        .iter()
+        .map(|f| format!("{}={}", f.category, f.count))
+        .collect();
+    if !failures.is_empty() {
+        msg.push_str(&format!(" [{}]", failures.join(" ")));
+    }
+    msg.push_str(&format!(" VUs {} workers {}", p.active_vus, p.workers));
+    if p.workers_lost > 0 {
+        msg.push_str(&format!(" ({} lost)", p.workers_lost));
+    }
+    msg
 }
 
 fn progress_line(p: &v1::RunProgress) -> String {
