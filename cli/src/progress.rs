@@ -54,10 +54,9 @@ impl Progress {
                         .bar
                         .as_ref()
                         .is_some_and(|b| b.length().is_none() && p.planned_ms > 0)
+                        && let Some(old) = self.bar.take()
                     {
-                        if let Some(old) = self.bar.take() {
-                            old.finish_and_clear();
-                        }
+                        old.finish_and_clear();
                     }
                     let bar = self.bar.get_or_insert_with(|| new_bar(p.planned_ms));
                     if p.planned_ms > 0 {
