@@ -17,6 +17,8 @@
 //!   failure categories).
 //! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
 //!   snapshot.
+//! - [`hdr`]: histograms as V2 + deflate bytes (the wire) and base64 (report.json), decoded
+//!   within bounds.
 //! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
 //!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
 //!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,
@@ -33,6 +35,7 @@ pub mod capacity;
 pub mod checks;
 pub mod compare;
 pub mod config_file;
+pub mod hdr;
 pub mod metrics;
 pub mod names;
 pub mod plan;

@@ -75,95 +75,11 @@ pub fn snapshot_to_proto(
     }
 }
 
-/// The largest histogram accepted from a peer, compressed or inflated: far above what a
-/// 3-digit histogram up to [`MAX_HISTOGRAM_VALUE_US`] needs (about 200 KB).
-pub const MAX_HISTOGRAM_BYTES: usize = 1 << 20;
-/// The highest value a peer's histogram may track: 2^40 microseconds (12.7 days; a histogram
-/// that grew to hold a day-long session tracks up to the next power of two).
-pub const MAX_HISTOGRAM_VALUE_US: u64 = 1 << 40;
-
-/// Decodes one V2 + deflate histogram from a peer without trusting its headers: the sizes it
-/// claims are checked against what it carries and a fixed bound before anything is allocated
-/// for them, and its precision and range must be what a worker records.
-fn decode_histogram(
-    deserializer: &mut Deserializer,
-    bytes: &[u8],
-) -> Result<hdrhistogram::Histogram<u64>, String> {
-    use std::io::Read as _;
-    let be32 = |b: &[u8], at: usize| -> u32 {
-        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-    };
-    let be64 = |b: &[u8], at: usize| -> u64 {
-        u64::from_be_bytes([
-            b[at],
-            b[at + 1],
-            b[at + 2],
-            b[at + 3],
-            b[at + 4],
-            b[at + 5],
-            b[at + 6],
-            b[at + 7],
-        ])
-    };
-    if bytes.len() < 8 || be32(bytes, 0) != 0x1c84_9314 {
-        return Err("not a V2 + deflate histogram".into());
-    }
-    let claimed = be32(bytes, 4) as usize;
-    if claimed != bytes.len() - 8 || claimed > MAX_HISTOGRAM_BYTES {
-        return Err(format!(
-            "claims {claimed} compressed bytes, carries {} (at most {MAX_HISTOGRAM_BYTES})",
-            bytes.len() - 8
-        ));
-    }
-    let mut inflated = Vec::new();
-    flate2::read::ZlibDecoder::new(&bytes[8..])
-        .take(MAX_HISTOGRAM_BYTES as u64 + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|e| format!("does not inflate: {e}"))?;
-    if inflated.len() > MAX_HISTOGRAM_BYTES {
-        return Err(format!("inflates beyond {MAX_HISTOGRAM_BYTES} bytes"));
-    }
-    // The V2 header: cookie, payload length, normalizing offset, significant digits, lowest
-    // and highest trackable values, conversion ratio (40 bytes).
-    if inflated.len() < 40 || be32(&inflated, 0) != 0x1c84_9313 {
-        return Err("no V2 histogram inside".into());
-    }
-    let payload = be32(&inflated, 4) as usize;
-    if payload != inflated.len() - 40 {
-        return Err(format!(
-            "claims a {payload}-byte payload, carries {}",
-            inflated.len() - 40
-        ));
-    }
-    let digits = be32(&inflated, 12);
-    let (lowest, highest) = (be64(&inflated, 16), be64(&inflated, 24));
-    // Workers record with 3 digits from 1 us: anything else is not theirs (and 5 digits
-    // would cost 100 times the memory).
-    if digits != u32::from(gauntlet_core::metrics::SIGFIG)
-        || lowest != 1
-        || highest > MAX_HISTOGRAM_VALUE_US
-    {
-        return Err(format!(
-            "tracks {lowest}..{highest} with {digits} digits: not a gauntlet histogram"
-        ));
-    }
-    // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
-    // where overflow checks are on: that is a refused histogram, not a crash.
-    let histogram = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        deserializer.deserialize(&mut inflated.as_slice())
-    }))
-    .map_err(|_| "its counts do not decode".to_owned())?
-    .map_err(|e| format!("{e:?}"))?;
-    // The buckets of a histogram tracking up to the bound reach twice as far: a count above the
-    // bound is not one a worker recorded (a worker's histogram that did would track beyond it).
-    if histogram.max() > MAX_HISTOGRAM_VALUE_US {
-        return Err(format!(
-            "records values up to {}, beyond {MAX_HISTOGRAM_VALUE_US}",
-            histogram.max()
-        ));
-    }
-    Ok(histogram)
-}
+/// The largest histogram accepted from a peer, compressed or inflated
+/// ([`gauntlet_core::hdr::MAX_BYTES`]).
+pub const MAX_HISTOGRAM_BYTES: usize = gauntlet_core::hdr::MAX_BYTES;
+/// The highest value a peer's histogram may track ([`gauntlet_core::hdr::MAX_VALUE_US`]).
+pub const MAX_HISTOGRAM_VALUE_US: u64 = gauntlet_core::hdr::MAX_VALUE_US;
 
 /// The most histograms, failure patterns and checks one snapshot may carry: far more than a
 /// plan names (every step has a metric and a check), bounded so that no peer sizes the
@@ -187,12 +103,14 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
     let mut s = Snapshot::default();
     let mut deserializer = Deserializer::new();
     for h in &p.histograms {
-        let histogram = decode_histogram(&mut deserializer, &h.v2_deflate).map_err(|message| {
-            ConvertError::Histogram {
-                name: h.name.clone(),
-                message,
-            }
-        })?;
+        // Decoded within bounds: a peer's headers are not trusted (gauntlet_core::hdr).
+        let histogram =
+            gauntlet_core::hdr::decode(&mut deserializer, &h.v2_deflate).map_err(|e| {
+                ConvertError::Histogram {
+                    name: h.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         let mut one = Snapshot::default();
         one.histograms.insert(h.name.clone(), histogram);
         s.merge(&one);
@@ -278,86 +196,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use gauntlet_core::metrics::histogram;
-
-    /// A V2 + deflate buffer whose inner V2 bytes went through `edit` first.
-    fn reframed(h: &hdrhistogram::Histogram<u64>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        use hdrhistogram::serialization::{Serializer, V2Serializer};
-        use std::io::Write as _;
-        let mut inner = Vec::new();
-        V2Serializer::new().serialize(h, &mut inner).unwrap();
-        edit(&mut inner);
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-        z.write_all(&inner).unwrap();
-        let body = z.finish().unwrap();
-        let mut out = 0x1c84_9314u32.to_be_bytes().to_vec();
-        out.extend((body.len() as u32).to_be_bytes());
-        out.extend(body);
-        out
-    }
-
-    #[test]
-    fn hostile_histogram_headers_are_refused_before_any_allocation() {
-        let mut h = histogram();
-        h.record(1500).unwrap();
-        let mut d = Deserializer::new();
-        let fine = reframed(&h, |_| {});
-        assert_eq!(decode_histogram(&mut d, &fine).unwrap().len(), 1);
-        // ~150 bytes claiming a 4 GiB payload.
-        let mut huge = fine.clone();
-        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(
-            decode_histogram(&mut d, &huge)
-                .unwrap_err()
-                .contains("claims")
-        );
-        let lying = reframed(&h, |v| {
-            v[4..8].copy_from_slice(&0x7fff_ffffu32.to_be_bytes())
-        });
-        let e = decode_histogram(&mut d, &lying).unwrap_err();
-        assert!(e.contains("-byte payload"), "{e}");
-        let wide = reframed(&h, |v| v[24..32].copy_from_slice(&u64::MAX.to_be_bytes()));
-        let e = decode_histogram(&mut d, &wide).unwrap_err();
-        assert!(e.contains("not a gauntlet histogram"), "{e}");
-        // A small buffer that inflates beyond the bound.
-        let bomb = {
-            use std::io::Write as _;
-            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-            z.write_all(&vec![0u8; 4 * MAX_HISTOGRAM_BYTES]).unwrap();
-            let body = z.finish().unwrap();
-            let mut out = 0x1c84_9314u32.to_be_bytes().to_vec();
-            out.extend((body.len() as u32).to_be_bytes());
-            out.extend(body);
-            out
-        };
-        assert!(bomb.len() < 10_000);
-        let e = decode_histogram(&mut d, &bomb).unwrap_err();
-        assert!(e.contains("inflates beyond"), "{e}");
-        assert!(decode_histogram(&mut d, &[1, 2, 3]).is_err());
-        // A count that decodes to i64::MIN (the decoder negates it): refused, no panic escapes.
-        let negated = reframed(&h, |v| {
-            v.truncate(40);
-            v.extend([0xff; 9]);
-            v[4..8].copy_from_slice(&9u32.to_be_bytes());
-        });
-        assert!(decode_histogram(&mut d, &negated).is_err());
-        // A count in the last bucket of a histogram tracking up to the bound (2^41 - 1).
-        let mut top = histogram();
-        top.record(MAX_HISTOGRAM_VALUE_US - 1).unwrap();
-        assert!(decode_histogram(&mut d, &reframed(&top, |_| {})).is_ok());
-        let beyond = reframed(&top, |v| {
-            v[24..32].copy_from_slice(&MAX_HISTOGRAM_VALUE_US.to_be_bytes());
-            v.truncate(40);
-            v.extend([0xfd, 0xff, 0x03, 0x02]); // 32767 zeros, then a count of 1
-            v[4..8].copy_from_slice(&4u32.to_be_bytes());
-        });
-        let e = decode_histogram(&mut d, &beyond).unwrap_err();
-        assert!(e.contains("beyond"), "{e}");
-        // Another precision than the workers' 3 digits.
-        let mut five = hdrhistogram::Histogram::<u64>::new(5).unwrap();
-        five.record(10).unwrap();
-        let e = decode_histogram(&mut d, &reframed(&five, |_| {})).unwrap_err();
-        assert!(e.contains("not a gauntlet histogram"), "{e}");
-    }
 
     #[test]
     fn a_snapshot_survives_the_wire_exactly() {

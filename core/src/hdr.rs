@@ -1,0 +1,299 @@
+//! Latency histograms as bytes and as text: HdrHistogram V2 + deflate (how snapshots travel
+//! on the wire) and the same bytes in base64 (how `report.json` carries each metric's
+//! histogram). Decoding trusts nothing it reads: a peer's snapshot and a report.json a user
+//! hands to `gauntlet compare` are both untrusted, so every size is checked against what the
+//! input carries and a fixed bound before anything is allocated for it.
+
+use std::io::Read as _;
+
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+
+use crate::metrics::SIGFIG;
+
+/// The largest histogram accepted, compressed or inflated: far above what a 3-digit histogram
+/// up to [`MAX_VALUE_US`] needs (about 200 KB).
+pub const MAX_BYTES: usize = 1 << 20;
+/// The highest value an accepted histogram may track: 2^40 microseconds (12.7 days; a
+/// histogram that grew to hold a day-long session tracks up to the next power of two).
+pub const MAX_VALUE_US: u64 = 1 << 40;
+/// The longest base64 text accepted: [`MAX_BYTES`] of compressed bytes, encoded.
+pub const MAX_BASE64_CHARS: usize = MAX_BYTES.div_ceil(3) * 4;
+
+/// Why a histogram's bytes (or text) were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramError {
+    /// The text is longer than any accepted histogram's encoding.
+    #[error("{0} characters of base64 (at most {MAX_BASE64_CHARS})")]
+    TooLong(usize),
+    /// The text is not base64.
+    #[error("not base64: {0}")]
+    Base64(String),
+    /// The bytes do not start with the V2 + deflate cookie.
+    #[error("not a V2 + deflate histogram")]
+    NotV2Deflate,
+    /// The compressed length in the header is not what follows it, or beyond the bound.
+    #[error("claims {claimed} compressed bytes, carries {carried} (at most {MAX_BYTES})")]
+    Compressed {
+        /// What the header says.
+        claimed: usize,
+        /// What follows the header.
+        carried: usize,
+    },
+    /// The compressed bytes do not inflate.
+    #[error("does not inflate: {0}")]
+    Inflate(String),
+    /// The compressed bytes inflate beyond the bound (a deflate bomb).
+    #[error("inflates beyond {MAX_BYTES} bytes")]
+    TooBig,
+    /// The inflated bytes are not a V2 histogram.
+    #[error("no V2 histogram inside")]
+    NotV2,
+    /// The payload length in the V2 header is not what follows it.
+    #[error("claims a {claimed}-byte payload, carries {carried}")]
+    Payload {
+        /// What the header says.
+        claimed: usize,
+        /// What follows the header.
+        carried: usize,
+    },
+    /// Another precision or range than gauntlet records with.
+    #[error(
+        "tracks {lowest}..{highest} with {digits} digits: not a gauntlet histogram \
+         (3 digits from 1 us, up to {MAX_VALUE_US})"
+    )]
+    Foreign {
+        /// Lowest trackable value.
+        lowest: u64,
+        /// Highest trackable value.
+        highest: u64,
+        /// Significant digits.
+        digits: u32,
+    },
+    /// The counts do not decode.
+    #[error("its counts do not decode: {0}")]
+    Counts(String),
+    /// A value was recorded beyond [`MAX_VALUE_US`].
+    #[error("records values up to {0}, beyond {MAX_VALUE_US}")]
+    Beyond(u64),
+}
+
+/// `h` as V2 + deflate bytes; `None` only if the serializer refuses a histogram (it does not
+/// for any histogram [`crate::metrics::histogram`] makes).
+pub fn encode(h: &Histogram<u64>) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// `h` as base64 (standard alphabet, padded) of its V2 + deflate bytes.
+pub fn to_base64(h: &Histogram<u64>) -> Option<String> {
+    encode(h).map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// Decodes [`to_base64`]'s text, within the bounds of [`decode`].
+pub fn from_base64(text: &str) -> Result<Histogram<u64>, HistogramError> {
+    if text.len() > MAX_BASE64_CHARS {
+        return Err(HistogramError::TooLong(text.len()));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| HistogramError::Base64(e.to_string()))?;
+    decode(&mut Deserializer::new(), &bytes)
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(x)
+}
+
+/// Decodes one V2 + deflate histogram without trusting its headers: the sizes it claims are
+/// checked against what it carries and [`MAX_BYTES`] before anything is allocated for them,
+/// and its precision and range must be what gauntlet records with (3 digits from 1 us, up to
+/// [`MAX_VALUE_US`]).
+pub fn decode(
+    deserializer: &mut Deserializer,
+    bytes: &[u8],
+) -> Result<Histogram<u64>, HistogramError> {
+    if bytes.len() < 8 || be32(bytes, 0) != 0x1c84_9314 {
+        return Err(HistogramError::NotV2Deflate);
+    }
+    let claimed = be32(bytes, 4) as usize;
+    if claimed != bytes.len() - 8 || claimed > MAX_BYTES {
+        return Err(HistogramError::Compressed {
+            claimed,
+            carried: bytes.len() - 8,
+        });
+    }
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(&bytes[8..])
+        .take(MAX_BYTES as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| HistogramError::Inflate(e.to_string()))?;
+    if inflated.len() > MAX_BYTES {
+        return Err(HistogramError::TooBig);
+    }
+    // The V2 header: cookie, payload length, normalizing offset, significant digits, lowest
+    // and highest trackable values, conversion ratio (40 bytes).
+    if inflated.len() < 40 || be32(&inflated, 0) != 0x1c84_9313 {
+        return Err(HistogramError::NotV2);
+    }
+    let payload = be32(&inflated, 4) as usize;
+    if payload != inflated.len() - 40 {
+        return Err(HistogramError::Payload {
+            claimed: payload,
+            carried: inflated.len() - 40,
+        });
+    }
+    let digits = be32(&inflated, 12);
+    let (lowest, highest) = (be64(&inflated, 16), be64(&inflated, 24));
+    // Gauntlet records with 3 digits from 1 us: anything else is not its own (and 5 digits
+    // would cost 100 times the memory).
+    if digits != u32::from(SIGFIG) || lowest != 1 || highest > MAX_VALUE_US {
+        return Err(HistogramError::Foreign {
+            lowest,
+            highest,
+            digits,
+        });
+    }
+    // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
+    // where overflow checks are on: that is a refused histogram, not a crash.
+    let histogram = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deserializer.deserialize(&mut inflated.as_slice())
+    }))
+    .map_err(|_| HistogramError::Counts("a count overflows".into()))?
+    .map_err(|e| HistogramError::Counts(format!("{e:?}")))?;
+    // The buckets of a histogram tracking up to the bound reach twice as far: a count above the
+    // bound is not one gauntlet recorded (a histogram that did would track beyond it).
+    if histogram.max() > MAX_VALUE_US {
+        return Err(HistogramError::Beyond(histogram.max()));
+    }
+    Ok(histogram)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::metrics::histogram;
+
+    /// A V2 + deflate buffer whose inner V2 bytes went through `edit` first.
+    fn reframed(h: &Histogram<u64>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        use hdrhistogram::serialization::V2Serializer;
+        use std::io::Write as _;
+        let mut inner = Vec::new();
+        V2Serializer::new().serialize(h, &mut inner).unwrap();
+        edit(&mut inner);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&inner).unwrap();
+        let body = z.finish().unwrap();
+        let mut out = 0x1c84_9314u32.to_be_bytes().to_vec();
+        out.extend((body.len() as u32).to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn hostile_histogram_headers_are_refused_before_any_allocation() {
+        let mut h = histogram();
+        h.record(1500).unwrap();
+        let mut d = Deserializer::new();
+        let fine = reframed(&h, |_| {});
+        assert_eq!(decode(&mut d, &fine).unwrap().len(), 1);
+        // ~150 bytes claiming a 4 GiB payload.
+        let mut huge = fine.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = decode(&mut d, &huge).unwrap_err().to_string();
+        assert!(e.contains("claims"), "{e}");
+        let lying = reframed(&h, |v| {
+            v[4..8].copy_from_slice(&0x7fff_ffffu32.to_be_bytes())
+        });
+        let e = decode(&mut d, &lying).unwrap_err().to_string();
+        assert!(e.contains("-byte payload"), "{e}");
+        let wide = reframed(&h, |v| v[24..32].copy_from_slice(&u64::MAX.to_be_bytes()));
+        let e = decode(&mut d, &wide).unwrap_err().to_string();
+        assert!(e.contains("not a gauntlet histogram"), "{e}");
+        // A small buffer that inflates beyond the bound.
+        let bomb = {
+            use std::io::Write as _;
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(&vec![0u8; 4 * MAX_BYTES]).unwrap();
+            let body = z.finish().unwrap();
+            let mut out = 0x1c84_9314u32.to_be_bytes().to_vec();
+            out.extend((body.len() as u32).to_be_bytes());
+            out.extend(body);
+            out
+        };
+        assert!(bomb.len() < 10_000);
+        assert_eq!(decode(&mut d, &bomb).unwrap_err(), HistogramError::TooBig);
+        assert_eq!(
+            decode(&mut d, &[1, 2, 3]).unwrap_err(),
+            HistogramError::NotV2Deflate
+        );
+        // A count that decodes to i64::MIN (the decoder negates it): refused, no panic escapes.
+        let negated = reframed(&h, |v| {
+            v.truncate(40);
+            v.extend([0xff; 9]);
+            v[4..8].copy_from_slice(&9u32.to_be_bytes());
+        });
+        assert!(matches!(
+            decode(&mut d, &negated),
+            Err(HistogramError::Counts(_))
+        ));
+        // A count in the last bucket of a histogram tracking up to the bound (2^41 - 1).
+        let mut top = histogram();
+        top.record(MAX_VALUE_US - 1).unwrap();
+        assert!(decode(&mut d, &reframed(&top, |_| {})).is_ok());
+        let beyond = reframed(&top, |v| {
+            v[24..32].copy_from_slice(&MAX_VALUE_US.to_be_bytes());
+            v.truncate(40);
+            v.extend([0xfd, 0xff, 0x03, 0x02]); // 32767 zeros, then a count of 1
+            v[4..8].copy_from_slice(&4u32.to_be_bytes());
+        });
+        let e = decode(&mut d, &beyond).unwrap_err();
+        assert!(matches!(e, HistogramError::Beyond(_)), "{e}");
+        // Another precision than gauntlet's 3 digits.
+        let mut five = Histogram::<u64>::new(5).unwrap();
+        five.record(10).unwrap();
+        let e = decode(&mut d, &reframed(&five, |_| {})).unwrap_err();
+        assert!(
+            matches!(e, HistogramError::Foreign { digits: 5, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn base64_text_round_trips_exactly_and_bad_text_is_an_error() {
+        let mut h = histogram();
+        for v in [1u64, 7, 950, 12_345, 3_600_000_000] {
+            h.record_n(v, v % 7 + 1).unwrap();
+        }
+        let text = to_base64(&h).unwrap();
+        let back = from_base64(&text).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(
+            from_base64("not base64 at all!").unwrap_err().to_string(),
+            "not base64: Invalid symbol 32, offset 3."
+        );
+        // Valid base64 of bytes that are no histogram.
+        assert_eq!(
+            from_base64("aGVsbG8gd29ybGQ=").unwrap_err(),
+            HistogramError::NotV2Deflate
+        );
+        // Text longer than any histogram is refused before it is decoded.
+        let long = "A".repeat(MAX_BASE64_CHARS + 4);
+        assert_eq!(
+            from_base64(&long).unwrap_err(),
+            HistogramError::TooLong(MAX_BASE64_CHARS + 4)
+        );
+        // A histogram cut short.
+        let cut = &text[..text.len() / 2 / 4 * 4];
+        assert!(from_base64(cut).is_err());
+    }
+}
