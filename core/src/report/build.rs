@@ -10,7 +10,8 @@ use crate::checks::declared;
 use crate::metrics::Snapshot;
 use crate::plan::Plan;
 use crate::report::{
-    IntervalReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport, summarize,
+    IntervalReport, MetricReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport,
+    summarize,
 };
 use crate::words::{Cause, Judgement, RunPhase, Verdict};
 
@@ -81,6 +82,12 @@ pub fn finished(
     done: Final,
 ) -> Report {
     let mut report = assemble(run, workers, intervals, done.thresholds, done.judgement);
+    // The final report carries each metric's whole histogram, so runs compare exactly.
+    for (name, m) in &mut report.metrics {
+        if let Some(h) = run.total.histograms.get(name) {
+            *m = MetricReport::with_histogram(h);
+        }
+    }
     report.delivered = done.delivered;
     report.totals.unknown = done.unknown;
     report.never_evaluated = done.never_evaluated;

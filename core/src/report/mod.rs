@@ -107,6 +107,11 @@ pub struct MetricReport {
     pub max_us: u64,
     /// The percentile spectrum: `[percentile, microseconds]` from 0 to 100, denser in the tail.
     pub spectrum: Vec<(f64, u64)>,
+    /// The whole histogram (microseconds, 3 significant digits): its HdrHistogram V2 + deflate
+    /// bytes in base64, so that two runs can be compared exactly (`gauntlet compare`). In
+    /// final reports only; absent in live ones and in reports written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<String>,
 }
 
 /// Percentiles of the spectrum (the tail gets most points: that is where latency hides).
@@ -131,8 +136,61 @@ impl MetricReport {
                 .iter()
                 .map(|p| (*p, h.value_at_percentile(*p)))
                 .collect(),
+            histogram: None,
         }
     }
+
+    /// The summary of `h`, carrying `h` itself.
+    pub fn with_histogram(h: &Histogram<u64>) -> MetricReport {
+        MetricReport {
+            histogram: crate::hdr::to_base64(h),
+            ..MetricReport::of(h)
+        }
+    }
+
+    /// The histogram this summary carries, decoded within bounds ([`crate::hdr::from_base64`])
+    /// and checked against the summary's own figures: `None` when it carries none.
+    pub fn decode_histogram(&self) -> Option<Result<Histogram<u64>, HistogramMismatch>> {
+        let text = self.histogram.as_deref()?;
+        let decoded = crate::hdr::from_base64(text)
+            .map_err(HistogramMismatch::Undecodable)
+            .and_then(|h| {
+                if h.len() == self.count && (h.is_empty() || h.max() == self.max_us) {
+                    Ok(h)
+                } else {
+                    Err(HistogramMismatch::Figures {
+                        samples: h.len(),
+                        max_us: h.max(),
+                        count: self.count,
+                        report_max_us: self.max_us,
+                    })
+                }
+            });
+        Some(decoded)
+    }
+}
+
+/// A metric's histogram in report.json that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramMismatch {
+    /// The text does not decode.
+    #[error("its histogram cannot be decoded: {0}")]
+    Undecodable(#[source] crate::hdr::HistogramError),
+    /// It decodes, but does not hold what the summary says.
+    #[error(
+        "its histogram holds {samples} samples up to {max_us} us, \
+         the report says {count} up to {report_max_us} us"
+    )]
+    Figures {
+        /// Samples in the histogram.
+        samples: u64,
+        /// Its largest value.
+        max_us: u64,
+        /// `count` in the report.
+        count: u64,
+        /// `max_us` in the report.
+        report_max_us: u64,
+    },
 }
 
 /// One threshold's judgement.
