@@ -1,11 +1,10 @@
-//! `gauntlet history`, `show`, `report` and `compare`: the run history kept in SQLite, read
-//! back, re-rendered and compared.
+//! `gauntlet history`, `show` and `report`: the run history kept in SQLite, read back and
+//! re-rendered (`compare` reads it too, in `compare.rs`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use gauntlet_coordinator::history::{History, default_path};
-use gauntlet_core::compare::compare;
 
 /// Where the history database is.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,17 +81,6 @@ pub struct ReportArgs {
     history: HistoryArgs,
 }
 
-/// `gauntlet compare` flags.
-#[derive(Debug, clap::Args)]
-pub struct CompareArgs {
-    /// The earlier run.
-    before: String,
-    /// The later run.
-    after: String,
-    #[command(flatten)]
-    history: HistoryArgs,
-}
-
 /// Lists runs.
 pub fn list(args: ListArgs) -> anyhow::Result<u8> {
     let rows = args
@@ -149,15 +137,6 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let path = gauntlet_core::report::files::write(&args.out, &report, previous.as_ref())
         .with_context(|| format!("cannot write the report of {}", args.run))?;
     outln!("report: {}", path.display());
-    Ok(0)
-}
-
-/// Compares two stored runs.
-pub fn compare_runs(args: CompareArgs) -> anyhow::Result<u8> {
-    let history = args.history.open_existing()?;
-    let before = history.report(&args.before)?;
-    let after = history.report(&args.after)?;
-    out!("{}", compare(&before, &after).to_markdown());
     Ok(0)
 }
 

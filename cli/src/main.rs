@@ -4,8 +4,9 @@
 //! happened.
 //!
 //! # Layout
-//! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`,
-//!   `compare` and storing runs; `completions`: `completions` and `man`;
+//! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`
+//!   and storing runs; `compare`: `compare` (run ids or report.json files); `completions`:
+//!   `completions` and `man`;
 //! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
 //!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod out;
 
 mod capacity;
+mod compare;
 mod completions;
 mod coordinator;
 mod cycles;
@@ -70,8 +72,9 @@ enum Command {
     Show(history::ShowArgs),
     /// Write a stored run's report.json, report.md, report.html and junit.xml again.
     Report(history::ReportArgs),
-    /// Compare two stored runs: resolved and new failure categories, counts, latency.
-    Compare(history::CompareArgs),
+    /// Compare two runs (run ids in the history or report.json files): failure categories and
+    /// rates, latency per metric, and whether each change is significant or noise.
+    Compare(compare::CompareArgs),
     /// Run the coordinator: workers register with it, runs are submitted to it.
     Coordinator(coordinator::CoordinatorArgs),
     /// Run a worker: it registers with a coordinator and runs its share of each run.
@@ -135,7 +138,7 @@ fn main() -> ExitCode {
             Command::Probe(args) => probe::run(args).await,
             Command::Show(args) => history::show(args),
             Command::Report(args) => history::report(args),
-            Command::Compare(args) => history::compare_runs(args),
+            Command::Compare(args) => compare::run(args),
             Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
             Command::Init(args) => init::run(args),

@@ -121,6 +121,15 @@ async fn runs_are_stored_compared_and_shown() {
         "{compared}"
     );
 
+    // A run id the history does not hold is a usage error naming it.
+    let (code, _, stderr) =
+        tokio::task::block_in_place(|| gauntlet(&db, &["compare", &first, "run-that-never-was"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`run-that-never-was` is neither a file nor a run in the history"),
+        "{stderr}"
+    );
+
     let (code, shown, _) = tokio::task::block_in_place(|| gauntlet(&db, &["show", &first]));
     assert_eq!(code, 0);
     assert!(shown.contains("factory_init_failed"), "{shown}");
