@@ -167,6 +167,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&comparison)?);
     } else {
+        let from = |s: &Source| match s {
+            Source::File(path) => path.display().to_string(),
+            Source::Run(_) => "the history".to_owned(),
+        };
+        outln!(
+            "before: run `{}` ({})\nafter:  run `{}` ({})\n",
+            comparison.before_run,
+            from(&sources[0]),
+            comparison.after_run,
+            from(&sources[1])
+        );
         out!("{}", comparison.to_markdown());
     }
     Ok(if args.fail_on_regression && comparison.regressed() {

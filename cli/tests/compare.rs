@@ -127,8 +127,8 @@ async fn same_plan_is_no_change_and_doubled_event_gaps_are_flagged_on_every_even
     let (normal_url, slow_url) = (normal.http_url(), slow.http_url());
     // The first run is stored in the history; the others are only files.
     let first = tokio::task::block_in_place(|| run(&db, &plan, &normal_url, &a, false));
-    tokio::task::block_in_place(|| run(&db, &plan, &normal_url, &b, true));
-    tokio::task::block_in_place(|| run(&db, &plan, &slow_url, &c, true));
+    let second = tokio::task::block_in_place(|| run(&db, &plan, &normal_url, &b, true));
+    let third = tokio::task::block_in_place(|| run(&db, &plan, &slow_url, &c, true));
     let b_json = b.join("report.json");
     let (b_file, c_dir) = (b_json.to_str().unwrap(), c.to_str().unwrap());
 
@@ -187,6 +187,13 @@ async fn same_plan_is_no_change_and_doubled_event_gaps_are_flagged_on_every_even
         gauntlet(&db, &["compare", b_file, c_dir, "--fail-on-regression"])
     });
     assert_eq!(code, 1, "{human}");
+    assert!(
+        human.starts_with(&format!(
+            "before: run `{second}` ({b_file})\nafter:  run `{third}` ({})\n",
+            c.join("report.json").display()
+        )),
+        "{human}"
+    );
     assert!(
         human.contains("| `event.agent.agent_completed` | 200 / 200 |"),
         "{human}"
