@@ -55,6 +55,10 @@ pub struct LatencyChange {
 
 /// What changed from `before` to `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "gauntlet comparison",
+    description = "What `gauntlet compare BEFORE AFTER --json` prints."
+)]
 pub struct Comparison {
     /// Earlier run id.
     pub before_run: String,
@@ -245,6 +249,13 @@ fn latency_change(
         p99_after: n.p99_us,
         judgement,
     }
+}
+
+/// The JSON Schema of [`Comparison`] (what `gauntlet compare --json` prints;
+/// `docs/compare.schema.json` holds it).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Comparison);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
 
 impl Comparison {
@@ -491,5 +502,21 @@ mod tests {
             small.metrics["session"].histogram.clone();
         let e = compare_with(&slow, &other, &Rule::default()).unwrap_err();
         assert!(e.to_string().contains("holds 10 samples"), "{e}");
+    }
+
+    /// `docs/compare.schema.json` is generated from the types: this fails when they drift.
+    /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p gauntlet-core compare_schema`.
+    #[test]
+    fn compare_schema_doc_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/compare.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &generated).expect("write the schema");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/compare.schema.json is stale: run UPDATE_SCHEMA=1 cargo test -p gauntlet-core compare_schema"
+        );
     }
 }

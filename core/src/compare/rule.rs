@@ -30,10 +30,11 @@ pub struct Rule {
 }
 
 /// The defaults: p < 0.01 with 20 samples a side; A beyond 0.5 +/- 0.06; a median moved by
-/// 10 % and 5 ms; 99 % intervals. The floors come from measurement: two runs of one plan
-/// against the testbed on a 2-core machine busy compiling (load 3 to 5) moved medians by up to
-/// 4 % (`session`, 5.0 ms) and 2 % (events), and sub-5 ms loopback connection metrics by up to
-/// 2.4 ms (+50 %); each floor is at least twice the largest move seen
+/// 10 % and 5 ms; 99 % intervals. The floors come from measurement: 21 pairs of runs of one
+/// plan against the testbed on a 2-core machine busy compiling (load 2.9 to 4.7) moved
+/// `session` medians by up to 4 % (5.0 ms), event medians by up to 6 % (2.6 ms) and loopback
+/// connection metrics (medians of 4 to 5 ms) by up to 2.4 ms (+50 %): each floor is at least
+/// twice the largest move seen where it is the one that binds
 /// (`docs/report.md#comparing-two-runs`).
 impl Default for Rule {
     fn default() -> Rule {
@@ -56,7 +57,7 @@ pub enum Status {
     Changed,
     /// Tested, and either likely by chance or too small to matter.
     WithinNoise,
-    /// Fewer samples than [`Rule::min_samples`] on a side.
+    /// Fewer samples than `min_samples` on a side.
     NTooSmall,
     /// The data for a test is missing (a report without histograms).
     CannotTest,
@@ -116,14 +117,14 @@ impl Magnitude {
 /// The verdict on one metric's latency.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LatencyJudgement {
-    /// Rank-test p-value (two-sided); `None` when not tested.
+    /// Rank-test p-value (two-sided); null when not tested.
     pub p_value: Option<f64>,
     /// Vargha–Delaney A: the probability that a later sample is slower than an earlier one
     /// (ties count half); 0.5 is no effect.
     pub effect_size: Option<f64>,
     /// The band of `effect_size`.
     pub effect: Option<Magnitude>,
-    /// Relative change of the median, `p50_after / p50_before - 1`; `None` when p50 before
+    /// Relative change of the median, `p50_after / p50_before - 1`; null when p50 before
     /// is 0.
     pub relative_change: Option<f64>,
     /// 99 % interval of p50 before, `[low, high]` microseconds.
@@ -139,7 +140,7 @@ pub struct LatencyJudgement {
     pub direction: Direction,
     /// What was found.
     pub status: Status,
-    /// `status` is [`Status::Changed`].
+    /// `status` is `changed`.
     pub significant: bool,
     /// In words: `changed (p < 0.01, +12.3 %)`, `no significant change (within noise: ...)`,
     /// `no significant change (n too small: 12 and 9 samples)`, `cannot test (...)`.
@@ -349,7 +350,7 @@ pub struct RateChange {
     pub rate_before: f64,
     /// `after / n_after`.
     pub rate_after: f64,
-    /// `rate_after / rate_before - 1`; `None` when nothing failed before.
+    /// `rate_after / rate_before - 1`; null when nothing failed before.
     pub relative_change: Option<f64>,
     /// The test used: the pooled z-test, or Fisher's exact test when an expected count is
     /// below 5.
@@ -360,7 +361,7 @@ pub struct RateChange {
     pub direction: Direction,
     /// What was found.
     pub status: Status,
-    /// `status` is [`Status::Changed`].
+    /// `status` is `changed`.
     pub significant: bool,
     /// In words.
     pub verdict: String,
