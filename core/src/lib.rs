@@ -23,7 +23,8 @@
 //!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
 //!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,
 //!   `report.md`, `report.html`, `junit.xml`) and their files (`report::files`).
-//! - [`compare`]: progress between two runs of a plan.
+//! - [`compare`]: progress between two runs of a plan, each change tested: the statistics
+//!   (`compare::stats`) and the rule that calls it a change or noise (`compare::rule`).
 //! - [`thresholds`]: pass/fail rules over the whole run or sliding windows.
 //! - [`words`]: the shared vocabulary as types: run phases, failure categories, the verdict
 //!   and its cause.

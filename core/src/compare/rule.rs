@@ -163,6 +163,19 @@ pub fn signed_percent(x: f64) -> String {
     format!("{:+.1} %", 100.0 * x)
 }
 
+/// `x` (below `floor` in size) as a signed percentage with as many decimals as it takes not
+/// to round up to the floor: `+9.97 %` under 10 %, not `+10.0 %`.
+fn percent_below(x: f64, floor: f64) -> String {
+    let pct = 100.0 * x;
+    for digits in 1..4 {
+        let scale = 10f64.powi(digits);
+        if ((pct * scale).round() / scale).abs() < 100.0 * floor {
+            return format!("{pct:+.*} %", digits as usize);
+        }
+    }
+    format!("{pct:+.4} %")
+}
+
 /// A p-value in words: `p < 0.01`, `p = 0.43`, `p < 0.0001`.
 pub fn p_words(p: f64, alpha: f64) -> String {
     if p < 0.0001 {
@@ -252,7 +265,7 @@ impl Rule {
         } else if relative.is_none_or(|r| r.abs() < self.min_relative) {
             Some(format!(
                 "the median moved {}, under {:.0} %",
-                relative.map_or("from 0".into(), signed_percent),
+                relative.map_or("from 0".into(), |r| percent_below(r, self.min_relative)),
                 100.0 * self.min_relative
             ))
         } else if shift.abs() < self.min_shift_us as f64 {
@@ -452,6 +465,9 @@ mod tests {
             j.verdict,
             "no significant change (within noise: the median moved +1.9 %, under 10 %)"
         );
+        // A move just under the floor is not written as the floor.
+        assert_eq!(percent_below(0.0997, 0.10), "+9.97 %");
+        assert_eq!(percent_below(-0.031, 0.10), "-3.1 %");
         // A shift of 1 % of the spread: negligible effect.
         let after = side(&spread(20_000, 20_020, 2_000));
         let j = judge(&rule, &before, &after);
