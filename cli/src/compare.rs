@@ -114,8 +114,18 @@ fn read_file(path: &Path) -> Result<Report, UsageError> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError(format!("cannot read {shown}: {e}")))?;
-    serde_json::from_str(&text)
-        .map_err(|e| UsageError(format!("{shown} is not a gauntlet report.json: {e}")))
+    let report: Report = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("{shown} is not a gauntlet report.json: {e}")))?;
+    // A run names at most this many metrics (a snapshot carries no more): each histogram is
+    // decoded within bounds, and so is their number.
+    let most = gauntlet_proto::MAX_SNAPSHOT_ENTRIES;
+    if report.metrics.len() > most {
+        return Err(UsageError(format!(
+            "{shown} is not a gauntlet report.json: {} metrics (a run has at most {most})",
+            report.metrics.len()
+        )));
+    }
+    Ok(report)
 }
 
 /// The history, opened only when a side names a run id; one that does not exist is a usage

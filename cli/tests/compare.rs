@@ -239,6 +239,24 @@ async fn same_plan_is_no_change_and_doubled_event_gaps_are_flagged_on_every_even
         );
     }
 
+    // More metrics than any run has: not a report gauntlet wrote.
+    let mut many = old.clone();
+    let one = many["metrics"]["session"].clone();
+    let metrics = many["metrics"].as_object_mut().unwrap();
+    for i in 0..4_097 {
+        metrics.insert(format!("m{i}"), one.clone());
+    }
+    let many_file = tmp("many.json");
+    std::fs::write(&many_file, many.to_string()).unwrap();
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        gauntlet(&db, &["compare", many_file.to_str().unwrap(), c_dir])
+    });
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("4110 metrics (a run has at most 4096)"),
+        "{stderr}"
+    );
+
     // A histogram that is not one: exit 3, naming the run and the metric.
     let mut broken = old.clone();
     broken["metrics"]["ws.handshake"]["histogram"] = "HISTogram==".into();
