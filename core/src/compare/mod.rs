@@ -258,6 +258,12 @@ pub fn json_schema() -> String {
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
 
+/// A verdict as a Markdown table cell: a metric or run named inside it (an undecodable
+/// histogram's) cannot end the cell or the line.
+fn verdict_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
 impl Comparison {
     /// Whether anything got significantly worse: a metric, the rate of failed sessions or of
     /// one category (a new category included).
@@ -309,7 +315,7 @@ impl Comparison {
                 r.after,
                 pct(r.rate_before),
                 pct(r.rate_after),
-                r.verdict
+                verdict_cell(&r.verdict)
             );
         };
         row(&mut out, "all categories", &self.failed_sessions);
@@ -350,7 +356,7 @@ impl Comparison {
                     with_ci(l.p99_before, j.p99_ci_before),
                     with_ci(l.p99_after, j.p99_ci_after),
                     j.relative_change.map_or("-".into(), rule::signed_percent),
-                    j.verdict
+                    verdict_cell(&j.verdict)
                 );
             }
             let _ = writeln!(
@@ -494,6 +500,20 @@ mod tests {
                 .judgement
                 .verdict
                 .starts_with("cannot test (the later run `r2`")
+        );
+        // ... in a table a metric's name cannot break.
+        let (mut piped_old, mut piped_bad) = (old.clone(), bad.clone());
+        piped_old
+            .metrics
+            .insert("a|b".into(), old.metrics["session"].clone());
+        piped_bad
+            .metrics
+            .insert("a|b".into(), bad.metrics["session"].clone());
+        let md = compare(&piped_old, &piped_bad).to_markdown();
+        assert!(
+            md.contains("| `a\\|b` | 1000 / 1000 |")
+                && md.contains("| cannot test (the later run `r2`: metric `a\\|b`: its histogram"),
+            "{md}"
         );
         // A histogram that decodes but holds other figures than the summary.
         let mut other = slow.clone();

@@ -275,7 +275,10 @@ impl Rule {
                 self.min_shift_us as f64 / 1000.0
             ))
         } else if overlap {
-            Some("the medians' 99 % intervals overlap".into())
+            Some(format!(
+                "the medians' {:.0} % intervals overlap",
+                100.0 * self.confidence
+            ))
         } else {
             None
         };
