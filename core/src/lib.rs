@@ -15,8 +15,10 @@
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`names`]: the names a plan's measurements can carry (metrics, checks, steps,
 //!   failure categories).
-//! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
-//!   snapshot.
+//! - [`metrics`]: histograms, counters, failure patterns, checks and failure attribution in
+//!   one mergeable snapshot.
+//! - [`attribution`]: every session that ended, counted by subject, target, live sessions of
+//!   its subject, sessions in flight, worker and interval, in bounded tables.
 //! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
 //!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
 //!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,
@@ -29,6 +31,7 @@
 //! - [`redact`]: what a credential looks like (secret names, JWTs, `Bearer`, URL user-info)
 //!   and its masking, for every plan, URL, sample and log line shown or stored.
 
+pub mod attribution;
 pub mod checks;
 pub mod compare;
 pub mod config_file;

@@ -1,7 +1,7 @@
 //! The one place a [`Report`] is built, live (while the run goes, for the live page) and final
 //! (at its end, for the client, the files and the history): the measured figures, every check
-//! the plan declares (evaluated or not), each classifier's matches, the workers, and the
-//! verdict.
+//! the plan declares (evaluated or not), each classifier's matches, the workers, the failure
+//! attribution, the findings (final reports only) and the verdict.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -10,7 +10,8 @@ use crate::checks::declared;
 use crate::metrics::Snapshot;
 use crate::plan::Plan;
 use crate::report::{
-    IntervalReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport, summarize,
+    IntervalReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport, findings,
+    summarize,
 };
 use crate::words::{Cause, Judgement, RunPhase, Verdict};
 
@@ -80,7 +81,17 @@ pub fn finished(
     intervals: Vec<IntervalReport>,
     done: Final,
 ) -> Report {
+    let cx = findings::Context {
+        workers: &workers,
+        interval_ms: run
+            .plan
+            .fleet
+            .interval
+            .map_or(1000, |i| (i.as_millis() as u64).max(1)),
+    };
+    let found = findings::find(run.total, cx);
     let mut report = assemble(run, workers, intervals, done.thresholds, done.judgement);
+    report.findings = found;
     report.delivered = done.delivered;
     report.totals.unknown = done.unknown;
     report.never_evaluated = done.never_evaluated;
@@ -138,5 +149,7 @@ fn assemble(
         thresholds,
         workers,
         intervals,
+        findings: Vec::new(),
+        attribution: findings::AttributionReport::of(&run.total.attribution),
     }
 }
