@@ -1,11 +1,11 @@
 //! Failure attribution's raw material: every session that ended (passed or failed) counted,
 //! by outcome (passed, or failed with its category), under what it had in common with others:
 //! its subject, the target address it used, the live sessions its subject already had on its
-//! worker when it connected, the sessions in flight on its worker then, its worker and its
-//! interval. One bounded [`Table`] per dimension; tables merge exactly, and values beyond a
+//! worker when it connected, the sessions in flight on its worker then, the interval it
+//! connected in, its worker and the interval it ended in. One bounded [`Table`] per dimension; tables merge exactly, and values beyond a
 //! table's cap are counted together as untracked, never dropped.
 //!
-//! Workers fill the first four (they carry them in their snapshots); the coordinator fills
+//! Workers fill the first five (they carry them in their snapshots); the coordinator fills
 //! `worker` and `interval` itself when it merges a snapshot (it knows who sent it and which
 //! interval it fills), so neither can be claimed by a peer.
 
@@ -21,6 +21,9 @@ pub const MAX_LEVEL: u64 = 1000;
 pub const WORKER_SUBJECTS: usize = 10_000;
 /// Distinct target addresses one worker records exactly in one run (per share).
 pub const WORKER_TARGETS: usize = 64;
+/// Distinct intervals sessions connected in that one worker records exactly in one run (per
+/// share): 2.7 hours at the default 1 s interval; later ones are untracked.
+pub const WORKER_STARTS: usize = 10_000;
 /// Distinct values a merged table (the coordinator's, per run and dimension) holds exactly:
 /// the first ones merged; sessions of later values are counted as untracked.
 pub const TABLE_KEYS: usize = 20_000;
@@ -149,6 +152,9 @@ pub struct SessionTags {
     /// Sessions in flight on its worker when it connected, every subject's (at most
     /// [`MAX_LEVEL`]).
     pub in_flight: u64,
+    /// The interval it connected in (`i`: from `i x interval` to `(i + 1) x interval`; `None`:
+    /// beyond the worker's cap).
+    pub started: Option<u64>,
 }
 
 /// Every dimension of failure attribution.
@@ -162,6 +168,8 @@ pub struct Attribution {
     pub live: Table<u64>,
     /// By sessions in flight on its worker at connect time (carried by workers).
     pub in_flight: Table<u64>,
+    /// By the interval it connected in (carried by workers).
+    pub started: Table<u64>,
     /// By worker id (filled by the coordinator).
     pub worker: Table<String>,
     /// By the run's interval index (filled by the coordinator).
@@ -176,7 +184,7 @@ impl Attribution {
     }
 
     /// Counts `outcomes` under `tags` in each carried dimension (subject, target, live,
-    /// in-flight): `n` sessions that had the same tags.
+    /// in-flight, started): sessions that had the same tags.
     pub fn carried(&mut self, tags: &SessionTags, outcomes: &Outcomes) {
         self.subject
             .add(tags.subject.as_ref(), outcomes, TABLE_KEYS);
@@ -185,6 +193,8 @@ impl Attribution {
             .add(Some(&tags.live.min(MAX_LEVEL)), outcomes, TABLE_KEYS);
         self.in_flight
             .add(Some(&tags.in_flight.min(MAX_LEVEL)), outcomes, TABLE_KEYS);
+        self.started
+            .add(tags.started.as_ref(), outcomes, TABLE_KEYS);
     }
 
     /// Adds `other` into `self`, each table holding at most [`TABLE_KEYS`] values exactly.
@@ -193,6 +203,7 @@ impl Attribution {
         self.target.merge(&other.target, TABLE_KEYS);
         self.live.merge(&other.live, TABLE_KEYS);
         self.in_flight.merge(&other.in_flight, TABLE_KEYS);
+        self.started.merge(&other.started, TABLE_KEYS);
         self.worker.merge(&other.worker, TABLE_KEYS);
         self.interval.merge(&other.interval, TABLE_KEYS);
     }
@@ -203,6 +214,7 @@ impl Attribution {
             && self.target.is_empty()
             && self.live.is_empty()
             && self.in_flight.is_empty()
+            && self.started.is_empty()
             && self.worker.is_empty()
             && self.interval.is_empty()
     }
@@ -244,6 +256,7 @@ mod tests {
             target: None,
             live: 5000,
             in_flight: 7,
+            started: Some(3),
         };
         a.record(&tags, None);
         assert_eq!(

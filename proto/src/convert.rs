@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use gauntlet_core::attribution::{
-    Attribution, MAX_LEVEL, Outcomes, Table, VALUE_BYTES, WORKER_SUBJECTS, WORKER_TARGETS,
+    Attribution, MAX_LEVEL, Outcomes, Table, VALUE_BYTES, WORKER_STARTS, WORKER_SUBJECTS,
+    WORKER_TARGETS,
 };
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot};
 use gauntlet_core::words::FailureCategory;
@@ -129,6 +130,8 @@ fn attribution_to_proto(a: &Attribution) -> v1::Attribution {
         targets_untracked: Some(outcomes_to_proto(&a.target.untracked)),
         live: leveled(&a.live),
         in_flight: leveled(&a.in_flight),
+        started: leveled(&a.started),
+        started_untracked: Some(outcomes_to_proto(&a.started.untracked)),
     }
 }
 
@@ -206,26 +209,32 @@ fn table_from_proto(
     Ok(t)
 }
 
-/// Decodes a table of counts: each at most [`MAX_LEVEL`], none twice, none without a session.
-fn levels_from_proto(levels: &[v1::Leveled], what: &str) -> Result<Table<u64>, ConvertError> {
+/// The latest interval index a session may have connected in: far past any run's length
+/// (intake checks it against the run's time).
+pub const MAX_START_INTERVAL: u64 = 1 << 32;
+
+/// Decodes a table of counts: each at most `max`, none twice, none without a session.
+fn levels_from_proto(
+    levels: &[v1::Leveled],
+    max: u64,
+    what: &str,
+) -> Result<Table<u64>, ConvertError> {
     let mut t = Table::default();
     for l in levels {
-        if l.level > MAX_LEVEL {
+        if l.level > max {
             return Err(ConvertError::Attribution(format!(
-                "a {what} count of {} (workers send at most {MAX_LEVEL})",
+                "a {what} of {} (workers send at most {max})",
                 l.level
             )));
         }
         let o = outcomes_from_proto(l.outcomes.as_ref(), what)?;
         if o.sessions() == 0 {
             return Err(ConvertError::Attribution(format!(
-                "a {what} count without any session"
+                "a {what} without any session"
             )));
         }
         if t.values.insert(l.level, o).is_some() {
-            return Err(ConvertError::Attribution(format!(
-                "the same {what} count twice"
-            )));
+            return Err(ConvertError::Attribution(format!("the same {what} twice")));
         }
     }
     Ok(t)
@@ -237,11 +246,18 @@ fn attribution_from_proto(a: Option<&v1::Attribution>) -> Result<Attribution, Co
         return Ok(Attribution::default());
     };
     // The level tables have at most MAX_LEVEL + 1 distinct values: checked before decoding.
-    for (what, n) in [("live", a.live.len()), ("in-flight", a.in_flight.len())] {
-        if n as u64 > MAX_LEVEL + 1 {
+    for (what, n, cap) in [
+        ("live counts", a.live.len(), MAX_LEVEL as usize + 1),
+        (
+            "in-flight counts",
+            a.in_flight.len(),
+            MAX_LEVEL as usize + 1,
+        ),
+        ("connect intervals", a.started.len(), WORKER_STARTS),
+    ] {
+        if n > cap {
             return Err(ConvertError::Attribution(format!(
-                "{n} {what} counts in one snapshot (at most {})",
-                MAX_LEVEL + 1
+                "{n} {what} in one snapshot (at most {cap})"
             )));
         }
     }
@@ -258,8 +274,13 @@ fn attribution_from_proto(a: Option<&v1::Attribution>) -> Result<Attribution, Co
             WORKER_TARGETS,
             "target",
         )?,
-        live: levels_from_proto(&a.live, "live")?,
-        in_flight: levels_from_proto(&a.in_flight, "in-flight")?,
+        live: levels_from_proto(&a.live, MAX_LEVEL, "live count")?,
+        in_flight: levels_from_proto(&a.in_flight, MAX_LEVEL, "in-flight count")?,
+        started: {
+            let mut t = levels_from_proto(&a.started, MAX_START_INTERVAL, "connect interval")?;
+            t.untracked = outcomes_from_proto(a.started_untracked.as_ref(), "connect interval")?;
+            t
+        },
         ..Attribution::default()
     })
 }
@@ -592,6 +613,7 @@ mod tests {
             target: Some("127.0.0.1:8080".into()),
             live,
             in_flight: live + 1,
+            started: Some(live),
         };
         s.attribution.record(&tags("user-1", 0), None);
         s.attribution.record(
@@ -638,6 +660,8 @@ mod tests {
             a.targets.push(again)
         });
         assert!(m.contains("the same target twice"), "{m}");
+        let m = refused(&|a| a.started[0].level = u64::MAX);
+        assert!(m.contains("connect interval"), "{m}");
         let m = refused(&|a| a.subjects[0].outcomes = None);
         assert!(m.contains("without any session"), "{m}");
         let m = refused(&|a| {

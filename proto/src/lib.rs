@@ -22,6 +22,6 @@ pub mod auth;
 mod convert;
 pub use convert::{
     ConvertError, MAX_CATEGORIES_PER_VALUE, MAX_HISTOGRAM_BYTES, MAX_HISTOGRAM_VALUE_US,
-    MAX_SNAPSHOT_ENTRIES, counters_from_proto, counters_to_proto, snapshot_from_proto,
-    snapshot_to_proto,
+    MAX_SNAPSHOT_ENTRIES, MAX_START_INTERVAL, counters_from_proto, counters_to_proto,
+    snapshot_from_proto, snapshot_to_proto,
 };

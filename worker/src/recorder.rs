@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gauntlet_core::attribution::{
-    Attribution, MAX_LEVEL, NO_TARGET, SessionTags, WORKER_SUBJECTS, WORKER_TARGETS, value,
+    Attribution, MAX_LEVEL, NO_TARGET, SessionTags, WORKER_STARTS, WORKER_SUBJECTS, WORKER_TARGETS,
+    value,
 };
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot, histogram};
 use gauntlet_core::words::FailureCategory;
@@ -50,6 +51,8 @@ struct Book {
     subjects: HashSet<String>,
     /// Targets counted by name (at most [`WORKER_TARGETS`]).
     targets: HashSet<String>,
+    /// Connect intervals counted by index (at most [`WORKER_STARTS`]).
+    starts: HashSet<u64>,
 }
 
 /// What a session met when it began to connect: the sessions of its subject already live on
@@ -60,6 +63,8 @@ pub struct Met {
     pub live: u64,
     /// Every other session holding or opening a connection.
     pub in_flight: u64,
+    /// The run's interval it began to connect in.
+    pub started: u64,
 }
 
 /// A session counted as holding (or opening) a connection, until dropped.
@@ -90,6 +95,7 @@ pub struct Collector {
     shards: Vec<Mutex<Shard>>,
     epoch: AtomicU64,
     started: Instant,
+    interval: Duration,
     book: Mutex<Book>,
 }
 
@@ -114,8 +120,22 @@ impl Collector {
             shards,
             epoch: AtomicU64::new(0),
             started,
+            interval: Duration::from_secs(1),
             book: Mutex::new(Book::default()),
         }
+    }
+
+    /// The same, for snapshots every `interval` (what connect intervals are counted in; 1 s
+    /// unless set).
+    pub fn with_interval(mut self, interval: Duration) -> Collector {
+        self.interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The run's interval `now` falls in: `i` from `i x interval` to `(i + 1) x interval`.
+    fn interval_now(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.started);
+        (elapsed.as_nanos() / self.interval.as_nanos()) as u64
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -128,12 +148,14 @@ impl Collector {
     /// A session of `subject` begins to connect: what it meets, and its presence (counted
     /// live and in flight until dropped).
     pub fn arrive(self: &Arc<Self>, subject: &str) -> (Met, Presence) {
+        let started = self.interval_now();
         let mut book = self.book();
         let in_flight = book.in_flight;
         let live = book.live.entry(subject.to_owned()).or_default();
         let met = Met {
             live: *live,
             in_flight,
+            started,
         };
         *live += 1;
         book.in_flight += 1;
@@ -147,10 +169,12 @@ impl Collector {
 
     /// What a session of `subject` would meet now, without counting it.
     pub fn meet(&self, subject: &str) -> Met {
+        let started = self.interval_now();
         let book = self.book();
         Met {
             live: book.live.get(subject).copied().unwrap_or(0),
             in_flight: book.in_flight,
+            started,
         }
     }
 
@@ -170,11 +194,18 @@ impl Collector {
                 None
             }
         };
+        let started = if book.starts.contains(&met.started) || book.starts.len() < WORKER_STARTS {
+            book.starts.insert(met.started);
+            Some(met.started)
+        } else {
+            None
+        };
         SessionTags {
             subject: known(&mut book.subjects, subject, WORKER_SUBJECTS),
             target: known(&mut book.targets, target, WORKER_TARGETS),
             live: met.live.min(MAX_LEVEL),
             in_flight: met.in_flight.min(MAX_LEVEL),
+            started,
         }
     }
 
@@ -453,17 +484,12 @@ mod tests {
             met,
             Met {
                 live: 2,
-                in_flight: 3
+                in_flight: 3,
+                started: 0
             }
         );
         drop((a1, b1));
-        assert_eq!(
-            r.meet("a"),
-            Met {
-                live: 2,
-                in_flight: 2
-            }
-        );
+        assert_eq!((r.meet("a").live, r.meet("a").in_flight), (2, 2));
         let failure = FailureKey {
             category: FailureCategory::FactoryInitFailed,
             detail: String::new(),
@@ -487,6 +513,7 @@ mod tests {
         assert_eq!(s.attribution.live.values[&2].failed_with(&fail), 1);
         assert_eq!(s.attribution.in_flight.values[&3].failed_with(&fail), 1);
         assert_eq!(s.attribution.target.values["127.0.0.1:1"].sessions(), 1);
+        assert_eq!(s.attribution.started.values[&0].sessions(), 1);
         // Past the caps, names are untracked; a name counted before stays counted.
         // `a`, counted already, and 10,000 others: the last of them is one too many.
         for i in 0..2 * WORKER_SUBJECTS {

@@ -286,7 +286,8 @@ impl Intake {
             .chain(a.subject.values.values())
             .chain(a.target.values.values())
             .chain(a.live.values.values())
-            .chain(a.in_flight.values.values());
+            .chain(a.in_flight.values.values())
+            .chain(a.started.values.values());
         for o in tables {
             if let Some(c) = o.failed.keys().find(|c| !v.categories.contains(c.as_str())) {
                 return unknown("failure category", c.as_str());
@@ -346,6 +347,19 @@ impl Intake {
                     "a session that met {level} other sessions {what} in a share of {vus} VUs"
                 ));
             }
+        }
+        // Nobody connected in an interval the run has not reached.
+        let reached = (elapsed + CLOCK_SLACK).as_millis() as u64 / self.interval_ms;
+        if let Some(i) = delta
+            .attribution
+            .started
+            .values
+            .keys()
+            .find(|i| **i > reached)
+        {
+            return implausible(format!(
+                "a session that connected in interval {i}, when the run has reached at most {reached}"
+            ));
         }
         // No latency can exceed the time the share has run.
         let longest = delta
@@ -469,6 +483,7 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
         ("target", sum(&a.target)),
         ("live", sum(&a.live)),
         ("in-flight", sum(&a.in_flight)),
+        ("connect interval", sum(&a.started)),
     ] {
         let Some(total) = total else {
             return inconsistent(format!("the {what} table's counts overflow"));
@@ -546,6 +561,7 @@ mod tests {
                 target: Some("127.0.0.1:1".into()),
                 live: 0,
                 in_flight: 1,
+                started: Some(0),
             },
             &Outcomes {
                 passed: n,
@@ -650,6 +666,7 @@ mod tests {
             target: None,
             live,
             in_flight: live,
+            started: Some(1),
         };
         for i in 0..3 {
             a.record(&tags(i), None);

@@ -187,6 +187,7 @@ pub fn naps_passed(n: u64, us: u64) -> gauntlet_core::metrics::Snapshot {
             target: Some(gauntlet_core::attribution::NO_TARGET.into()),
             live: 0,
             in_flight: 0,
+            started: Some(0),
         },
         &gauntlet_core::attribution::Outcomes {
             passed: n,

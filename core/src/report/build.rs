@@ -88,6 +88,7 @@ pub fn finished(
             .fleet
             .interval
             .map_or(1000, |i| (i.as_millis() as u64).max(1)),
+        intervals: &intervals,
     };
     let found = findings::find(run.total, cx);
     let mut report = assemble(run, workers, intervals, done.thresholds, done.judgement);

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::WorkerReport;
 use super::odds;
+use super::{IntervalReport, WorkerReport};
 use crate::attribution::{Attribution, MAX_LEVEL, Outcomes, Table};
 use crate::metrics::Snapshot;
 use crate::words::FailureCategory;
@@ -86,10 +86,23 @@ pub struct Band {
     pub failed: u64,
 }
 
+/// How a `load` finding counted the sessions in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMeasure {
+    /// Across the fleet, by the interval a session connected in: the most sessions in flight
+    /// (every worker's, sampled at each interval's end) at that interval's start or end. The
+    /// same whatever the number of workers; judged with intervals as the units.
+    Fleet,
+    /// Per session, on its worker: the sessions in flight on its worker (share) when it
+    /// connected. Exact per session, but on several workers each sees only its own part.
+    Worker,
+}
+
 /// A dimension a `spread` finding looked at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Looked {
-    /// `subject`, `target`, `live`, `in_flight`, `worker` or `interval`.
+    /// `subject`, `target`, `live`, `in_flight`, `started`, `worker` or `interval`.
     pub dimension: String,
     /// Its values that had sessions.
     pub values: u64,
@@ -163,10 +176,12 @@ pub enum Kind {
         /// Sessions that ended in the others (none failed so).
         sessions_outside: u64,
     },
-    /// Failures only at or above `min_in_flight` sessions in flight on the session's worker
-    /// when it connected, none below.
+    /// Failures only at or above `min_in_flight` sessions in flight, none below (counted as
+    /// `measure` says).
     Load {
-        /// The fewest sessions in flight a failed session met.
+        /// What was counted.
+        measure: LoadMeasure,
+        /// The fewest sessions in flight a failure met.
         min_in_flight: u64,
         /// Sessions that met fewer (none failed so).
         sessions_below: u64,
@@ -240,6 +255,9 @@ pub struct AttributionReport {
     pub live: DimensionReport,
     /// By sessions in flight on the worker at connect time.
     pub in_flight: DimensionReport,
+    /// By the interval the session connected in (interval `i` starts at `i x interval`).
+    #[serde(default)]
+    pub started: DimensionReport,
     /// By worker id.
     pub worker: DimensionReport,
     /// By interval index (interval `i` ends at `(i + 1) x interval`).
@@ -286,6 +304,7 @@ impl AttributionReport {
             target: dimension_report(&a.target),
             live: dimension_report(&a.live),
             in_flight: dimension_report(&a.in_flight),
+            started: dimension_report(&a.started),
             worker: dimension_report(&a.worker),
             interval: dimension_report(&a.interval),
         }
@@ -358,6 +377,8 @@ pub struct Context<'a> {
     pub workers: &'a [WorkerReport],
     /// The snapshot interval, ms.
     pub interval_ms: u64,
+    /// The per-interval series (for the fleet's sessions in flight).
+    pub intervals: &'a [IntervalReport],
 }
 
 /// Every finding `total` supports, most frequent category first.
@@ -407,7 +428,7 @@ pub fn find(total: &Snapshot, cx: Context<'_>) -> Vec<Finding> {
                 )
             }));
             found.extend(window(total, &category, cx.interval_ms));
-            found.extend(load(a, &category));
+            found.extend(fleet(a, cx.intervals, &category).or_else(|| on_worker(a, &category)));
         }
         if found.is_empty() {
             found.extend(spread(a, &category));
@@ -640,9 +661,92 @@ fn window(total: &Snapshot, c: &FailureCategory, interval_ms: u64) -> Option<(Ki
     ))
 }
 
-/// `load`: no failure below some number of sessions in flight.
-fn load(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
+/// The fleet's sessions in flight when sessions connected, as a column of levels: the sessions
+/// that connected in interval `j` under the most sessions in flight at its start or end (the
+/// fleet's count at the ends of intervals `j - 1` and `j`). Also, per level, the connect
+/// intervals and those with a failure of the category.
+fn fleet_load(
+    a: &Attribution,
+    intervals: &[IntervalReport],
+    c: &FailureCategory,
+) -> (Column<u64>, Vec<(u64, u64, u64)>) {
+    let active = |j: u64| {
+        usize::try_from(j)
+            .ok()
+            .and_then(|j| intervals.get(j))
+            .map_or(0, |i| i.active_vus)
+    };
+    let mut levels: BTreeMap<u64, (Cell, u64, u64)> = BTreeMap::new();
+    let col = Column::of(&a.started, c);
+    for (j, cell) in &col.cells {
+        let level = active(*j).max(j.checked_sub(1).map_or(0, active));
+        let (mine, n, failing) = levels.entry(level).or_insert((
+            Cell {
+                all: 0,
+                failed: 0,
+                at_risk: 0,
+            },
+            0,
+            0,
+        ));
+        mine.all = mine.all.saturating_add(cell.all);
+        mine.failed = mine.failed.saturating_add(cell.failed);
+        mine.at_risk = mine.at_risk.saturating_add(cell.at_risk);
+        *n += 1;
+        *failing += u64::from(cell.failed > 0);
+    }
+    let units = levels.iter().map(|(l, (_, n, f))| (*l, *n, *f)).collect();
+    let column = Column {
+        cells: levels
+            .into_iter()
+            .map(|(l, (cell, _, _))| (l, cell))
+            .collect(),
+        untracked: col.untracked,
+    };
+    (column, units)
+}
+
+/// `load` across the fleet: judged with intervals as the units (a level is an interval's, so
+/// the chance is that of the failing intervals all falling at or above it).
+fn fleet(
+    a: &Attribution,
+    intervals: &[IntervalReport],
+    c: &FailureCategory,
+) -> Option<(Kind, f64)> {
+    if intervals.is_empty() {
+        return None;
+    }
+    let (col, units) = fleet_load(a, intervals, c);
+    load(&col, LoadMeasure::Fleet, |x| {
+        let count = |keep: &dyn Fn(&(u64, u64, u64)) -> bool,
+                     pick: &dyn Fn(&(u64, u64, u64)) -> u64| {
+            units.iter().filter(|u| keep(u)).map(pick).sum::<u64>()
+        };
+        let all = count(&|_| true, &|u| u.1);
+        let above = count(&|u| u.0 >= x, &|u| u.1);
+        let failing = count(&|_| true, &|u| u.2);
+        units.len() as f64 * odds::all_inside(above, failing, all)
+    })
+}
+
+/// `load` on each session's worker: judged with sessions as the units.
+fn on_worker(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
     let col = Column::of(&a.in_flight, c);
+    load(&col, LoadMeasure::Worker, |x| {
+        let above: Vec<&(u64, Cell)> = col.cells.iter().filter(|(l, _)| *l >= x).collect();
+        let at_risk: u64 = above.iter().map(|(_, c)| c.at_risk).sum();
+        let f: u64 = above.iter().map(|(_, c)| c.failed).sum();
+        col.values() as f64 * odds::all_inside(at_risk, f, col.at_risk())
+    })
+}
+
+/// `load`: no failure below some number of sessions in flight, in `col` (levels in order);
+/// `chance` of the separation at a level.
+fn load(
+    col: &Column<u64>,
+    measure: LoadMeasure,
+    chance: impl Fn(u64) -> f64,
+) -> Option<(Kind, f64)> {
     if col.untracked.all > 0 {
         return None;
     }
@@ -656,13 +760,11 @@ fn load(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
     if below == 0 {
         return None;
     }
-    let above: Vec<&(u64, Cell)> = col.cells.iter().filter(|(l, _)| *l >= x).collect();
-    let at_risk: u64 = above.iter().map(|(_, c)| c.at_risk).sum();
-    let f: u64 = above.iter().map(|(_, c)| c.failed).sum();
-    let chance = col.values() as f64 * odds::all_inside(at_risk, f, col.at_risk());
+    let chance = chance(x);
     if chance >= ALPHA {
         return None;
     }
+    let above: Vec<&(u64, Cell)> = col.cells.iter().filter(|(l, _)| *l >= x).collect();
     // Up to three bands of about equal sessions.
     let all: u64 = above.iter().map(|(_, c)| c.all).sum();
     let mut bands: Vec<Band> = Vec::new();
@@ -687,6 +789,7 @@ fn load(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
     }
     Some((
         Kind::Load {
+            measure,
             min_in_flight: x,
             sessions_below: below,
             sessions_at_or_above: all,
@@ -708,11 +811,12 @@ fn spread(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
         cells.retain(|c| c.at_risk > 0);
         cells
     }
-    let dims: [(&str, Vec<Cell>); 6] = [
+    let dims: [(&str, Vec<Cell>); 7] = [
         ("subject", column(&a.subject, c)),
         ("target", column(&a.target, c)),
         ("live", column(&a.live, c)),
         ("in_flight", column(&a.in_flight, c)),
+        ("started", column(&a.started, c)),
         ("worker", column(&a.worker, c)),
         ("interval", column(&a.interval, c)),
     ];
@@ -858,13 +962,22 @@ fn words(c: &FailureCategory, kind: &Kind, failed: u64) -> String {
             plural(*sessions_outside, "session", "sessions"),
         ),
         Kind::Load {
+            measure,
             min_in_flight,
             sessions_below,
             sessions_at_or_above,
             bands,
         } => format!(
-            "{c}: the failure rate rises with load: none of the {} that began with fewer than {min_in_flight} sessions in flight on their worker failed; from {min_in_flight} on, {failed} of {sessions_at_or_above} did ({})",
+            "{c}: the failure rate rises with load: none of the {} {} fewer than {min_in_flight} sessions in flight {} failed; from {min_in_flight} on, {failed} of {sessions_at_or_above} did ({})",
             plural(*sessions_below, "session", "sessions"),
+            match measure {
+                LoadMeasure::Fleet => "that connected in intervals with",
+                LoadMeasure::Worker => "that began with",
+            },
+            match measure {
+                LoadMeasure::Fleet => "across the fleet",
+                LoadMeasure::Worker => "on their worker",
+            },
             bands
                 .iter()
                 .map(|b| {
@@ -899,6 +1012,8 @@ fn dimension_word(d: &str) -> &str {
     match d {
         "live" => "live count of the subject",
         "in_flight" => "count of sessions in flight",
+        "started" => "interval connected in",
+        "interval" => "interval ended in",
         other => other,
     }
 }
@@ -943,6 +1058,7 @@ mod tests {
                 target: Some(x.target.to_owned()),
                 live: x.live,
                 in_flight: x.in_flight,
+                started: Some(x.interval),
             };
             let mut one = Snapshot::default();
             one.attribution.record(&tags, x.failed.as_ref());
@@ -979,6 +1095,7 @@ mod tests {
         Context {
             workers: &[],
             interval_ms: 1000,
+            intervals: &[],
         }
     }
 
@@ -1170,6 +1287,7 @@ mod tests {
             Context {
                 workers: &workers,
                 interval_ms: 1000,
+                intervals: &[],
             },
         );
         assert_eq!(kinds(&found), ["worker"], "{found:#?}");
@@ -1249,6 +1367,76 @@ mod tests {
         assert!(bands.len() <= 3 && bands[0].from == 6 && bands.last().unwrap().to == 11);
         let rate = |b: &Band| b.failed as f64 / b.sessions as f64;
         assert!(rate(&bands[0]) < rate(bands.last().unwrap()), "{bands:?}");
+    }
+
+    #[test]
+    fn load_across_the_fleet_per_interval() {
+        // 2 sessions in flight for 10 intervals, 12 for 10, 2 for 10, 12 for 10: failures in
+        // every interval at 12 but the first of each stretch. Two bursts: no window.
+        let active: Vec<u64> = (0..40)
+            .map(|i| if (i / 10) % 2 == 1 { 12 } else { 2 })
+            .collect();
+        let mut intervals = Vec::new();
+        let mut all = Vec::new();
+        for (i, a) in active.iter().enumerate() {
+            let (passed, failed) = if *a == 12 && i % 10 != 0 {
+                (2, 4)
+            } else {
+                (6, 0)
+            };
+            for k in 0..passed + failed {
+                let mut x = s(format!("user-{}", k % 3));
+                x.interval = i as u64;
+                x.worker = ["w1", "w2"][k % 2];
+                x.failed = (k >= passed).then_some(FailureCategory::Timeout);
+                all.push(x);
+            }
+            intervals.push(IntervalReport {
+                at_ms: 1000 * (i as u64 + 1),
+                sessions: (passed + failed) as u64,
+                passed: passed as u64,
+                failed: failed as u64,
+                failures: [("timeout".to_owned(), failed as u64)]
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+                latency: BTreeMap::new(),
+                active_vus: *a,
+                per_worker: BTreeMap::new(),
+            });
+        }
+        let found = |intervals: &[IntervalReport]| {
+            let cx = Context {
+                workers: &[],
+                interval_ms: 1000,
+                intervals,
+            };
+            find(&snapshot(&all, 1000), cx)
+        };
+        let f = found(&intervals);
+        assert_eq!(kinds(&f), ["load"], "{f:#?}");
+        // The intervals that start or end at 12 count at 12: the 20 of the stretches and the
+        // one after the first (none failed there).
+        assert_eq!(
+            f[0].kind,
+            Kind::Load {
+                measure: LoadMeasure::Fleet,
+                min_in_flight: 12,
+                sessions_below: 19 * 6,
+                sessions_at_or_above: 21 * 6,
+                bands: vec![Band {
+                    from: 12,
+                    to: 12,
+                    sessions: 21 * 6,
+                    failed: 18 * 4
+                }],
+            }
+        );
+        assert!(f[0].text.contains("across the fleet"), "{}", f[0].text);
+        // Eight intervals are too few to tell load from chance, however many sessions each
+        // holds: the units are intervals.
+        let f = found(&intervals[..8]);
+        assert!(!kinds(&f).contains(&"load"), "{f:#?}");
     }
 
     /// An evenly spread fault gives `spread` or nothing, never a pattern: 300 different draws
