@@ -1,8 +1,8 @@
 //! The exact merge of a run's snapshots: each (worker, sequence number) is merged once, into
 //! the run's total and into its interval (by the snapshot's time), so fleet-wide percentiles
 //! equal those of one histogram that saw every sample, and a resent snapshot changes nothing.
-//! The total's failure attribution gets the two dimensions workers do not carry: the worker
-//! (the sender) and the interval (where the snapshot is filed).
+//! The total's failure attribution gets the dimension workers do not carry: the worker (the
+//! sender).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -110,12 +110,13 @@ impl Aggregator {
         self.total.merge(delta);
         // The interval ending at or after `at_ms`.
         let index = (at_ms.saturating_sub(1) / self.interval_ms) as usize;
-        // The two dimensions of attribution a peer cannot claim: who sent it, and when.
+        // The dimension of attribution a peer cannot claim: who sent it.
         let ended = delta_outcomes(delta);
         if ended.sessions() > 0 {
-            let a = &mut self.total.attribution;
-            a.worker.add(Some(&worker.to_owned()), &ended, TABLE_KEYS);
-            a.interval.add(Some(&(index as u64)), &ended, TABLE_KEYS);
+            self.total
+                .attribution
+                .worker
+                .add(Some(&worker.to_owned()), &ended, TABLE_KEYS);
         }
         if self.intervals.len() <= index {
             self.intervals.resize_with(index + 1, Snapshot::default);
@@ -232,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sender_and_the_interval_become_attribution() {
+    fn the_sender_becomes_attribution() {
         let mut a = Aggregator::new(1000, vec![]);
         a.merge_decoded("w1", 1, 1000, 0, &delta(&[10, 20], 2));
         a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
@@ -240,8 +241,6 @@ mod tests {
         let t = &a.total().attribution;
         assert_eq!(t.worker.values["w1"].passed, 2);
         assert_eq!(t.worker.values["w2"].passed, 1, "merged once");
-        assert_eq!(t.interval.values[&0].passed, 2);
-        assert_eq!(t.interval.values[&2].passed, 1);
         assert!(
             a.intervals().iter().all(|s| s.attribution.is_empty()),
             "intervals keep no attribution"

@@ -368,9 +368,6 @@ async fn load_beyond_the_testbeds_capacity_is_found() {
     for workers in [1, 2] {
         let (r, truth) = run(config.clone(), |t| plan(t, "", load, "300ms"), workers).await;
         let what = format!("{workers} workers");
-        for i in &r.intervals {
-            eprintln!("DBG {} {} {} {}", i.at_ms, i.active_vus, i.passed, i.failed);
-        }
         assert!(truth.capacity.waited > 0, "{what}: {:?}", truth.capacity);
         let timeouts = r
             .failures_by_category()

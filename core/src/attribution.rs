@@ -2,12 +2,15 @@
 //! by outcome (passed, or failed with its category), under what it had in common with others:
 //! its subject, the target address it used, the live sessions its subject already had on its
 //! worker when it connected, the sessions in flight on its worker then, the interval it
-//! connected in, its worker and the interval it ended in. One bounded [`Table`] per dimension; tables merge exactly, and values beyond a
-//! table's cap are counted together as untracked, never dropped.
+//! connected in, and its worker. One bounded [`Table`] per dimension; tables merge exactly, and
+//! values beyond a table's cap are counted together as untracked, never dropped.
+//!
+//! Time is the interval a session *connected* in, never the one it ended in: how long a session
+//! lasts depends on how it ends (a refused one ends at once, a timed-out one late), so sessions
+//! grouped by their end would seem to fail "at a time" when they only fail fast.
 //!
 //! Workers fill the first five (they carry them in their snapshots); the coordinator fills
-//! `worker` and `interval` itself when it merges a snapshot (it knows who sent it and which
-//! interval it fills), so neither can be claimed by a peer.
+//! `worker` itself when it merges a snapshot (it knows who sent it), so no peer can claim it.
 
 use std::collections::BTreeMap;
 
@@ -172,8 +175,6 @@ pub struct Attribution {
     pub started: Table<u64>,
     /// By worker id (filled by the coordinator).
     pub worker: Table<String>,
-    /// By the run's interval index (filled by the coordinator).
-    pub interval: Table<u64>,
 }
 
 impl Attribution {
@@ -205,7 +206,6 @@ impl Attribution {
         self.in_flight.merge(&other.in_flight, TABLE_KEYS);
         self.started.merge(&other.started, TABLE_KEYS);
         self.worker.merge(&other.worker, TABLE_KEYS);
-        self.interval.merge(&other.interval, TABLE_KEYS);
     }
 
     /// Whether it counts no session in any dimension.
@@ -216,7 +216,6 @@ impl Attribution {
             && self.in_flight.is_empty()
             && self.started.is_empty()
             && self.worker.is_empty()
-            && self.interval.is_empty()
     }
 }
 

@@ -18,7 +18,7 @@
 //! - [`metrics`]: histograms, counters, failure patterns, checks and failure attribution in
 //!   one mergeable snapshot.
 //! - [`attribution`]: every session that ended, counted by subject, target, live sessions of
-//!   its subject, sessions in flight, worker and interval, in bounded tables.
+//!   its subject, sessions in flight, connect interval and worker, in bounded tables.
 //! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
 //!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
 //!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,

@@ -180,7 +180,7 @@ pub struct Snapshot {
     /// Check results by check name (`scenario/step`).
     pub checks: BTreeMap<String, CheckStats>,
     /// Every session that ended, counted by what it had in common with others (its subject,
-    /// target, worker, interval, concurrency): failure attribution's raw material.
+    /// target, concurrency, connect interval, worker): failure attribution's raw material.
     pub attribution: Attribution,
 }
 

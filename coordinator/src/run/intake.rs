@@ -507,8 +507,8 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
             ));
         }
     }
-    if !a.worker.is_empty() || !a.interval.is_empty() {
-        return inconsistent("a worker or interval table, which only the coordinator fills".into());
+    if !a.worker.is_empty() {
+        return inconsistent("a worker table, which only the coordinator fills".into());
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ pub enum LoadMeasure {
 /// A dimension a `spread` finding looked at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Looked {
-    /// `subject`, `target`, `live`, `in_flight`, `started`, `worker` or `interval`.
+    /// `subject`, `target`, `live`, `in_flight`, `started` or `worker`.
     pub dimension: String,
     /// Its values that had sessions.
     pub values: u64,
@@ -167,13 +167,13 @@ pub enum Kind {
         t1_ms: u64,
         /// The last failure, ms since the run started.
         t2_ms: u64,
-        /// Start of the first interval with a failure, ms.
+        /// Start of the first connect interval with a failure, ms.
         window_start_ms: u64,
-        /// End of the last interval with a failure, ms.
+        /// End of the last connect interval with a failure, ms.
         window_end_ms: u64,
-        /// Sessions that ended in those intervals.
+        /// Sessions that connected in those intervals.
         sessions_inside: u64,
-        /// Sessions that ended in the others (none failed so).
+        /// Sessions that connected in the others (none failed so).
         sessions_outside: u64,
     },
     /// Failures only at or above `min_in_flight` sessions in flight, none below (counted as
@@ -223,7 +223,7 @@ pub struct Finding {
 /// One value of a dimension in `report.json`'s `attribution`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ValueReport {
-    /// The value (a subject, an address, a count, a worker id, an interval index).
+    /// The value (a subject, an address, a count, an interval index, a worker id).
     pub value: String,
     /// Sessions that passed.
     pub passed: u64,
@@ -260,8 +260,6 @@ pub struct AttributionReport {
     pub started: DimensionReport,
     /// By worker id.
     pub worker: DimensionReport,
-    /// By interval index (interval `i` ends at `(i + 1) x interval`).
-    pub interval: DimensionReport,
 }
 
 fn value_report(value: String, o: &Outcomes) -> ValueReport {
@@ -306,7 +304,6 @@ impl AttributionReport {
             in_flight: dimension_report(&a.in_flight),
             started: dimension_report(&a.started),
             worker: dimension_report(&a.worker),
-            interval: dimension_report(&a.interval),
         }
     }
 }
@@ -604,10 +601,10 @@ fn single(t: &Table<String>, c: &FailureCategory) -> Option<(String, u64, u64, u
     (chance < ALPHA).then(|| (key.clone(), cell.all, others, other_sessions, chance))
 }
 
-/// `window`: failures in one stretch of intervals (no implausibly clean gap inside), none
-/// outside.
+/// `window`: failures among the sessions that connected in one stretch of intervals (no
+/// implausibly clean gap inside), none among those that connected outside it.
 fn window(total: &Snapshot, c: &FailureCategory, interval_ms: u64) -> Option<(Kind, f64)> {
-    let col = Column::of(&total.attribution.interval, c);
+    let col = Column::of(&total.attribution.started, c);
     if col.untracked.all > 0 {
         return None;
     }
@@ -811,14 +808,13 @@ fn spread(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
         cells.retain(|c| c.at_risk > 0);
         cells
     }
-    let dims: [(&str, Vec<Cell>); 7] = [
+    let dims: [(&str, Vec<Cell>); 6] = [
         ("subject", column(&a.subject, c)),
         ("target", column(&a.target, c)),
         ("live", column(&a.live, c)),
         ("in_flight", column(&a.in_flight, c)),
         ("started", column(&a.started, c)),
         ("worker", column(&a.worker, c)),
-        ("interval", column(&a.interval, c)),
     ];
     let cells = &dims[0].1;
     let f: u64 = cells.iter().map(|c| c.failed).sum();
@@ -954,7 +950,7 @@ fn words(c: &FailureCategory, kind: &Kind, failed: u64) -> String {
             sessions_inside,
             sessions_outside,
         } => format!(
-            "{c}: only between {} and {} into the run: {failed} of the {sessions_inside} sessions that ended from {} to {}; none of the {} that ended outside",
+            "{c}: only between {} and {} into the run: {failed} of the {sessions_inside} sessions that connected from {} to {}; none of the {} that connected outside",
             secs(*t1_ms),
             secs(*t2_ms),
             secs(*window_start_ms),
@@ -1013,7 +1009,6 @@ fn dimension_word(d: &str) -> &str {
         "live" => "live count of the subject",
         "in_flight" => "count of sessions in flight",
         "started" => "interval connected in",
-        "interval" => "interval ended in",
         other => other,
     }
 }
@@ -1066,9 +1061,6 @@ mod tests {
             one.attribution
                 .worker
                 .add(Some(&x.worker.to_owned()), &o, usize::MAX);
-            one.attribution
-                .interval
-                .add(Some(&x.interval), &o, usize::MAX);
             one.counters.sessions_started = 1;
             match &x.failed {
                 None => one.counters.sessions_passed = 1,

@@ -263,7 +263,8 @@ pub struct Report {
     #[serde(default)]
     pub findings: Vec<findings::Finding>,
     /// Every session that ended, counted by subject, target, live sessions of its subject,
-    /// sessions in flight, worker and interval: per dimension the values with most failures.
+    /// sessions in flight, the interval it connected in and its worker: per dimension the
+    /// values with most failures.
     #[serde(default)]
     pub attribution: findings::AttributionReport,
 }
