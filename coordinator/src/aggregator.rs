@@ -60,6 +60,10 @@ pub struct Aggregator {
     windowed: Vec<String>,
     seen: HashSet<(String, u64)>,
     workers: BTreeMap<String, WorkerTally>,
+    /// Per subject, the one share that reported it, or `None` once a second one did (at most
+    /// [`TABLE_KEYS`] subjects; beyond, or with untracked subjects, `spread_subjects` is set).
+    subject_shares: BTreeMap<String, Option<u64>>,
+    spread_subjects: bool,
 }
 
 impl Aggregator {
@@ -76,6 +80,40 @@ impl Aggregator {
             windowed,
             seen: HashSet::new(),
             workers: BTreeMap::new(),
+            subject_shares: BTreeMap::new(),
+            spread_subjects: false,
+        }
+    }
+
+    /// Whether every subject's sessions came from one share alone (then the live counts each
+    /// worker saw were its subjects' whole counts). Unknown (`false`) when subjects were
+    /// untracked.
+    pub fn subjects_on_one_share(&self) -> bool {
+        !self.spread_subjects
+    }
+
+    /// Notes which share reported which subjects.
+    fn note_subjects(&mut self, seq: u64, delta: &Snapshot) {
+        // Sequence numbers of share `i` start at `i x 2^32` (run::shares::SEQ_BLOCK).
+        let share = seq >> 32;
+        let subjects = &delta.attribution.subject;
+        if subjects.untracked.sessions() > 0 {
+            self.spread_subjects = true;
+        }
+        for name in subjects.values.keys() {
+            let full = self.subject_shares.len() >= TABLE_KEYS;
+            match self.subject_shares.get_mut(name) {
+                Some(one) => {
+                    if *one != Some(share) {
+                        *one = None;
+                        self.spread_subjects = true;
+                    }
+                }
+                None if !full => {
+                    self.subject_shares.insert(name.clone(), Some(share));
+                }
+                None => self.spread_subjects = true,
+            }
         }
     }
 
@@ -108,6 +146,7 @@ impl Aggregator {
             return false;
         }
         self.total.merge(delta);
+        self.note_subjects(seq, delta);
         // The interval ending at or after `at_ms`.
         let index = (at_ms.saturating_sub(1) / self.interval_ms) as usize;
         // The dimension of attribution a peer cannot claim: who sent it.
@@ -245,6 +284,32 @@ mod tests {
             a.intervals().iter().all(|s| s.attribution.is_empty()),
             "intervals keep no attribution"
         );
+    }
+
+    #[test]
+    fn subjects_reported_by_two_shares_are_spread() {
+        use gauntlet_core::attribution::{Outcomes, SessionTags};
+        let with = |subject: &str| {
+            let mut d = delta(&[10], 1);
+            d.attribution.carried(
+                &SessionTags {
+                    subject: Some(subject.into()),
+                    ..SessionTags::default()
+                },
+                &Outcomes {
+                    passed: 1,
+                    ..Outcomes::default()
+                },
+            );
+            d
+        };
+        let mut a = Aggregator::new(1000, vec![]);
+        a.merge_decoded("w1", 1, 1000, 0, &with("u0"));
+        a.merge_decoded("w1", 2, 2000, 0, &with("u0"));
+        a.merge_decoded("w2", (1 << 32) + 1, 1000, 0, &with("u1"));
+        assert!(a.subjects_on_one_share());
+        a.merge_decoded("w2", (1 << 32) + 2, 2000, 0, &with("u0"));
+        assert!(!a.subjects_on_one_share());
     }
 
     #[test]

@@ -284,6 +284,7 @@ async fn a_per_user_limit_is_found_at_exactly_the_limit() {
             min_live,
             max_ok_live,
             sessions_below,
+            subjects_on_one_worker,
         } = f.kind
         else {
             unreachable!()
@@ -299,7 +300,8 @@ async fn a_per_user_limit_is_found_at_exactly_the_limit() {
         );
         // Subjects are partitioned over two workers of equal capacity here (open model: the
         // even arrivals, hence the even subjects, are one worker's), so the live counts are the
-        // same with one worker or two.
+        // subjects' whole counts, the same with one worker or two, and the report knows it.
+        assert!(subjects_on_one_worker, "{what}");
         match &first {
             None => first = Some(r.findings.clone()),
             Some(one) => assert_eq!(&r.findings, one, "{what} vs 1 worker"),

@@ -72,6 +72,9 @@ pub struct Final {
     pub unknown: u64,
     /// Required checks that never evaluated ([`never_evaluated`]).
     pub never_evaluated: Vec<String>,
+    /// Whether every subject's sessions were reported by one share alone (so the live count
+    /// each saw on its worker was its subject's whole count); `false` when unknown.
+    pub subjects_on_one_share: bool,
 }
 
 /// The final report of `run`.
@@ -89,6 +92,7 @@ pub fn finished(
             .interval
             .map_or(1000, |i| (i.as_millis() as u64).max(1)),
         intervals: &intervals,
+        subjects_on_one_share: done.subjects_on_one_share,
     };
     let found = findings::find(run.total, cx);
     let mut report = assemble(run, workers, intervals, done.thresholds, done.judgement);

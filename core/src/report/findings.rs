@@ -136,6 +136,10 @@ pub enum Kind {
         max_ok_live: u64,
         /// Sessions that met fewer than `min_live` (none failed so).
         sessions_below: u64,
+        /// Whether each subject's sessions all ran on one worker (share), so that the live
+        /// counts are the subjects' whole counts. When not, `min_live` is a count on one
+        /// worker and the service's limit, counting every worker's sessions, may be higher.
+        subjects_on_one_worker: bool,
     },
     /// Failures only from this worker.
     Worker {
@@ -376,6 +380,8 @@ pub struct Context<'a> {
     pub interval_ms: u64,
     /// The per-interval series (for the fleet's sessions in flight).
     pub intervals: &'a [IntervalReport],
+    /// Whether every subject's sessions ran on one share (one worker) alone.
+    pub subjects_on_one_share: bool,
 }
 
 /// Every finding `total` supports, most frequent category first.
@@ -394,7 +400,7 @@ pub fn find(total: &Snapshot, cx: Context<'_>) -> Vec<Finding> {
         }
         let mut found: Vec<(Kind, f64)> = Vec::new();
         found.extend(subjects(a, &category));
-        found.extend(subject_concurrency(a, &category));
+        found.extend(subject_concurrency(a, &category, cx.subjects_on_one_share));
         if found.is_empty() {
             found.extend(single(&a.worker, &category).map(|(k, v, o, n, chance)| {
                 let name = cx
@@ -413,7 +419,12 @@ pub fn find(total: &Snapshot, cx: Context<'_>) -> Vec<Finding> {
                     chance,
                 )
             }));
-            found.extend(single(&a.target, &category).map(|(k, v, o, n, chance)| {
+            // A session that could not resolve its target has a name but no address: its target
+            // depends on how it failed, so it says nothing about where `dns` failures happen.
+            let target = (category != FailureCategory::Dns)
+                .then(|| single(&a.target, &category))
+                .flatten();
+            found.extend(target.map(|(k, v, o, n, chance)| {
                 (
                     Kind::Target {
                         target: k,
@@ -542,7 +553,11 @@ fn pattern(failing: &[String], seen: &[&String]) -> Option<Pattern> {
 }
 
 /// `subject_concurrency`: every session at or above the lowest failing live count failed.
-fn subject_concurrency(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f64)> {
+fn subject_concurrency(
+    a: &Attribution,
+    c: &FailureCategory,
+    one_share: bool,
+) -> Option<(Kind, f64)> {
     let col = Column::of(&a.live, c);
     if col.untracked.all > 0 {
         return None;
@@ -574,6 +589,7 @@ fn subject_concurrency(a: &Attribution, c: &FailureCategory) -> Option<(Kind, f6
             min_live: k,
             max_ok_live: max_ok,
             sessions_below: below,
+            subjects_on_one_worker: one_share,
         },
         chance,
     ))
@@ -911,14 +927,24 @@ fn words(c: &FailureCategory, kind: &Kind, failed: u64) -> String {
             min_live,
             max_ok_live,
             sessions_below,
+            subjects_on_one_worker,
         } => format!(
-            "{c}: every session whose subject already had {min_live} or more live sessions on its worker when it connected failed ({}), and none of the {} with fewer did (the most a session that did not fail met: {max_ok_live}): a per-user limit of {min_live} concurrent {}",
+            "{c}: every session whose subject already had {min_live} or more live sessions on its worker when it connected failed ({}), and none of the {} with fewer did (the most a session that did not fail met: {max_ok_live}): {}",
             plural(failed, "session", "sessions"),
             plural(*sessions_below, "session", "sessions"),
-            if *min_live == 1 {
-                "session"
+            if *subjects_on_one_worker {
+                format!(
+                    "a per-user limit of {min_live} concurrent {}",
+                    if *min_live == 1 {
+                        "session"
+                    } else {
+                        "sessions"
+                    }
+                )
             } else {
-                "sessions"
+                format!(
+                    "a per-user limit, met at {min_live} concurrent sessions of a subject on one worker (its sessions ran on several workers: the service, counting them all, may allow more)"
+                )
             },
         ),
         Kind::Worker {
@@ -1088,6 +1114,7 @@ mod tests {
             workers: &[],
             interval_ms: 1000,
             intervals: &[],
+            subjects_on_one_share: true,
         }
     }
 
@@ -1234,13 +1261,27 @@ mod tests {
             Kind::SubjectConcurrency {
                 min_live: 3,
                 max_ok_live: 2,
-                sessions_below: 36
+                sessions_below: 36,
+                subjects_on_one_worker: true,
             }
         );
         assert!(
             found[0]
                 .text
                 .contains("a per-user limit of 3 concurrent sessions")
+        );
+        // Subjects whose sessions ran on several workers: the count is one worker's.
+        let spread_over = Context {
+            subjects_on_one_share: false,
+            ..cx()
+        };
+        let found = find(&snapshot(&all, 1000), spread_over);
+        assert!(
+            found[0]
+                .text
+                .contains("on one worker (its sessions ran on several workers"),
+            "{}",
+            found[0].text
         );
         // One session at the limit that passed: not a clean separation, nothing said about
         // concurrency.
@@ -1280,6 +1321,7 @@ mod tests {
                 workers: &workers,
                 interval_ms: 1000,
                 intervals: &[],
+                subjects_on_one_share: true,
             },
         );
         assert_eq!(kinds(&found), ["worker"], "{found:#?}");
@@ -1402,6 +1444,7 @@ mod tests {
                 workers: &[],
                 interval_ms: 1000,
                 intervals,
+                subjects_on_one_share: true,
             };
             find(&snapshot(&all, 1000), cx)
         };
