@@ -9,7 +9,8 @@
 //! The runs take real time (a few seconds each) and go one at a time, so that they do not
 //! slow each other down.
 
-#![allow(clippy::unwrap_used)]
+// The findings of each run are printed (`--nocapture` shows what the report says).
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use gauntlet_core::report::Report;
 use gauntlet_core::report::findings::{Finding, Kind, LoadMeasure, Pattern};

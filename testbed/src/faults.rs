@@ -220,10 +220,13 @@ pub struct HttpFault {
     pub until_s: Option<f64>,
 }
 
+/// `(from_s, until_s)`: a fault's window in seconds on the testbed's clock, either end open.
+pub type Window = (Option<f64>, Option<f64>);
+
 /// The window of a fault: `from_s..until_s` on the testbed's clock, either end open.
 pub trait Timed {
     /// `(from_s, until_s)`.
-    fn window(&self) -> (Option<f64>, Option<f64>);
+    fn window(&self) -> Window;
 
     /// Whether it is on `at` after the testbed's first request.
     fn on_at(&self, at: Duration) -> bool {
@@ -236,7 +239,7 @@ pub trait Timed {
 macro_rules! timed {
     ($($t:ty),*) => {$(
         impl Timed for $t {
-            fn window(&self) -> (Option<f64>, Option<f64>) {
+            fn window(&self) -> Window {
                 (self.from_s, self.until_s)
             }
         }
@@ -244,7 +247,7 @@ macro_rules! timed {
 }
 timed!(Fault, EventFault, SpikeFault, HttpFault);
 
-fn check_window(w: (Option<f64>, Option<f64>)) -> Result<(), String> {
+fn check_window(w: Window) -> Result<(), String> {
     for (name, v) in [("from_s", w.0), ("until_s", w.1)] {
         if let Some(v) = v
             && !(v.is_finite() && v >= 0.0)
@@ -355,11 +358,8 @@ impl Faults {
     }
 
     /// Every switched-on fault's window, by name.
-    fn windows(&self) -> Vec<(&'static str, (Option<f64>, Option<f64>))> {
-        fn w<T: Timed>(
-            name: &'static str,
-            f: &Option<T>,
-        ) -> Option<(&'static str, (Option<f64>, Option<f64>))> {
+    fn windows(&self) -> Vec<(&'static str, Window)> {
+        fn w<T: Timed>(name: &'static str, f: &Option<T>) -> Option<(&'static str, Window)> {
             f.as_ref().map(|f| (name, f.window()))
         }
         [
