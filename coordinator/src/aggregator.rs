@@ -1,13 +1,31 @@
 //! The exact merge of a run's snapshots: each (worker, sequence number) is merged once, into
 //! the run's total and into its interval (by the snapshot's time), so fleet-wide percentiles
 //! equal those of one histogram that saw every sample, and a resent snapshot changes nothing.
+//! The total's failure attribution gets the dimension workers do not carry: the worker (the
+//! sender).
 
 use std::collections::{BTreeMap, HashSet};
 
+use gauntlet_core::attribution::{Outcomes, TABLE_KEYS};
 use gauntlet_core::metrics::Snapshot;
 use gauntlet_core::report::IntervalReport;
 use gauntlet_core::thresholds::keep_for_windows;
 use gauntlet_proto::{ConvertError, snapshot_from_proto, v1};
+
+/// How the sessions that ended in `delta` ended: passed, or failed by category.
+fn delta_outcomes(delta: &Snapshot) -> Outcomes {
+    let mut o = Outcomes {
+        passed: delta.counters.sessions_passed,
+        ..Outcomes::default()
+    };
+    for (k, f) in &delta.failures {
+        if f.count > 0 {
+            let n = o.failed.entry(k.category.clone()).or_default();
+            *n = n.saturating_add(f.count);
+        }
+    }
+    o
+}
 
 /// Metrics whose p50/p99 the per-interval series carries.
 pub const MAIN_METRICS: [&str; 3] = ["session", "ws.handshake", "ws.confirmation"];
@@ -42,6 +60,10 @@ pub struct Aggregator {
     windowed: Vec<String>,
     seen: HashSet<(String, u64)>,
     workers: BTreeMap<String, WorkerTally>,
+    /// Per subject, the one share that reported it, or `None` once a second one did (at most
+    /// [`TABLE_KEYS`] subjects; beyond, or with untracked subjects, `spread_subjects` is set).
+    subject_shares: BTreeMap<String, Option<u64>>,
+    spread_subjects: bool,
 }
 
 impl Aggregator {
@@ -58,6 +80,40 @@ impl Aggregator {
             windowed,
             seen: HashSet::new(),
             workers: BTreeMap::new(),
+            subject_shares: BTreeMap::new(),
+            spread_subjects: false,
+        }
+    }
+
+    /// Whether every subject's sessions came from one share alone (then the live counts each
+    /// worker saw were its subjects' whole counts). Unknown (`false`) when subjects were
+    /// untracked.
+    pub fn subjects_on_one_share(&self) -> bool {
+        !self.spread_subjects
+    }
+
+    /// Notes which share reported which subjects.
+    fn note_subjects(&mut self, seq: u64, delta: &Snapshot) {
+        // Sequence numbers of share `i` start at `i x 2^32` (run::shares::SEQ_BLOCK).
+        let share = seq >> 32;
+        let subjects = &delta.attribution.subject;
+        if subjects.untracked.sessions() > 0 {
+            self.spread_subjects = true;
+        }
+        for name in subjects.values.keys() {
+            let full = self.subject_shares.len() >= TABLE_KEYS;
+            match self.subject_shares.get_mut(name) {
+                Some(one) => {
+                    if *one != Some(share) {
+                        *one = None;
+                        self.spread_subjects = true;
+                    }
+                }
+                None if !full => {
+                    self.subject_shares.insert(name.clone(), Some(share));
+                }
+                None => self.spread_subjects = true,
+            }
         }
     }
 
@@ -90,8 +146,17 @@ impl Aggregator {
             return false;
         }
         self.total.merge(delta);
+        self.note_subjects(seq, delta);
         // The interval ending at or after `at_ms`.
         let index = (at_ms.saturating_sub(1) / self.interval_ms) as usize;
+        // The dimension of attribution a peer cannot claim: who sent it.
+        let ended = delta_outcomes(delta);
+        if ended.sessions() > 0 {
+            self.total
+                .attribution
+                .worker
+                .add(Some(&worker.to_owned()), &ended, TABLE_KEYS);
+        }
         if self.intervals.len() <= index {
             self.intervals.resize_with(index + 1, Snapshot::default);
             self.main.resize_with(index + 1, Snapshot::default);
@@ -204,6 +269,47 @@ mod tests {
         s.counters.sessions_started = passed;
         s.counters.sessions_passed = passed;
         s
+    }
+
+    #[test]
+    fn the_sender_becomes_attribution() {
+        let mut a = Aggregator::new(1000, vec![]);
+        a.merge_decoded("w1", 1, 1000, 0, &delta(&[10, 20], 2));
+        a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
+        a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
+        let t = &a.total().attribution;
+        assert_eq!(t.worker.values["w1"].passed, 2);
+        assert_eq!(t.worker.values["w2"].passed, 1, "merged once");
+        assert!(
+            a.intervals().iter().all(|s| s.attribution.is_empty()),
+            "intervals keep no attribution"
+        );
+    }
+
+    #[test]
+    fn subjects_reported_by_two_shares_are_spread() {
+        use gauntlet_core::attribution::{Outcomes, SessionTags};
+        let with = |subject: &str| {
+            let mut d = delta(&[10], 1);
+            d.attribution.carried(
+                &SessionTags {
+                    subject: Some(subject.into()),
+                    ..SessionTags::default()
+                },
+                &Outcomes {
+                    passed: 1,
+                    ..Outcomes::default()
+                },
+            );
+            d
+        };
+        let mut a = Aggregator::new(1000, vec![]);
+        a.merge_decoded("w1", 1, 1000, 0, &with("u0"));
+        a.merge_decoded("w1", 2, 2000, 0, &with("u0"));
+        a.merge_decoded("w2", (1 << 32) + 1, 1000, 0, &with("u1"));
+        assert!(a.subjects_on_one_share());
+        a.merge_decoded("w2", (1 << 32) + 2, 2000, 0, &with("u0"));
+        assert!(!a.subjects_on_one_share());
     }
 
     #[test]

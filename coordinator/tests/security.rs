@@ -1,7 +1,8 @@
 //! A fleet only its operators can steer: a submitted plan cannot read what the worker's
 //! operator did not expose (the fleet's token never) nor aim where it did not allow; a worker's
 //! token cannot submit runs when a submit token is set; nobody can speak for a worker without
-//! its session key; a snapshot for a share the sender does not hold is refused and never merged.
+//! its session key; a snapshot for a share the sender does not hold is refused and never merged,
+//! and so is one whose failure attribution does not add up or exceeds its bounds.
 
 #![allow(clippy::unwrap_used)]
 
@@ -305,6 +306,33 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
     let mut claim = vec![0x1c, 0x84, 0x93, 0x14, 0xff, 0xff, 0xff, 0xff];
     claim.extend([0u8; 142]);
     bomb.histograms[0].v2_deflate = claim;
+    // Attribution that does not add up, is too large, names what the plan lacks, or met more
+    // sessions than the share's one VU could run.
+    let mut uncounted = common::naps_passed(2, 100_000);
+    uncounted.attribution.target = Default::default();
+    let mut crowd = own(&common::naps_passed(1, 100_000), 13, 500);
+    crowd.attribution.as_mut().unwrap().subjects = (0..=10_000)
+        .map(|i| v1::Valued {
+            value: format!("user-{i}"),
+            outcomes: Some(v1::Outcomes {
+                passed: 1,
+                failed: vec![],
+            }),
+        })
+        .collect();
+    let mut made_up = own(&common::naps_passed(1, 100_000), 14, 500);
+    made_up.attribution.as_mut().unwrap().live[0]
+        .outcomes
+        .as_mut()
+        .unwrap()
+        .failed
+        .push(v1::CategoryCount {
+            category: "made_up".into(),
+            count: 1,
+        });
+    let mut met = common::naps_passed(1, 100_000);
+    let o = met.attribution.in_flight.values.remove(&0).unwrap();
+    met.attribution.in_flight.values.insert(50, o);
     let forgeries: Vec<(&str, v1::Snapshot, &str)> = vec![
         (
             "run A, not the sender's",
@@ -353,6 +381,22 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
             own(&Snapshot::default(), 1 << 30, 500),
             "out_of_window",
         ),
+        (
+            "two sessions no target table counts",
+            own(&uncounted, 12, 500),
+            "inconsistent",
+        ),
+        ("10,001 subjects in one snapshot", crowd, "undecodable"),
+        (
+            "an attribution category the plan lacks",
+            made_up,
+            "unknown_name",
+        ),
+        (
+            "a session that met 50 in flight on a 1-VU share",
+            own(&met, 15, 500),
+            "implausible",
+        ),
     ];
     for (what, wire, reason) in forgeries {
         send(wire).await;
@@ -400,11 +444,11 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
     for (reason, n) in [
         ("not_your_share", 1),
         ("unknown_run", 1),
-        ("inconsistent", 2),
-        ("implausible", 2),
+        ("inconsistent", 3),
+        ("implausible", 3),
         ("after_the_run", 2),
-        ("undecodable", 1),
-        ("unknown_name", 1),
+        ("undecodable", 2),
+        ("unknown_name", 2),
         ("out_of_window", 1),
     ] {
         let line = format!("gauntlet_rejected_messages_total{{reason=\"{reason}\"}} {n}");

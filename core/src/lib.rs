@@ -15,10 +15,12 @@
 //! - [`schedule`]: the load's shape over time (VUs wanted, arrival times).
 //! - [`names`]: the names a plan's measurements can carry (metrics, checks, steps,
 //!   failure categories).
-//! - [`metrics`]: histograms, counters, failure patterns and checks in one mergeable
-//!   snapshot.
+//! - [`metrics`]: histograms, counters, failure patterns, checks and failure attribution in
+//!   one mergeable snapshot.
 //! - [`hdr`]: histograms as V2 + deflate bytes (the wire) and base64 (report.json), decoded
 //!   within bounds.
+//! - [`attribution`]: every session that ended, counted by subject, target, live sessions of
+//!   its subject, sessions in flight, connect interval and worker, in bounded tables.
 //! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
 //!   (`report::verdict`), the load delivered (`report::delivery`), the sessions of unknown
 //!   outcome (`report::unknown`), the one builder (`report::build`), its forms (text,
@@ -32,6 +34,7 @@
 //! - [`redact`]: what a credential looks like (secret names, JWTs, `Bearer`, URL user-info)
 //!   and its masking, for every plan, URL, sample and log line shown or stored.
 
+pub mod attribution;
 pub mod capacity;
 pub mod checks;
 pub mod compare;

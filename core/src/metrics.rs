@@ -1,11 +1,12 @@
-//! What a run measures: latency histograms by metric name, counters, failure patterns and
-//! check results, in one [`Snapshot`] type that merges exactly. A worker's interval deltas, a
-//! fleet's total and a report's numbers are all snapshots.
+//! What a run measures: latency histograms by metric name, counters, failure patterns, check
+//! results and failure attribution, in one [`Snapshot`] type that merges exactly. A worker's
+//! interval deltas, a fleet's total and a report's numbers are all snapshots.
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::attribution::Attribution;
 use crate::words::FailureCategory;
 
 /// Significant digits of every latency histogram.
@@ -178,6 +179,9 @@ pub struct Snapshot {
     pub failures: BTreeMap<FailureKey, FailureStats>,
     /// Check results by check name (`scenario/step`).
     pub checks: BTreeMap<String, CheckStats>,
+    /// Every session that ended, counted by what it had in common with others (its subject,
+    /// target, concurrency, connect interval, worker): failure attribution's raw material.
+    pub attribution: Attribution,
 }
 
 impl Snapshot {
@@ -224,6 +228,7 @@ impl Snapshot {
             mine.run = mine.run.saturating_add(c.run);
             mine.failed = mine.failed.saturating_add(c.failed);
         }
+        self.attribution.merge(&other.attribution);
     }
 
     /// Failed sessions by category, most frequent first.

@@ -1,6 +1,13 @@
 //! Snapshots to and from the wire: histograms as HdrHistogram V2 + deflate bytes (never as
-//! percentiles, so the coordinator's merge is exact), counters, failure patterns and checks.
+//! percentiles, so the coordinator's merge is exact), counters, failure patterns, checks and
+//! failure attribution.
 
+use std::collections::BTreeMap;
+
+use gauntlet_core::attribution::{
+    Attribution, MAX_LEVEL, Outcomes, Table, VALUE_BYTES, WORKER_STARTS, WORKER_SUBJECTS,
+    WORKER_TARGETS,
+};
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot};
 use gauntlet_core::words::FailureCategory;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
@@ -18,6 +25,10 @@ pub enum ConvertError {
         /// Why.
         message: String,
     },
+    /// The failure attribution is not one a worker sends (too many values, too long, twice
+    /// the same, empty, beyond the largest count).
+    #[error("attribution: {0}")]
+    Attribution(String),
 }
 
 /// Encodes `s` as snapshot `seq` of `run_id`, taken `at_ms` into the run.
@@ -72,6 +83,7 @@ pub fn snapshot_to_proto(
             })
             .collect(),
         active_vus,
+        attribution: Some(attribution_to_proto(&s.attribution)),
     }
 }
 
@@ -80,6 +92,204 @@ pub fn snapshot_to_proto(
 pub const MAX_HISTOGRAM_BYTES: usize = gauntlet_core::hdr::MAX_BYTES;
 /// The highest value a peer's histogram may track ([`gauntlet_core::hdr::MAX_VALUE_US`]).
 pub const MAX_HISTOGRAM_VALUE_US: u64 = gauntlet_core::hdr::MAX_VALUE_US;
+
+fn outcomes_to_proto(o: &Outcomes) -> v1::Outcomes {
+    v1::Outcomes {
+        passed: o.passed,
+        failed: o
+            .failed
+            .iter()
+            .map(|(c, n)| v1::CategoryCount {
+                category: c.to_string(),
+                count: *n,
+            })
+            .collect(),
+    }
+}
+
+fn valued<K: Ord>(t: &Table<K>, value: impl Fn(&K) -> String) -> Vec<v1::Valued> {
+    t.values
+        .iter()
+        .map(|(k, o)| v1::Valued {
+            value: value(k),
+            outcomes: Some(outcomes_to_proto(o)),
+        })
+        .collect()
+}
+
+fn leveled(t: &Table<u64>) -> Vec<v1::Leveled> {
+    t.values
+        .iter()
+        .map(|(k, o)| v1::Leveled {
+            level: *k,
+            outcomes: Some(outcomes_to_proto(o)),
+        })
+        .collect()
+}
+
+/// The four dimensions a worker carries (the coordinator fills `worker` and `interval`).
+fn attribution_to_proto(a: &Attribution) -> v1::Attribution {
+    v1::Attribution {
+        subjects: valued(&a.subject, String::clone),
+        subjects_untracked: Some(outcomes_to_proto(&a.subject.untracked)),
+        targets: valued(&a.target, String::clone),
+        targets_untracked: Some(outcomes_to_proto(&a.target.untracked)),
+        live: leveled(&a.live),
+        in_flight: leveled(&a.in_flight),
+        started: leveled(&a.started),
+        started_untracked: Some(outcomes_to_proto(&a.started.untracked)),
+    }
+}
+
+/// The most categories one value's outcomes may name: far more than any plan's taxonomy and
+/// classifiers in one interval, bounded so that no value sizes the coordinator's memory.
+pub const MAX_CATEGORIES_PER_VALUE: usize = 256;
+
+/// Decodes one value's outcomes: no category twice, no zero count, at least one session.
+fn outcomes_from_proto(o: Option<&v1::Outcomes>, what: &str) -> Result<Outcomes, ConvertError> {
+    let bad = |m: String| Err(ConvertError::Attribution(format!("{what}: {m}")));
+    let Some(o) = o else {
+        return Ok(Outcomes::default());
+    };
+    if o.failed.len() > MAX_CATEGORIES_PER_VALUE {
+        return bad(format!(
+            "{} categories (at most {MAX_CATEGORIES_PER_VALUE})",
+            o.failed.len()
+        ));
+    }
+    let mut out = Outcomes {
+        passed: o.passed,
+        failed: BTreeMap::new(),
+    };
+    for c in &o.failed {
+        if c.count == 0 {
+            return bad("a category counted 0 times".into());
+        }
+        if c.category.len() > 256 {
+            return bad(format!("a category name of {} bytes", c.category.len()));
+        }
+        if out
+            .failed
+            .insert(FailureCategory::named(&c.category), c.count)
+            .is_some()
+        {
+            return bad("a category counted twice".into());
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a table of named values: at most `cap` of them, none longer than a worker cuts
+/// them, none twice, none without a session.
+fn table_from_proto(
+    values: &[v1::Valued],
+    untracked: Option<&v1::Outcomes>,
+    cap: usize,
+    what: &str,
+) -> Result<Table<String>, ConvertError> {
+    if values.len() > cap {
+        return Err(ConvertError::Attribution(format!(
+            "{} {what} values in one snapshot (a worker tracks at most {cap})",
+            values.len()
+        )));
+    }
+    let mut t = Table::default();
+    for v in values {
+        if v.value.len() > VALUE_BYTES + '…'.len_utf8() {
+            return Err(ConvertError::Attribution(format!(
+                "a {what} of {} bytes (workers cut them to {VALUE_BYTES})",
+                v.value.len()
+            )));
+        }
+        let o = outcomes_from_proto(v.outcomes.as_ref(), what)?;
+        if o.sessions() == 0 {
+            return Err(ConvertError::Attribution(format!(
+                "a {what} without any session"
+            )));
+        }
+        if t.values.insert(v.value.clone(), o).is_some() {
+            return Err(ConvertError::Attribution(format!("the same {what} twice")));
+        }
+    }
+    t.untracked = outcomes_from_proto(untracked, what)?;
+    Ok(t)
+}
+
+/// The latest interval index a session may have connected in: far past any run's length
+/// (intake checks it against the run's time).
+pub const MAX_START_INTERVAL: u64 = 1 << 32;
+
+/// Decodes a table of counts: each at most `max`, none twice, none without a session.
+fn levels_from_proto(
+    levels: &[v1::Leveled],
+    max: u64,
+    what: &str,
+) -> Result<Table<u64>, ConvertError> {
+    let mut t = Table::default();
+    for l in levels {
+        if l.level > max {
+            return Err(ConvertError::Attribution(format!(
+                "a {what} of {} (workers send at most {max})",
+                l.level
+            )));
+        }
+        let o = outcomes_from_proto(l.outcomes.as_ref(), what)?;
+        if o.sessions() == 0 {
+            return Err(ConvertError::Attribution(format!(
+                "a {what} without any session"
+            )));
+        }
+        if t.values.insert(l.level, o).is_some() {
+            return Err(ConvertError::Attribution(format!("the same {what} twice")));
+        }
+    }
+    Ok(t)
+}
+
+/// Decodes the four carried dimensions within bounds.
+fn attribution_from_proto(a: Option<&v1::Attribution>) -> Result<Attribution, ConvertError> {
+    let Some(a) = a else {
+        return Ok(Attribution::default());
+    };
+    // The level tables have at most MAX_LEVEL + 1 distinct values: checked before decoding.
+    for (what, n, cap) in [
+        ("live counts", a.live.len(), MAX_LEVEL as usize + 1),
+        (
+            "in-flight counts",
+            a.in_flight.len(),
+            MAX_LEVEL as usize + 1,
+        ),
+        ("connect intervals", a.started.len(), WORKER_STARTS),
+    ] {
+        if n > cap {
+            return Err(ConvertError::Attribution(format!(
+                "{n} {what} in one snapshot (at most {cap})"
+            )));
+        }
+    }
+    Ok(Attribution {
+        subject: table_from_proto(
+            &a.subjects,
+            a.subjects_untracked.as_ref(),
+            WORKER_SUBJECTS,
+            "subject",
+        )?,
+        target: table_from_proto(
+            &a.targets,
+            a.targets_untracked.as_ref(),
+            WORKER_TARGETS,
+            "target",
+        )?,
+        live: levels_from_proto(&a.live, MAX_LEVEL, "live count")?,
+        in_flight: levels_from_proto(&a.in_flight, MAX_LEVEL, "in-flight count")?,
+        started: {
+            let mut t = levels_from_proto(&a.started, MAX_START_INTERVAL, "connect interval")?;
+            t.untracked = outcomes_from_proto(a.started_untracked.as_ref(), "connect interval")?;
+            t
+        },
+        ..Attribution::default()
+    })
+}
 
 /// The most histograms, failure patterns and checks one snapshot may carry: far more than a
 /// plan names (every step has a metric and a check), bounded so that no peer sizes the
@@ -154,6 +364,7 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
         mine.run = mine.run.saturating_add(c.run);
         mine.failed = mine.failed.saturating_add(c.failed);
     }
+    s.attribution = attribution_from_proto(p.attribution.as_ref())?;
     Ok(s)
 }
 
@@ -229,6 +440,78 @@ mod tests {
         assert_eq!(back.counters, s.counters);
         assert_eq!(back.failures, s.failures);
         assert_eq!(back.checks, s.checks);
+    }
+
+    #[test]
+    fn attribution_survives_the_wire_and_hostile_tables_are_refused() {
+        use gauntlet_core::attribution::SessionTags;
+        let mut s = Snapshot::default();
+        let tags = |subject: &str, live| SessionTags {
+            subject: Some(subject.into()),
+            target: Some("127.0.0.1:8080".into()),
+            live,
+            in_flight: live + 1,
+            started: Some(live),
+        };
+        s.attribution.record(&tags("user-1", 0), None);
+        s.attribution.record(
+            &tags("user-1", 2),
+            Some(&FailureCategory::FactoryInitFailed),
+        );
+        s.attribution.record(
+            &SessionTags {
+                subject: None,
+                ..tags("x", 0)
+            },
+            Some(&"manager_limit".into()),
+        );
+        let wire = snapshot_to_proto(&s, "run-1", 1, 1000, 0);
+        let back = snapshot_from_proto(&wire).unwrap();
+        assert_eq!(back.attribution, s.attribution);
+
+        let refused = |edit: &dyn Fn(&mut v1::Attribution)| {
+            let mut w = wire.clone();
+            edit(w.attribution.as_mut().unwrap());
+            match snapshot_from_proto(&w) {
+                Err(ConvertError::Attribution(m)) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        let m = refused(&|a| {
+            a.subjects = (0..=WORKER_SUBJECTS)
+                .map(|i| v1::Valued {
+                    value: i.to_string(),
+                    outcomes: Some(v1::Outcomes {
+                        passed: 1,
+                        failed: vec![],
+                    }),
+                })
+                .collect()
+        });
+        assert!(m.contains("10001 subject values"), "{m}");
+        let m = refused(&|a| a.subjects[0].value = "x".repeat(1000));
+        assert!(m.contains("1000 bytes"), "{m}");
+        let m = refused(&|a| a.live[0].level = MAX_LEVEL + 1);
+        assert!(m.contains("1001"), "{m}");
+        let m = refused(&|a| {
+            let again = a.targets[0].clone();
+            a.targets.push(again)
+        });
+        assert!(m.contains("the same target twice"), "{m}");
+        let m = refused(&|a| a.started[0].level = u64::MAX);
+        assert!(m.contains("connect interval"), "{m}");
+        let m = refused(&|a| a.subjects[0].outcomes = None);
+        assert!(m.contains("without any session"), "{m}");
+        let m = refused(&|a| {
+            a.live[0].outcomes.as_mut().unwrap().failed = vec![
+                v1::CategoryCount {
+                    category: "timeout".into(),
+                    count: 1,
+                };
+                2
+            ]
+        });
+        assert!(m.contains("twice"), "{m}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod v1 {
 }
 
 /// Wire protocol version; a worker with another is refused at `Register`.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// While it runs a share, a worker heartbeats at least this often, each heartbeat carrying the
 /// share's live counts ([`v1::ShareProgress`]); a lost worker's unreported sessions are bounded
@@ -21,6 +21,7 @@ pub const MAX_REPORT_BYTES: usize = 256 << 20;
 pub mod auth;
 mod convert;
 pub use convert::{
-    ConvertError, MAX_HISTOGRAM_BYTES, MAX_HISTOGRAM_VALUE_US, MAX_SNAPSHOT_ENTRIES,
-    counters_from_proto, counters_to_proto, snapshot_from_proto, snapshot_to_proto,
+    ConvertError, MAX_CATEGORIES_PER_VALUE, MAX_HISTOGRAM_BYTES, MAX_HISTOGRAM_VALUE_US,
+    MAX_SNAPSHOT_ENTRIES, MAX_START_INTERVAL, counters_from_proto, counters_to_proto,
+    snapshot_from_proto, snapshot_to_proto,
 };

@@ -66,6 +66,19 @@ fn decode_checked(wire: &v1::Snapshot) -> Result<Result<Snapshot, ConvertError>,
                 }
             }
             prop_assert!(s.checks.len() <= wire.checks.len());
+            let a = &s.attribution;
+            prop_assert!(a.subject.values.len() <= gauntlet_core::attribution::WORKER_SUBJECTS);
+            prop_assert!(a.target.values.len() <= gauntlet_core::attribution::WORKER_TARGETS);
+            for v in a.subject.values.keys().chain(a.target.values.keys()) {
+                prop_assert!(v.len() <= gauntlet_core::attribution::VALUE_BYTES + '…'.len_utf8());
+            }
+            for l in a.live.values.keys().chain(a.in_flight.values.keys()) {
+                prop_assert!(*l <= gauntlet_core::attribution::MAX_LEVEL);
+            }
+            prop_assert!(a.worker.is_empty(), "peers fill no coordinator dimension");
+        }
+        Err(ConvertError::Attribution(message)) => {
+            prop_assert!(!message.is_empty());
         }
         Err(ConvertError::Histogram { name, message }) => {
             prop_assert!(!message.is_empty());
@@ -156,6 +169,7 @@ fn real_snapshot() -> impl Strategy<Value = Snapshot> {
             counters,
             failures,
             checks,
+            ..Snapshot::default()
         }
     })
 }

@@ -1,10 +1,11 @@
 //! The shared state: [`App`], one per testbed, which every connection, request and the router
-//! hold (settings, fault switches in force, ground truth, the manager factory, the run limit,
-//! token validation, the shutdown token), and [`ServeError`].
+//! hold (settings, fault switches and the clock their windows read, ground truth, the manager
+//! factory, the run limit, token validation, the shutdown token), and [`ServeError`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ pub struct App {
     /// Cancelled when the testbed stops; open connections close 1001.
     pub shutdown: CancellationToken,
     started: Instant,
+    /// The testbed's first request other than the admin endpoints: fault windows count from it.
+    first_request: OnceLock<Instant>,
     connections: AtomicU64,
     http_requests: Mutex<HashMap<String, u64>>,
 }
@@ -69,6 +72,7 @@ impl App {
             server_id: format!("testbed-{}", std::process::id()),
             shutdown,
             started: Instant::now(),
+            first_request: OnceLock::new(),
             connections: AtomicU64::new(0),
             http_requests: Mutex::new(HashMap::new()),
             config,
@@ -81,6 +85,28 @@ impl App {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The fault switches on now: those with a window (`from_s`, `until_s`) only inside it, on
+    /// the clock that starts at the testbed's first request ([`App::mark_request`]).
+    pub fn faults_in_force(&self) -> Arc<Faults> {
+        let faults = self.faults();
+        if !faults.timed() {
+            return faults;
+        }
+        Arc::new(faults.in_force(self.clock()))
+    }
+
+    /// Starts the fault clock at the first request other than the admin endpoints.
+    pub fn mark_request(&self) {
+        self.first_request.get_or_init(Instant::now);
+    }
+
+    /// Time since the first request other than the admin endpoints (zero before it).
+    pub fn clock(&self) -> Duration {
+        self.first_request
+            .get()
+            .map_or(Duration::ZERO, |first| first.elapsed())
     }
 
     /// Replaces every fault switch.

@@ -82,6 +82,7 @@ pub async fn upgrade(
         }
     };
     app.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    app.mark_request();
     let token = auth::find_token(&headers, uri.query());
     let admission = admit(&app, token.as_ref().map(|t| t.jwt.as_str()));
     if let Err(denied) = &admission
@@ -124,7 +125,7 @@ fn admit(app: &App, jwt: Option<&str>) -> Result<Admitted, Denied> {
     let identity = app.validator.validate(jwt.ok_or(RejectReason::NoToken)?)?;
     let connection = app.factory.next_connection(&identity.sub);
     let user = app.stats.user_connection(&identity.sub);
-    let faults = app.faults();
+    let faults = app.faults_in_force();
     if let Some(f) = &faults.auth_reject
         && fires(
             app.config.seed,
@@ -266,7 +267,7 @@ async fn serve_admitted(
     thread_id: String,
 ) {
     let sub = admitted.identity.sub.as_str();
-    let faults = app.faults();
+    let faults = app.faults_in_force();
     for kind in CONNECTION_FAULTS {
         let Some(f) = faults.connection(kind) else {
             continue;
@@ -605,7 +606,7 @@ impl Run {
             connection: self.user_connection,
             pipeline: self.number,
         };
-        let faults = app.faults();
+        let faults = app.faults_in_force();
         let (steps, injected) = pipeline::schedule(&key, &app.config.pipeline.delay, &faults);
         for kind in injected {
             app.stats.fault(kind);

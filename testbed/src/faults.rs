@@ -1,6 +1,9 @@
-//! Fault switches. Each fault has a rate (0..1) and optionally a rule selecting users; whether it
-//! fires is a seeded draw keyed by (seed, fault, user, that user's connection number, pipeline
-//! number), so a given seed and workload inject the same faults every time.
+//! Fault switches. Each fault has a rate (0..1), optionally a rule selecting users and
+//! optionally a time window (`from_s`, `until_s`: seconds on the testbed's clock, which starts
+//! at its first request other than the admin endpoints); whether it fires is a seeded draw
+//! keyed by (seed, fault, user, that user's connection number, pipeline number), so a given
+//! seed and workload inject the same faults every time. A fault outside its window is off: it
+//! is not drawn at all.
 
 use std::time::Duration;
 
@@ -145,6 +148,12 @@ pub struct Fault {
     /// Which users it may hit (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<UserSelector>,
+    /// On from this many seconds after the testbed's first request (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_s: Option<f64>,
+    /// Off from this many seconds after the testbed's first request (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_s: Option<f64>,
 }
 
 /// A pipeline fault acting on one event.
@@ -159,6 +168,12 @@ pub struct EventFault {
     /// The event acted on (each fault has its own default, see `docs/testbed.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<AgentEvent>,
+    /// On from this many seconds after the testbed's first request (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_s: Option<f64>,
+    /// Off from this many seconds after the testbed's first request (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_s: Option<f64>,
 }
 
 /// Extra latency before a pipeline's first event.
@@ -173,6 +188,12 @@ pub struct SpikeFault {
     /// The extra delay.
     #[serde(with = "humantime_serde", default = "default_spike")]
     pub extra: Duration,
+    /// On from this many seconds after the testbed's first request (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_s: Option<f64>,
+    /// Off from this many seconds after the testbed's first request (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_s: Option<f64>,
 }
 
 fn default_spike() -> Duration {
@@ -191,6 +212,57 @@ pub struct HttpFault {
     /// Paths it applies to; empty: every endpoint but the admin ones.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// On from this many seconds after the testbed's first request (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_s: Option<f64>,
+    /// Off from this many seconds after the testbed's first request (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_s: Option<f64>,
+}
+
+/// `(from_s, until_s)`: a fault's window in seconds on the testbed's clock, either end open.
+pub type Window = (Option<f64>, Option<f64>);
+
+/// The window of a fault: `from_s..until_s` on the testbed's clock, either end open.
+pub trait Timed {
+    /// `(from_s, until_s)`.
+    fn window(&self) -> Window;
+
+    /// Whether it is on `at` after the testbed's first request.
+    fn on_at(&self, at: Duration) -> bool {
+        let t = at.as_secs_f64();
+        let (from, until) = self.window();
+        from.is_none_or(|f| t >= f) && until.is_none_or(|u| t < u)
+    }
+}
+
+macro_rules! timed {
+    ($($t:ty),*) => {$(
+        impl Timed for $t {
+            fn window(&self) -> Window {
+                (self.from_s, self.until_s)
+            }
+        }
+    )*};
+}
+timed!(Fault, EventFault, SpikeFault, HttpFault);
+
+fn check_window(w: Window) -> Result<(), String> {
+    for (name, v) in [("from_s", w.0), ("until_s", w.1)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(format!(
+                "{name} must be a finite number of seconds, 0 or more (got {v})"
+            ));
+        }
+    }
+    if let (Some(from), Some(until)) = w
+        && from >= until
+    {
+        return Err(format!("from_s ({from}) must be before until_s ({until})"));
+    }
+    Ok(())
 }
 
 fn default_status() -> u16 {
@@ -285,8 +357,65 @@ impl Faults {
         }
     }
 
+    /// Every switched-on fault's window, by name.
+    fn windows(&self) -> Vec<(&'static str, Window)> {
+        fn w<T: Timed>(name: &'static str, f: &Option<T>) -> Option<(&'static str, Window)> {
+            f.as_ref().map(|f| (name, f.window()))
+        }
+        [
+            w("auth_reject", &self.auth_reject),
+            w("user_context", &self.user_context),
+            w("factory_init", &self.factory_init),
+            w("factory_critical", &self.factory_critical),
+            w("service_not_ready", &self.service_not_ready),
+            w("internal_error", &self.internal_error),
+            w("out_of_order", &self.out_of_order),
+            w("missing_event", &self.missing_event),
+            w("duplicate_event", &self.duplicate_event),
+            w("isolation_breach", &self.isolation_breach),
+            w("latency_spike", &self.latency_spike),
+            w("tcp_drop", &self.tcp_drop),
+            w("http_error", &self.http_error),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Whether any switched-on fault has a window.
+    pub fn timed(&self) -> bool {
+        self.windows()
+            .iter()
+            .any(|(_, w)| w.0.is_some() || w.1.is_some())
+    }
+
+    /// The faults on `at` after the testbed's first request: those outside their window off.
+    pub fn in_force(&self, at: Duration) -> Faults {
+        fn keep<T: Timed + Clone>(f: &Option<T>, at: Duration) -> Option<T> {
+            f.as_ref().filter(|f| f.on_at(at)).cloned()
+        }
+        Faults {
+            auth_reject: keep(&self.auth_reject, at),
+            user_context: keep(&self.user_context, at),
+            factory_init: keep(&self.factory_init, at),
+            factory_critical: keep(&self.factory_critical, at),
+            service_not_ready: keep(&self.service_not_ready, at),
+            internal_error: keep(&self.internal_error, at),
+            out_of_order: keep(&self.out_of_order, at),
+            missing_event: keep(&self.missing_event, at),
+            duplicate_event: keep(&self.duplicate_event, at),
+            isolation_breach: keep(&self.isolation_breach, at),
+            latency_spike: keep(&self.latency_spike, at),
+            tcp_drop: keep(&self.tcp_drop, at),
+            http_error: keep(&self.http_error, at),
+        }
+    }
+
     /// Rules serde cannot express: `(fault name, message)` of the first broken one.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (name, w) in self.windows() {
+            check_window(w).map_err(|m| (name, m))?;
+        }
         for kind in FaultKind::ALL {
             if let Some(Err(msg)) = self.users(kind).map(UserSelector::check) {
                 return Err((kind.name(), msg));
@@ -397,6 +526,8 @@ mod tests {
                 rate: Rate::ONE,
                 status: 404,
                 paths: vec![],
+                from_s: None,
+                until_s: None,
             }),
             ..Default::default()
         };
@@ -411,6 +542,8 @@ mod tests {
                 ..Default::default()
             }),
             extra: Duration::from_secs(1),
+            from_s: None,
+            until_s: None,
         });
         assert_eq!(f.check().unwrap_err().0, "latency_spike");
         f.latency_spike = None;
@@ -418,7 +551,40 @@ mod tests {
             rate: Rate::ONE,
             users: None,
             event: Some(AgentEvent::AgentStarted),
+            from_s: None,
+            until_s: None,
         });
         assert_eq!(f.check().unwrap_err().0, "out_of_order");
+    }
+
+    #[test]
+    fn windows_switch_faults_on_and_off_and_are_checked() {
+        let f: Faults = serde_json::from_value(serde_json::json!({
+            "factory_init": { "rate": 1.0, "from_s": 2, "until_s": 4.5 },
+            "missing_event": { "rate": 0.5, "until_s": 1 },
+            "tcp_drop": { "rate": 0.5 },
+        }))
+        .unwrap();
+        assert!(f.timed());
+        let at = |s: f64| f.in_force(Duration::from_secs_f64(s));
+        assert!(at(1.99).factory_init.is_none() && at(2.0).factory_init.is_some());
+        assert!(at(4.49).factory_init.is_some() && at(4.5).factory_init.is_none());
+        assert!(at(0.5).missing_event.is_some() && at(1.0).missing_event.is_none());
+        assert!(at(1e6).tcp_drop.is_some(), "no window: always on");
+        assert!(!Faults::default().timed());
+        for (bad, says) in [
+            (
+                serde_json::json!({"factory_init": {"rate": 1.0, "from_s": 3, "until_s": 3}}),
+                "before until_s",
+            ),
+            (
+                serde_json::json!({"latency_spike": {"rate": 1.0, "from_s": -1}}),
+                "0 or more",
+            ),
+        ] {
+            let f: Faults = serde_json::from_value(bad).unwrap();
+            let (_, m) = f.check().unwrap_err();
+            assert!(m.contains(says), "{m}");
+        }
     }
 }

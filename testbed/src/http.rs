@@ -120,7 +120,8 @@ pub async fn count_and_inject(
     if route.starts_with("/__testbed") || route.starts_with("/ws") || route == "/websocket" {
         return next.run(request).await;
     }
-    let faults = app.faults();
+    app.mark_request();
+    let faults = app.faults_in_force();
     if let Some(f) = &faults.http_error
         && (f.paths.is_empty() || f.paths.contains(&route))
     {

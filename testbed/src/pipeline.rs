@@ -262,6 +262,8 @@ mod tests {
             rate: Rate::ONE,
             users: None,
             event,
+            from_s: None,
+            until_s: None,
         })
     }
 
@@ -353,6 +355,8 @@ mod tests {
                 rate: Rate::ONE,
                 users: None,
                 extra: Duration::from_secs(3),
+                from_s: None,
+                until_s: None,
             }),
             ..Default::default()
         };

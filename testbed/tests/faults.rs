@@ -121,6 +121,8 @@ async fn each_connection_fault_matches_ground_truth() {
         let fault = Fault {
             rate: half(),
             users: None,
+            from_s: None,
+            until_s: None,
         };
         let faults: Faults = serde_json::from_value(json!({ kind: fault })).unwrap();
         c.faults = faults;
@@ -160,6 +162,8 @@ async fn same_seed_same_workload_same_faults_and_selectors_limit_users() {
     c.faults.factory_init = Some(Fault {
         rate: half(),
         users: None,
+        from_s: None,
+        until_s: None,
     });
     let failing = |outcomes: Vec<Outcome>| -> BTreeSet<usize> {
         outcomes
@@ -183,6 +187,8 @@ async fn same_seed_same_workload_same_faults_and_selectors_limit_users() {
             suffix_rem: vec![0],
             ..Default::default()
         }),
+        from_s: None,
+        until_s: None,
     });
     let hit = failing(connect_all(&start(c).await).await);
     assert_eq!(hit, (0..USERS).filter(|u| u % 4 == 0).collect());
@@ -250,6 +256,8 @@ async fn each_pipeline_fault_matches_ground_truth() {
         rate: half(),
         users: None,
         event: None,
+        from_s: None,
+        until_s: None,
     };
     let cases: [(&str, Faults, Observe); 5] = [
         (
@@ -359,6 +367,8 @@ async fn latency_spike_delays_exactly_the_spiked_runs() {
         rate: half(),
         users: None,
         extra,
+        from_s: None,
+        until_s: None,
     });
     let tb = start(c).await;
     let runs = run_all(&tb).await;
@@ -443,6 +453,8 @@ async fn runtime_switch_applies_to_new_connections() {
         internal_error: Some(Fault {
             rate: Rate::ONE,
             users: None,
+            from_s: None,
+            until_s: None,
         }),
         ..Default::default()
     });
@@ -451,4 +463,32 @@ async fn runtime_switch_applies_to_new_connections() {
         Outcome::Refused { code: 1011, .. }
     ));
     assert_eq!(tb.stats().faults["internal_error"], 1);
+}
+
+/// A fault with a window is on only inside it, on the clock that starts at the testbed's first
+/// request (paused time: the clock jumps, nothing waits).
+#[tokio::test(start_paused = true)]
+async fn a_windowed_fault_is_on_only_inside_its_window() {
+    let mut c = config();
+    c.faults = serde_json::from_value(json!({
+        "factory_init": { "rate": 1.0, "from_s": 10, "until_s": 20 },
+    }))
+    .unwrap();
+    let tb = start(c).await;
+    // Time before the first request does not count.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(connect_once(&tb, "user-1").await, Outcome::Established);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let refused = connect_once(&tb, "user-1").await;
+    assert!(
+        matches!(&refused, Outcome::Refused { code: 1011, error_code: Some(e), .. } if e == "FACTORY_INIT_FAILED"),
+        "{refused:?}"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(connect_once(&tb, "user-1").await, Outcome::Established);
+    let stats = tb.stats();
+    assert_eq!(
+        stats.faults["factory_init"], 1,
+        "decided inside the window only"
+    );
 }

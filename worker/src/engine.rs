@@ -112,11 +112,14 @@ pub async fn run_with_progress(
     let now = Instant::now();
     // The run's start: earlier than now by the offset of a taken-over share.
     let started = now.checked_sub(config.offset).unwrap_or(now);
-    let collector = Arc::new(Collector::new(
-        program.metric_names.clone(),
-        program.check_names.clone(),
-        started,
-    ));
+    let collector = Arc::new(
+        Collector::new(
+            program.metric_names.clone(),
+            program.check_names.clone(),
+            started,
+        )
+        .with_interval(config.interval),
+    );
     let stopping = stop.child_token();
     let hard = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -2,13 +2,24 @@
 //! flushes them into one of a few shards (a short lock) when its buffer fills, when the
 //! reporting interval turns over, or when its session ends; the engine takes a
 //! [`Snapshot`] delta from the shards every interval. Nothing allocates per sample.
+//!
+//! It also keeps the share's book for failure attribution: which sessions hold (or are
+//! opening) a connection now, per subject, and which subjects and targets it counts by name
+//! (at most [`WORKER_SUBJECTS`] and [`WORKER_TARGETS`] per share; later ones are untracked). A
+//! session's end is recorded with its subject, its target, and the live and in-flight counts
+//! it met when it connected, in the same flush as its outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use gauntlet_core::attribution::{
+    Attribution, MAX_LEVEL, NO_TARGET, SessionTags, WORKER_STARTS, WORKER_SUBJECTS, WORKER_TARGETS,
+    value,
+};
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot, histogram};
+use gauntlet_core::words::FailureCategory;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -26,6 +37,54 @@ struct Shard {
     counters: Counters,
     checks: Vec<CheckStats>,
     failures: HashMap<FailureKey, FailureStats>,
+    attribution: Attribution,
+}
+
+/// Who holds a connection now, and what is counted by name.
+#[derive(Debug, Default)]
+struct Book {
+    /// Sessions holding or opening a connection, per subject (no zero entry).
+    live: HashMap<String, u64>,
+    /// Sessions holding or opening a connection, every subject's.
+    in_flight: u64,
+    /// Subjects counted by name (at most [`WORKER_SUBJECTS`]).
+    subjects: HashSet<String>,
+    /// Targets counted by name (at most [`WORKER_TARGETS`]).
+    targets: HashSet<String>,
+    /// Connect intervals counted by index (at most [`WORKER_STARTS`]).
+    starts: HashSet<u64>,
+}
+
+/// What a session met when it began to connect: the sessions of its subject already live on
+/// this share, and every session in flight on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Met {
+    /// Its subject's other sessions holding or opening a connection.
+    pub live: u64,
+    /// Every other session holding or opening a connection.
+    pub in_flight: u64,
+    /// The run's interval it began to connect in.
+    pub started: u64,
+}
+
+/// A session counted as holding (or opening) a connection, until dropped.
+#[derive(Debug)]
+pub struct Presence {
+    collector: Arc<Collector>,
+    subject: String,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut book = self.collector.book();
+        book.in_flight = book.in_flight.saturating_sub(1);
+        if let Some(n) = book.live.get_mut(&self.subject) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                book.live.remove(&self.subject);
+            }
+        }
+    }
 }
 
 /// The worker-wide sink of every VU's measurements.
@@ -36,6 +95,8 @@ pub struct Collector {
     shards: Vec<Mutex<Shard>>,
     epoch: AtomicU64,
     started: Instant,
+    interval: Duration,
+    book: Mutex<Book>,
 }
 
 impl Collector {
@@ -49,6 +110,7 @@ impl Collector {
                     counters: Counters::default(),
                     checks: vec![CheckStats::default(); check_names.len()],
                     failures: HashMap::new(),
+                    attribution: Attribution::default(),
                 })
             })
             .collect();
@@ -57,6 +119,92 @@ impl Collector {
             check_names,
             shards,
             epoch: AtomicU64::new(0),
+            started,
+            interval: Duration::from_secs(1),
+            book: Mutex::new(Book::default()),
+        }
+    }
+
+    /// The same, for snapshots every `interval` (what connect intervals are counted in; 1 s
+    /// unless set).
+    pub fn with_interval(mut self, interval: Duration) -> Collector {
+        self.interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The run's interval `now` falls in: `i` from `i x interval` to `(i + 1) x interval`.
+    fn interval_now(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.started);
+        (elapsed.as_nanos() / self.interval.as_nanos()) as u64
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // Every update is a single increment, decrement or insert: a poisoned lock is usable.
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A session of `subject` begins to connect: what it meets, and its presence (counted
+    /// live and in flight until dropped).
+    pub fn arrive(self: &Arc<Self>, subject: &str) -> (Met, Presence) {
+        let started = self.interval_now();
+        let mut book = self.book();
+        let in_flight = book.in_flight;
+        let live = book.live.entry(subject.to_owned()).or_default();
+        let met = Met {
+            live: *live,
+            in_flight,
+            started,
+        };
+        *live += 1;
+        book.in_flight += 1;
+        drop(book);
+        let presence = Presence {
+            collector: Arc::clone(self),
+            subject: subject.to_owned(),
+        };
+        (met, presence)
+    }
+
+    /// What a session of `subject` would meet now, without counting it.
+    pub fn meet(&self, subject: &str) -> Met {
+        let started = self.interval_now();
+        let book = self.book();
+        Met {
+            live: book.live.get(subject).copied().unwrap_or(0),
+            in_flight: book.in_flight,
+            started,
+        }
+    }
+
+    /// The tags of a session that ended: its subject and target by name while the book has
+    /// room for them (a name once counted stays counted), untracked beyond.
+    fn tags(&self, subject: &str, target: Option<&str>, met: Met) -> SessionTags {
+        let subject = value(subject);
+        let target = value(target.unwrap_or(NO_TARGET));
+        let mut book = self.book();
+        let known = |set: &mut HashSet<String>, v: String, cap: usize| {
+            if set.contains(&v) {
+                Some(v)
+            } else if set.len() < cap {
+                set.insert(v.clone());
+                Some(v)
+            } else {
+                None
+            }
+        };
+        let started = if book.starts.contains(&met.started) || book.starts.len() < WORKER_STARTS {
+            book.starts.insert(met.started);
+            Some(met.started)
+        } else {
+            None
+        };
+        SessionTags {
+            subject: known(&mut book.subjects, subject, WORKER_SUBJECTS),
+            target: known(&mut book.targets, target, WORKER_TARGETS),
+            live: met.live.min(MAX_LEVEL),
+            in_flight: met.in_flight.min(MAX_LEVEL),
             started,
         }
     }
@@ -78,6 +226,7 @@ impl Collector {
             checks: Vec::new(),
             counters: Counters::default(),
             failure: None,
+            tagged: None,
             epoch: self.epoch.load(Ordering::Relaxed),
         }
     }
@@ -108,6 +257,7 @@ impl Collector {
                 }
             }
             part.failures = shard.failures.drain().collect();
+            part.attribution = std::mem::take(&mut shard.attribution);
             drop(shard);
             snapshot.merge(&part);
         }
@@ -131,7 +281,21 @@ pub struct VuRecorder {
     pub counters: Counters,
     /// The primary failure of the session that just ended, until flushed.
     failure: Option<(FailureKey, FailureStats)>,
+    /// The tags of the session that just ended and its category (`None`: passed), until
+    /// flushed.
+    tagged: Option<(SessionTags, Option<FailureCategory>)>,
     epoch: u64,
+}
+
+/// What a session that ended is attributed to.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    /// Its subject.
+    pub subject: &'a str,
+    /// The address of the connection its steps used last; `None` when it made none.
+    pub target: Option<&'a str>,
+    /// What it met when it began to connect.
+    pub met: Met,
 }
 
 impl VuRecorder {
@@ -163,23 +327,43 @@ impl VuRecorder {
     /// Everything a session's end records reaches the same snapshot, so every snapshot holds
     /// exactly as many `session` samples as sessions passed and failed, and as many failure
     /// patterns as sessions failed: the coordinator checks that.
+    ///
+    /// Its attribution (`ending`) goes in the same flush.
     pub fn end_session(
         &mut self,
         metrics: &[MetricId],
         took: Duration,
         failure: Option<(FailureKey, Instant, String)>,
+        ending: Ending<'_>,
     ) {
         let micros = took.as_micros().clamp(1, u64::MAX as u128) as u64;
         self.samples.extend(metrics.iter().map(|m| (*m, micros)));
+        let tags = self
+            .collector
+            .tags(ending.subject, ending.target, ending.met);
         match failure {
-            None => self.counters.sessions_passed += 1,
+            None => {
+                self.counters.sessions_passed += 1;
+                self.tagged = Some((tags, None));
+            }
             Some((key, at, sample)) => {
                 self.counters.sessions_failed += 1;
+                self.tagged = Some((tags, Some(key.category.clone())));
                 let one = FailureStats::one(self.collector.elapsed_ms(at), sample);
                 self.failure = Some((key, one));
             }
         }
         self.flush();
+    }
+
+    /// See [`Collector::arrive`].
+    pub fn arrive(&self, subject: &str) -> (Met, Presence) {
+        self.collector.arrive(subject)
+    }
+
+    /// See [`Collector::meet`].
+    pub fn meet(&self, subject: &str) -> Met {
+        self.collector.meet(subject)
     }
 
     fn maybe_flush(&mut self) {
@@ -197,10 +381,14 @@ impl VuRecorder {
             && self.checks.is_empty()
             && self.counters == Counters::default()
             && self.failure.is_none()
+            && self.tagged.is_none()
         {
             return;
         }
         let mut shard = self.collector.shard(self.shard);
+        if let Some((tags, category)) = self.tagged.take() {
+            shard.attribution.record(&tags, category.as_ref());
+        }
         if let Some((key, one)) = self.failure.take() {
             match shard.failures.get_mut(&key) {
                 Some(stats) => stats.add(&one),
@@ -275,6 +463,91 @@ mod tests {
         let again = c.take();
         assert!(again.histograms.is_empty());
         assert_eq!(again.counters, Counters::default());
+    }
+
+    #[tokio::test]
+    async fn sessions_are_attributed_with_what_they_met_and_names_are_capped() {
+        let c = Arc::new(Collector::new(
+            vec!["session".into()],
+            vec![],
+            Instant::now(),
+        ));
+        let mut r = c.recorder(0);
+        // Two sessions of `a` and one of `b` connected; a third of `a` meets 2 live of its
+        // subject and 3 in flight.
+        let (first, a1) = r.arrive("a");
+        let (_, a2) = r.arrive("a");
+        let (_, b1) = r.arrive("b");
+        let (met, a3) = r.arrive("a");
+        assert_eq!(first, Met::default());
+        assert_eq!(
+            met,
+            Met {
+                live: 2,
+                in_flight: 3,
+                started: 0
+            }
+        );
+        drop((a1, b1));
+        assert_eq!((r.meet("a").live, r.meet("a").in_flight), (2, 2));
+        let failure = FailureKey {
+            category: FailureCategory::FactoryInitFailed,
+            detail: String::new(),
+            scenario: "s".into(),
+            step: "ws_connect".into(),
+        };
+        r.end_session(
+            &[0],
+            Duration::from_millis(5),
+            Some((failure, Instant::now(), "x".into())),
+            Ending {
+                subject: "a",
+                target: Some("127.0.0.1:1"),
+                met,
+            },
+        );
+        drop((a2, a3));
+        assert_eq!(r.meet("a"), Met::default(), "every presence ended");
+        let s = c.take();
+        let fail = FailureCategory::FactoryInitFailed;
+        assert_eq!(s.attribution.live.values[&2].failed_with(&fail), 1);
+        assert_eq!(s.attribution.in_flight.values[&3].failed_with(&fail), 1);
+        assert_eq!(s.attribution.target.values["127.0.0.1:1"].sessions(), 1);
+        assert_eq!(s.attribution.started.values[&0].sessions(), 1);
+        // Past the caps, names are untracked; a name counted before stays counted.
+        // `a`, counted already, and 10,000 others: the last of them is one too many.
+        for i in 0..2 * WORKER_SUBJECTS {
+            let subject = if i % 2 == 0 {
+                "a".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            r.end_session(
+                &[0],
+                Duration::from_millis(1),
+                None,
+                Ending {
+                    subject: &subject,
+                    target: None,
+                    met: Met::default(),
+                },
+            );
+        }
+        let s = c.take();
+        let subjects = &s.attribution.subject;
+        assert_eq!(subjects.values.len(), WORKER_SUBJECTS);
+        assert_eq!(subjects.values["a"].passed, WORKER_SUBJECTS as u64);
+        assert_eq!(subjects.untracked.passed, 1);
+        assert!(
+            !subjects
+                .values
+                .contains_key(&format!("u{}", 2 * WORKER_SUBJECTS - 1))
+        );
+        assert_eq!(
+            s.attribution.target.values[NO_TARGET].passed,
+            2 * WORKER_SUBJECTS as u64,
+            "every session is counted"
+        );
     }
 
     #[tokio::test]

@@ -184,6 +184,7 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
             delivered,
             unknown,
             never_evaluated,
+            subjects_on_one_share: state.agg.subjects_on_one_share(),
         },
     );
     state.report = Some(report);

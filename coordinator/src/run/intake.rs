@@ -3,8 +3,10 @@
 //! inside the share's window and the time inside the run; every name must be one the plan has
 //! (its metrics, checks, scenarios, steps and failure categories); the figures must agree with
 //! each other (as many `session` samples as sessions finished, as many failure patterns as
-//! sessions failed, check counts that add up); and the share's running totals must be ones its
-//! VUs or arrivals could have produced. A snapshot that fails any of these is refused with a
+//! sessions failed, check counts that add up, every attribution table counting each session
+//! that ended exactly once, under its outcome); and the share's running totals must be ones its
+//! VUs or arrivals could have produced (no session met more sessions in flight than the share
+//! has VUs). A snapshot that fails any of these is refused with a
 //! [`Refusal`] (sent back to the worker, logged, counted by reason), never merged.
 //!
 //! What it cannot check: a worker holding a share can still invent figures its share could
@@ -13,11 +15,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use gauntlet_core::attribution::{MAX_LEVEL, Outcomes, Table};
 use gauntlet_core::metrics::{DETAIL_BYTES, Snapshot};
 use gauntlet_core::names::{METRIC_SESSION, Vocabulary};
 use gauntlet_core::plan::{Model, Plan};
 use gauntlet_core::schedule::Ramp;
 use gauntlet_core::segment::ExecutionSegment;
+use gauntlet_core::words::FailureCategory;
 
 /// Why a snapshot was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +280,19 @@ impl Intake {
                 ));
             }
         }
+        let a = &delta.attribution;
+        let tables = [&a.subject.untracked, &a.target.untracked]
+            .into_iter()
+            .chain(a.subject.values.values())
+            .chain(a.target.values.values())
+            .chain(a.live.values.values())
+            .chain(a.in_flight.values.values())
+            .chain(a.started.values.values());
+        for o in tables {
+            if let Some(c) = o.failed.keys().find(|c| !v.categories.contains(c.as_str())) {
+                return unknown("failure category", c.as_str());
+            }
+        }
         Ok(())
     }
 
@@ -314,6 +333,32 @@ impl Intake {
                 "{} sessions ended but {} started",
                 tally.finished + tally.interrupted,
                 tally.started
+            ));
+        }
+        // A session meets at most the share's other VUs' sessions in flight (or live for its
+        // subject).
+        let most = vus.saturating_sub(1).min(MAX_LEVEL);
+        for (what, t) in [
+            ("in flight", &delta.attribution.in_flight),
+            ("live for its subject", &delta.attribution.live),
+        ] {
+            if let Some(level) = t.values.keys().find(|l| **l > most) {
+                return implausible(format!(
+                    "a session that met {level} other sessions {what} in a share of {vus} VUs"
+                ));
+            }
+        }
+        // Nobody connected in an interval the run has not reached.
+        let reached = (elapsed + CLOCK_SLACK).as_millis() as u64 / self.interval_ms;
+        if let Some(i) = delta
+            .attribution
+            .started
+            .values
+            .keys()
+            .find(|i| **i > reached)
+        {
+            return implausible(format!(
+                "a session that connected in interval {i}, when the run has reached at most {reached}"
             ));
         }
         // No latency can exceed the time the share has run.
@@ -426,7 +471,59 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
     if delta.checks.values().any(|c| c.failed > c.run) {
         return inconsistent("a check failed more often than it ran".into());
     }
+    // Every session that ended is counted once in each attribution table, under its outcome.
+    let mut by_category: BTreeMap<&FailureCategory, u64> = BTreeMap::new();
+    for (k, f) in &delta.failures {
+        let n = by_category.entry(&k.category).or_default();
+        *n = n.saturating_add(f.count);
+    }
+    let a = &delta.attribution;
+    for (what, total) in [
+        ("subject", sum(&a.subject)),
+        ("target", sum(&a.target)),
+        ("live", sum(&a.live)),
+        ("in-flight", sum(&a.in_flight)),
+        ("connect interval", sum(&a.started)),
+    ] {
+        let Some(total) = total else {
+            return inconsistent(format!("the {what} table's counts overflow"));
+        };
+        let agrees = total.passed == c.sessions_passed
+            && total.failed.len() == by_category.len()
+            && total
+                .failed
+                .iter()
+                .all(|(cat, n)| by_category.get(cat) == Some(n));
+        if !agrees {
+            return inconsistent(format!(
+                "the {what} table counts {} passed and {} failed sessions, the snapshot {} and {}",
+                total.passed,
+                total
+                    .failed
+                    .values()
+                    .fold(0u64, |a, n| a.saturating_add(*n)),
+                c.sessions_passed,
+                c.sessions_failed
+            ));
+        }
+    }
+    if !a.worker.is_empty() {
+        return inconsistent("a worker table, which only the coordinator fills".into());
+    }
     Ok(())
+}
+
+/// Everything a table counts, or `None` when a sum overflows (no worker's count does).
+fn sum<K: Ord>(t: &Table<K>) -> Option<Outcomes> {
+    let mut all = Outcomes::default();
+    for o in t.values.values().chain(std::iter::once(&t.untracked)) {
+        all.passed = all.passed.checked_add(o.passed)?;
+        for (c, n) in &o.failed {
+            let mine = all.failed.entry(c.clone()).or_default();
+            *mine = mine.checked_add(*n)?;
+        }
+    }
+    Some(all)
 }
 
 /// A peer's name, cut for a message.
@@ -438,6 +535,7 @@ fn cut(name: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use gauntlet_core::attribution::SessionTags;
     use gauntlet_core::metrics::{FailureKey, FailureStats, histogram};
     use gauntlet_core::plan::Overrides;
 
@@ -457,6 +555,19 @@ mod tests {
         s.histograms.insert("session.s".into(), h);
         s.counters.sessions_started = n;
         s.counters.sessions_passed = n;
+        s.attribution.carried(
+            &SessionTags {
+                subject: Some("vu-0".into()),
+                target: Some("127.0.0.1:1".into()),
+                live: 0,
+                in_flight: 1,
+                started: Some(0),
+            },
+            &Outcomes {
+                passed: n,
+                ..Outcomes::default()
+            },
+        );
         s
     }
 
@@ -530,6 +641,93 @@ mod tests {
             Reason::AfterTheRun
         );
         intake.check_envelope(&s, 3, 3000).unwrap();
+    }
+
+    #[test]
+    fn attribution_must_count_every_session_once_and_name_only_the_plans_categories() {
+        let p = plan("vus = 10\nduration = \"10s\"");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
+        let at = Duration::from_secs(2);
+        let refuse = |delta: &Snapshot| intake.admit(&share(), 1, delta, at).unwrap_err();
+        // A real one: 3 passed, 1 failed, each table agreeing.
+        let mut real = passed(4, 1000);
+        real.counters.sessions_passed = 3;
+        real.counters.sessions_failed = 1;
+        let key = FailureKey {
+            category: FailureCategory::Timeout,
+            detail: String::new(),
+            scenario: "s".into(),
+            step: "sleep".into(),
+        };
+        real.failures.insert(key, FailureStats::one(10, "x".into()));
+        let mut a = gauntlet_core::attribution::Attribution::default();
+        let tags = |live| SessionTags {
+            subject: Some("u".into()),
+            target: None,
+            live,
+            in_flight: live,
+            started: Some(1),
+        };
+        for i in 0..3 {
+            a.record(&tags(i), None);
+        }
+        a.record(&tags(3), Some(&FailureCategory::Timeout));
+        real.attribution = a;
+        intake.admit(&share(), 1, &real, at).unwrap();
+
+        // A session missing from one table, or filed under another outcome.
+        let mut forged = real.clone();
+        forged.attribution.target.untracked.passed = 2;
+        let r = refuse(&forged);
+        assert_eq!(r.reason, Reason::Inconsistent);
+        assert!(
+            r.detail.contains("the target table counts 2 passed"),
+            "{}",
+            r.detail
+        );
+        let mut forged = real.clone();
+        let o = forged.attribution.subject.values.get_mut("u").unwrap();
+        o.failed.clear();
+        o.failed.insert(FailureCategory::FactoryInitFailed, 1);
+        assert_eq!(refuse(&forged).reason, Reason::Inconsistent);
+        // Counts that would wrap.
+        let mut forged = real.clone();
+        forged.attribution.live.values.get_mut(&0).unwrap().passed = u64::MAX;
+        let r = refuse(&forged);
+        assert!(r.detail.contains("overflow"), "{}", r.detail);
+        // A category the plan does not have.
+        let mut forged = real.clone();
+        forged
+            .attribution
+            .in_flight
+            .values
+            .get_mut(&3)
+            .unwrap()
+            .failed
+            .insert("made_up".into(), 1);
+        assert_eq!(refuse(&forged).reason, Reason::UnknownName);
+        // More sessions in flight than the share has VUs.
+        let mut forged = real.clone();
+        let o = forged.attribution.in_flight.values.remove(&3).unwrap();
+        forged.attribution.in_flight.values.insert(10, o);
+        let r = refuse(&forged);
+        assert_eq!(r.reason, Reason::Implausible);
+        assert!(
+            r.detail.contains("met 10 other sessions in flight"),
+            "{}",
+            r.detail
+        );
+        // The dimensions only the coordinator fills.
+        let mut forged = real.clone();
+        forged.attribution.worker.add(
+            Some(&"someone".to_owned()),
+            &Outcomes {
+                passed: 3,
+                ..Outcomes::default()
+            },
+            10,
+        );
+        assert_eq!(refuse(&forged).reason, Reason::Inconsistent);
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub async fn wait_for_workers(url: &str, n: usize) {
 }
 
 /// A snapshot of `n` sessions of the sleepy plan's `nap` scenario that passed, each lasting
-/// `us` microseconds: consistent, as a real worker records it.
+/// `us` microseconds: consistent, as a real worker records it (attribution included).
 pub fn naps_passed(n: u64, us: u64) -> gauntlet_core::metrics::Snapshot {
     let mut s = gauntlet_core::metrics::Snapshot::default();
     let mut h = gauntlet_core::metrics::histogram();
@@ -181,6 +181,19 @@ pub fn naps_passed(n: u64, us: u64) -> gauntlet_core::metrics::Snapshot {
     s.histograms.insert("session.nap".into(), h);
     s.counters.sessions_started = n;
     s.counters.sessions_passed = n;
+    s.attribution.carried(
+        &gauntlet_core::attribution::SessionTags {
+            subject: Some("vu-0".into()),
+            target: Some(gauntlet_core::attribution::NO_TARGET.into()),
+            live: 0,
+            in_flight: 0,
+            started: Some(0),
+        },
+        &gauntlet_core::attribution::Outcomes {
+            passed: n,
+            ..Default::default()
+        },
+    );
     s
 }
 

@@ -1,7 +1,7 @@
 //! The one place a [`Report`] is built, live (while the run goes, for the live page) and final
 //! (at its end, for the client, the files and the history): the measured figures, every check
-//! the plan declares (evaluated or not), each classifier's matches, the workers, and the
-//! verdict.
+//! the plan declares (evaluated or not), each classifier's matches, the workers, the failure
+//! attribution, the findings (final reports only) and the verdict.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -11,7 +11,7 @@ use crate::metrics::Snapshot;
 use crate::plan::Plan;
 use crate::report::{
     IntervalReport, MetricReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport,
-    summarize,
+    findings, summarize,
 };
 use crate::words::{Cause, Judgement, RunPhase, Verdict};
 
@@ -72,6 +72,9 @@ pub struct Final {
     pub unknown: u64,
     /// Required checks that never evaluated ([`never_evaluated`]).
     pub never_evaluated: Vec<String>,
+    /// Whether every subject's sessions were reported by one share alone (so the live count
+    /// each saw on its worker was its subject's whole count); `false` when unknown.
+    pub subjects_on_one_share: bool,
 }
 
 /// The final report of `run`.
@@ -81,6 +84,17 @@ pub fn finished(
     intervals: Vec<IntervalReport>,
     done: Final,
 ) -> Report {
+    let cx = findings::Context {
+        workers: &workers,
+        interval_ms: run
+            .plan
+            .fleet
+            .interval
+            .map_or(1000, |i| (i.as_millis() as u64).max(1)),
+        intervals: &intervals,
+        subjects_on_one_share: done.subjects_on_one_share,
+    };
+    let found = findings::find(run.total, cx);
     let mut report = assemble(run, workers, intervals, done.thresholds, done.judgement);
     // The final report carries each metric's whole histogram, so runs compare exactly.
     for (name, m) in &mut report.metrics {
@@ -88,6 +102,7 @@ pub fn finished(
             *m = MetricReport::with_histogram(h);
         }
     }
+    report.findings = found;
     report.delivered = done.delivered;
     report.totals.unknown = done.unknown;
     report.never_evaluated = done.never_evaluated;
@@ -146,5 +161,7 @@ fn assemble(
         workers,
         intervals,
         overrides: run.plan.overrides.clone(),
+        findings: Vec::new(),
+        attribution: findings::AttributionReport::of(&run.total.attribution),
     }
 }

@@ -482,6 +482,13 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         }
         out.push_str("</table>");
     }
+    if !r.findings.is_empty() {
+        out.push_str("<h2>Findings</h2><ul>");
+        for f in &r.findings {
+            let _ = write!(out, "<li>{}</li>", esc(&f.text));
+        }
+        out.push_str("</ul>");
+    }
     if !r.checks.is_empty() {
         out.push_str(
             "<h2>Checks</h2><table><tr><th>check</th><th>evaluated</th><th>failed</th><th>note</th></tr>",

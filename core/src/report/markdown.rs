@@ -1,5 +1,6 @@
 //! `report.md`: the report for a person: the verdict and why, a table per scenario, failure
-//! patterns, thresholds, workers, progress against the previous run, and every latency.
+//! patterns, findings (why sessions failed), thresholds, workers, progress against the
+//! previous run, and every latency.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -174,6 +175,14 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
                 secs(f.last_seen_ms),
                 code(f.samples.first().map(String::as_str).unwrap_or("-"), 160)
             );
+        }
+        let _ = writeln!(out);
+    }
+
+    if !r.findings.is_empty() {
+        let _ = writeln!(out, "## Findings\n");
+        for f in &r.findings {
+            let _ = writeln!(out, "- {}", prose(&f.text));
         }
         let _ = writeln!(out);
     }

@@ -16,9 +16,11 @@ use crate::words::FailureCategory;
 pub mod build;
 pub mod delivery;
 pub mod files;
+pub mod findings;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod odds;
 pub mod unknown;
 pub mod verdict;
 
@@ -317,6 +319,16 @@ pub struct Report {
     /// `--duration 30s`, `--target ...`); empty when the plan ran as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<String>,
+    /// Why sessions failed, per category, as clean separations the attribution supports
+    /// (`subjects`, `subject_concurrency`, `worker`, `target`, `window`, `load`) or `spread`;
+    /// empty live, and for categories where the data tells nothing.
+    #[serde(default)]
+    pub findings: Vec<findings::Finding>,
+    /// Every session that ended, counted by subject, target, live sessions of its subject,
+    /// sessions in flight, the interval it connected in and its worker: per dimension the
+    /// values with most failures.
+    #[serde(default)]
+    pub attribution: findings::AttributionReport,
 }
 
 /// What a snapshot measured, in report form.
@@ -458,6 +470,12 @@ impl Report {
                     f.step,
                     f.samples.first().map(String::as_str).unwrap_or("-")
                 );
+            }
+        }
+        if !self.findings.is_empty() {
+            let _ = writeln!(out, "\nfindings:");
+            for f in &self.findings {
+                let _ = writeln!(out, "  {}", f.text);
             }
         }
         if !self.metrics.is_empty() {
@@ -677,6 +695,8 @@ pub(crate) mod tests {
             workers: vec![],
             intervals: vec![],
             overrides: vec![],
+            findings: vec![],
+            attribution: Default::default(),
         }
     }
 

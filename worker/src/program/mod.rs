@@ -85,6 +85,17 @@ pub struct CompiledScenario {
     pub m_session: MetricId,
     /// Number of distinct marks.
     pub marks: usize,
+    /// Whether it has a `ws_connect` (anywhere, `repeat` blocks included): its sessions count
+    /// as live from their first one; without, from their start.
+    pub connects: bool,
+}
+
+fn connects(steps: &[CompiledStep]) -> bool {
+    steps.iter().any(|s| match &s.kind {
+        StepKind::Connect(_) => true,
+        StepKind::Repeat(r) => connects(&r.steps),
+        _ => false,
+    })
 }
 
 /// A compiled isolation check.
@@ -183,6 +194,7 @@ impl Program {
             scenarios.push(CompiledScenario {
                 name: s.name.clone(),
                 vars,
+                connects: connects(&steps),
                 steps,
                 m_session,
                 marks,

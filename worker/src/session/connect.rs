@@ -34,6 +34,7 @@ impl Session<'_> {
         if let Some(old) = self.ws.take() {
             close_quietly(old).await;
         }
+        self.arrive();
         let mut url = self.p.ws_url.clone();
         if let Some(path) = path {
             url.set_path(path);
@@ -179,6 +180,8 @@ impl Session<'_> {
     ) -> Result<Ws, Symptom> {
         let host = url.host_str().unwrap_or_default().to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
+        // Until it resolves, the target is the address as written.
+        self.target = Some(format!("{host}:{port}"));
         let addrs = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await
         {
             Err(_) => return Err(Symptom::Timeout(format!("resolving {host}"))),
@@ -188,6 +191,7 @@ impl Session<'_> {
         let Some(addr) = addrs.first().copied() else {
             return Err(Symptom::Dns(format!("{host}: no address")));
         };
+        self.target = Some(addr.to_string());
         let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => return Err(Symptom::Timeout(format!("TCP connect to {addr}"))),
             Ok(Err(e)) => return Err(Symptom::ConnectRefused(format!("{addr}: {e}"))),

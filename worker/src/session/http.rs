@@ -67,8 +67,21 @@ impl Session<'_> {
             req = req.body(body);
         }
         self.vu.rec.counters.bytes_sent += sent;
+        // The target is the address the response came from, or the URL's when none came.
+        if let Ok(parsed) = url::Url::parse(&url) {
+            self.target = Some(format!(
+                "{}:{}",
+                parsed.host_str().unwrap_or_default(),
+                parsed.port_or_known_default().unwrap_or(80)
+            ));
+        }
         let response = match req.send().await {
-            Ok(r) => r,
+            Ok(r) => {
+                if let Some(addr) = r.remote_addr() {
+                    self.target = Some(addr.to_string());
+                }
+                r
+            }
             Err(e) => {
                 self.vu.rec.check(step.check, false);
                 let symptom = if e.is_timeout() {

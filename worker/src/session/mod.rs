@@ -35,7 +35,7 @@ use crate::auth::Identity;
 use crate::classify::{Symptom, classify};
 use crate::matcher::{CompiledMatcher, text_at};
 use crate::program::{CompiledScenario, CompiledStep, Program, StepKind};
-use crate::recorder::VuRecorder;
+use crate::recorder::{Ending, Met, Presence, VuRecorder};
 use crate::render::{Context, Vars, render};
 use crate::rng::Rng;
 
@@ -221,6 +221,11 @@ struct Session<'a> {
     origin: Option<Instant>,
     /// One timer per session for every wait (see [`Session::read`]).
     timer: Pin<Box<Sleep>>,
+    /// What it met when it began to connect (its first `ws_connect`, or its start when its
+    /// scenario has none), and its presence in the share's book from then until it ends.
+    arrived: Option<(Met, Presence)>,
+    /// The address of the connection its steps used last (`host:port`).
+    target: Option<String>,
 }
 
 /// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
@@ -281,7 +286,17 @@ impl<'a> Session<'a> {
             origin: Some(origin),
             ws: None,
             timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
+            arrived: None,
+            target: None,
             vu,
+        }
+    }
+
+    /// The session begins to hold a connection (once): counted live for its subject and in
+    /// flight on this share until it ends, after noting what it met.
+    fn arrive(&mut self) {
+        if self.arrived.is_none() {
+            self.arrived = Some(self.vu.rec.arrive(&self.vu.subject));
         }
     }
 
@@ -310,13 +325,28 @@ impl<'a> Session<'a> {
             None => Outcome::Passed,
             Some(_) => Outcome::Failed,
         };
+        // A session that never connected met what there is now.
+        let met = match &self.arrived {
+            Some((met, _)) => *met,
+            None => vu.rec.meet(&vu.subject),
+        };
+        let ending = Ending {
+            subject: &vu.subject,
+            target: self.target.as_deref(),
+            met,
+        };
         vu.rec
-            .end_session(&[p.m_session, sc.m_session], end - origin, failure);
+            .end_session(&[p.m_session, sc.m_session], end - origin, failure, ending);
+        // Its presence ends with it (dropped with `self`).
         outcome
     }
 
-    /// Token and scenario variables for this session.
+    /// Token and scenario variables for this session (a scenario without `ws_connect` counts
+    /// as connected from here).
     async fn start(&mut self) -> Result<(), Fatal> {
+        if !self.sc.connects {
+            self.arrive();
+        }
         if let Some(minter) = &self.p.minter {
             let now = Instant::now();
             let vu = &mut *self.vu;
