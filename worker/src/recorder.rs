@@ -4,10 +4,11 @@
 //! [`Snapshot`] delta from the shards every interval. Nothing allocates per sample.
 //!
 //! It also keeps the share's book for failure attribution: which sessions hold (or are
-//! opening) a connection now, per subject, and which subjects and targets it counts by name
-//! (at most [`WORKER_SUBJECTS`] and [`WORKER_TARGETS`] per share; later ones are untracked). A
-//! session's end is recorded with its subject, its target, and the live and in-flight counts
-//! it met when it connected, in the same flush as its outcome.
+//! opening) a connection now, per subject, and which subjects, targets and connect intervals
+//! it counts by value (at most [`WORKER_SUBJECTS`], [`WORKER_TARGETS`] and [`WORKER_STARTS`]
+//! per share; later ones are untracked). A session's end is recorded with its subject, its
+//! target, the live and in-flight counts it met when it connected and the interval it
+//! connected in, in the same flush as its outcome.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,7 +134,7 @@ impl Collector {
     }
 
     /// The run's interval `now` falls in: `i` from `i x interval` to `(i + 1) x interval`.
-    fn interval_now(&self) -> u64 {
+    pub fn interval_now(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.started);
         (elapsed.as_nanos() / self.interval.as_nanos()) as u64
     }
@@ -364,6 +365,11 @@ impl VuRecorder {
     /// See [`Collector::meet`].
     pub fn meet(&self, subject: &str) -> Met {
         self.collector.meet(subject)
+    }
+
+    /// See [`Collector::interval_now`].
+    pub fn interval_now(&self) -> u64 {
+        self.collector.interval_now()
     }
 
     fn maybe_flush(&mut self) {

@@ -752,6 +752,41 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn findings_are_said_in_every_form() {
+        let mut r = sample("r", 2, 1);
+        r.findings.push(findings::Finding {
+            category: FailureCategory::FactoryInitFailed,
+            kind: findings::Kind::SubjectConcurrency {
+                min_live: 2,
+                max_ok_live: 1,
+                sessions_below: 8,
+                subjects_on_one_worker: true,
+            },
+            failed: 2,
+            sessions: 10,
+            chance: 1e-9,
+            text: "factory_init_failed: every session of <user-1> failed".into(),
+        });
+        let text = r.render_text();
+        assert!(
+            text.contains("findings:\n  factory_init_failed: every session of <user-1> failed"),
+            "{text}"
+        );
+        let md = markdown::render(&r, None);
+        assert!(
+            md.contains(
+                "## Findings\n\n- factory\\_init\\_failed: every session of \\<user-1\\> failed"
+            ),
+            "{md}"
+        );
+        let page = html::render(&r, None);
+        assert!(
+            page.contains("<h2>Findings</h2><ul><li>factory_init_failed: every session of &lt;user-1&gt; failed</li></ul>"),
+            "{page}"
+        );
+    }
+
     /// `docs/report.schema.json` is generated from the types: this fails when they drift.
     /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p gauntlet-core report_schema`.
     #[test]

@@ -226,6 +226,8 @@ struct Session<'a> {
     arrived: Option<(Met, Presence)>,
     /// The address of the connection its steps used last (`host:port`).
     target: Option<String>,
+    /// The run's interval it started in: its connect interval if it never connects.
+    started_in: u64,
 }
 
 /// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
@@ -288,6 +290,7 @@ impl<'a> Session<'a> {
             timer: Box::pin(tokio::time::sleep_until(origin + IDLE_TIMER)),
             arrived: None,
             target: None,
+            started_in: vu.rec.interval_now(),
             vu,
         }
     }
@@ -325,10 +328,14 @@ impl<'a> Session<'a> {
             None => Outcome::Passed,
             Some(_) => Outcome::Failed,
         };
-        // A session that never connected met what there is now.
+        // A session that never connected met what there is now, and counts as connected in the
+        // interval it started in (never the one it ended in, which depends on how it ended).
         let met = match &self.arrived {
             Some((met, _)) => *met,
-            None => vu.rec.meet(&vu.subject),
+            None => Met {
+                started: self.started_in,
+                ..vu.rec.meet(&vu.subject)
+            },
         };
         let ending = Ending {
             subject: &vu.subject,
