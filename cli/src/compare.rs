@@ -41,6 +41,13 @@ pub struct CompareArgs {
     /// The smallest absolute change of a median that counts (`5ms`, `500us`, `0s`).
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     min_shift: std::time::Duration,
+    /// The smallest factor by which a tail (p99, else p95) must grow or shrink to count when
+    /// the median did not change.
+    #[arg(long, default_value = "3", value_name = "FACTOR", value_parser = factor)]
+    min_tail_factor: f64,
+    /// The smallest absolute change of that tail that counts.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    min_tail_shift: std::time::Duration,
     #[command(flatten)]
     history: HistoryArgs,
 }
@@ -49,7 +56,10 @@ const AFTER_HELP: &str = "\
 A latency changed only when the rank test (Mann-Whitney U on the two histograms) gives
 p < 0.01, the effect is at least small (Vargha-Delaney A outside 0.44..0.56), the median moved
 at least --min-change and --min-shift in that direction, and the medians' 99 % intervals do not
-overlap; each side needs 20 samples. A failure rate changed when the two-proportion test (Fisher's
+overlap; each side needs 20 samples. A metric whose median did not change is changed in the
+tail when its p99 (p95 under 528 samples) moved by --min-tail-factor and --min-tail-shift with
+its 99 % intervals apart (tails of identical runs move far more than medians: see
+docs/report.md#changes-of-the-tail-alone). A failure rate changed when the two-proportion test (Fisher's
 exact test for small counts) gives p < 0.01 with 20 finished sessions a side. A report written
 before report.json carried histograms cannot be tested: its metrics say so.
 
@@ -57,6 +67,16 @@ Exit codes: 0 compared (and nothing significantly worse with --fail-on-regressio
 got significantly worse (--fail-on-regression only); 2 a file or run id that names no report;
 3 a report that cannot be compared (a histogram that does not decode), or the history cannot
 be read.";
+
+/// A tail factor: a finite number of at least 1.
+fn factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a factor of at least 1 (3: a tail tripled or cut to a third)"
+        )),
+    }
+}
 
 fn percent(text: &str) -> Result<f64, String> {
     let x: f64 = text
@@ -170,6 +190,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<u8> {
     let rule = Rule {
         min_relative: args.min_change,
         min_shift_us: u64::try_from(args.min_shift.as_micros()).unwrap_or(u64::MAX),
+        min_tail_ratio: args.min_tail_factor,
+        min_tail_shift_us: u64::try_from(args.min_tail_shift.as_micros()).unwrap_or(u64::MAX),
         ..Rule::default()
     };
     let comparison = compare_with(before, after, &rule)

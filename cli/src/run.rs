@@ -100,7 +100,7 @@ pub struct FleetArgs {
     #[command(flatten)]
     target: TargetArgs,
     /// Directory for report.json, report.md, report.html and junit.xml (default:
-    /// gauntlet-runs/<run id>).
+    /// gauntlet-runs/<run id>; for `capacity`, gauntlet-runs/capacity-<unix time>).
     #[arg(long, env = "GAUNTLET_OUT")]
     pub(crate) out: Option<PathBuf>,
     /// The coordinator's submit token (its --submit-token, or its --token when it has none).

@@ -229,3 +229,93 @@ async fn a_range_whose_lowest_step_breaks_exits_1_and_bad_knobs_exit_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("the range is empty"), "{stderr}");
 }
+
+/// A closed-model plan, one subject per VU (`cap-user-<vu>`), against a testbed on which only
+/// the first five users are provisioned (every connection of `cap-user-5` and above is refused
+/// with 1011): the limit is exactly 5 VUs, and what broke it is said by the broke step's own
+/// finding, naming the subject.
+const CLOSED_PLAN: &str = r#"
+name = "capacity-users"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+subject = "cap-user-{subject_index}"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+model = "closed"
+vus = 2
+duration = "3s"
+graceful_stop = "10s"
+[fleet]
+interval = "500ms"
+[[scenarios]]
+name = "agent"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "start_agent", payload = { user_request = "capacity" } } } },
+  { ws_expect_sequence = { orders = [["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]], timeout = "20s" } },
+  { ws_close = {} },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_model_search_finds_the_limit_in_vus_and_says_why_from_its_findings() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    config.pipeline.delay = Delay::Fixed { value: GAP };
+    config.faults = serde_json::from_value(serde_json::json!({
+        "factory_init": { "rate": 1.0, "users": { "suffix_min": 5 } },
+    }))
+    .unwrap();
+    let tb = Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let plan = tmp("plan-closed.toml");
+    std::fs::write(&plan, CLOSED_PLAN).unwrap();
+    let out = tmp("out-closed");
+    let target = tb.http_url();
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        gauntlet(&[
+            "capacity",
+            plan.to_str().unwrap(),
+            "--target",
+            &target,
+            "--from",
+            "1",
+            "--to",
+            "16",
+            "--step-duration",
+            "3s",
+            "--min-samples",
+            "20",
+            "--no-history",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    });
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    assert_eq!(c["unit"], "VUs");
+    assert_eq!(c["held"]["load"], 5.0, "{stdout}");
+    assert_eq!(c["broke"]["load"], 6.0, "{stdout}");
+    // Every step's load is a whole number of VUs, and each step's run had exactly that many.
+    for s in c["steps"].as_array().unwrap() {
+        assert_eq!(s["load"].as_f64().unwrap().fract(), 0.0, "{s}");
+    }
+    // What broke it: the refusals, and the finding that names the one subject that failed.
+    let broke = &c["broke"];
+    assert_eq!(broke["failures"][0][0], "factory_init_failed", "{broke}");
+    assert_eq!(broke["findings"].as_array().unwrap().len(), 1, "{broke}");
+    let finding = broke["findings"][0].as_str().unwrap();
+    assert!(
+        finding.contains("cap-user-5") && !finding.contains("cap-user-4"),
+        "{finding}"
+    );
+    assert!(
+        stdout.contains("the target held 5 VUs and broke at 6 VUs") && stdout.contains(finding),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("- finding: "), "{md}");
+}

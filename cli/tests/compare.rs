@@ -1,6 +1,7 @@
 //! `gauntlet compare` on real runs: two runs of the same clean plan against a testbed with
 //! fixed event gaps show no significant change on any metric; the same plan against a testbed
-//! whose gaps are twice as long is flagged as significantly worse on every event metric; run
+//! whose gaps are twice as long is flagged as significantly worse on every event metric; one
+//! whose sessions stall one time in five is flagged as changed in the tail alone; run
 //! ids and report.json paths mix; `--json` carries a `significant` flag per metric and
 //! category; `--fail-on-regression` exits 1 only on a regression; files and ids that name no
 //! report exit 2 naming them, a report with a broken histogram exits 3 naming the metric, and
@@ -208,6 +209,63 @@ async fn same_plan_is_no_change_and_doubled_event_gaps_are_flagged_on_every_even
         gauntlet(&db, &["compare", c_dir, b_file, "--fail-on-regression"])
     });
     assert_eq!(code, 0);
+
+    // One session in five stalls a second before its first event: the medians hold, the
+    // tails grow eight-fold. Each metric after the stall is changed in the tail; the
+    // connection's metrics, before it, are not.
+    let spiky = {
+        let mut config = TestbedConfig::default();
+        config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+        config.pipeline.delay = Delay::Fixed {
+            value: Duration::from_millis(20),
+        };
+        config.faults = serde_json::from_value(serde_json::json!({
+            "latency_spike": { "rate": 0.2, "extra": "1s" },
+        }))
+        .unwrap();
+        Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+    };
+    let d = tmp("d");
+    let spiky_url = spiky.http_url();
+    tokio::task::block_in_place(|| run(&db, &plan, &spiky_url, &d, true));
+    let stalled = spiky.stats().faults["latency_spike"];
+    assert!((20..=60).contains(&stalled), "{stalled}");
+    let tail = tokio::task::block_in_place(|| compare_json(&db, b_file, d.to_str().unwrap()));
+    for metric in [
+        "session",
+        "event.agent.agent_started",
+        "event.agent.agent_completed",
+    ] {
+        let l = latency(&tail, metric);
+        assert_eq!(l["significant"], true, "{l:#}");
+        assert_eq!(l["direction"], "worse", "{l:#}");
+        assert_eq!(l["tail_change"]["quantile"], "p95", "{l:#}");
+        assert!(
+            l["verdict"]
+                .as_str()
+                .unwrap()
+                .starts_with("changed in the tail (p95 +"),
+            "{l:#}"
+        );
+        assert!(l["relative_change"].as_f64().unwrap().abs() < 0.10, "{l:#}");
+    }
+    for metric in ["ws.handshake", "ws.confirmation"] {
+        assert_eq!(latency(&tail, metric)["significant"], false, "{tail:#}");
+    }
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        gauntlet(
+            &db,
+            &[
+                "compare",
+                b_file,
+                d.to_str().unwrap(),
+                "--fail-on-regression",
+            ],
+        )
+    });
+    assert_eq!(code, 1, "a stalled tail is a regression");
 
     // A report.json written before reports carried histograms: nothing can be claimed.
     let mut old: Value = serde_json::from_str(&std::fs::read_to_string(&b_json).unwrap()).unwrap();

@@ -55,6 +55,7 @@ pub fn live(coordinator: &Coordinator) -> Value {
                 "sessions": report.totals.sessions,
                 "passed": report.totals.passed,
                 "failed": report.totals.failed,
+                "findings": report.findings.iter().map(|f| f.text.as_str()).collect::<Vec<_>>(),
                 "charts": gauntlet_core::report::html::charts(&report),
             })
         })

@@ -16,6 +16,7 @@ async function refresh(){
     document.getElementById('runs').innerHTML=data.runs.map(function(r){
       return '<h2>'+esc(r.plan)+' <code>'+esc(r.run_id)+'</code>: '+esc(r.state)+(r.verdict?' <span class="'+esc(r.verdict)+'">'+esc(r.verdict)+'</span>':'')+'</h2>'
         +'<p>'+r.elapsed_s.toFixed(1)+' s, '+r.sessions+' sessions, '+r.passed+' passed, '+r.failed+' failed. '+esc(r.verdict_reason)+'</p>'
+        +(r.findings.length?'<p>Findings'+(r.verdict?'':' so far')+':</p><ul>'+r.findings.map(function(f){return '<li>'+esc(f)+'</li>';}).join('')+'</ul>':'')
         +r.charts.join('');
     }).join('');
   }catch(e){document.getElementById('summary').textContent='coordinator unreachable: '+e;}

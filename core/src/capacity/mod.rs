@@ -102,6 +102,10 @@ pub struct Step {
     pub thresholds_failed: Vec<String>,
     /// The series that kept growing, when the queue did not drain.
     pub growth: Vec<Growth>,
+    /// The step's findings in plain words (why its sessions failed: the failure attribution
+    /// of its run, report.json `findings`), most telling first.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// The answer of a search.
@@ -158,7 +162,14 @@ impl Capacity {
         };
         let held = search.held().and_then(last_at);
         let broke = search.broke().and_then(last_at);
-        let why = |s: &Step| s.why.join("; ");
+        // Why a step did not hold, and why its sessions failed (its findings), when known.
+        let why = |s: &Step| {
+            let mut why = s.why.join("; ");
+            if !s.findings.is_empty() {
+                why = format!("{why}; {}", s.findings.join("; "));
+            }
+            why
+        };
         let (answer, exit_code) = match (&held, &broke, &error) {
             (_, _, Some(e)) => (format!("the search stopped on an error: {e}"), 3),
             (Some(h), Some(b), None) => (
@@ -357,6 +368,7 @@ pub fn judge(
         failures,
         thresholds_failed,
         growth,
+        findings: report.findings.iter().map(|f| f.text.clone()).collect(),
     }
 }
 

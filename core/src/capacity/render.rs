@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Capacity, Outcome, Step, num, step_dir};
 use crate::report::html::{STYLE, Series, esc, line_chart};
-use crate::report::markdown::code;
+use crate::report::markdown::{code, prose};
 
 /// Writes capacity.json, report.md, report.html and junit.xml into `dir`; returns the path of
 /// report.md.
@@ -111,7 +111,7 @@ pub fn markdown(c: &Capacity) -> String {
     if let Some(b) = &c.broke {
         let _ = writeln!(out, "## What broke it at {} {}\n", num(b.load), c.unit);
         for w in &b.why {
-            let _ = writeln!(out, "- {w}");
+            let _ = writeln!(out, "- {}", prose(w));
         }
         if !b.failures.is_empty() {
             let _ = writeln!(
@@ -123,6 +123,9 @@ pub fn markdown(c: &Capacity) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+        }
+        for f in &b.findings {
+            let _ = writeln!(out, "- finding: {}", prose(f));
         }
         let _ = writeln!(
             out,
@@ -166,7 +169,7 @@ pub fn markdown(c: &Capacity) -> String {
             ms(s.p99_ms),
             s.in_flight.0,
             s.in_flight.1,
-            why.replace('|', "\\|").replace('\n', " "),
+            prose(&why),
             s.run_id
         );
     }
@@ -224,6 +227,9 @@ pub fn html(c: &Capacity) -> String {
                 "<li>failed sessions by category: {}</li>",
                 esc(&categories(b))
             );
+        }
+        for f in &b.findings {
+            let _ = write!(out, "<li>finding: {}</li>", esc(f));
         }
         out.push_str("</ul>");
     }

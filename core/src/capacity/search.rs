@@ -255,6 +255,7 @@ mod tests {
             in_flight: (0.0, 0.0),
             failures: Vec::new(),
             thresholds_failed: Vec::new(),
+            findings: Vec::new(),
             growth: Vec::new(),
         }
     }

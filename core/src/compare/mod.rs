@@ -372,12 +372,15 @@ impl Comparison {
             "\nSignificant means p < {} (Mann–Whitney U on the histograms; two-proportion test on \
              failure rates), at least {} samples a side, and for latency an effect beyond \
              A = 0.5 +/- {}, a median moved at least {:.0} % and {:.2} ms, and medians' \
-             intervals apart.",
+             intervals apart; or, the median unchanged, a p99 (or p95) moved by a factor of \
+             {} and {:.0} ms with its intervals apart (changed in the tail).",
             r.alpha,
             r.min_samples,
             r.negligible_effect,
             100.0 * r.min_relative,
-            r.min_shift_us as f64 / 1000.0
+            r.min_shift_us as f64 / 1000.0,
+            r.min_tail_ratio,
+            r.min_tail_shift_us as f64 / 1000.0
         );
         if self.regressions.is_empty() {
             let _ = writeln!(out, "Significantly worse: nothing.");

@@ -27,6 +27,21 @@ pub struct Rule {
     pub min_shift_us: u64,
     /// Coverage of the quantile intervals (0.99).
     pub confidence: f64,
+    /// Smallest factor by which a tail quantile (p95, p99) must grow or shrink to count when
+    /// the median did not change (3: tripled, or down to a third).
+    #[serde(default = "default_tail_ratio")]
+    pub min_tail_ratio: f64,
+    /// Smallest absolute change of that tail quantile, microseconds.
+    #[serde(default = "default_tail_shift_us")]
+    pub min_tail_shift_us: u64,
+}
+
+fn default_tail_ratio() -> f64 {
+    3.0
+}
+
+fn default_tail_shift_us() -> u64 {
+    100_000
 }
 
 /// The defaults: p < 0.01 with 20 samples a side; A beyond 0.5 +/- 0.06; a median moved by
@@ -45,6 +60,8 @@ impl Default for Rule {
             min_relative: 0.10,
             min_shift_us: 5_000,
             confidence: 0.99,
+            min_tail_ratio: default_tail_ratio(),
+            min_tail_shift_us: default_tail_shift_us(),
         }
     }
 }
@@ -131,10 +148,20 @@ pub struct LatencyJudgement {
     pub p50_ci_before: Option<[u64; 2]>,
     /// Of p50 after.
     pub p50_ci_after: Option<[u64; 2]>,
+    /// Of p95 before (needs 108 samples).
+    #[serde(default)]
+    pub p95_ci_before: Option<[u64; 2]>,
+    /// Of p95 after.
+    #[serde(default)]
+    pub p95_ci_after: Option<[u64; 2]>,
     /// Of p99 before (needs 528 samples).
     pub p99_ci_before: Option<[u64; 2]>,
     /// Of p99 after.
     pub p99_ci_after: Option<[u64; 2]>,
+    /// When the tail changed but the median did not: which quantile (`p95` or `p99`) and its
+    /// relative change (from the midpoints of its intervals).
+    #[serde(default)]
+    pub tail_change: Option<TailChange>,
     /// Which way the later run moved: the sign of `effect_size - 0.5` when tested, else of
     /// the median's change.
     pub direction: Direction,
@@ -145,6 +172,15 @@ pub struct LatencyJudgement {
     /// In words: `changed (p < 0.01, +12.3 %)`, `no significant change (within noise: ...)`,
     /// `no significant change (n too small: 12 and 9 samples)`, `cannot test (...)`.
     pub verdict: String,
+}
+
+/// A change of the tail alone: the median held, a high quantile moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TailChange {
+    /// `p95` or `p99`.
+    pub quantile: String,
+    /// Its relative change, `after / before - 1` of the intervals' midpoints.
+    pub relative_change: f64,
 }
 
 /// What one side of a latency comparison holds.
@@ -204,8 +240,11 @@ impl Rule {
             relative_change: relative,
             p50_ci_before: None,
             p50_ci_after: None,
+            p95_ci_before: None,
+            p95_ci_after: None,
             p99_ci_before: None,
             p99_ci_after: None,
+            tail_change: None,
             direction: Direction::of(shift),
             status: Status::CannotTest,
             significant: false,
@@ -228,6 +267,8 @@ impl Rule {
         };
         j.p50_ci_before = stats::quantile_interval(b, 0.5, self.confidence);
         j.p50_ci_after = stats::quantile_interval(a, 0.5, self.confidence);
+        j.p95_ci_before = stats::quantile_interval(b, 0.95, self.confidence);
+        j.p95_ci_after = stats::quantile_interval(a, 0.95, self.confidence);
         j.p99_ci_before = stats::quantile_interval(b, 0.99, self.confidence);
         j.p99_ci_after = stats::quantile_interval(a, 0.99, self.confidence);
         if before.count < self.min_samples || after.count < self.min_samples {
@@ -283,10 +324,29 @@ impl Rule {
             None
         };
         match noise {
-            Some(why) => {
-                j.status = Status::WithinNoise;
-                j.verdict = format!("no significant change (within noise: {why})");
-            }
+            Some(why) => match self.tail(&j) {
+                // The median held but the tail moved: a change of its own.
+                Some((tail, [lb, hb], [la, ha])) => {
+                    j.direction = Direction::of(tail.relative_change);
+                    j.status = Status::Changed;
+                    j.significant = true;
+                    j.verdict = format!(
+                        "changed in the tail ({} {}: {:.0} % intervals {:.2}-{:.2} ms and {:.2}-{:.2} ms do not overlap; the median: {why})",
+                        tail.quantile,
+                        signed_percent(tail.relative_change),
+                        100.0 * self.confidence,
+                        lb as f64 / 1000.0,
+                        hb as f64 / 1000.0,
+                        la as f64 / 1000.0,
+                        ha as f64 / 1000.0,
+                    );
+                    j.tail_change = Some(tail);
+                }
+                None => {
+                    j.status = Status::WithinNoise;
+                    j.verdict = format!("no significant change (within noise: {why})");
+                }
+            },
             None => {
                 j.status = Status::Changed;
                 j.significant = true;
@@ -298,6 +358,44 @@ impl Rule {
             }
         }
         j
+    }
+
+    /// The tail's own change, for a metric whose median did not change: the highest of p99
+    /// and p95 whose intervals exist on both sides, do not overlap, and whose midpoints moved
+    /// by a factor of at least `min_tail_ratio` and by at least `min_tail_shift_us`. Disjoint
+    /// intervals alone say little: between identical runs the tails move far more than the
+    /// samples within one run suggest (the machine's own stalls), so the floors are what
+    /// decide, and they sit above every move measured between identical runs
+    /// (`docs/report.md#comparing-two-runs`).
+    fn tail(&self, j: &LatencyJudgement) -> Option<(TailChange, [u64; 2], [u64; 2])> {
+        [
+            ("p99", j.p99_ci_before, j.p99_ci_after),
+            ("p95", j.p95_ci_before, j.p95_ci_after),
+        ]
+        .into_iter()
+        .find_map(|(q, before, after)| {
+            let ([lb, hb], [la, ha]) = (before?, after?);
+            if la <= hb && lb <= ha {
+                return None;
+            }
+            let (mb, ma) = ((lb + hb) as f64 / 2.0, (la + ha) as f64 / 2.0);
+            if mb <= 0.0 || ma <= 0.0 {
+                return None;
+            }
+            let relative = ma / mb - 1.0;
+            ((ma / mb).max(mb / ma) >= self.min_tail_ratio
+                && (ma - mb).abs() >= self.min_tail_shift_us as f64)
+                .then(|| {
+                    (
+                        TailChange {
+                            quantile: q.into(),
+                            relative_change: relative,
+                        },
+                        [lb, hb],
+                        [la, ha],
+                    )
+                })
+        })
     }
 
     /// Judges a failure rate: `before` of `n_before` finished sessions against `after` of
@@ -493,6 +591,67 @@ mod tests {
             ..Rule::default()
         };
         assert_eq!(judge(&fine, &before, &after).status, Status::Changed);
+    }
+
+    #[test]
+    fn a_change_of_the_tail_alone_is_a_change_and_a_wobble_of_it_is_not() {
+        let rule = Rule::default();
+        // 1 000 samples over 100-110 ms; after, the same with the slowest 5 % replaced by
+        // 1 s stalls: the median barely moves, p99 is 9 times what it was.
+        let mut slowed = spread(950, 100_000, 9_500);
+        slowed.push((1_000_000, 50));
+        let before = side(&spread(1_000, 100_000, 10_000));
+        let after = side(&slowed);
+        let j = judge(&rule, &before, &after);
+        assert_eq!(j.status, Status::Changed, "{j:?}");
+        assert!(j.significant);
+        assert_eq!(j.direction, Direction::Worse);
+        let tail = j.tail_change.clone().unwrap();
+        assert_eq!(tail.quantile, "p99");
+        assert!(tail.relative_change > 8.0, "{tail:?}");
+        assert!(
+            j.verdict.starts_with("changed in the tail (p99 +")
+                && j.verdict.contains("do not overlap; the median: "),
+            "{}",
+            j.verdict
+        );
+        // Without p99 intervals (under 528 samples), p95 decides: 200 samples, 10 % stalled.
+        let mut few = spread(180, 100_000, 9_000);
+        few.push((1_000_000, 20));
+        let j = judge(&rule, &side(&spread(200, 100_000, 10_000)), &side(&few));
+        assert_eq!(j.p99_ci_before, None);
+        assert_eq!(j.tail_change.as_ref().unwrap().quantile, "p95", "{j:?}");
+        assert_eq!(j.direction, Direction::Worse);
+        // The stalls gone again: better, not a regression.
+        let back = judge(&rule, &after, &before);
+        assert_eq!(
+            (back.status, back.direction),
+            (Status::Changed, Direction::Better)
+        );
+        // The slowest 5 % at 300 ms instead (p99 2.7 times, +190 ms): the intervals are
+        // apart, but the move is under the factor of 3 that noise between identical runs
+        // reached.
+        let mut wobble = spread(950, 100_000, 9_500);
+        wobble.push((300_000, 50));
+        let j = judge(&rule, &before, &side(&wobble));
+        let ([_, hb], [la, _]) = (j.p99_ci_before.unwrap(), j.p99_ci_after.unwrap());
+        assert!(la > hb, "{j:?}");
+        assert_eq!(j.status, Status::WithinNoise, "{j:?}");
+        assert_eq!(j.tail_change, None);
+        // ... which a lower floor calls a change; a 3-fold tail of a fast metric (10 -> 30
+        // ms) stays under the 100 ms floor.
+        let fine = Rule {
+            min_tail_ratio: 2.0,
+            ..Rule::default()
+        };
+        assert_eq!(
+            judge(&fine, &before, &side(&wobble)).status,
+            Status::Changed
+        );
+        let mut fast = spread(950, 10_000, 950);
+        fast.push((40_000, 50));
+        let j = judge(&rule, &side(&spread(1_000, 10_000, 1_000)), &side(&fast));
+        assert_eq!(j.status, Status::WithinNoise, "{j:?}");
     }
 
     #[test]

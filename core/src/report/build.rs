@@ -1,7 +1,7 @@
 //! The one place a [`Report`] is built, live (while the run goes, for the live page) and final
 //! (at its end, for the client, the files and the history): the measured figures, every check
 //! the plan declares (evaluated or not), each classifier's matches, the workers, the failure
-//! attribution, the findings (final reports only) and the verdict.
+//! attribution, the findings (live: so far) and the verdict.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -52,11 +52,30 @@ pub fn live(
     intervals: Vec<IntervalReport>,
 ) -> Report {
     let judgement = Judgement::error(Cause::Unrecorded, phase.as_str());
+    // The findings so far (whether each subject ran on one share alone is known only at the
+    // end, so the live count a subject saw is not taken for its whole count here).
+    let found = findings::find(
+        run.total,
+        findings::Context {
+            workers: &workers,
+            interval_ms: interval_ms(run.plan),
+            intervals: &intervals,
+            subjects_on_one_share: false,
+        },
+    );
     let mut report = assemble(run, workers, intervals, Vec::new(), judgement);
+    report.findings = found;
     report.ended_at = String::new();
     report.never_evaluated = Vec::new();
     report.classifiers = BTreeMap::new();
     report
+}
+
+/// The plan's snapshot interval in ms (1 s when it sets none).
+fn interval_ms(plan: &Plan) -> u64 {
+    plan.fleet
+        .interval
+        .map_or(1000, |i| (i.as_millis() as u64).max(1))
 }
 
 /// The final report of a run.
@@ -86,11 +105,7 @@ pub fn finished(
 ) -> Report {
     let cx = findings::Context {
         workers: &workers,
-        interval_ms: run
-            .plan
-            .fleet
-            .interval
-            .map_or(1000, |i| (i.as_millis() as u64).max(1)),
+        interval_ms: interval_ms(run.plan),
         intervals: &intervals,
         subjects_on_one_share: done.subjects_on_one_share,
     };

@@ -1224,6 +1224,46 @@ mod tests {
     }
 
     #[test]
+    fn a_live_report_states_the_findings_so_far() {
+        let mut all = Vec::new();
+        for _ in 0..20 {
+            for i in 0..10 {
+                let mut x = s(format!("user-{i}"));
+                x.failed = (i < 3).then_some(FACTORY);
+                all.push(x);
+            }
+        }
+        let total = snapshot(&all, 1000);
+        let plan = crate::plan::Plan::from_text(
+            "p.toml",
+            "name = \"p\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\nsteps = [ { sleep = { duration = \"1ms\" } } ]\n",
+            &crate::plan::Overrides::default(),
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now();
+        let run = crate::report::build::Run {
+            id: "r",
+            plan: &plan,
+            plan_hash: "",
+            started: now,
+            now,
+            total: &total,
+        };
+        let live = crate::report::build::live(
+            run,
+            crate::words::RunPhase::Running,
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(kinds(&live.findings), ["subjects"], "{:#?}", live.findings);
+        assert!(
+            live.findings[0].text.contains("user-0, user-1, user-2"),
+            "{}",
+            live.findings[0].text
+        );
+    }
+
+    #[test]
     fn a_subject_beyond_the_cap_with_failures_is_never_listed_as_exact() {
         let mut all = Vec::new();
         for _ in 0..20 {

@@ -1,5 +1,6 @@
 //! `junit.xml`: one test case per scenario and check, and one per threshold, so CI systems
-//! show gauntlet's results natively; failures carry their category and a raw sample.
+//! show gauntlet's results natively; failures carry their category, the findings about it
+//! (why those sessions failed) and a raw sample.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,10 +65,14 @@ pub fn render(r: &Report) -> String {
                     .first()
                     .map_or("check_failed".to_owned(), |f| f.category.to_string());
                 let message = format!("{failed} of {run} failed; {}", categories.join(", "));
-                let sample = patterns
+                // Why they failed, when the report found it, then a raw sample of each.
+                let found = r
+                    .findings
                     .iter()
-                    .filter_map(|f| f.samples.first())
-                    .cloned()
+                    .filter(|f| patterns.iter().any(|p| p.category == f.category))
+                    .map(|f| format!("finding: {}", f.text));
+                let sample = found
+                    .chain(patterns.iter().filter_map(|f| f.samples.first()).cloned())
                     .collect::<Vec<_>>()
                     .join("\n");
                 (kind, message, sample)

@@ -785,6 +785,14 @@ pub(crate) mod tests {
             page.contains("<h2>Findings</h2><ul><li>factory_init_failed: every session of &lt;user-1&gt; failed</li></ul>"),
             "{page}"
         );
+        // junit.xml: the failed check of that category says why, before its raw sample; the
+        // check of another category does not.
+        let xml = junit::render(&r);
+        assert!(
+            xml.contains("<failure type=\"factory_init_failed\" message=\"2 of 10 failed; factory_init_failed x2\">finding: factory_init_failed: every session of &lt;user-1&gt; failed\nclose 1011"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("finding: ").count(), 1, "{xml}");
     }
 
     /// `docs/report.schema.json` is generated from the types: this fails when they drift.
