@@ -113,6 +113,7 @@ async fn demo(
         token: None,
         tls_ca: None,
         load: Default::default(),
+        vars: Default::default(),
     };
     let report = crate::run::follow(Fleet::InProcess(2), submission, shutdown, true).await?;
     let dir = args.out.clone().unwrap_or_else(|| {

@@ -23,6 +23,11 @@ pub struct TargetArgs {
     /// WebSocket URL replacing the plan's, on its own.
     #[arg(long, env = "GAUNTLET_WS_TARGET")]
     ws_target: Option<String>,
+    /// `NAME=VALUE`: replaces variable NAME in every scenario's `vars` that declares it (the
+    /// value is a template, like the plan's; a name no scenario declares is an error);
+    /// repeatable. Shown in the report as an override (a secret-looking name's value masked).
+    #[arg(short = 'e', long = "var", value_name = "NAME=VALUE", value_parser = gauntlet_core::plan::parse_var)]
+    vars: Vec<(String, String)>,
 }
 
 impl TargetArgs {
@@ -31,7 +36,13 @@ impl TargetArgs {
             target: self.target.clone(),
             ws_target: self.ws_target.clone(),
             load: load.overrides(),
+            vars: self.vars(),
         }
+    }
+
+    /// The `--var`s, the last of a name winning.
+    pub(crate) fn vars(&self) -> std::collections::BTreeMap<String, String> {
+        self.vars.iter().cloned().collect()
     }
 }
 
@@ -285,6 +296,7 @@ pub(crate) fn prepare(
         token: args.token.clone(),
         tls_ca: crate::usage::read_pem(args.tls_ca.as_deref())?,
         load: load.overrides(),
+        vars: args.target.vars(),
     };
     Ok((fleet, submission, plan))
 }

@@ -236,6 +236,97 @@ async fn load_flags_replace_the_plans_load_and_the_report_says_so() {
     tb.stop().await.unwrap();
 }
 
+/// `-e/--var NAME=VALUE` replaces a scenario variable for the run on every worker (the fleet
+/// resolves the plan with it), the report lists it (a secret-looking name's value masked), and
+/// a name no scenario declares exits 2 naming the declared ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn var_flags_replace_scenario_variables_on_the_fleet() {
+    let mut config = TestbedConfig::default();
+    config.auth.secret = Some(Secret(SECRET.as_bytes().to_vec()));
+    let tb = Testbed::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("gauntlet-cli-vars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("vars.toml");
+    std::fs::write(
+        &plan,
+        "name = \"vars\"\n[load]\nvus = 2\niterations = 3\n[[scenarios]]\nname = \"probe\"\n\
+         vars = { probe = \"/health\", api_token = \"none\" }\n\
+         steps = [ { http = { path = \"{probe}\", expect_status = [200] } } ]\n",
+    )
+    .unwrap();
+    let target = tb.http_url();
+    let run = |extra: &'static [&'static str], out: &str| {
+        let (plan, target, out) = (
+            plan.to_str().unwrap().to_owned(),
+            target.clone(),
+            dir.join(out),
+        );
+        tokio::task::block_in_place(move || {
+            let mut args = vec![
+                "run",
+                &plan,
+                "--target",
+                &target,
+                "--workers",
+                "2",
+                "--no-history",
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            let (code, stdout, stderr) = gauntlet(&args);
+            (code, stdout, stderr, out)
+        })
+    };
+    // As written: every session asks /health and passes.
+    let (code, stdout, stderr, _) = run(&[], "as-written");
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("sessions: 6 started, 6 passed"), "{stdout}");
+    // `-e probe=/nowhere`: every session of both workers asks a path that is not there.
+    let (code, stdout, stderr, out) = run(
+        &["-e", "probe=/nowhere", "--var", "api_token=s3cr3t"],
+        "overridden",
+    );
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("sessions: 6 started, 0 passed, 6 failed"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let overrides: Vec<&str> = report["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        overrides[1..],
+        ["--var api_token=<redacted>", "--var probe=/nowhere"],
+        "{overrides:?}"
+    );
+    assert!(
+        !std::fs::read_to_string(out.join("report.json"))
+            .unwrap()
+            .contains("s3cr3t")
+    );
+    // A name no scenario declares, and a flag without `=`: exit 2, before anything runs.
+    let (code, _, stderr, _) = run(&["-e", "prob=/health"], "typo");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "--var prob: no scenario declares a variable `prob` in its `vars` (declared: api_token, probe)"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr, _) = run(&["--var", "probe"], "no-equals");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`probe`: write NAME=VALUE"), "{stderr}");
+    tb.stop().await.unwrap();
+}
+
 /// `gauntlet init` writes each starter; each validates as written and is byte for byte the
 /// example plan the test above runs against the testbed; an existing file is kept unless
 /// `--force`, and an unknown starter names the known ones.

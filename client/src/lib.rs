@@ -34,6 +34,8 @@ pub struct Submission {
     pub tls_ca: Option<Vec<u8>>,
     /// `--vus`, `--rate`, `--stage`...: replaces the plan's `[load]` for this run.
     pub load: LoadOverride,
+    /// `--var NAME=VALUE`: replaces the scenarios' variables of that name.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a run goes.
@@ -217,6 +219,11 @@ async fn follow(
             min_workers,
             min_workers_timeout_ms: 0,
             load_json,
+            vars_json: if submission.vars.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&submission.vars).map_err(ClientError::BadReport)?
+            },
         })
         .await
         .map_err(|s| ClientError::Refused(s.message().to_owned()))?

@@ -194,10 +194,28 @@ impl v1::control_service_server::ControlService for Control {
             serde_json::from_str(&req.load_json)
                 .map_err(|e| Status::invalid_argument(format!("load_json: {e}")))?
         };
+        let vars = if req.vars_json.is_empty() {
+            Default::default()
+        } else if req.vars_json.len() > MAX_LOAD_JSON {
+            return Err(Status::invalid_argument(format!(
+                "vars_json: {} bytes, more than the {MAX_LOAD_JSON} plan variables may have",
+                req.vars_json.len()
+            )));
+        } else {
+            let vars: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&req.vars_json)
+                    .map_err(|e| Status::invalid_argument(format!("vars_json: {e}")))?;
+            for (name, value) in &vars {
+                gauntlet_core::plan::parse_var(&format!("{name}={value}"))
+                    .map_err(|e| Status::invalid_argument(format!("vars_json: {e}")))?;
+            }
+            vars
+        };
         let overrides = Overrides {
             target: non_empty(&req.target),
             ws_target: non_empty(&req.ws_target),
             load,
+            vars,
         };
         let file = if req.plan_file.is_empty() {
             "plan.toml"

@@ -140,6 +140,38 @@ pub struct Overrides {
     pub ws_target: Option<String>,
     /// `--vus`, `--duration`, `--rate`, `--stage`...: replace the plan's `[load]`.
     pub load: LoadOverride,
+    /// `--var NAME=VALUE`: replaces variable `NAME` in every scenario's `vars` that declares
+    /// it (the value is a template, like the plan's own); a name no scenario declares is an
+    /// error.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Most `--var`s a run may have.
+pub const MAX_VARS: usize = 64;
+
+/// Checks one `--var NAME=VALUE` as typed: a name of letters, digits, `_` and `-`.
+pub fn parse_var(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("`{text}`: write NAME=VALUE"));
+    };
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits, `_`, `-`; at most 128)"
+        ));
+    }
+    if value.len() > 4096 {
+        return Err(format!(
+            "the value of `{name}` is {} bytes, more than 4096",
+            value.len()
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 impl Overrides {
@@ -153,6 +185,13 @@ impl Overrides {
             out.push(format!("--ws-target {}", crate::redact::url(t)));
         }
         out.extend(self.load.describe());
+        for (name, value) in &self.vars {
+            if crate::redact::is_secret_name(name) {
+                out.push(format!("--var {name}=<redacted>"));
+            } else {
+                out.push(format!("--var {name}={}", crate::redact::text(value)));
+            }
+        }
         out
     }
 }
@@ -189,6 +228,48 @@ impl Plan {
             spec.target.ws_url = Some(ws.clone());
         }
         overrides.load.apply(&mut spec.load);
+        let mut unknown = Vec::new();
+        if overrides.vars.len() > MAX_VARS {
+            unknown.push(format!(
+                "{} --var flags, more than the {MAX_VARS} a run may have",
+                overrides.vars.len()
+            ));
+        }
+        for (name, value) in &overrides.vars {
+            let mut declared = false;
+            for scenario in &mut spec.scenarios {
+                if let Some(v) = scenario.vars.get_mut(name) {
+                    *v = value.clone();
+                    declared = true;
+                }
+            }
+            if !declared {
+                let known: std::collections::BTreeSet<&str> = spec
+                    .scenarios
+                    .iter()
+                    .flat_map(|s| s.vars.keys().map(String::as_str))
+                    .collect();
+                unknown.push(format!(
+                    "--var {name}: no scenario declares a variable `{name}` in its `vars` ({})",
+                    if known.is_empty() {
+                        "the plan declares none".to_owned()
+                    } else {
+                        format!(
+                            "declared: {}",
+                            known.into_iter().collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ));
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(PlanError::Invalid(
+                unknown
+                    .into_iter()
+                    .map(|msg| locate_path(file, text, "scenarios", msg))
+                    .collect(),
+            ));
+        }
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(PlanError::Invalid(
@@ -277,7 +358,7 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
         let over = Overrides {
             target: Some("https://staging.example/".into()),
             ws_target: None,
-            load: LoadOverride::default(),
+            ..Overrides::default()
         };
         let plan = Plan::from_text("p.toml", MINIMAL, &over).unwrap();
         assert_eq!(plan.ws_url().as_deref(), Some("wss://staging.example/ws"));

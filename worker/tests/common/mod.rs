@@ -104,7 +104,7 @@ pub fn plan(tb: &Testbed, text: &str) -> Plan {
     let over = Overrides {
         target: Some(tb.http_url()),
         ws_target: None,
-        load: Default::default(),
+        ..Default::default()
     };
     match Plan::from_text("test.toml", text, &over) {
         Ok(p) => p,
