@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Snapshot;
 use crate::report::ThresholdReport;
 
 /// A latency statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 pub enum Stat {
     /// Median.
     #[serde(rename = "p50")]
@@ -74,7 +75,7 @@ pub struct InvalidThreshold(pub String);
 /// One threshold, as written in a plan's `[[thresholds]]`. Exactly one of `metric`,
 /// `failures` and `check` says what it is about; [`ThresholdSpec::check`] says what is wrong,
 /// [`ThresholdSpec::resolve`] makes the typed [`Threshold`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdSpec {
     /// Latency: the metric (`session`, `event.agent-run.agent_completed`, ...).
@@ -85,6 +86,7 @@ pub struct ThresholdSpec {
     pub stat: Option<Stat>,
     /// Latency: the statistic must stay below this.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub below: Option<Duration>,
     /// Failures: a category, or `*` for every failed session.
     #[serde(default)]
@@ -103,12 +105,14 @@ pub struct ThresholdSpec {
     pub pass_rate_at_least: Option<f64>,
     /// Judge over every sliding window of this length instead of the whole run.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub window: Option<Duration>,
     /// Stop the run as soon as it fails (after `grace`).
     #[serde(default)]
     pub abort_on_fail: bool,
     /// With `abort_on_fail`: not judged live before this much of the run has passed.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub grace: Option<Duration>,
 }
 
@@ -209,19 +213,20 @@ impl ThresholdSpec {
 }
 
 /// A pass/fail rule, typed.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Serialize)]
 pub struct Threshold {
     /// What it is about and its limit.
     pub rule: Rule,
     /// Judge over every sliding window of this length instead of the whole run.
     #[serde(with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub window: Option<Duration>,
     /// Stop the run as soon as it fails, once past the grace.
     pub abort: Option<Abort>,
 }
 
 /// What a threshold is about, and its limit.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// A latency statistic of a metric must stay below a limit.
@@ -232,6 +237,7 @@ pub enum Rule {
         stat: Stat,
         /// The statistic must stay below this.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
         below: Duration,
     },
     /// Failed sessions of a category (or of any, `None`) within a limit.
@@ -251,7 +257,7 @@ pub enum Rule {
 }
 
 /// The limit of a failures threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureLimit {
     /// At most this many sessions.
@@ -261,10 +267,11 @@ pub enum FailureLimit {
 }
 
 /// Stopping the run when a threshold fails live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 pub struct Abort {
     /// Not judged live before this much of the run has passed.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub grace: Duration,
 }
 

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// JWT signing algorithm.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 pub enum Algorithm {
     /// HMAC-SHA256 with a shared secret.
     #[default]
@@ -21,7 +22,7 @@ pub enum Algorithm {
 }
 
 /// Where the token travels on the WebSocket upgrade.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// `Authorization: Bearer <jwt>`.
@@ -34,7 +35,7 @@ pub enum Placement {
 }
 
 /// When a VU gets a new token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenPer {
     /// A fresh token for every session.
@@ -46,7 +47,7 @@ pub enum TokenPer {
 }
 
 /// JWT minting, as the plan file writes it (`[auth]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSpec {
     /// Signing algorithm.
@@ -75,6 +76,7 @@ pub struct AuthSpec {
     pub subprotocol_prefix: String,
     /// Token lifetime (`exp - iat`).
     #[serde(default = "default_lifetime", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub lifetime: Duration,
     /// A fresh token per session or per VU.
     #[serde(default)]
@@ -106,7 +108,7 @@ fn default_subject() -> String {
 }
 
 /// Where the signing key comes from: exactly one source, matching the algorithm.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeySource {
     /// HS256: the secret in this environment variable (of the worker).
@@ -138,7 +140,7 @@ impl KeySource {
 }
 
 /// JWT minting, resolved: one key source.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Auth {
     /// Signing algorithm.
     pub algorithm: Algorithm,
@@ -152,6 +154,7 @@ pub struct Auth {
     pub subprotocol_prefix: String,
     /// Token lifetime (`exp - iat`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub lifetime: Duration,
     /// A fresh token per session or per VU.
     pub token_per: TokenPer,

@@ -3,11 +3,12 @@
 //! Matchers and classifiers have a spec (the TOML shape, checked by validation) and a resolved
 //! form that holds exactly one test, or a non-empty list of conditions.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A field of received frames that must equal this VU's own value.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IsolationCheck {
     /// Name in reports (default: the pointer).
@@ -25,7 +26,7 @@ pub struct IsolationCheck {
 }
 
 /// A check on one JSON value as the plan writes it: a pointer and exactly one test.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatcherSpec {
     /// Where (`/type`, `/data/event`); `""` is the whole frame.
@@ -64,7 +65,7 @@ impl MatcherSpec {
 }
 
 /// A check on one JSON value, found by JSON pointer (RFC 6901).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Serialize)]
 pub struct Matcher {
     /// Where (`/type`, `/data/event`); `""` is the whole frame.
     pub pointer: String,
@@ -73,7 +74,7 @@ pub struct Matcher {
 }
 
 /// The test of a [`Matcher`].
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchTest {
     /// Equal to this value (strings are templates).
@@ -87,7 +88,7 @@ pub enum MatchTest {
 }
 
 /// A plan classifier as written (`[[classifiers]]`): a category and at least one condition.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierSpec {
     /// Category name (`[a-z0-9_]+`).
@@ -126,7 +127,7 @@ impl ClassifierSpec {
 }
 
 /// Maps what a failure looked like to a plan-specific category; every condition must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 pub struct Classifier {
     /// Category name (`[a-z0-9_]+`).
     pub category: String,
@@ -135,7 +136,7 @@ pub struct Classifier {
 }
 
 /// One condition of a [`Classifier`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// The WebSocket closed with this code.

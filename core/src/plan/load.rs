@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The most VUs a plan may ask for: 10 million (a fleet of 1,000 workers at 10,000 each).
@@ -13,7 +14,7 @@ pub const MAX_VUS: u64 = 10_000_000;
 pub const MAX_RATE: f64 = 10_000_000.0;
 
 /// Closed or open load model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Model {
     /// A fixed (or ramping) number of VUs, each running sessions back to back.
@@ -24,36 +25,43 @@ pub enum Model {
 }
 
 /// One ramp: reach `target` (VUs, or sessions/s in the open model) linearly over `duration`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// Length of the ramp.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub duration: Duration,
     /// Value at the end of the ramp.
     pub target: f64,
 }
 
 /// A fixed or uniformly random pause.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, Serialize)]
 #[serde(untagged)]
 pub enum Pause {
     /// `"1s"`.
-    Fixed(#[serde(with = "humantime_serde")] Duration),
+    Fixed(
+        #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
+        Duration,
+    ),
     /// `{ min = "1s", max = "3s" }`.
     Uniform {
         /// Shortest.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
         min: Duration,
         /// Longest.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
         max: Duration,
     },
 }
 
 /// How much load, how fast, as the plan file writes it (`[load]`): one flat table for both
 /// models, checked by validation and resolved into [`Load`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSpec {
     /// `closed` (VUs) or `open` (arrival rate).
@@ -67,12 +75,14 @@ pub struct LoadSpec {
     pub iterations: Option<u64>,
     /// How long new sessions start.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub duration: Option<Duration>,
     /// Ramps of VUs (closed) or of the arrival rate (open), one after the other.
     #[serde(default)]
     pub stages: Vec<Stage>,
     /// Time sessions still running at the end get to finish before they are interrupted.
     #[serde(default = "default_graceful_stop", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub graceful_stop: Duration,
     /// Open: sessions per second (the start value when `stages` ramp).
     #[serde(default)]
@@ -143,7 +153,7 @@ impl LoadSpec {
 }
 
 /// How much load, how fast.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
     /// VUs running sessions back to back.
@@ -153,7 +163,7 @@ pub enum Load {
 }
 
 /// The closed model.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Closed {
     /// How many VUs run, over time.
     pub vus: VuSchedule,
@@ -164,11 +174,12 @@ pub struct Closed {
     pub think_time: Option<Pause>,
     /// Time sessions still running at the end get to finish before they are interrupted.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub graceful_stop: Duration,
 }
 
 /// The closed model's VUs over time.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VuSchedule {
     /// A fixed count, for `duration` (or until every VU ran its iterations).
@@ -177,6 +188,7 @@ pub enum VuSchedule {
         vus: u64,
         /// How long new sessions start.
         #[serde(with = "humantime_serde::option")]
+        #[schemars(with = "Option<String>")]
         duration: Option<Duration>,
     },
     /// Ramps from `start`, one stage after the other.
@@ -189,7 +201,7 @@ pub enum VuSchedule {
 }
 
 /// The open model.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Open {
     /// Sessions per second, over time.
     pub rate: RateSchedule,
@@ -197,11 +209,12 @@ pub struct Open {
     pub max_vus: u64,
     /// Time sessions still running at the end get to finish before they are interrupted.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub graceful_stop: Duration,
 }
 
 /// The open model's arrival rate over time.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RateSchedule {
     /// A fixed rate for `duration`.
@@ -210,6 +223,7 @@ pub enum RateSchedule {
         rate: f64,
         /// How long sessions arrive.
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "String")]
         duration: Duration,
     },
     /// Ramps from `start`, one stage after the other.
@@ -308,7 +322,7 @@ impl Load {
 ///   the plan ramps.
 /// - `iterations` without `duration` bounds the run by iterations only; `duration` without
 ///   `iterations` bounds it by time only (the plan's iterations go).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadOverride {
     /// Closed: VUs (the ramp's start with `stages`).
@@ -323,6 +337,7 @@ pub struct LoadOverride {
         skip_serializing_if = "Option::is_none",
         with = "humantime_serde::option"
     )]
+    #[schemars(with = "Option<String>")]
     pub duration: Option<Duration>,
     /// Open: sessions per second (the ramp's start with `stages`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

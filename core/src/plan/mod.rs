@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -45,7 +46,7 @@ pub use step::{
 pub use target::{Target, Tls};
 
 /// A whole plan, validated and resolved.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Plan {
     /// Short name; runs of the same plan are compared by it.
     pub name: String,
@@ -73,7 +74,7 @@ pub struct Plan {
 }
 
 /// A named, weighted sequence of steps.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Scenario {
     /// Name (unique in the plan; used in metric names).
     pub name: String,
@@ -87,7 +88,7 @@ pub struct Scenario {
 }
 
 /// Fleet settings of a plan (the command line can override them).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fleet {
     /// Wait for this many workers before starting.
@@ -95,12 +96,14 @@ pub struct Fleet {
     pub min_workers: Option<u32>,
     /// How long to wait for them.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub min_workers_timeout: Option<Duration>,
     /// What a lost worker's share becomes.
     #[serde(default)]
     pub on_worker_loss: WorkerLoss,
     /// Snapshot interval.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub interval: Option<Duration>,
     /// The smallest fraction of the planned load a run may deliver and still pass (default
     /// 1.0: a run that delivered less than asked, through lost workers, a cancel or an abort,
@@ -115,11 +118,12 @@ pub struct Fleet {
     /// error (default: the planned duration plus graceful stop plus 30 s, or 1 hour for a plan
     /// without a time bound such as iterations only).
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub deadline: Option<Duration>,
 }
 
 /// What happens to a lost worker's share.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerLoss {
     /// The survivors take it over for the rest of the run.
@@ -316,6 +320,17 @@ impl Plan {
     }
 }
 
+/// The JSON Schema of a plan file (`docs/plan.schema.json`), generated from [`PlanSpec`]: TOML
+/// language servers (taplo, Even Better TOML) read it through a `#:schema` directive, so
+/// fields complete and typos underline while typing.
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(PlanSpec);
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "gauntlet plan (docs/plans.md)".into());
+    }
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
 /// Calls `f` on every string inside `value`.
 pub fn each_string(value: &Value, f: &mut impl FnMut(&str)) {
     match value {
@@ -330,6 +345,78 @@ pub fn each_string(value: &Value, f: &mut impl FnMut(&str)) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// `docs/plan.schema.json` is generated from the plan's types: this fails when they drift.
+    /// Regenerate with `UPDATE_SCHEMA=1 cargo test -p gauntlet-core plan_schema`.
+    #[test]
+    fn plan_schema_doc_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/plan.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &generated).expect("write the schema");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/plan.schema.json is stale: run UPDATE_SCHEMA=1 cargo test -p gauntlet-core plan_schema"
+        );
+    }
+
+    /// What an editor checks with the schema agrees with `validate`: every plan in plans/
+    /// (as TOML, turned into JSON the way a TOML language server does) is valid, and a typo'd
+    /// field, a step with two kinds and a duration written as a number are not.
+    #[test]
+    fn plan_schema_accepts_every_example_plan_and_flags_typos() {
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        compiler.add_resource("plan.schema.json", schema).unwrap();
+        let id = compiler.compile("plan.schema.json", &mut schemas).unwrap();
+        let as_json = |text: &str| -> serde_json::Value {
+            serde_json::to_value(toml::from_str::<toml::Value>(text).unwrap()).unwrap()
+        };
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../plans");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let v = as_json(&text);
+                if let Err(e) = schemas.validate(&v, id) {
+                    panic!("{}: {e}", path.display());
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "{seen} plans");
+        for (bad, what) in [
+            (
+                MINIMAL.replace("iterations = 1", "iteratons = 1"),
+                "a typo'd field",
+            ),
+            (
+                MINIMAL.replace("[load]", "[load]\ngraceful_stop = 5"),
+                "a duration as a number",
+            ),
+            (
+                MINIMAL.replace(
+                    "steps = [",
+                    "steps = [ { ws_send = { text = \"x\" }, ws_close = {} },",
+                ),
+                "a step with two kinds",
+            ),
+        ] {
+            assert!(
+                Plan::from_text("p.toml", &bad, &Overrides::default()).is_err(),
+                "{what}: validate accepts it"
+            );
+            assert!(
+                schemas.validate(&as_json(&bad), id).is_err(),
+                "{what}: the schema accepts it"
+            );
+        }
+        assert!(schemas.validate(&as_json(MINIMAL), id).is_ok());
+    }
 
     const MINIMAL: &str = r#"
 name = "t"

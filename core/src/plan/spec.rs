@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,7 +22,7 @@ use crate::thresholds::ThresholdSpec;
 
 /// A whole plan as the file writes it: what `validate` checks, before it is resolved into a
 /// [`Plan`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
     /// Short name; runs of the same plan are compared by it.
@@ -55,7 +56,7 @@ pub struct PlanSpec {
 }
 
 /// A scenario as written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioSpec {
     /// Name (unique in the plan; used in metric names).
@@ -78,7 +79,7 @@ fn default_weight() -> u32 {
 /// One step as written. In TOML the table has a single key naming the kind:
 /// `{ ws_send = { ... } }`; a table with two kinds, none or an unknown one is refused naming
 /// them and the kinds there are ([`StepSpec::KINDS`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepSpec {
     /// Open the WebSocket.
@@ -202,7 +203,7 @@ impl StepSpec {
 }
 
 /// `ws_connect`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsConnectSpec {
     /// Step name (default `ws_connect`).
@@ -228,11 +229,12 @@ pub struct WsConnectSpec {
     pub expect_rejection: Option<ExpectRejection>,
     /// Bound on the confirmation (or rejection) after the upgrade.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// `ws_send`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsSendSpec {
     /// Step name (default `ws_send`).
@@ -250,7 +252,7 @@ pub struct WsSendSpec {
 }
 
 /// `ws_expect`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsExpectSpec {
     /// Step name (default `ws_expect`, or the expected `type`).
@@ -264,6 +266,7 @@ pub struct WsExpectSpec {
     pub matchers: Vec<MatcherSpec>,
     /// Bound on the wait.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Latency is measured from this mark (default: the last `ws_send`).
     #[serde(default)]
@@ -277,7 +280,7 @@ pub struct WsExpectSpec {
 }
 
 /// `ws_expect_sequence`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsExpectSequenceSpec {
     /// Step name (default `ws_expect_sequence`).
@@ -303,9 +306,11 @@ pub struct WsExpectSequenceSpec {
     pub error_types: Vec<String>,
     /// Bound on the whole sequence.
     #[serde(default = "default_sequence_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Bound on the wait between two events.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub gap_timeout: Option<Duration>,
     /// Event latencies are measured from this mark (default: the last `ws_send`).
     #[serde(default)]
@@ -326,7 +331,7 @@ fn default_sequence_timeout() -> Duration {
 }
 
 /// `http`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSpec {
     /// Step name (default `<METHOD> <path>`).
@@ -363,6 +368,7 @@ pub struct HttpSpec {
     pub capture: BTreeMap<String, String>,
     /// Bound on the whole request.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -371,7 +377,7 @@ fn default_method() -> String {
 }
 
 /// `repeat`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepeatSpec {
     /// Step name (default `repeat`).

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,7 +13,7 @@ use super::check::Matcher;
 use super::load::Pause;
 
 /// One step of a scenario.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Open the WebSocket.
@@ -72,7 +73,7 @@ pub(super) fn default_step_timeout() -> Duration {
 }
 
 /// What a `ws_connect` expects when the server must refuse.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectRejection {
     /// HTTP status of a refused handshake (`403`).
@@ -84,7 +85,7 @@ pub struct ExpectRejection {
 }
 
 /// `ws_ping`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsPing {
     /// Step name (default `ws_ping`).
@@ -92,11 +93,12 @@ pub struct WsPing {
     pub name: Option<String>,
     /// Bound on the pong.
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// `ws_close`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsClose {
     /// Step name (default `ws_close`).
@@ -110,6 +112,7 @@ pub struct WsClose {
     pub reason: String,
     /// Bound on the server's close reply.
     #[serde(default = "default_close_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -121,7 +124,7 @@ fn default_close_timeout() -> Duration {
 }
 
 /// `sleep`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
     /// Step name (default `sleep`).
@@ -132,7 +135,7 @@ pub struct Sleep {
 }
 
 /// `ws_connect`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct WsConnect {
     /// Step name (default `ws_connect`).
     pub name: Option<String>,
@@ -148,11 +151,12 @@ pub struct WsConnect {
     pub outcome: ConnectOutcome,
     /// Bound on the confirmation (or rejection) after the upgrade.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// What a `ws_connect` must end in.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectOutcome {
     /// The connection opens; any one of these frames (none: no frame) must arrive first.
@@ -165,7 +169,7 @@ pub enum ConnectOutcome {
 }
 
 /// `ws_send`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct WsSend {
     /// Step name (default `ws_send`).
     pub name: Option<String>,
@@ -176,7 +180,7 @@ pub struct WsSend {
 }
 
 /// A frame or a body to send.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
     /// JSON (string values are templates).
@@ -186,7 +190,7 @@ pub enum Payload {
 }
 
 /// `ws_expect`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct WsExpect {
     /// Step name (default `ws_expect`, or the expected `type`).
     pub name: Option<String>,
@@ -196,6 +200,7 @@ pub struct WsExpect {
     pub matchers: Vec<Matcher>,
     /// Bound on the wait.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Latency is measured from this mark (default: the last `ws_send`).
     pub since: Option<String>,
@@ -206,7 +211,7 @@ pub struct WsExpect {
 }
 
 /// `ws_expect_sequence`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct WsExpectSequence {
     /// Step name (default `ws_expect_sequence`).
     pub name: Option<String>,
@@ -222,9 +227,11 @@ pub struct WsExpectSequence {
     pub error_types: Vec<String>,
     /// Bound on the whole sequence.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Bound on the wait between two events.
     #[serde(with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub gap_timeout: Option<Duration>,
     /// Event latencies are measured from this mark (default: the last `ws_send`).
     pub since: Option<String>,
@@ -235,7 +242,7 @@ pub struct WsExpectSequence {
 }
 
 /// The events a sequence expects.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expected {
     /// The received types must equal one of these orders.
@@ -255,7 +262,7 @@ impl Expected {
 }
 
 /// `http`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Http {
     /// Step name (default `<METHOD> <path>`).
     pub name: Option<String>,
@@ -279,11 +286,12 @@ pub struct Http {
     pub capture: BTreeMap<String, String>,
     /// Bound on the whole request.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// `repeat`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 pub struct Repeat {
     /// Step name (default `repeat`).
     pub name: Option<String>,

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The service under test.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// HTTP base URL (`http://127.0.0.1:8080`); `--target` / `GAUNTLET_TARGET` override it.
@@ -28,6 +29,7 @@ pub struct Target {
     pub tls: Tls,
     /// Bound on TCP connect + TLS + upgrade of one connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub connect_timeout: Duration,
     /// The largest HTTP response body a session reads, bytes; a larger one fails the session
     /// as `response_too_large` (a hostile or broken target cannot exhaust the worker).
@@ -74,7 +76,7 @@ fn default_connect_timeout() -> Duration {
 }
 
 /// TLS options.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// Accept any server certificate (staging with self-signed certificates only).
