@@ -266,7 +266,7 @@ async fn forged_snapshots_are_refused_with_a_status_while_a_real_run_stays_exact
     wait_for_workers(&url, 1).await;
 
     // Run A, on the real worker alone: 300 agent-pipeline sessions over 3 s.
-    let (a, mut control) = submit(&url, arrivals(&tb.http_url(), &secret, 100, "3s"), 1).await;
+    let (a, mut control) = submit(&url, arrivals(&tb.http_url(), &secret, 100, "3s", 140), 1).await;
     // A worker joins and is given a share of run B (split with the real one).
     let (tx, mut inbound, me) = common::hand_worker(&url, "forger", "").await;
     let (b, _) = submit(&url, sleepy("vus = 2\nduration = \"2s\"", ""), 2).await;

@@ -217,8 +217,15 @@ pub async fn answer(
 }
 
 /// An open-model plan against a testbed at `target` whose JWT secret is in `secret`: `rate`
-/// agent-pipeline sessions a second for `duration`, on 10 subjects, every event checked.
-pub fn arrivals(target: &str, secret: &std::path::Path, rate: u32, duration: &str) -> String {
+/// agent-pipeline sessions a second for `duration`, on 10 subjects, every event checked, with
+/// at most `max_vus` sessions in flight across the fleet (further arrivals are dropped).
+pub fn arrivals(
+    target: &str,
+    secret: &std::path::Path,
+    rate: u32,
+    duration: &str,
+    max_vus: u32,
+) -> String {
     format!(
         r#"name = "subjects"
 [target]
@@ -232,7 +239,7 @@ claims = {{ iss = "netra-auth-service", token_type = "access" }}
 model = "open"
 rate = {rate}
 duration = "{duration}"
-max_vus = 140
+max_vus = {max_vus}
 graceful_stop = "5s"
 [[scenarios]]
 name = "agent"
