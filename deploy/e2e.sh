@@ -4,7 +4,9 @@
 # Bounded in time, and it removes its containers, network and volume even when it fails.
 #   deploy/e2e.sh            (needs a Docker engine and docker-compose)
 # Scenarios:
-#   1. the staging-suite plan: the report's counts equal the testbed's ground truth;
+#   1. the staging-suite plan: the report's counts equal the testbed's ground truth; the
+#      README's client command from another directory leaves the report files in that
+#      directory's ./gauntlet-runs, owned by the caller, and prints that path;
 #   2. `docker kill` of one worker during a longer run: the run completes, the worker is
 #      reported lost, its share reassigned, the counts match the testbed's within the
 #      in-flight bound the report states, and the verdict is error (lost load never passes);
@@ -52,7 +54,8 @@ json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval
 run_plan() {
   local name=$1 plan=$2; shift 2
   mkdir -p "$work/$name"; chmod 777 "$work/$name"
-  timeout 240 "${compose[@]}" run --rm -v "$work/$name:/out" -e GAUNTLET_OUT=/out run "$plan" --min-workers 3 "$@" \
+  # PWD: the client's ./gauntlet-runs bind mount is made in $work, never in the checkout.
+  PWD="$work" timeout 240 "${compose[@]}" run --rm -v "$work/$name:/out" -e GAUNTLET_OUT=/out run "$plan" --min-workers 3 "$@" \
     > "$work/$name.log" 2>&1 || true
   [ -f "$work/$name/report.json" ] || { cat "$work/$name.log" >&2; fail "$name: no report.json"; }
 }
@@ -85,6 +88,21 @@ workers=$(json "$work/suite/report.json" "len(d['workers'])")
 [ "$ws_sessions" = "$accepted" ] || fail "WebSocket sessions $ws_sessions != testbed accepted $accepted"
 [ "$http_sessions" = "$health" ] || fail "endpoint sessions $http_sessions != testbed discovery answers $health"
 echo "   ok: $sessions sessions, WebSocket $ws_sessions = accepted $accepted, HTTP $http_sessions = discovery answers $health"
+
+step "1b. the README's client command: reports land in ./gauntlet-runs of the caller"
+# From a directory of the user's, as the user, with the plan path relative to /work.
+mkdir -p "$work/cwd/gauntlet-runs"
+repo=$(pwd)
+(cd "$work/cwd" && GAUNTLET_USER="$(id -u):$(id -g)" timeout 240 docker-compose -f "$repo/deploy/compose.yaml" -p "$project" \
+  run --rm run plans/health.toml --min-workers 3) > "$work/cwd.log" 2>&1 || true
+shown=$(sed -n 's/^report: //p' "$work/cwd.log" | head -1)
+case "$shown" in gauntlet-runs/run-*/report.*) ;; *) cat "$work/cwd.log" >&2; fail "readme client: printed report path '$shown'";; esac
+dir=$(dirname "$shown")
+for f in report.json report.md report.html junit.xml; do
+  [ -f "$work/cwd/$dir/$f" ] || { cat "$work/cwd.log" >&2; fail "readme client: no $dir/$f in the caller's directory"; }
+done
+[ "$(stat -c %u "$work/cwd/$dir/report.html")" = "$(id -u)" ] || fail "readme client: report.html is not the caller's"
+echo "   ok: $shown (and report.json, report.html, junit.xml) in the caller's ./gauntlet-runs, owned by the caller"
 
 # A soak for scenarios 2-5: 30 VUs, ping and a short pause, for `duration`.
 soak() {

@@ -325,7 +325,20 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
     } else {
         crate::history::previous(&args.history, &report)
     };
-    let path = files::write(&dir, &report, previous.as_ref())?;
+    let path = match files::write(&dir, &report, previous.as_ref()) {
+        Ok(path) => path,
+        Err(e) => {
+            // The run is measured: say what it found before saying the files are missing.
+            outln!("{}", report.render_text());
+            eprintln!(
+                "gauntlet: error: the run `{}` finished but its report files could not be written into {}: {e:#}. The folder must be writable by this process (with docker-compose: `export GAUNTLET_USER=$(id -u):$(id -g)` and `mkdir -p gauntlet-runs` before `run`); a coordinator with a history keeps the run (`gauntlet show {}`).",
+                report.run_id,
+                dir.display(),
+                report.run_id
+            );
+            return Ok(3);
+        }
+    };
     if !args.no_history {
         crate::history::store(&args.history, &report, &plan_toml, &dir);
     }
