@@ -1,16 +1,21 @@
 //! The exact merge of a run's snapshots: each (worker, sequence number) is merged once, into
-//! the run's total and into its interval (by the snapshot's time), so fleet-wide percentiles
-//! equal those of one histogram that saw every sample, and a resent snapshot changes nothing.
-//! The total's failure attribution gets the dimension workers do not carry: the worker (the
-//! sender).
+//! the run's total and into its [`Timeline`] (by the snapshot's time), so fleet-wide
+//! percentiles equal those of one histogram that saw every sample, and a resent snapshot
+//! changes nothing. The total's failure attribution gets the dimension workers do not carry:
+//! the worker (the sender). What it holds does not grow with the run's length: the total, a
+//! bounded timeline, and per share the sequence numbers merged (a watermark and those above it).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use gauntlet_core::attribution::{Outcomes, TABLE_KEYS};
 use gauntlet_core::metrics::Snapshot;
-use gauntlet_core::report::IntervalReport;
-use gauntlet_core::thresholds::keep_for_windows;
+use gauntlet_core::report::{IntervalReport, ThresholdReport};
+use gauntlet_core::thresholds::Threshold;
 use gauntlet_proto::{ConvertError, snapshot_from_proto, v1};
+
+pub use crate::timeline::MAIN_METRICS;
+use crate::timeline::Timeline;
 
 /// How the sessions that ended in `delta` ended: passed, or failed by category.
 fn delta_outcomes(delta: &Snapshot) -> Outcomes {
@@ -27,9 +32,6 @@ fn delta_outcomes(delta: &Snapshot) -> Outcomes {
     o
 }
 
-/// Metrics whose p50/p99 the per-interval series carries.
-pub const MAIN_METRICS: [&str; 3] = ["session", "ws.handshake", "ws.confirmation"];
-
 /// What one worker contributed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerTally {
@@ -45,20 +47,49 @@ pub struct WorkerTally {
     pub last_sessions: u64,
 }
 
+/// The sequence numbers of one share merged so far: every one below `below`, and those above
+/// it that came early. Snapshots are sent in order and resent until acknowledged, so `above`
+/// stays small; a share's numbers start at 1 past its first (`run::shares`).
+#[derive(Debug)]
+struct Merged {
+    below: u64,
+    above: BTreeSet<u64>,
+}
+
+impl Merged {
+    /// Notes `offset`; whether it is new.
+    fn insert(&mut self, offset: u64) -> bool {
+        if offset < self.below || !self.above.insert(offset) {
+            return false;
+        }
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+        true
+    }
+
+    fn contains(&self, offset: u64) -> bool {
+        offset < self.below || self.above.contains(&offset)
+    }
+}
+
+impl Default for Merged {
+    fn default() -> Self {
+        Merged {
+            below: 1,
+            above: BTreeSet::new(),
+        }
+    }
+}
+
 /// A run's merged measurements.
 #[derive(Debug)]
 pub struct Aggregator {
-    interval_ms: u64,
     total: Snapshot,
-    /// Per interval: everything but the histograms of metrics no windowed threshold reads.
-    intervals: Vec<Snapshot>,
-    /// Per interval: the main metrics' histograms, for the series.
-    main: Vec<Snapshot>,
-    active_vus: Vec<BTreeMap<String, u64>>,
-    /// Per interval: sessions started by worker.
-    per_worker: Vec<BTreeMap<String, u64>>,
-    windowed: Vec<String>,
-    seen: HashSet<(String, u64)>,
+    timeline: Timeline,
+    /// Per (worker, share): the sequence numbers merged. Sequence numbers of share `i` start
+    /// at `i x 2^32` (`run::shares::SEQ_BLOCK`).
+    merged: HashMap<(String, u64), Merged>,
     workers: BTreeMap<String, WorkerTally>,
     /// Per subject, the one share that reported it, or `None` once a second one did (at most
     /// [`TABLE_KEYS`] subjects; beyond, or with untracked subjects, `spread_subjects` is set).
@@ -67,18 +98,13 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// An aggregator for snapshots every `interval_ms`, keeping per-interval histograms of
-    /// `windowed` metrics (those windowed thresholds read).
-    pub fn new(interval_ms: u64, windowed: Vec<String>) -> Aggregator {
+    /// An aggregator for snapshots every `interval`, judging `thresholds`' windows as they
+    /// close; an interval is closed to snapshots `late_after` past it ([`Timeline`]).
+    pub fn new(interval: Duration, thresholds: &[Threshold], late_after: Duration) -> Aggregator {
         Aggregator {
-            interval_ms: interval_ms.max(1),
             total: Snapshot::default(),
-            intervals: Vec::new(),
-            main: Vec::new(),
-            active_vus: Vec::new(),
-            per_worker: Vec::new(),
-            windowed,
-            seen: HashSet::new(),
+            timeline: Timeline::new(interval, thresholds, late_after),
+            merged: HashMap::new(),
             workers: BTreeMap::new(),
             subject_shares: BTreeMap::new(),
             spread_subjects: false,
@@ -94,7 +120,6 @@ impl Aggregator {
 
     /// Notes which share reported which subjects.
     fn note_subjects(&mut self, seq: u64, delta: &Snapshot) {
-        // Sequence numbers of share `i` start at `i x 2^32` (run::shares::SEQ_BLOCK).
         let share = seq >> 32;
         let subjects = &delta.attribution.subject;
         if subjects.untracked.sessions() > 0 {
@@ -119,7 +144,9 @@ impl Aggregator {
 
     /// Whether snapshot `seq` of `worker` was merged already.
     pub fn has(&self, worker: &str, seq: u64) -> bool {
-        self.seen.contains(&(worker.to_owned(), seq))
+        self.merged
+            .get(&(worker.to_owned(), seq >> 32))
+            .is_some_and(|m| m.contains(seq & 0xffff_ffff))
     }
 
     /// Decodes and merges snapshot `wire` from `worker` unless that (worker, seq) was merged
@@ -142,13 +169,16 @@ impl Aggregator {
         active_vus: u64,
         delta: &Snapshot,
     ) -> bool {
-        if !self.seen.insert((worker.to_owned(), seq)) {
+        let new = self
+            .merged
+            .entry((worker.to_owned(), seq >> 32))
+            .or_default()
+            .insert(seq & 0xffff_ffff);
+        if !new {
             return false;
         }
         self.total.merge(delta);
         self.note_subjects(seq, delta);
-        // The interval ending at or after `at_ms`.
-        let index = (at_ms.saturating_sub(1) / self.interval_ms) as usize;
         // The dimension of attribution a peer cannot claim: who sent it.
         let ended = delta_outcomes(delta);
         if ended.sessions() > 0 {
@@ -157,23 +187,7 @@ impl Aggregator {
                 .worker
                 .add(Some(&worker.to_owned()), &ended, TABLE_KEYS);
         }
-        if self.intervals.len() <= index {
-            self.intervals.resize_with(index + 1, Snapshot::default);
-            self.main.resize_with(index + 1, Snapshot::default);
-            self.active_vus.resize_with(index + 1, BTreeMap::new);
-            self.per_worker.resize_with(index + 1, BTreeMap::new);
-        }
-        self.intervals[index].merge(&keep_for_windows(delta, &self.windowed));
-        let mut main = Snapshot::default();
-        for m in MAIN_METRICS {
-            if let Some(h) = delta.histograms.get(m) {
-                main.histograms.insert(m.to_owned(), h.clone());
-            }
-        }
-        self.main[index].merge(&main);
-        self.active_vus[index].insert(worker.to_owned(), active_vus);
-        let n = self.per_worker[index].entry(worker.to_owned()).or_default();
-        *n = n.saturating_add(delta.counters.sessions_started);
+        self.timeline.add(worker, at_ms, active_vus, delta);
         let tally = self.workers.entry(worker.to_owned()).or_default();
         tally.sessions = tally
             .sessions
@@ -192,9 +206,33 @@ impl Aggregator {
         &self.total
     }
 
-    /// Per-interval deltas (for windowed thresholds).
-    pub fn intervals(&self) -> &[Snapshot] {
-        &self.intervals
+    /// The run's measurements over time.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// `thresholds` (those this aggregator was made with) judged: on the total, or, windowed,
+    /// over every window so far.
+    pub fn judge(&self, thresholds: &[Threshold]) -> Vec<ThresholdReport> {
+        let mut windowed: BTreeMap<usize, ThresholdReport> =
+            self.timeline.judge().into_iter().collect();
+        thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                windowed
+                    .remove(&i)
+                    .unwrap_or_else(|| t.report(t.observe(&self.total)))
+            })
+            .collect()
+    }
+
+    /// Threshold `index` of those this aggregator was made with, judged live: on the total,
+    /// or, windowed, over the windows closed so far and the latest one.
+    pub fn judge_live(&self, index: usize, t: &Threshold) -> ThresholdReport {
+        self.timeline
+            .judge_live(index)
+            .unwrap_or_else(|| t.report(t.observe(&self.total)))
     }
 
     /// What each worker contributed.
@@ -204,51 +242,12 @@ impl Aggregator {
 
     /// VUs active fleet-wide at the latest interval.
     pub fn active_vus(&self) -> u64 {
-        self.active_vus.last().map_or(0, |m| m.values().sum())
+        self.timeline.active_vus()
     }
 
-    /// The per-interval series.
+    /// The series over time.
     pub fn series(&self) -> Vec<IntervalReport> {
-        self.intervals
-            .iter()
-            .zip(&self.main)
-            .zip(&self.active_vus)
-            .zip(&self.per_worker)
-            .enumerate()
-            .map(|(i, (((s, main), vus), per_worker))| {
-                let failures = s
-                    .failures_by_category()
-                    .into_iter()
-                    .map(|(c, n)| (c.to_string(), n))
-                    .collect();
-                let latency = main
-                    .histograms
-                    .iter()
-                    .filter(|(_, h)| !h.is_empty())
-                    .map(|(name, h)| {
-                        (
-                            name.clone(),
-                            [
-                                h.value_at_quantile(0.5),
-                                h.value_at_quantile(0.9),
-                                h.value_at_quantile(0.99),
-                                h.max(),
-                            ],
-                        )
-                    })
-                    .collect();
-                IntervalReport {
-                    at_ms: (i as u64 + 1) * self.interval_ms,
-                    sessions: s.counters.sessions_started,
-                    passed: s.counters.sessions_passed,
-                    failed: s.counters.sessions_failed,
-                    failures,
-                    latency,
-                    active_vus: vus.values().sum(),
-                    per_worker: per_worker.clone(),
-                }
-            })
-            .collect()
+        self.timeline.series()
     }
 }
 
@@ -273,17 +272,13 @@ mod tests {
 
     #[test]
     fn the_sender_becomes_attribution() {
-        let mut a = Aggregator::new(1000, vec![]);
+        let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
         a.merge_decoded("w1", 1, 1000, 0, &delta(&[10, 20], 2));
         a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
         a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
         let t = &a.total().attribution;
         assert_eq!(t.worker.values["w1"].passed, 2);
         assert_eq!(t.worker.values["w2"].passed, 1, "merged once");
-        assert!(
-            a.intervals().iter().all(|s| s.attribution.is_empty()),
-            "intervals keep no attribution"
-        );
     }
 
     #[test]
@@ -303,7 +298,7 @@ mod tests {
             );
             d
         };
-        let mut a = Aggregator::new(1000, vec![]);
+        let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
         a.merge_decoded("w1", 1, 1000, 0, &with("u0"));
         a.merge_decoded("w1", 2, 2000, 0, &with("u0"));
         a.merge_decoded("w2", (1 << 32) + 1, 1000, 0, &with("u1"));
@@ -314,7 +309,7 @@ mod tests {
 
     #[test]
     fn each_worker_and_sequence_is_merged_once() {
-        let mut a = Aggregator::new(1000, vec![]);
+        let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
         let one = snapshot_to_proto(&delta(&[10, 20], 2), "r", 1, 1000, 2);
         assert!(a.merge("w1", &one).unwrap());
         assert!(!a.merge("w1", &one).unwrap(), "a resend changes nothing");
@@ -331,7 +326,7 @@ mod tests {
     #[test]
     fn fleet_percentiles_equal_one_histogram_that_saw_every_sample() {
         let mut all = histogram();
-        let mut a = Aggregator::new(1000, vec![]);
+        let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
         let mut x = 7u64;
         for worker in 0..3 {
             for seq in 1..=20u64 {

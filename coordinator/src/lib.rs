@@ -9,6 +9,8 @@
 //! - [`run`]: one run's life (its rooms: intake, shares, lifecycle, finish, figures): wait
 //!   for workers, assign, admit and merge snapshots, hand lost shares over, judge, report.
 //! - [`aggregator`]: the exact, idempotent merge of snapshots.
+//! - [`timeline`]: a run's measurements over time in bounded memory (recent intervals in
+//!   full, older ones compacted into the series), windowed thresholds judged as windows close.
 //! - [`history`]: the SQLite run history.
 //! - [`listen`]: guarded listening sockets (connection limit, idle timeout).
 //! - [`http`]: the HTTP port (`/`, `/api/runs`, `/api/live`, `/metrics`, `/healthz`).
@@ -22,12 +24,14 @@ pub mod listen;
 pub mod registry;
 pub mod run;
 pub mod service;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gauntlet_core::words::RunPhase;
 use gauntlet_proto::v1::control_service_server::ControlServiceServer;
 use gauntlet_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
@@ -62,6 +66,10 @@ impl Default for CoordinatorConfig {
         }
     }
 }
+
+/// Finished runs a coordinator keeps in memory (for `/api/runs`, the live page, `WatchRun` and
+/// `GetRun`), the newest ones; older ones are only in the history.
+pub const KEPT_FINISHED_RUNS: usize = 100;
 
 /// The coordinator's shared state.
 #[derive(Debug, Clone)]
@@ -167,8 +175,23 @@ impl Coordinator {
         lock(&self.runs).values().cloned().collect()
     }
 
+    /// Adds `run`, and lets go of the oldest finished runs beyond [`KEPT_FINISHED_RUNS`] (their
+    /// reports are in the history and the files their submitters wrote): a coordinator that
+    /// lives for months of runs holds a bounded number of reports.
     fn add_run(&self, run: Arc<Run>) {
-        lock(&self.runs).insert(run.id.clone(), run);
+        let mut runs = lock(&self.runs);
+        runs.insert(run.id.clone(), run);
+        let finished: Vec<String> = runs
+            .iter()
+            .filter(|(_, r)| r.phase() == RunPhase::Finished)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEPT_FINISHED_RUNS))
+        {
+            runs.remove(id);
+        }
     }
 
     /// Serves the gRPC port on `grpc` and, if given, the HTTP port on `http`, until

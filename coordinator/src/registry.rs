@@ -180,6 +180,11 @@ impl Registry {
         }
     }
 
+    /// When worker `id` was last heard from.
+    pub fn last_seen(&self, id: &str) -> Option<Instant> {
+        lock(&self.workers).get(id).map(|w| w.last_seen)
+    }
+
     /// A copy of worker `id`.
     pub fn get(&self, id: &str) -> Option<WorkerEntry> {
         lock(&self.workers).get(id).cloned()

@@ -337,28 +337,42 @@ impl Threshold {
         intervals: &[Snapshot],
         interval: Duration,
     ) -> ThresholdReport {
-        let observed = match self.window {
+        let observed = match self.window_intervals(interval) {
             None => self.observe(total),
-            Some(window) => {
-                let k = (window.as_millis() / interval.as_millis().max(1)).max(1) as usize;
+            Some(k) => {
                 let k = k.min(intervals.len().max(1));
-                let mut worst: Option<f64> = None;
+                let mut worst = None;
                 for start in 0..intervals.len().saturating_sub(k - 1) {
                     let mut merged = Snapshot::default();
                     for s in &intervals[start..start + k] {
                         merged.merge(s);
                     }
-                    if let Some(v) = self.observe(&merged) {
-                        worst = Some(match worst {
-                            None => v,
-                            Some(w) if self.worse(v, w) => v,
-                            Some(w) => w,
-                        });
-                    }
+                    worst = self.worst(worst, self.observe(&merged));
                 }
                 worst
             }
         };
+        self.report(observed)
+    }
+
+    /// A windowed threshold's window in intervals of `interval` (at least 1); `None` for a
+    /// threshold on the whole run.
+    pub fn window_intervals(&self, interval: Duration) -> Option<usize> {
+        self.window
+            .map(|w| (w.as_millis() / interval.as_millis().max(1)).max(1) as usize)
+    }
+
+    /// The worse of two observations (nothing observed is no observation).
+    pub fn worst(&self, a: Option<f64>, b: Option<f64>) -> Option<f64> {
+        match (a, b) {
+            (Some(a), Some(b)) if self.worse(b, a) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        }
+    }
+
+    /// The threshold judged on `observed`: its value over the whole run, or its worst window.
+    pub fn report(&self, observed: Option<f64>) -> ThresholdReport {
         let (unit, limit_ok): (&str, Box<dyn Fn(f64) -> bool>) = match &self.rule {
             Rule::Latency { below, .. } => {
                 let limit = below.as_micros() as f64;
@@ -414,7 +428,7 @@ impl Threshold {
     }
 
     /// The observed value over `s`, `None` when there is nothing to judge.
-    fn observe(&self, s: &Snapshot) -> Option<f64> {
+    pub fn observe(&self, s: &Snapshot) -> Option<f64> {
         match &self.rule {
             Rule::Latency { metric, stat, .. } => {
                 let h = s.histograms.get(metric).filter(|h| !h.is_empty())?;

@@ -25,11 +25,7 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
     }
     let ended_ms = state.elapsed_ms();
     let total = state.agg.total().clone();
-    let thresholds: Vec<ThresholdReport> = run
-        .thresholds
-        .iter()
-        .map(|t| t.judge(&total, state.agg.intervals(), run.interval))
-        .collect();
+    let thresholds: Vec<ThresholdReport> = state.agg.judge(&run.thresholds);
     // An abort is told with the whole run's figures, as the threshold table shows them.
     if let Some((expr, at)) = &state.aborted_by
         && let Some(t) = run.thresholds.iter().position(|t| t.expr() == *expr)
@@ -198,6 +194,6 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
     }
     // The report holds what is kept; the merged histograms go (a coordinator lives for many
     // runs). Snapshots arriving later are acknowledged and dropped.
-    lock(&run.state).agg = Aggregator::new(run.interval.as_millis() as u64, Vec::new());
+    lock(&run.state).agg = Aggregator::new(run.interval, &[], Duration::ZERO);
     tracing::info!(run = %run.id, ?verdict, "run finished");
 }

@@ -57,6 +57,7 @@ pub(super) async fn drive(coordinator: Coordinator, run: Arc<Run>) {
             );
             state.shares.push(share);
         }
+        state.initial_shares = state.shares.len();
         for share in &state.shares {
             if !run.assign(&coordinator, share, start_wall, seed) {
                 tracing::warn!(worker = %share.worker, "could not send the assignment");
@@ -64,6 +65,13 @@ pub(super) async fn drive(coordinator: Coordinator, run: Arc<Run>) {
         }
     }
     tracing::info!(run = %run.id, workers = workers.len(), "run started");
+    let watchdog = tokio_util::sync::CancellationToken::new();
+    {
+        let run = Arc::clone(&run);
+        let stop = watchdog.clone();
+        tokio::spawn(async move { run.watchdog.run(stop).await });
+    }
+    let _watchdog = watchdog.drop_guard();
     if let Some(h) = &coordinator.history {
         let started_at = humantime::format_rfc3339_millis(start_wall).to_string();
         if let Err(e) =
@@ -183,10 +191,20 @@ fn next_wake(
             }
         }
     }
+    let awake = run.watchdog.awake_since(Instant::now());
     for share in &state.shares {
-        if let Some(d) = loss_deadline(coordinator, run, &state, share) {
+        if let Some(d) = loss_deadline(coordinator, run, &state, share, awake) {
             at = at.min(d);
         }
+    }
+    // A share waiting for the hand-over rate is looked at again within a second.
+    if state
+        .shares
+        .iter()
+        .any(|s| !s.handed_over && (s.lost_at_ms.is_some() || s.left_at_ms.is_some()))
+        && stop_deadline.is_none()
+    {
+        at = at.min(Instant::now() + Duration::from_secs(1));
     }
     at
 }
@@ -279,15 +297,16 @@ fn live_abort(run: &Run, state: &State) -> Option<(String, String)> {
     let elapsed = state.started.map_or(Duration::ZERO, |s| {
         Instant::now().saturating_duration_since(s)
     });
-    for (t, grace) in run
+    for (i, t, grace) in run
         .thresholds
         .iter()
-        .filter_map(|t| t.abort_grace().map(|g| (t, g)))
+        .enumerate()
+        .filter_map(|(i, t)| t.abort_grace().map(|g| (i, t, g)))
     {
         if elapsed < grace {
             continue;
         }
-        let judged = t.judge(state.agg.total(), state.agg.intervals(), run.interval);
+        let judged = state.agg.judge_live(i, t);
         // Live, "no samples yet" is not a reason to abort.
         if !judged.pass && judged.observed.is_some() {
             return Some((judged.reason, judged.expr));

@@ -8,7 +8,11 @@
 //! - this file: [`Run`], its state, and what workers' messages do to it (each wakes the
 //!   lifecycle);
 //! - [`intake`]: what a snapshot must pass before it is merged;
-//! - `shares`: one share of the run, the loss policy and hand-overs;
+//! - `shares`: one share of the run, the loss policy and hand-overs (bounded: a few heirs
+//!   per loss, a rate and a limit per run; most of the fleet silent at once is suspected to
+//!   be the coordinator's or the network's fault first);
+//! - `watchdog`: notices when the coordinator itself did not run, so nobody is lost on
+//!   that time;
 //! - `lifecycle`: the driver, an event-driven state machine (waiting, running, stopping,
 //!   finished) woken by workers' messages and by its own deadlines;
 //! - `finish`: the facts of the end, handed to `gauntlet_core::report` to judge and build;
@@ -20,6 +24,7 @@ mod figures;
 mod finish;
 mod lifecycle;
 mod shares;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gauntlet_core::plan::Plan;
 use gauntlet_core::report::{self, Report, WorkerReport};
 use gauntlet_core::schedule::Ramp;
-use gauntlet_core::thresholds::{Threshold, windowed_metrics};
+use gauntlet_core::thresholds::Threshold;
 use gauntlet_core::words::{Judgement, RunPhase};
 use gauntlet_proto::{counters_to_proto, snapshot_from_proto, v1};
 use tokio::sync::{Notify, watch};
@@ -40,7 +45,7 @@ use crate::{Coordinator, lock};
 
 pub use figures::{LatencySummary, RunFigures};
 use intake::{Intake, Reason, Refusal};
-use shares::{SEQ_BLOCK, Share};
+use shares::{Handovers, SEQ_BLOCK, Share};
 
 /// What a run was asked to do.
 #[derive(Debug, Clone)]
@@ -69,6 +74,10 @@ struct State {
     stopped_at_ms: Option<u64>,
     /// The `abort_on_fail` threshold that stopped the run, and when.
     aborted_by: Option<(String, u64)>,
+    /// Shares the run started with.
+    initial_shares: usize,
+    /// What was done about lost shares.
+    handovers: Handovers,
 }
 
 impl State {
@@ -98,6 +107,8 @@ pub struct Run {
     cancel: CancellationToken,
     /// Woken by every worker message that changes the run, so the lifecycle reacts at once.
     wake: Notify,
+    /// Notices when the coordinator itself did not run.
+    watchdog: watchdog::Watchdog,
 }
 
 /// The snapshot interval of a plan that sets none: 1 s, or 250 ms for a run planned to last
@@ -109,6 +120,12 @@ pub fn default_interval(planned: Duration) -> Duration {
     } else {
         Duration::from_secs(1)
     }
+}
+
+/// How long after its interval a snapshot may still come and count in windows: three
+/// heartbeat timeouts (a worker cut off that long is lost), and at least 20 s.
+fn late_after(coordinator: &Coordinator) -> Duration {
+    (3 * coordinator.config.heartbeat_timeout).max(Duration::from_secs(20))
 }
 
 impl Run {
@@ -127,7 +144,7 @@ impl Run {
             .fleet
             .interval
             .unwrap_or_else(|| default_interval(Ramp::of(&plan.load).total().unwrap_or_default()));
-        let agg = Aggregator::new(interval.as_millis() as u64, windowed_metrics(&thresholds));
+        let agg = Aggregator::new(interval, &thresholds, late_after(coordinator));
         let (progress, _) = watch::channel(v1::RunProgress {
             run_id: id.clone(),
             phase: v1::RunPhase::Waiting.into(),
@@ -160,10 +177,13 @@ impl Run {
                 ended_early: None,
                 stopped_at_ms: None,
                 aborted_by: None,
+                initial_shares: 0,
+                handovers: Handovers::default(),
             }),
             progress,
             cancel: coordinator.shutdown.child_token(),
             wake: Notify::new(),
+            watchdog: watchdog::Watchdog::new(),
         });
         coordinator.add_run(Arc::clone(&run));
         tokio::spawn(lifecycle::drive(coordinator.clone(), Arc::clone(&run)));

@@ -63,7 +63,7 @@ pub(super) struct Share {
     /// The worker stopped this share early because it was shutting down.
     pub(super) left_at_ms: Option<u64>,
     /// Its remaining load was dealt with (handed over, dropped, or the run aborted).
-    handed_over: bool,
+    pub(super) handed_over: bool,
 }
 
 impl Share {
@@ -229,32 +229,85 @@ pub(super) fn stall_timeout(coordinator: &Coordinator, run: &Run) -> Duration {
     coordinator.config.heartbeat_timeout + 2 * run.interval
 }
 
+/// The most survivors one lost share is split among: a loss moves its share once, to a few
+/// workers, never to the whole fleet (a thousand-worker fleet losing workers must not make a
+/// thousand shares of each).
+pub(super) const MAX_HEIRS: usize = 4;
+/// Rounds of suspicion when most of the fleet falls silent at once: the first lasts a
+/// heartbeat timeout, each next one twice the one before (1 + 2 + 4 + 8 timeouts in all),
+/// then the silent workers are lost.
+const SUSPICION_ROUNDS: u32 = 4;
+
+/// When most of the fleet went quiet at once: the coordinator's side or the network are
+/// suspected before the workers, and losses wait until `until`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Suspicion {
+    pub(super) until: Instant,
+    round: u32,
+}
+
+/// What a run has done about lost shares: hand-overs made (each a share moved to at most
+/// [`MAX_HEIRS`] survivors), when the recent ones were made, and shares left without one.
+#[derive(Debug, Default)]
+pub(super) struct Handovers {
+    pub(super) suspicion: Option<Suspicion>,
+    made: usize,
+    recent: std::collections::VecDeque<Instant>,
+    /// Lost shares whose rest nobody took (no survivor, or the run's limit reached).
+    pub(super) not_handed_over: usize,
+}
+
+impl Handovers {
+    /// The most hand-overs in a run of `initial` shares: twice as many as it began with, and
+    /// at least 8. Beyond, lost load is not reassigned (the report's `delivered` shows it).
+    fn limit(initial: usize) -> usize {
+        (2 * initial).max(8)
+    }
+
+    /// The most hand-overs in any heartbeat timeout: a tenth of the fleet, at least 4.
+    fn rate(initial: usize) -> usize {
+        (initial / 10).max(4)
+    }
+}
+
 /// When a running share would next be found lost, if nothing is heard by then: its worker's
-/// silence deadline or its stall deadline, whichever comes first.
+/// silence deadline or its stall deadline, whichever comes first, counted from when the
+/// coordinator last resumed at the earliest, and not before a suspicion of the whole fleet
+/// ends.
 pub(super) fn loss_deadline(
     coordinator: &Coordinator,
     run: &Run,
     state: &State,
     share: &Share,
+    awake: Option<Instant>,
 ) -> Option<Instant> {
     if share.handed_over || share.lost_at_ms.is_some() || share.done || share.left_at_ms.is_some() {
         return None;
     }
     let started = state.started?;
+    let from = |t: Instant| awake.map_or(t, |a| t.max(a));
     let silent_at = coordinator
         .registry
-        .get(&share.worker)
-        .map(|w| w.last_seen + coordinator.config.heartbeat_timeout)
+        .last_seen(&share.worker)
+        .map(|seen| from(seen) + coordinator.config.heartbeat_timeout)
         .unwrap_or_else(Instant::now);
-    let since = share
-        .progressed_at
-        .unwrap_or(share.assigned_at.max(started));
-    Some(silent_at.min(since + stall_timeout(coordinator, run)))
+    let since = from(
+        share
+            .progressed_at
+            .unwrap_or(share.assigned_at.max(started)),
+    );
+    let at = silent_at.min(since + stall_timeout(coordinator, run));
+    Some(match state.handovers.suspicion {
+        Some(s) => at.max(s.until),
+        None => at,
+    })
 }
 
 /// Workers silent past the heartbeat timeout are lost, and workers that shut down left their
 /// shares early; the rest of those shares is handed over, dropped or ends the run, as the plan
-/// says. `state` is the run's, locked.
+/// says. `state` is the run's, locked. Silence counts only time the coordinator was running;
+/// when most of the fleet is silent at once the coordinator suspects its own side or the
+/// network and waits (backing off) before it believes it.
 pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut State, seed: u64) {
     let timeout = coordinator.config.heartbeat_timeout;
     let stall = stall_timeout(coordinator, run);
@@ -264,37 +317,31 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
     let elapsed = state.elapsed_ms();
     let started = state.started.unwrap_or_else(Instant::now);
     let now = Instant::now();
-    let mut newly_lost = Vec::new();
+    let awake = run.watchdog.awake_since(now);
+    let from = |t: Instant| awake.map_or(t, |a| t.max(a));
+    let mut quiet = Vec::new();
     for (i, share) in state.shares.iter().enumerate() {
-        if share.handed_over || share.lost_at_ms.is_some() {
+        if share.handed_over
+            || share.lost_at_ms.is_some()
+            || share.left_at_ms.is_some()
+            || share.done
+        {
             continue;
         }
-        if share.left_at_ms.is_some() {
-            if !stopping {
-                newly_lost.push((i, None));
-            }
-            continue;
-        }
-        if share.done {
-            continue;
-        }
-        let worker = coordinator.registry.get(&share.worker);
-        let silent = worker
-            .as_ref()
-            .is_none_or(|w| now.duration_since(w.last_seen) >= timeout);
+        let seen = coordinator.registry.last_seen(&share.worker);
+        let silent = seen.is_none_or(|seen| now.duration_since(from(seen)) >= timeout);
         // Heartbeats alone do not hold a share: its snapshots must keep coming.
-        let since = share
-            .progressed_at
-            .unwrap_or(share.assigned_at.max(started));
+        let since = from(
+            share
+                .progressed_at
+                .unwrap_or(share.assigned_at.max(started)),
+        );
         let stalled = now.saturating_duration_since(since) >= stall;
         if silent {
-            let heard = worker.map_or(elapsed, |w| {
-                w.last_seen.saturating_duration_since(started).as_millis() as u64
+            let heard = seen.map_or(elapsed, |seen| {
+                seen.saturating_duration_since(started).as_millis() as u64
             });
-            newly_lost.push((
-                i,
-                Some((heard.min(elapsed), "silent past the heartbeat timeout")),
-            ));
+            quiet.push((i, heard.min(elapsed), "silent past the heartbeat timeout"));
         } else if stalled {
             // It still talks, but its share made no progress since its last snapshot.
             let last = if share.tally.merged > 0 {
@@ -302,38 +349,28 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
             } else {
                 share.offset_ms
             };
-            newly_lost.push((
+            quiet.push((
                 i,
-                Some((
-                    last.min(elapsed),
-                    "heartbeats but no snapshot for longer than the stall timeout",
-                )),
+                last.min(elapsed),
+                "heartbeats but no snapshot for longer than the stall timeout",
             ));
         }
     }
-    if newly_lost.is_empty() {
-        return;
+    if !quiet.is_empty() && suspect_ourselves(run, state, &quiet, now, timeout) {
+        quiet.clear();
     }
     let mut told = std::collections::BTreeSet::new();
     let mut lost_workers = Vec::new();
-    for (i, lost) in &newly_lost {
-        let share = &mut state.shares[*i];
-        share.handed_over = true;
-        match lost {
-            None => {
-                tracing::info!(run = %run.id, worker = %share.worker, "worker left (shutting down)")
-            }
-            Some((heard, why)) => {
-                share.lost_at_ms = Some(elapsed);
-                share.last_heard_ms = Some(*heard);
-                lost_workers.push(share.worker.clone());
-                tracing::warn!(run = %run.id, worker = %share.worker, why, "worker lost");
-                // If it comes back, it must not go on with a share that is no longer its own
-                // (told again whenever it is heard from: this may not reach it).
-                if told.insert(share.worker.clone()) {
-                    run.tell_to_stop(coordinator, &share.worker, LOST);
-                }
-            }
+    for (i, heard, why) in quiet {
+        let share = &mut state.shares[i];
+        share.lost_at_ms = Some(elapsed);
+        share.last_heard_ms = Some(heard);
+        lost_workers.push(share.worker.clone());
+        tracing::warn!(run = %run.id, worker = %share.worker, why, "worker lost");
+        // If it comes back, it must not go on with a share that is no longer its own (told
+        // again whenever it is heard from: this may not reach it).
+        if told.insert(share.worker.clone()) {
+            run.tell_to_stop(coordinator, &share.worker, LOST);
         }
     }
     if stopping {
@@ -351,39 +388,130 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
         ));
         return;
     }
-    // Drained shares (a worker shutting down) are always handed over; lost ones as the plan
-    // says (`continue`: the run goes on without them, `delivered` shows what is missing).
-    let handed: Vec<(usize, bool)> = newly_lost
+    hand_over(coordinator, run, state, seed, now, elapsed);
+}
+
+/// Whether the coordinator should doubt that `quiet` shares' workers are gone: most of the
+/// fleet's workers (at least two) fell quiet at once, which a stalled coordinator or a cut
+/// network explains better than that many workers failing together. Backs off: a heartbeat
+/// timeout, then twice as long each round, [`SUSPICION_ROUNDS`] rounds, then believes it.
+fn suspect_ourselves(
+    run: &Run,
+    state: &mut State,
+    quiet: &[(usize, u64, &str)],
+    now: Instant,
+    timeout: Duration,
+) -> bool {
+    let quiet_workers: std::collections::BTreeSet<&str> = quiet
         .iter()
-        .filter(|(_, lost)| lost.is_none() || run.plan.fleet.on_worker_loss == WorkerLoss::Reassign)
-        .map(|(i, lost)| (*i, lost.is_some()))
+        .map(|(i, _, _)| state.shares[*i].worker.as_str())
         .collect();
-    let leaving: Vec<String> = newly_lost
+    let running: std::collections::BTreeSet<&str> = state
+        .shares
         .iter()
-        .map(|(i, _)| state.shares[*i].worker.clone())
+        .filter(|s| s.active() && !s.handed_over)
+        .map(|s| s.worker.as_str())
         .collect();
-    let survivors: Vec<(String, String, u32)> = {
-        let mut seen = std::collections::BTreeSet::new();
-        state
-            .shares
-            .iter()
-            .filter(|s| s.active() && !leaving.contains(&s.worker))
-            .filter(|s| seen.insert(s.worker.clone()))
-            .filter_map(|s| {
-                coordinator
-                    .registry
-                    .get(&s.worker)
-                    .map(|w| (w.id, w.name, w.capacity))
-            })
-            .collect()
+    if quiet_workers.len() < 2 || 2 * quiet_workers.len() <= running.len() {
+        return false;
+    }
+    let (quiet_n, running_n) = (quiet_workers.len(), running.len());
+    let round = match state.handovers.suspicion {
+        Some(s) if now < s.until => return true,
+        Some(s) => s.round + 1,
+        None => 0,
     };
-    if survivors.is_empty() || handed.is_empty() {
+    if round >= SUSPICION_ROUNDS {
+        tracing::warn!(
+            run = %run.id,
+            quiet = quiet_n,
+            running = running_n,
+            "most of the fleet is still silent after backing off: its workers are lost"
+        );
+        state.handovers.suspicion = None;
+        return false;
+    }
+    let wait = timeout * (1 << round);
+    state.handovers.suspicion = Some(Suspicion {
+        until: now + wait,
+        round,
+    });
+    tracing::warn!(
+        run = %run.id,
+        quiet = quiet_n,
+        running = running_n,
+        wait_ms = wait.as_millis() as u64,
+        "most of the fleet fell silent at once: suspecting this coordinator or the network, waiting before declaring them lost"
+    );
+    true
+}
+
+/// Hands the rest of lost and departed shares over, each once: to at most [`MAX_HEIRS`]
+/// survivors heard from recently, at most [`Handovers::rate`] a heartbeat timeout and
+/// [`Handovers::limit`] in the run; lost ones only if the plan says `reassign`. A share that
+/// must wait for the rate is handed over at a later decision, from then on.
+fn hand_over(
+    coordinator: &Coordinator,
+    run: &Run,
+    state: &mut State,
+    seed: u64,
+    now: Instant,
+    elapsed: u64,
+) {
+    let timeout = coordinator.config.heartbeat_timeout;
+    let initial = state.initial_shares;
+    let pending: Vec<usize> = state
+        .shares
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.handed_over && (s.lost_at_ms.is_some() || s.left_at_ms.is_some()))
+        .map(|(i, _)| i)
+        .collect();
+    if pending.is_empty() {
         return;
     }
-    let start_wall = SystemTime::now() + Duration::from_millis(100);
-    let weights: Vec<u64> = survivors.iter().map(|(_, _, c)| u64::from(*c)).collect();
-    for (i, lost) in handed {
+    while state
+        .handovers
+        .recent
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= timeout)
+    {
+        state.handovers.recent.pop_front();
+    }
+    for i in pending {
+        let lost = state.shares[i].lost_at_ms.is_some();
+        // Drained shares (a worker shutting down) are always handed over; lost ones as the plan
+        // says (`continue`: the run goes on without them, `delivered` shows what is missing).
+        if lost && run.plan.fleet.on_worker_loss != WorkerLoss::Reassign {
+            state.shares[i].handed_over = true;
+            continue;
+        }
+        if state.handovers.made >= Handovers::limit(initial) {
+            state.shares[i].handed_over = true;
+            state.handovers.not_handed_over += 1;
+            tracing::warn!(
+                run = %run.id,
+                worker = %state.shares[i].worker,
+                limit = Handovers::limit(initial),
+                "the run's hand-over limit is reached: this share's rest is not reassigned"
+            );
+            continue;
+        }
+        if state.handovers.recent.len() >= Handovers::rate(initial) {
+            // Handed over at a later decision.
+            return;
+        }
+        let heirs = heirs(coordinator, state, i, now);
+        if heirs.is_empty() {
+            state.shares[i].handed_over = true;
+            state.handovers.not_handed_over += 1;
+            tracing::warn!(run = %run.id, worker = %state.shares[i].worker, "no survivor to take this share's rest");
+            continue;
+        }
         let old = &state.shares[i];
+        if !lost {
+            tracing::info!(run = %run.id, worker = %old.worker, "worker left (shutting down)");
+        }
         let lost_segment = old.segment;
         // A drained share is continued from where it stopped starting sessions (it says so
         // as it stops, so the survivors catch up on well under a second); a lost one from
@@ -396,10 +524,12 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
                 .unwrap_or(elapsed)
                 .max(old.offset_ms)
         };
+        let start_wall = SystemTime::now() + Duration::from_millis(100);
+        let weights: Vec<u64> = heirs.iter().map(|(_, _, c)| u64::from(*c)).collect();
         for (j, segment) in lost_segment.split_among(&weights) {
             let share = Share::new(
-                &survivors[j].0,
-                &survivors[j].1,
+                &heirs[j].0,
+                &heirs[j].1,
                 segment,
                 state.shares.len(),
                 offset,
@@ -409,5 +539,50 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
                 state.shares.push(share);
             }
         }
+        state.shares[i].handed_over = true;
+        state.handovers.made += 1;
+        state.handovers.recent.push_back(now);
     }
+}
+
+/// Who takes share `i`'s rest: up to [`MAX_HEIRS`] workers running a share of the run (not
+/// the one leaving), heard from within half a heartbeat timeout, the least loaded for their
+/// capacity first (by the widths of their running shares). (id, name, capacity).
+fn heirs(
+    coordinator: &Coordinator,
+    state: &State,
+    i: usize,
+    now: Instant,
+) -> Vec<(String, String, u32)> {
+    let leaving = &state.shares[i].worker;
+    let fresh = coordinator.config.heartbeat_timeout / 2;
+    let mut load: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for s in state
+        .shares
+        .iter()
+        .filter(|s| s.active() && s.worker != *leaving)
+    {
+        *load.entry(s.worker.as_str()).or_default() += s.segment.width();
+    }
+    let mut candidates: Vec<(f64, String, String, u32)> = load
+        .into_iter()
+        .filter_map(|(id, width)| {
+            let w = coordinator.registry.get(id)?;
+            // Heard from, really: after a stall of the coordinator nobody is fresh until heard.
+            (w.outbox.is_some() && now.saturating_duration_since(w.last_seen) < fresh).then(|| {
+                (
+                    width / f64::from(w.capacity.max(1)),
+                    w.id,
+                    w.name,
+                    w.capacity,
+                )
+            })
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    candidates
+        .into_iter()
+        .take(MAX_HEIRS)
+        .map(|(_, id, name, capacity)| (id, name, capacity))
+        .collect()
 }

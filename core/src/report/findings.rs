@@ -436,7 +436,10 @@ pub fn find(total: &Snapshot, cx: Context<'_>) -> Vec<Finding> {
                 )
             }));
             found.extend(window(total, &category, cx.interval_ms));
-            found.extend(fleet(a, cx.intervals, &category).or_else(|| on_worker(a, &category)));
+            found.extend(
+                fleet(a, (cx.intervals, cx.interval_ms), &category)
+                    .or_else(|| on_worker(a, &category)),
+            );
         }
         if found.is_empty() {
             found.extend(spread(a, &category));
@@ -680,13 +683,15 @@ fn window(total: &Snapshot, c: &FailureCategory, interval_ms: u64) -> Option<(Ki
 /// intervals and those with a failure of the category.
 fn fleet_load(
     a: &Attribution,
-    intervals: &[IntervalReport],
+    (intervals, interval_ms): (&[IntervalReport], u64),
     c: &FailureCategory,
 ) -> (Column<u64>, Vec<(u64, u64, u64)>) {
+    // The series' point holding interval `j` (a long run's points cover several intervals:
+    // then the most in flight at any of their ends).
     let active = |j: u64| {
-        usize::try_from(j)
-            .ok()
-            .and_then(|j| intervals.get(j))
+        let start = j.saturating_mul(interval_ms);
+        intervals
+            .get(intervals.partition_point(|i| i.at_ms <= start))
             .map_or(0, |i| i.active_vus)
     };
     let mut levels: BTreeMap<u64, (Cell, u64, u64)> = BTreeMap::new();
@@ -723,13 +728,13 @@ fn fleet_load(
 /// the chance is that of the failing intervals all falling at or above it).
 fn fleet(
     a: &Attribution,
-    intervals: &[IntervalReport],
+    (intervals, interval_ms): (&[IntervalReport], u64),
     c: &FailureCategory,
 ) -> Option<(Kind, f64)> {
     if intervals.is_empty() {
         return None;
     }
-    let (col, units) = fleet_load(a, intervals, c);
+    let (col, units) = fleet_load(a, (intervals, interval_ms), c);
     load(&col, LoadMeasure::Fleet, |x| {
         let count = |keep: &dyn Fn(&(u64, u64, u64)) -> bool,
                      pick: &dyn Fn(&(u64, u64, u64)) -> u64| {
