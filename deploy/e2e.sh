@@ -131,7 +131,7 @@ PLAN
   mkdir -p "$work/$1"; chmod 777 "$work/$1"
 }
 start_soak() {
-  timeout 240 "${compose[@]}" run --rm -v "$work/$1:/out" -v "$work/$1.toml:/$1.toml:ro" -e GAUNTLET_OUT=/out \
+  PWD="$work" timeout 240 "${compose[@]}" run --rm -v "$work/$1:/out" -v "$work/$1.toml:/$1.toml:ro" -e GAUNTLET_OUT=/out \
     run "/$1.toml" --min-workers 3 > "$work/$1.log" 2>&1 &
 }
 wait_established() {

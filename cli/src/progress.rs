@@ -19,6 +19,8 @@ pub struct Progress {
     last_line: Option<Instant>,
     /// The live bar, from the first progress on a terminal.
     bar: Option<ProgressBar>,
+    /// The progress stream broke and is being watched again (said once per break).
+    resuming: bool,
 }
 
 impl Progress {
@@ -29,6 +31,7 @@ impl Progress {
             quiet,
             last_line: Some(Instant::now()),
             bar: None,
+            resuming: false,
         }
     }
 
@@ -46,7 +49,24 @@ impl Progress {
                     None => eprintln!("\n{line}"),
                 }
             }
+            Event::Resuming { run, why } => {
+                // Once per break, not once per attempt.
+                if self.resuming {
+                    return;
+                }
+                self.resuming = true;
+                let line = format!(
+                    "lost the progress stream of run {run} ({}): watching it again for up to {}",
+                    gauntlet_core::redact::message(why),
+                    humantime::format_duration(gauntlet_client::RESUME_FOR)
+                );
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
             Event::Progress(p) if !self.quiet => {
+                self.resuming = false;
                 if self.tty {
                     // A spinner while the run waits for workers; the bar once its planned
                     // length is known.
@@ -74,7 +94,7 @@ impl Progress {
                     eprintln!("{}", progress_line(p));
                 }
             }
-            Event::Progress(_) => {}
+            Event::Progress(_) => self.resuming = false,
         }
     }
 

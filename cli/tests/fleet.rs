@@ -668,3 +668,106 @@ fn a_worker_that_cannot_reach_its_coordinator_says_why() {
     assert!(line.contains(&tls_url), "{line}");
     assert!(line.contains("error="), "{line}");
 }
+
+/// 12 VUs x 8 iterations of a session that lasts about half a second: about 4 s of load.
+const FREEZE_PLAN: &str = r#"
+name = "fleet-freeze"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+vus = 12
+iterations = 8
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong", timeout = "30s" } },
+  { sleep = { duration = "500ms" } },
+  { ws_close = {} },
+]
+"#;
+
+/// The whole fleet falls silent at once (every worker process stopped with SIGSTOP for 2.5
+/// heartbeat timeouts, as a starved or paused fleet is): the coordinator suspects its own side
+/// or the network first and backs off instead of declaring them all lost, so once they resume
+/// the run completes with every planned session counted and nobody lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_frozen_past_the_heartbeat_timeout_is_waited_for_not_declared_lost() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let workers: Vec<Proc> = (1..=3).map(|i| worker(&url, &format!("w{i}"))).collect();
+    let plan = plan_file("freeze-fleet.toml", FREEZE_PLAN);
+    let out = std::env::temp_dir().join(format!(
+        "gauntlet-fleet-{}-freeze-fleet",
+        std::process::id()
+    ));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(run(&url, &plan, &tb.http_url(), &out));
+    until_established(&tb, 6).await;
+    for w in &workers {
+        signal(w, nix::sys::signal::Signal::SIGSTOP);
+    }
+    // The coordinator's heartbeat timeout is 2 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for w in &workers {
+        signal(w, nix::sys::signal::Signal::SIGCONT);
+    }
+    let code = exit_code(run_child).await;
+    let r = report(&out);
+    let reason = r["verdict_reason"].as_str().unwrap();
+    assert_eq!(code, Some(0), "{reason}");
+    let lost = r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| !w["lost_at_ms"].is_null())
+        .count();
+    assert_eq!(lost, 0, "{}", r["workers"]);
+    assert_eq!(r["totals"]["sessions"], 96);
+    assert_eq!(r["totals"]["passed"], 96);
+    assert_eq!(tb.stats().connections.accepted, 96);
+}
+
+/// The coordinator itself stopped (SIGSTOP) for longer than its heartbeat timeout: it does not
+/// take its own absence for the workers' silence (nobody is lost), and the run client, whose
+/// progress stream may break meanwhile, watches the run again and gets its report. With one
+/// worker (no fleet-wide silence to suspect) and with three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_frozen_past_the_heartbeat_timeout_loses_nobody_and_its_client_resumes() {
+    frozen_coordinator(1).await;
+    frozen_coordinator(3).await;
+}
+
+async fn frozen_coordinator(workers: u32) {
+    let tb = testbed(serde_json::json!({})).await;
+    let (coordinator, url) = coordinator();
+    let _workers: Vec<Proc> = (1..=workers)
+        .map(|i| worker(&url, &format!("w{i}")))
+        .collect();
+    let plan = plan_file("freeze-coordinator.toml", FREEZE_PLAN);
+    let out = std::env::temp_dir().join(format!(
+        "gauntlet-fleet-{}-freeze-coordinator-{workers}",
+        std::process::id()
+    ));
+    let out = out.to_str().unwrap().to_owned();
+    let run_child = Proc(run_on(&url, &plan, &tb.http_url(), &out, workers));
+    until_established(&tb, 6).await;
+    signal(&coordinator, nix::sys::signal::Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    signal(&coordinator, nix::sys::signal::Signal::SIGCONT);
+    let code = exit_code(run_child).await;
+    let r = report(&out);
+    let reason = r["verdict_reason"].as_str().unwrap();
+    assert_eq!(code, Some(0), "{workers} workers: {reason}");
+    let lost = r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| !w["lost_at_ms"].is_null())
+        .count();
+    assert_eq!(lost, 0, "{}", r["workers"]);
+    assert_eq!(r["totals"]["sessions"], 96);
+    assert_eq!(tb.stats().connections.accepted, 96);
+}

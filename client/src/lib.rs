@@ -56,7 +56,19 @@ pub enum Event<'a> {
     Progress(&'a v1::RunProgress),
     /// The caller asked to stop: the run was cancelled, its sessions get their graceful stop.
     Stopping(&'a str),
+    /// The progress stream broke (a starved or restarting coordinator, a network cut): it is
+    /// being watched again, for up to [`RESUME_FOR`] since it broke.
+    Resuming {
+        /// The run.
+        run: &'a str,
+        /// Why the stream broke.
+        why: &'a str,
+    },
 }
+
+/// How long a broken progress stream is watched again before the client gives up on the run
+/// (the run goes on without it: `gauntlet show RUN` on the coordinator's history has it).
+pub const RESUME_FOR: Duration = Duration::from_secs(30);
 
 /// Why a run could not be followed to its report.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +253,9 @@ async fn follow(
         })?
         .into_inner();
     let mut cancelled = false;
+    // When the stream broke, if it is broken now, and the wait before watching again.
+    let mut broken: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(100);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled(), if !cancelled => {
@@ -252,13 +267,61 @@ async fn follow(
             next = stream.message() => next,
         };
         let progress = match next {
-            Ok(Some(p)) => p,
-            Ok(None) => return Err(ClientError::NoReport(run_id)),
-            Err(s) => {
-                return Err(ClientError::Lost {
-                    run: run_id,
-                    why: s.message().to_owned(),
+            Ok(Some(p)) => {
+                broken = None;
+                backoff = Duration::from_millis(100);
+                p
+            }
+            // The stream broke, or ended without the report: the run goes on at the
+            // coordinator, so it is watched again (a `WatchRun` starts with the run's latest
+            // progress, the report if it finished meanwhile).
+            Ok(None) | Err(_) => {
+                let why = match next {
+                    Err(s) => s.message().to_owned(),
+                    _ => "the progress stream ended without the report".to_owned(),
+                };
+                let since = *broken.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= RESUME_FOR {
+                    return Err(ClientError::Lost {
+                        run: run_id,
+                        why: format!(
+                            "{why} (watched again for {})",
+                            humantime::format_duration(RESUME_FOR)
+                        ),
+                    });
+                }
+                observe(Event::Resuming {
+                    run: &run_id,
+                    why: &why,
                 });
+                tokio::select! {
+                    _ = stop.cancelled(), if !cancelled => {
+                        cancelled = true;
+                        observe(Event::Stopping(&run_id));
+                        let _ = client.cancel_run(v1::CancelRunRequest { run_id: run_id.clone() }).await;
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                match client
+                    .watch_run(v1::WatchRunRequest {
+                        run_id: run_id.clone(),
+                    })
+                    .await
+                {
+                    Ok(s) => stream = s.into_inner(),
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        return Err(ClientError::Lost {
+                            run: run_id,
+                            why: format!(
+                                "{why}; the coordinator no longer knows the run (it restarted)"
+                            ),
+                        });
+                    }
+                    // Still unreachable: the next message attempt fails at once and loops.
+                    Err(_) => {}
+                }
+                continue;
             }
         };
         if !progress.report_json.is_empty() {

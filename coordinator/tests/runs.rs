@@ -153,6 +153,43 @@ async fn a_lost_worker_with_continue_leaves_part_of_the_load_undelivered() {
     );
 }
 
+/// A loss moves a share once, to a few survivors, never to the whole fleet: of six workers,
+/// the lost one's rest goes to exactly four (`MAX_HEIRS`), named in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_share_goes_to_at_most_four_survivors() {
+    let (url, _stop) = coordinator().await;
+    let (a, _) = worker(&url, "a");
+    let _others: Vec<_> = ["b", "c", "d", "e", "f"]
+        .iter()
+        .map(|n| worker(&url, n))
+        .collect();
+    wait_for_workers(&url, 6).await;
+    let plan = sleepy("vus = 12\nduration = \"4s\"\ngraceful_stop = \"1s\"", "");
+    let report = tokio::spawn(async move { run(&url, plan, 6).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.abort();
+    let r = report.await.unwrap();
+    let lost: Vec<_> = r
+        .workers
+        .iter()
+        .filter(|w| w.lost_at_ms.is_some())
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", r.workers);
+    assert_eq!(lost[0].name, "a");
+    let heirs = &lost[0].handed_to;
+    assert_eq!(heirs.len(), 4, "{heirs:?}");
+    assert!(heirs.iter().all(|h| h != "a"), "{heirs:?}");
+    let distinct: std::collections::BTreeSet<_> = heirs.iter().collect();
+    assert_eq!(distinct.len(), 4, "{heirs:?}");
+    assert!(
+        r.workers
+            .iter()
+            .all(|w| w.name == "a" || w.handed_to.is_empty()),
+        "only the lost worker's share moved: {:?}",
+        r.workers
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_worker_with_abort_ends_the_run_as_an_error() {
     let r = lose_a_worker("20s", "abort").await;

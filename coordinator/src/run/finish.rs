@@ -78,8 +78,10 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
                 lost_at_ms: None,
                 left_at_ms: None,
                 in_flight_bound: None,
+                handed_to: Vec::new(),
             }
         });
+        w.handed_to.extend(share.handed_to.iter().cloned());
         if let Some(at) = share.left_at_ms {
             w.left_at_ms = Some(at);
         }

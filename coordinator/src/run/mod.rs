@@ -232,8 +232,10 @@ impl Run {
                     lost_at_ms: share.lost_at_ms,
                     left_at_ms: share.left_at_ms,
                     in_flight_bound: None,
+                    handed_to: Vec::new(),
                 });
             w.share += share.segment.width();
+            w.handed_to.extend(share.handed_to.iter().cloned());
         }
         report::build::live(
             report::build::Run {

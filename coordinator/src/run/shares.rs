@@ -64,6 +64,8 @@ pub(super) struct Share {
     pub(super) left_at_ms: Option<u64>,
     /// Its remaining load was dealt with (handed over, dropped, or the run aborted).
     pub(super) handed_over: bool,
+    /// Names of the workers its rest was handed over to.
+    pub(super) handed_to: Vec<String>,
 }
 
 impl Share {
@@ -100,6 +102,7 @@ impl Share {
             last_heard_ms: None,
             left_at_ms: None,
             handed_over: false,
+            handed_to: Vec::new(),
         }
     }
 
@@ -251,6 +254,9 @@ pub(super) struct Suspicion {
 #[derive(Debug, Default)]
 pub(super) struct Handovers {
     pub(super) suspicion: Option<Suspicion>,
+    /// When the last suspicion was lifted (the fleet was heard again): silence and stalls are
+    /// counted from then, as after a stall of the coordinator.
+    settled_at: Option<Instant>,
     made: usize,
     recent: std::collections::VecDeque<Instant>,
     /// Lost shares whose rest nobody took (no survivor, or the run's limit reached).
@@ -267,6 +273,15 @@ impl Handovers {
     /// The most hand-overs in any heartbeat timeout: a tenth of the fleet, at least 4.
     fn rate(initial: usize) -> usize {
         (initial / 10).max(4)
+    }
+
+    /// From when a worker's silence counts at the earliest: the coordinator's last resumption
+    /// (`awake`) or the end of the last suspicion, whichever is later.
+    pub(super) fn counted_from(&self, awake: Option<Instant>) -> Option<Instant> {
+        match (awake, self.settled_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -285,6 +300,7 @@ pub(super) fn loss_deadline(
         return None;
     }
     let started = state.started?;
+    let awake = state.handovers.counted_from(awake);
     let from = |t: Instant| awake.map_or(t, |a| t.max(a));
     let silent_at = coordinator
         .registry
@@ -317,9 +333,12 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
     let elapsed = state.elapsed_ms();
     let started = state.started.unwrap_or_else(Instant::now);
     let now = Instant::now();
-    let awake = run.watchdog.awake_since(now);
+    let awake = state.handovers.counted_from(run.watchdog.awake_since(now));
     let from = |t: Instant| awake.map_or(t, |a| t.max(a));
     let mut quiet = Vec::new();
+    // Workers half way to being lost: one fleet-wide silence crosses the timeout worker by
+    // worker, a heartbeat apart, and must be seen as one.
+    let mut quieting = std::collections::BTreeSet::new();
     for (i, share) in state.shares.iter().enumerate() {
         if share.handed_over
             || share.lost_at_ms.is_some()
@@ -337,6 +356,11 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
                 .unwrap_or(share.assigned_at.max(started)),
         );
         let stalled = now.saturating_duration_since(since) >= stall;
+        if seen.is_none_or(|seen| now.duration_since(from(seen)) >= timeout / 2)
+            || now.saturating_duration_since(since) >= stall / 2
+        {
+            quieting.insert(share.worker.clone());
+        }
         if silent {
             let heard = seen.map_or(elapsed, |seen| {
                 seen.saturating_duration_since(started).as_millis() as u64
@@ -356,7 +380,9 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
             ));
         }
     }
-    if !quiet.is_empty() && suspect_ourselves(run, state, &quiet, now, timeout) {
+    if (!quiet.is_empty() || state.handovers.suspicion.is_some())
+        && suspect_ourselves(run, state, &quieting, now, timeout)
+    {
         quiet.clear();
     }
     let mut told = std::collections::BTreeSet::new();
@@ -391,21 +417,18 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
     hand_over(coordinator, run, state, seed, now, elapsed);
 }
 
-/// Whether the coordinator should doubt that `quiet` shares' workers are gone: most of the
-/// fleet's workers (at least two) fell quiet at once, which a stalled coordinator or a cut
-/// network explains better than that many workers failing together. Backs off: a heartbeat
-/// timeout, then twice as long each round, [`SUSPICION_ROUNDS`] rounds, then believes it.
+/// Whether the coordinator should doubt that workers past their timeout are gone: most of
+/// the fleet's workers (at least two) are `quiet` (silent for half the timeout or more) at
+/// once, which a stalled coordinator or a cut network explains better than that many workers
+/// failing together. Backs off: a heartbeat timeout, then twice as long each round,
+/// [`SUSPICION_ROUNDS`] rounds, then believes it.
 fn suspect_ourselves(
     run: &Run,
     state: &mut State,
-    quiet: &[(usize, u64, &str)],
+    quiet_workers: &std::collections::BTreeSet<String>,
     now: Instant,
     timeout: Duration,
 ) -> bool {
-    let quiet_workers: std::collections::BTreeSet<&str> = quiet
-        .iter()
-        .map(|(i, _, _)| state.shares[*i].worker.as_str())
-        .collect();
     let running: std::collections::BTreeSet<&str> = state
         .shares
         .iter()
@@ -413,6 +436,13 @@ fn suspect_ourselves(
         .map(|s| s.worker.as_str())
         .collect();
     if quiet_workers.len() < 2 || 2 * quiet_workers.len() <= running.len() {
+        if state.handovers.suspicion.take().is_some() {
+            // Most of the fleet was heard again: those still catching up (their snapshots
+            // held back by the same stall) get a fresh timeout from now, not this decision.
+            tracing::info!(run = %run.id, "the fleet is heard again: suspicion lifted");
+            state.handovers.settled_at = Some(now);
+            return true;
+        }
         return false;
     }
     let (quiet_n, running_n) = (quiet_workers.len(), running.len());
@@ -526,6 +556,7 @@ fn hand_over(
         };
         let start_wall = SystemTime::now() + Duration::from_millis(100);
         let weights: Vec<u64> = heirs.iter().map(|(_, _, c)| u64::from(*c)).collect();
+        let mut handed_to = Vec::new();
         for (j, segment) in lost_segment.split_among(&weights) {
             let share = Share::new(
                 &heirs[j].0,
@@ -536,9 +567,11 @@ fn hand_over(
             );
             if run.assign(coordinator, &share, start_wall, seed) {
                 tracing::info!(run = %run.id, to = %share.worker, "share reassigned");
+                handed_to.push(share.name.clone());
                 state.shares.push(share);
             }
         }
+        state.shares[i].handed_to = handed_to;
         state.shares[i].handed_over = true;
         state.handovers.made += 1;
         state.handovers.recent.push_back(now);

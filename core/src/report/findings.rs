@@ -1359,6 +1359,7 @@ mod tests {
             lost_at_ms: None,
             left_at_ms: None,
             in_flight_bound: None,
+            handed_to: Vec::new(),
         }];
         let found = find(
             &snapshot(&all, 1000),

@@ -544,15 +544,7 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     if !r.workers.is_empty() {
         out.push_str("<h2>Workers</h2><table><tr><th>worker</th><th>share</th><th>sessions</th><th>status</th></tr>");
         for w in &r.workers {
-            let status = match (w.lost_at_ms, w.left_at_ms) {
-                (Some(at), _) => format!(
-                    "lost at {:.1} s (up to {} sessions of unknown outcome)",
-                    at as f64 / 1000.0,
-                    w.in_flight_bound.unwrap_or(0)
-                ),
-                (None, Some(at)) => format!("left at {:.1} s (drained)", at as f64 / 1000.0),
-                _ => "ok".into(),
-            };
+            let status = w.status();
             let _ = write!(
                 out,
                 "<tr><td>{} (<code>{}</code>)</td><td class=\"num\">{:.1} %</td><td class=\"num\">{}</td><td>{}</td></tr>",

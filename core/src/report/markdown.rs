@@ -234,22 +234,14 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
         let _ = writeln!(out, "| worker | share | sessions | status |");
         let _ = writeln!(out, "|---|---:|---:|---|");
         for w in &r.workers {
-            let status = match (w.lost_at_ms, w.left_at_ms) {
-                (Some(at), _) => format!(
-                    "lost at {} (up to {} sessions of unknown outcome)",
-                    secs(at),
-                    w.in_flight_bound.unwrap_or(0)
-                ),
-                (None, Some(at)) => format!("left at {} (drained)", secs(at)),
-                _ => "ok".into(),
-            };
             let _ = writeln!(
                 out,
-                "| {} ({}) | {:.1} % | {} | {status} |",
+                "| {} ({}) | {:.1} % | {} | {} |",
                 prose(&w.name),
                 code(&w.id, 80),
                 100.0 * w.share,
-                w.sessions
+                w.sessions,
+                prose(&w.status())
             );
         }
         let _ = writeln!(out);

@@ -235,6 +235,34 @@ pub struct WorkerReport {
     /// (in flight at its last merged snapshot, plus those it could have started before it was
     /// last heard from and one heartbeat interval beyond).
     pub in_flight_bound: Option<u64>,
+    /// Names of the workers that took over the rest of its share when it was lost or left
+    /// (at most four per loss), in the order they were given it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handed_to: Vec<String>,
+}
+
+impl WorkerReport {
+    /// What became of it, in words: `ok`, lost (with its sessions of unknown outcome) or left,
+    /// and who took its share over.
+    pub fn status(&self) -> String {
+        let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+        let mut status = match (self.lost_at_ms, self.left_at_ms) {
+            (Some(at), _) => format!(
+                "lost at {} (up to {} sessions of unknown outcome)",
+                secs(at),
+                self.in_flight_bound.unwrap_or(0)
+            ),
+            (None, Some(at)) => format!("left at {} (drained)", secs(at)),
+            _ => "ok".into(),
+        };
+        if !self.handed_to.is_empty() {
+            status.push_str(&format!(
+                "; its share went to {}",
+                self.handed_to.join(", ")
+            ));
+        }
+        status
+    }
 }
 
 /// One interval of the run, fleet-wide.

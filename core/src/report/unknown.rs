@@ -133,8 +133,54 @@ pub fn unreported(f: &ShareFacts, load: &Load, shortest_us: Option<u64>, beat: D
             .max(1);
             let vus = segment.vus(load.max_vus()).count() as u64;
             let gap_us = to_ms.saturating_sub(from_ms).saturating_mul(1000);
-            vus.saturating_mul(gap_us / shortest_us + 1)
+            let could = vus.saturating_mul(gap_us / shortest_us + 1);
+            // A plan bound by iterations: no more than its VUs' iterations not yet started.
+            match load.iterations() {
+                Some(per_vu) => {
+                    let started = f
+                        .progress
+                        .map_or(f.reported_started, |(n, _)| n.max(f.reported_started));
+                    could.min(vus.saturating_mul(per_vu).saturating_sub(started))
+                }
+                None => could,
+            }
         }
     };
     known.saturating_add(after)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::plan::{Closed, VuSchedule};
+
+    /// A lost share of a plan bound by iterations can have left unknown at most the sessions
+    /// its VUs had not started yet, however long it was away: 12 VUs x 8 iterations, 10 of
+    /// them started (4 finished), lost after 30 s of silence with 1 ms sessions seen.
+    #[test]
+    fn a_plan_bound_by_iterations_bounds_the_unknown_by_what_was_left_to_run() {
+        let load = Load::Closed(Closed {
+            vus: VuSchedule::Fixed {
+                vus: 12,
+                duration: None,
+            },
+            iterations: Some(8),
+            think_time: None,
+            graceful_stop: Duration::from_secs(1),
+        });
+        let facts = ShareFacts {
+            segment: Some(ExecutionSegment::WHOLE),
+            reported_started: 10,
+            reported_finished: 4,
+            progress: Some((10, 1_000)),
+            heard_ms: Some(31_000),
+            ..ShareFacts::default()
+        };
+        // 6 running when last heard from, and at most 96 - 10 not yet started.
+        assert_eq!(
+            unreported(&facts, &load, Some(1_000), Duration::from_millis(200)),
+            6 + 86
+        );
+    }
 }
