@@ -1,5 +1,8 @@
 //! `/metrics`: the Prometheus text exposition of every run (sessions and failures by run,
 //! scenario and category, latency summaries, active VUs), the workers, and what was refused.
+//! Names from a plan appear in their safe forms (`gauntlet_core::names`).
+
+use gauntlet_core::names::{Vocabulary, safe};
 
 use crate::Coordinator;
 
@@ -30,7 +33,7 @@ pub fn metrics(coordinator: &Coordinator) -> String {
                 out,
                 "gauntlet_sessions_total{{run=\"{}\",plan=\"{}\",outcome=\"{outcome}\"}} {}",
                 label(&r.id),
-                label(&r.plan.name),
+                label(&safe(&r.plan.name)),
                 f.sessions[i]
             );
         }
@@ -44,7 +47,7 @@ pub fn metrics(coordinator: &Coordinator) -> String {
             out,
             "gauntlet_dropped_arrivals_total{{run=\"{}\",plan=\"{}\"}} {}",
             label(&r.id),
-            label(&r.plan.name),
+            label(&safe(&r.plan.name)),
             f.sessions[4]
         );
     }
@@ -58,7 +61,7 @@ pub fn metrics(coordinator: &Coordinator) -> String {
                 out,
                 "gauntlet_failures_total{{run=\"{}\",plan=\"{}\",scenario=\"{}\",category=\"{}\"}} {n}",
                 label(&r.id),
-                label(&r.plan.name),
+                label(&safe(&r.plan.name)),
                 label(scenario),
                 label(category)
             );
@@ -69,12 +72,13 @@ pub fn metrics(coordinator: &Coordinator) -> String {
         "# HELP gauntlet_latency_seconds Latency of the main metrics (exact fleet-wide quantiles).\n# TYPE gauntlet_latency_seconds summary"
     );
     for (r, f) in &figures {
+        let names = Vocabulary::of(&r.plan).safe_metrics();
         for (metric, (count, sum, quantiles)) in &f.latency {
             let base = format!(
                 "run=\"{}\",plan=\"{}\",metric=\"{}\"",
                 label(&r.id),
-                label(&r.plan.name),
-                label(metric)
+                label(&safe(&r.plan.name)),
+                label(&names.get(metric))
             );
             for (q, v) in quantiles {
                 let _ = writeln!(
@@ -95,7 +99,7 @@ pub fn metrics(coordinator: &Coordinator) -> String {
             out,
             "gauntlet_active_vus{{run=\"{}\",plan=\"{}\"}} {}",
             label(&r.id),
-            label(&r.plan.name),
+            label(&safe(&r.plan.name)),
             f.active_vus
         );
     }
