@@ -31,7 +31,7 @@ pub struct CoordinatorArgs {
     /// Listen beyond loopback without both tokens, or serve HTTP beyond loopback without one
     /// (anyone who reaches the port could then run plans on the fleet, pose as a worker, or
     /// read every run).
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_INSECURE")]
     insecure: bool,
     /// HTTP address of the live page (`/`), `/api/runs`, `/api/live`, `/metrics` and
     /// `/healthz`.
@@ -72,7 +72,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
         return Err(UsageError(format!(
             "refusing to listen on {} without {}: anyone who reaches it could run plans on the \
              fleet or pose as a worker. Set the tokens (GAUNTLET_TOKEN for workers, \
-             GAUNTLET_SUBMIT_TOKEN for submitters), listen on loopback, or pass --insecure",
+             GAUNTLET_SUBMIT_TOKEN for submitters), listen on loopback, or pass --insecure \
+             (GAUNTLET_INSECURE=true)",
             args.listen,
             lacking.join(" and ")
         ))
@@ -99,7 +100,8 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
     {
         return Err(UsageError(format!(
             "refusing to serve HTTP on {http} without a token: it shows every run. Set \
-             GAUNTLET_SUBMIT_TOKEN (or GAUNTLET_HTTP_TOKEN), listen on loopback, or pass --insecure"
+             GAUNTLET_SUBMIT_TOKEN (or GAUNTLET_HTTP_TOKEN), listen on loopback, or pass \
+             --insecure (GAUNTLET_INSECURE=true)"
         ))
         .into());
     }

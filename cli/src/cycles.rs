@@ -48,7 +48,11 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
         .fleet
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(format!("loop-{}", plan.name)));
+        // The plan's name in a file name: its safe form (no `/`, no space, no leading `.`).
+        .unwrap_or_else(|| {
+            PathBuf::from("gauntlet-runs")
+                .join(format!("loop-{}", gauntlet_core::names::safe(&plan.name)))
+        });
     let mut cycles: Vec<Cycle> = Vec::new();
     let mut between_result = None;
     let outcome = loop {

@@ -206,3 +206,29 @@ fn init_tracing(filter: &str, json: bool) {
         builder.init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::CommandFactory as _;
+
+    /// Every flag of the long-lived processes can come from the environment, so a deployment's
+    /// manifest (compose, Kubernetes) sets them without a command line.
+    #[test]
+    fn every_flag_of_the_services_has_its_variable() {
+        let cli = super::Cli::command();
+        for name in ["coordinator", "worker", "testbed"] {
+            let command = cli.find_subcommand(name).unwrap();
+            let lacking: Vec<String> = command
+                .get_arguments()
+                .filter(|a| !a.is_positional() && a.get_id() != "help")
+                .filter(|a| a.get_env().is_none())
+                .map(|a| a.get_id().to_string())
+                .collect();
+            assert!(
+                lacking.is_empty(),
+                "gauntlet {name}: no env for {lacking:?}"
+            );
+        }
+    }
+}

@@ -25,22 +25,22 @@ pub struct Args {
     #[arg(long, env = "GAUNTLET_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
     /// Required token issuer.
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_TESTBED_ISSUER")]
     issuer: Option<String>,
     /// Seed of fault and delay draws.
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_TESTBED_SEED")]
     seed: Option<u64>,
     /// Live managers per user before FACTORY_INIT_FAILED.
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_TESTBED_MAX_MANAGERS_PER_USER")]
     max_managers_per_user: Option<usize>,
     /// How rejected tokens are answered.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "GAUNTLET_TESTBED_REJECTION", value_enum)]
     rejection: Option<Rejection>,
     /// Shape of the connection confirmation frame.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "GAUNTLET_TESTBED_CONFIRMATION", value_enum)]
     confirmation: Option<Confirmation>,
     /// /health answers 503 for this long after start (e.g. `5s`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GAUNTLET_TESTBED_WARMUP", value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
     /// At most this many agent runs in progress across the testbed; further runs wait, in
     /// arrival order, before `agent_started` (0: unlimited). With fixed delays the testbed

@@ -116,3 +116,36 @@ fn a_loop_whose_cycle_runs_nothing_stops_with_the_reason() {
     assert!(stdout.contains("the target was never reached"), "{stdout}");
     assert!(!stdout.contains("| 2 |"), "no second cycle: {stdout}");
 }
+
+#[test]
+fn a_loops_default_folder_names_the_plan_in_its_safe_form() {
+    let cwd = tmp("cwd");
+    let _ = std::fs::remove_dir_all(&cwd);
+    std::fs::create_dir_all(&cwd).unwrap();
+    let plan = cwd.join("plan.toml");
+    std::fs::write(
+        &plan,
+        PLAN.replace("name = \"loop-probe\"", "name = \"loop probe / ü\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gauntlet"))
+        .args(["loop", "plan.toml", "--target", "http://127.0.0.1:9"])
+        .args(["--until-passes", "1", "--max-cycles", "1"])
+        .current_dir(&cwd)
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("GAUNTLET_LOG", "warn")
+        .env("GAUNTLET_HISTORY", tmp("history-safe.db"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let report = cwd.join("gauntlet-runs/loop-loop_probe___u00fc/cycle-1/report.json");
+    assert!(report.is_file(), "{}: {stdout}", report.display());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(
+        json["plan"]["name"], "loop probe / ü",
+        "the report keeps the human name"
+    );
+    std::fs::remove_dir_all(&cwd).unwrap();
+}

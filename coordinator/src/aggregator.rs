@@ -235,6 +235,17 @@ impl Aggregator {
             .unwrap_or_else(|| t.report(t.observe(&self.total)))
     }
 
+    /// The main metrics' histograms merged over the intervals that began at or after
+    /// `from_ms` (ms since the run's start), for `/metrics`' recent window.
+    pub fn main_since(&self, from_ms: u64) -> Snapshot {
+        let first = from_ms.div_ceil(self.interval_ms) as usize;
+        let mut merged = Snapshot::default();
+        for main in self.main.iter().skip(first) {
+            merged.merge(main);
+        }
+        merged
+    }
+
     /// What each worker contributed.
     pub fn workers(&self) -> &BTreeMap<String, WorkerTally> {
         &self.workers
@@ -305,6 +316,25 @@ mod tests {
         assert!(a.subjects_on_one_share());
         a.merge_decoded("w2", (1 << 32) + 2, 2000, 0, &with("u0"));
         assert!(!a.subjects_on_one_share());
+    }
+
+    #[test]
+    fn the_recent_window_holds_the_intervals_that_began_in_it() {
+        let mut a = Aggregator::new(1000, vec![]);
+        a.merge_decoded("w1", 1, 1000, 0, &delta(&[1_000, 1_000], 2));
+        a.merge_decoded("w1", 2, 2500, 0, &delta(&[5_000], 1));
+        a.merge_decoded("w1", 3, 12000, 0, &delta(&[9_000], 1));
+        let h = |from: u64| {
+            a.main_since(from)
+                .histograms
+                .get("session")
+                .map(|h| h.len())
+        };
+        assert_eq!(h(0), Some(4));
+        assert_eq!(h(1), Some(2), "the interval 0-1 s began before 1 ms");
+        assert_eq!(h(2000), Some(2));
+        assert_eq!(h(2001), Some(1));
+        assert_eq!(h(12000), None);
     }
 
     #[test]

@@ -654,17 +654,94 @@ async fn metrics_parse_as_prometheus_text_and_match_the_report() {
         ),
         r.totals.failed as f64
     );
-    let summary = scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == "gauntlet_latency_seconds" && s.labels.get("metric") == Some("session")
-        })
-        .unwrap();
-    match &summary.value {
-        prometheus_parse::Value::Summary(q) => assert_eq!(q.len(), 3),
-        other => panic!("not a summary: {other:?}"),
+    assert_eq!(
+        value(
+            "gauntlet_run_phase",
+            &[("run", &r.run_id), ("phase", "finished")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "gauntlet_run_phase",
+            &[("run", &r.run_id), ("phase", "running")]
+        ),
+        0.0
+    );
+    // Every metric of the report is a histogram: cumulative buckets, the last (+Inf) and
+    // `_count` its count exactly, `_sum` its mean times its count.
+    assert_eq!(r.metrics.len(), 3, "{:?}", r.metrics.keys());
+    let latency = |family: &str, metric: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == family && s.labels.get("metric") == Some(metric))
+            .unwrap_or_else(|| panic!("no {family} of {metric}: {body}"))
+            .value
+            .clone()
+    };
+    for (name, m) in &r.metrics {
+        assert_eq!(m.safe_name, *name, "the plan's names are safe already");
+        let prometheus_parse::Value::Histogram(buckets) = latency("gauntlet_latency_seconds", name)
+        else {
+            panic!("{name} is not a histogram: {body}");
+        };
+        assert_eq!(buckets.len(), 17, "16 bounds and +Inf: {buckets:?}");
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+            "cumulative: {buckets:?}"
+        );
+        assert_eq!(buckets[0].less_than, 0.001);
+        assert_eq!(buckets[16].less_than, f64::INFINITY);
+        assert_eq!(buckets[16].count, m.count as f64, "{name}");
+        assert_eq!(
+            value("gauntlet_latency_seconds_count", &[("metric", name)]),
+            m.count as f64,
+            "{name}"
+        );
+        let sum = value("gauntlet_latency_seconds_sum", &[("metric", name)]);
+        let mean = m.mean_us * m.count as f64 / 1e6;
+        assert!(
+            (sum - mean).abs() <= 1e-9 * mean.max(1.0),
+            "{name}: {sum} vs {mean}"
+        );
+        // The report's p99 is in the first bucket whose count reaches 99 % of the samples.
+        let rank = (0.99 * m.count as f64).ceil();
+        let first = buckets.iter().position(|b| b.count >= rank).unwrap();
+        let bound_us = (buckets[first].less_than * 1e6).round();
+        assert!(
+            m.p99_us as f64 <= bound_us,
+            "{name}: p99 {} us, bucket {bound_us}",
+            m.p99_us
+        );
+        if first > 0 {
+            assert!(m.p99_us as f64 > (buckets[first - 1].less_than * 1e6).round());
+        }
+        // The exact quantiles are the report's.
+        let prometheus_parse::Value::Summary(q) = latency("gauntlet_latency_run_seconds", name)
+        else {
+            panic!("{name} has no exact summary: {body}");
+        };
+        let exact: Vec<(f64, f64)> = q.iter().map(|q| (q.quantile, q.count)).collect();
+        let us = |v: u64| v as f64 / 1e6;
+        assert_eq!(
+            exact,
+            [
+                (0.5, us(m.p50_us)),
+                (0.9, us(m.p90_us)),
+                (0.95, us(m.p95_us)),
+                (0.99, us(m.p99_us)),
+                (0.999, us(m.p999_us))
+            ],
+            "{name}"
+        );
     }
+    assert!(
+        !body.contains("gauntlet_latency_recent_seconds{"),
+        "a finished run has no recent window: {body}"
+    );
     assert_eq!(value("gauntlet_workers", &[("state", "known")]), 1.0);
 
     // The live page and its JSON: the run with the report's charts.
@@ -694,6 +771,196 @@ async fn metrics_parse_as_prometheus_text_and_match_the_report() {
                 .all(|c| c.as_str().unwrap().starts_with("<svg")),
         "{charts:?}"
     );
+    stop.cancel();
+}
+
+/// GETs `/metrics` from the HTTP port at `http` (no token) and returns the body.
+async fn scrape(http: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_shows_exact_quantiles_of_its_recent_window() {
+    let stop = CancellationToken::new();
+    let config = CoordinatorConfig {
+        start_delay: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::new(config, stop.clone());
+    let (addr, _) = coordinator
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, gauntlet_coordinator::http::router(coordinator)).await
+    });
+    // A hand-driven worker reports 3 sessions of 100 ms in the first interval and 2 of
+    // 300 ms in the second, and has not finished.
+    let (tx, mut inbound, _) = hand_worker(&url, "manual", "").await;
+    let url2 = url.clone();
+    let report = tokio::spawn(async move {
+        run(
+            &url2,
+            sleepy("vus = 7\niterations = 1", "[fleet]\ninterval = \"1s\""),
+            1,
+        )
+        .await
+    });
+    let assignment = loop {
+        if let Some(v1::coordinator_message::Kind::Assignment(a)) =
+            inbound.message().await.unwrap().unwrap().kind
+        {
+            break a;
+        }
+    };
+    let mut merged = gauntlet_core::metrics::histogram();
+    for (i, (n, us)) in [(3u64, 100_000u64), (2, 300_000)].into_iter().enumerate() {
+        merged.record_n(us, n).unwrap();
+        let wire = gauntlet_proto::snapshot_to_proto(
+            &naps_passed(n, us),
+            &assignment.run_id,
+            assignment.first_seq + 1 + i as u64,
+            1000 * (i as u64 + 1),
+            0,
+        );
+        tx.send(v1::WorkerMessage {
+            kind: Some(worker_message::Kind::Snapshot(wire.clone())),
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer(&mut inbound).await.unwrap().seq, wire.seq);
+    }
+    let running = scrape(http).await;
+    let run_labels = format!("run=\"{}\",plan=\"sleepy\"", assignment.run_id);
+    let line = |name: &str, labels: &str| format!("{name}{{{run_labels}{labels}}} ");
+    let value = |body: &str, name: &str, labels: &str| -> Option<String> {
+        let line = line(name, labels);
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+    };
+    assert_eq!(
+        value(&running, "gauntlet_run_phase", ",phase=\"running\"").as_deref(),
+        Some("1"),
+        "{running}"
+    );
+    assert_eq!(
+        value(&running, "gauntlet_sessions_total", ",outcome=\"passed\"").as_deref(),
+        Some("5")
+    );
+    // The recent window (every interval so far: the run is younger than 10 s) holds the five
+    // samples, and its quantiles are theirs, exactly.
+    assert_eq!(
+        value(
+            &running,
+            "gauntlet_latency_recent_samples",
+            ",metric=\"session\""
+        )
+        .as_deref(),
+        Some("5"),
+        "{running}"
+    );
+    for (q, label) in gauntlet_core::prometheus::QUANTILES {
+        let exact = gauntlet_core::prometheus::seconds(u128::from(merged.value_at_quantile(q)));
+        assert_eq!(
+            value(
+                &running,
+                "gauntlet_latency_recent_seconds",
+                &format!(",metric=\"session\",quantile=\"{label}\"")
+            ),
+            Some(exact),
+            "q={q}: {running}"
+        );
+    }
+    assert_eq!(
+        value(
+            &running,
+            "gauntlet_latency_seconds_count",
+            ",metric=\"session.nap\""
+        )
+        .as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        value(
+            &running,
+            "gauntlet_latency_seconds_bucket",
+            ",metric=\"session\",le=\"0.2\""
+        )
+        .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        value(
+            &running,
+            "gauntlet_latency_seconds_bucket",
+            ",metric=\"session\",le=\"0.5\""
+        )
+        .as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        value(
+            &running,
+            "gauntlet_latency_recent_samples",
+            ",metric=\"session.nap\""
+        ),
+        None,
+        "only the main metrics have a recent window"
+    );
+
+    let done = v1::Done {
+        run_id: assignment.run_id.clone(),
+        last_seq: assignment.first_seq + 2,
+        error: String::new(),
+        first_seq: assignment.first_seq,
+        left: false,
+        stopped_at_ms: 0,
+        sessions_started: 5,
+    };
+    tx.send(v1::WorkerMessage {
+        kind: Some(worker_message::Kind::Done(done)),
+    })
+    .await
+    .unwrap();
+    let r = report.await.unwrap();
+    assert_eq!(r.totals.passed, 5, "{}", r.verdict_reason);
+    let finished = scrape(http).await;
+    assert_eq!(
+        value(&finished, "gauntlet_run_phase", ",phase=\"finished\"").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &finished,
+            "gauntlet_latency_recent_samples",
+            ",metric=\"session\""
+        ),
+        None,
+        "a finished run has no recent window"
+    );
+    assert_eq!(
+        value(
+            &finished,
+            "gauntlet_latency_run_seconds",
+            ",metric=\"session\",quantile=\"0.99\""
+        ),
+        Some(gauntlet_core::prometheus::seconds(u128::from(
+            r.metrics["session"].p99_us
+        )))
+    );
+    // Scraped again: the same text (a finished run's figures are kept, not recomputed).
+    assert_eq!(scrape(http).await, finished);
     stop.cancel();
 }
 

@@ -17,6 +17,8 @@
 //!   failure categories).
 //! - [`metrics`]: histograms, counters, failure patterns, checks and failure attribution in
 //!   one mergeable snapshot.
+//! - [`prometheus`]: a latency histogram in Prometheus' terms (fixed buckets, exact quantiles,
+//!   exact seconds), for the coordinator's `/metrics`.
 //! - [`hdr`]: histograms as V2 + deflate bytes (the wire) and base64 (report.json), decoded
 //!   within bounds.
 //! - [`attribution`]: every session that ended, counted by subject, target, live sessions of
@@ -43,6 +45,7 @@ pub mod hdr;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod prometheus;
 pub mod redact;
 pub mod report;
 pub mod schedule;

@@ -90,15 +90,17 @@ fn routes(coordinator: Coordinator) -> Router {
             "/metrics",
             get({
                 let coordinator = coordinator.clone();
+                let exposition = std::sync::Arc::new(metrics::Exposition::default());
                 move || {
                     let coordinator = coordinator.clone();
+                    let exposition = std::sync::Arc::clone(&exposition);
                     async move {
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
                                 "text/plain; version=0.0.4; charset=utf-8",
                             )],
-                            metrics::metrics(&coordinator),
+                            exposition.render(&coordinator),
                         )
                     }
                 }

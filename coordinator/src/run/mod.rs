@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregator::{Aggregator, MAIN_METRICS};
 use crate::{Coordinator, lock};
 
-pub use figures::{LatencySummary, RunFigures};
+pub use figures::{LiveFigures, LiveLatency, RunFigures};
 use intake::{Intake, Reason, Refusal};
 use shares::{Handovers, SEQ_BLOCK, Share};
 

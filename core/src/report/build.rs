@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use crate::checks::declared;
 use crate::metrics::Snapshot;
+use crate::names::Vocabulary;
 use crate::plan::Plan;
 use crate::report::{
     IntervalReport, MetricReport, PlanRef, Report, SCHEMA_VERSION, ThresholdReport, WorkerReport,
@@ -114,7 +115,10 @@ pub fn finished(
     // The final report carries each metric's whole histogram, so runs compare exactly.
     for (name, m) in &mut report.metrics {
         if let Some(h) = run.total.histograms.get(name) {
-            *m = MetricReport::with_histogram(h);
+            *m = MetricReport {
+                safe_name: std::mem::take(&mut m.safe_name),
+                ..MetricReport::with_histogram(h)
+            };
         }
     }
     report.findings = found;
@@ -132,6 +136,10 @@ fn assemble(
     judgement: Judgement,
 ) -> Report {
     let mut measured = summarize(run.total);
+    let safe = Vocabulary::of(run.plan).safe_metrics();
+    for (name, m) in &mut measured.metrics {
+        m.safe_name = safe.get(name).into_owned();
+    }
     // Every declared check is shown, evaluated or not.
     for d in declared(run.plan) {
         measured.checks.entry(d.name).or_insert([0, 0]);

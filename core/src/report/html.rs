@@ -564,9 +564,15 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     }
     out.push_str("<h2>Latency</h2><table><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
     for (name, m) in &r.metrics {
+        // A name that needs quoting is followed by the form `/metrics` and file names use.
+        let safe = if m.safe_name.is_empty() || m.safe_name == *name {
+            String::new()
+        } else {
+            format!(" <small>(safe: <code>{}</code>)</small>", esc(&m.safe_name))
+        };
         let _ = write!(
             out,
-            "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td><code>{}</code>{safe}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(name),
             m.count,
             ms(m.p50_us),

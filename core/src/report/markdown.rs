@@ -257,9 +257,16 @@ pub fn render(r: &Report, previous: Option<&Comparison>) -> String {
     let _ = writeln!(out, "| metric | count | p50 | p90 | p99 | p99.9 | max |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for (name, m) in &r.metrics {
+        // A name that needs quoting is followed by the form `/metrics` and file names use.
+        let safe = if m.safe_name.is_empty() || m.safe_name == *name {
+            String::new()
+        } else {
+            format!(" (safe: `{}`)", m.safe_name)
+        };
         let _ = writeln!(
             out,
-            "| `{name}` | {} | {} | {} | {} | {} | {} |",
+            "| {}{safe} | {} | {} | {} | {} | {} | {} |",
+            code(name, 200),
             m.count,
             ms(m.p50_us),
             ms(m.p90_us),

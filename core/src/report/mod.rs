@@ -114,6 +114,12 @@ pub struct MetricReport {
     /// final reports only; absent in live ones and in reports written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<String>,
+    /// The metric's name where it must stand without quoting: the `metric` label on
+    /// `/metrics`, file names, shell words (`step.chat.expect_pong` for
+    /// `step.chat.expect pong`; the mapping is in docs/metrics.md). Equal to the name when that
+    /// is safe already; empty in reports written before it was recorded.
+    #[serde(default)]
+    pub safe_name: String,
 }
 
 /// Percentiles of the spectrum (the tail gets most points: that is where latency hides).
@@ -139,6 +145,7 @@ impl MetricReport {
                 .map(|p| (*p, h.value_at_percentile(*p)))
                 .collect(),
             histogram: None,
+            safe_name: String::new(),
         }
     }
 
@@ -821,6 +828,90 @@ pub(crate) mod tests {
             "{xml}"
         );
         assert_eq!(xml.matches("finding: ").count(), 1, "{xml}");
+    }
+
+    #[test]
+    fn reports_keep_the_human_name_and_carry_the_safe_one() {
+        let text = r#"
+name = "names"
+[target]
+base_url = "http://127.0.0.1:1"
+[load]
+vus = 1
+iterations = 1
+[[scenarios]]
+name = "chat"
+steps = [
+  { ws_connect = {} },
+  { ws_send = { json = { type = "ping" }, name = "say \"héllo\" / 日本" } },
+  { ws_expect = { type = "pong" } },
+]
+"#;
+        let plan = crate::plan::Plan::from_text("n.toml", text, &crate::plan::Overrides::default())
+            .unwrap();
+        let human = "step.chat.say \"héllo\" / 日本";
+        let mut total = Snapshot::default();
+        let mut h = histogram();
+        h.record(1500).unwrap();
+        for name in [human, "event.chat.expect pong", "session"] {
+            total.histograms.insert(name.into(), h.clone());
+        }
+        total.counters.sessions_started = 1;
+        total.counters.sessions_passed = 1;
+        let now = std::time::SystemTime::now();
+        let r = build::finished(
+            build::Run {
+                id: "r",
+                plan: &plan,
+                plan_hash: "00",
+                started: now,
+                now,
+                total: &total,
+            },
+            vec![],
+            vec![],
+            build::Final {
+                thresholds: vec![],
+                judgement: Judgement::new(Verdict::Pass, Cause::Held, "held"),
+                delivered: 1.0,
+                unknown: 0,
+                never_evaluated: vec![],
+                subjects_on_one_share: true,
+            },
+        );
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let m = &json["metrics"][human];
+        assert_eq!(
+            m["safe_name"], "step.chat.say__hu00e9llo____u65e5u672c",
+            "{json}"
+        );
+        assert!(
+            m["histogram"].is_string(),
+            "the final report keeps the histogram"
+        );
+        assert_eq!(
+            json["metrics"]["event.chat.expect pong"]["safe_name"],
+            "event.chat.expect_pong"
+        );
+        assert_eq!(json["metrics"]["session"]["safe_name"], "session");
+        let md = markdown::render(&r, None);
+        assert!(
+            md.contains("| `step.chat.say \"héllo\" / 日本` (safe: `step.chat.say__hu00e9llo____u65e5u672c`) | 1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `session` | 1 |"),
+            "a safe name is not repeated: {md}"
+        );
+        let page = html::render(&r, None);
+        assert!(
+            page.contains("<code>step.chat.say &quot;héllo&quot; &#x2F; 日本</code> <small>(safe: <code>step.chat.say__hu00e9llo____u65e5u672c</code>)</small>"),
+            "{page}"
+        );
+        assert!(
+            r.render_text().contains(human),
+            "the terminal shows the human name"
+        );
     }
 
     /// `docs/report.schema.json` is generated from the types: this fails when they drift.
