@@ -236,14 +236,13 @@ impl Aggregator {
     }
 
     /// The main metrics' histograms merged over the intervals that began at or after
-    /// `from_ms` (ms since the run's start), for `/metrics`' recent window.
+    /// `from_ms` (ms since the run's start), for `/metrics`' recent window: exact for a window
+    /// within the timeline's late horizon (20 s at least), where intervals are held in full.
     pub fn main_since(&self, from_ms: u64) -> Snapshot {
-        let first = from_ms.div_ceil(self.interval_ms) as usize;
-        let mut merged = Snapshot::default();
-        for main in self.main.iter().skip(first) {
-            merged.merge(main);
+        Snapshot {
+            histograms: self.timeline.main_since(from_ms),
+            ..Snapshot::default()
         }
-        merged
     }
 
     /// What each worker contributed.
@@ -320,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_recent_window_holds_the_intervals_that_began_in_it() {
-        let mut a = Aggregator::new(1000, vec![]);
+        let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
         a.merge_decoded("w1", 1, 1000, 0, &delta(&[1_000, 1_000], 2));
         a.merge_decoded("w1", 2, 2500, 0, &delta(&[5_000], 1));
         a.merge_decoded("w1", 3, 12000, 0, &delta(&[9_000], 1));

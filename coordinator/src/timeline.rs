@@ -500,6 +500,23 @@ impl Timeline {
         Some(w.threshold.report(worst))
     }
 
+    /// The main metrics' histograms merged over the intervals that began at or after
+    /// `from_ms`, among those still held in full (the last [`Timeline::late`] intervals and
+    /// more): a recent window, not a long one.
+    pub fn main_since(&self, from_ms: u64) -> BTreeMap<String, Histogram<u64>> {
+        let first = from_ms.div_ceil(self.interval_ms);
+        let mut merged: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+        for (j, slot) in self.slots.iter().enumerate() {
+            if self.base + (j as u64) < first || slot.folded {
+                continue;
+            }
+            for (m, h) in &slot.part.main {
+                let _ = merged.entry(m.clone()).or_insert_with(histogram).add(h);
+            }
+        }
+        merged
+    }
+
     /// VUs in a session fleet-wide at the newest interval.
     pub fn active_vus(&self) -> u64 {
         match self.slots.back() {
