@@ -9,7 +9,7 @@
 //!   lifecycle);
 //! - [`intake`]: what a snapshot must pass before it is merged;
 //! - `shares`: one share of the run, the loss policy and hand-overs (bounded: a few heirs
-//!   per loss, a rate and a limit per run; most of the fleet silent at once is suspected to
+//!   per loss, a rate and a limit per run; a tenth of the fleet silent at once is suspected to
 //!   be the coordinator's or the network's fault first);
 //! - `watchdog`: notices when the coordinator itself did not run, so nobody is lost on
 //!   that time;
@@ -354,9 +354,10 @@ impl Run {
         }
     }
 
-    /// A worker shutting down stopped starting sessions on one of its shares (it drains them
-    /// and sends its Done later): the share is handed over now.
-    pub fn on_leaving(&self, worker: &str, leaving: &v1::Leaving) {
+    /// A worker shutting down (or giving its shares up: it was cut off past its lease) stopped
+    /// starting sessions on one of its shares (it drains them and sends its Done later), on its
+    /// Session stream number `stream`: the share is handed over now.
+    pub fn on_leaving(&self, worker: &str, stream: u64, leaving: &v1::Leaving) {
         let mut state = lock(&self.state);
         let elapsed = state.elapsed_ms();
         if let Some(share) = state
@@ -365,13 +366,14 @@ impl Run {
             .find(|s| s.worker == worker && s.first_seq == leaving.first_seq && !s.done)
         {
             share.leaving(leaving.stopped_at_ms, elapsed);
+            share.left_on_stream.get_or_insert(stream);
         }
         drop(state);
         self.wake.notify_one();
     }
 
-    /// A worker finished one of its shares.
-    pub fn on_done(&self, worker: &str, done: &v1::Done) {
+    /// A worker finished one of its shares (its Done came on Session stream number `stream`).
+    pub fn on_done(&self, worker: &str, stream: u64, done: &v1::Done) {
         let mut state = lock(&self.state);
         let elapsed = state.elapsed_ms();
         if let Some(share) = state
@@ -380,6 +382,9 @@ impl Run {
             .find(|s| s.worker == worker && s.first_seq == done.first_seq)
         {
             share.finished(done, elapsed);
+            if done.left {
+                share.left_on_stream.get_or_insert(stream);
+            }
         }
         drop(state);
         self.wake.notify_one();

@@ -66,6 +66,10 @@ pub(super) struct Share {
     pub(super) handed_over: bool,
     /// Names of the workers its rest was handed over to.
     pub(super) handed_to: Vec<String>,
+    /// For a share its worker left: the worker's Session stream then. A worker that shuts
+    /// down keeps that stream while it drains; one that gave its shares up because it was cut
+    /// off past its lease comes back on a new one, and may take shares again.
+    pub(super) left_on_stream: Option<u64>,
 }
 
 impl Share {
@@ -103,6 +107,7 @@ impl Share {
             left_at_ms: None,
             handed_over: false,
             handed_to: Vec::new(),
+            left_on_stream: None,
         }
     }
 
@@ -236,13 +241,13 @@ pub(super) fn stall_timeout(coordinator: &Coordinator, run: &Run) -> Duration {
 /// workers, never to the whole fleet (a thousand-worker fleet losing workers must not make a
 /// thousand shares of each).
 pub(super) const MAX_HEIRS: usize = 4;
-/// Rounds of suspicion when most of the fleet falls silent at once: the first lasts a
+/// Rounds of suspicion when many workers fall silent at once: the first lasts a
 /// heartbeat timeout, each next one twice the one before (1 + 2 + 4 + 8 timeouts in all),
 /// then the silent workers are lost.
 const SUSPICION_ROUNDS: u32 = 4;
 
-/// When most of the fleet went quiet at once: the coordinator's side or the network are
-/// suspected before the workers, and losses wait until `until`.
+/// When many workers went quiet at once: the coordinator's side, the machine or the network
+/// are suspected before the workers, and losses wait until `until`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Suspicion {
     pub(super) until: Instant,
@@ -322,7 +327,7 @@ pub(super) fn loss_deadline(
 /// Workers silent past the heartbeat timeout are lost, and workers that shut down left their
 /// shares early; the rest of those shares is handed over, dropped or ends the run, as the plan
 /// says. `state` is the run's, locked. Silence counts only time the coordinator was running;
-/// when most of the fleet is silent at once the coordinator suspects its own side or the
+/// when a tenth of the fleet is silent at once the coordinator suspects its own side or the
 /// network and waits (backing off) before it believes it.
 pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut State, seed: u64) {
     let timeout = coordinator.config.heartbeat_timeout;
@@ -417,11 +422,12 @@ pub(super) fn handle_losses(coordinator: &Coordinator, run: &Run, state: &mut St
     hand_over(coordinator, run, state, seed, now, elapsed);
 }
 
-/// Whether the coordinator should doubt that workers past their timeout are gone: most of
-/// the fleet's workers (at least two) are `quiet` (silent for half the timeout or more) at
-/// once, which a stalled coordinator or a cut network explains better than that many workers
-/// failing together. Backs off: a heartbeat timeout, then twice as long each round,
-/// [`SUSPICION_ROUNDS`] rounds, then believes it.
+/// Whether the coordinator should doubt that workers past their timeout are gone: a tenth of
+/// the fleet's workers or more (at least two) are `quiet` (silent, or without a snapshot, for
+/// half their timeout or more) at once, which a stalled coordinator, a starved machine or a
+/// cut network explains better than that many workers failing together. Backs off: a
+/// heartbeat timeout, then twice as long each round, [`SUSPICION_ROUNDS`] rounds, then
+/// believes it.
 fn suspect_ourselves(
     run: &Run,
     state: &mut State,
@@ -435,9 +441,9 @@ fn suspect_ourselves(
         .filter(|s| s.active() && !s.handed_over)
         .map(|s| s.worker.as_str())
         .collect();
-    if quiet_workers.len() < 2 || 2 * quiet_workers.len() <= running.len() {
+    if quiet_workers.len() < 2 || 10 * quiet_workers.len() < running.len() {
         if state.handovers.suspicion.take().is_some() {
-            // Most of the fleet was heard again: those still catching up (their snapshots
+            // The fleet was heard again: those still catching up (their snapshots
             // held back by the same stall) get a fresh timeout from now, not this decision.
             tracing::info!(run = %run.id, "the fleet is heard again: suspicion lifted");
             state.handovers.settled_at = Some(now);
@@ -456,7 +462,7 @@ fn suspect_ourselves(
             run = %run.id,
             quiet = quiet_n,
             running = running_n,
-            "most of the fleet is still silent after backing off: its workers are lost"
+            "many workers are still silent after backing off: they are lost"
         );
         state.handovers.suspicion = None;
         return false;
@@ -471,7 +477,7 @@ fn suspect_ourselves(
         quiet = quiet_n,
         running = running_n,
         wait_ms = wait.as_millis() as u64,
-        "most of the fleet fell silent at once: suspecting this coordinator or the network, waiting before declaring them lost"
+        "many workers fell silent at once: suspecting this coordinator, the machine or the network, waiting before declaring them lost"
     );
     true
 }
@@ -531,7 +537,7 @@ fn hand_over(
             // Handed over at a later decision.
             return;
         }
-        let heirs = heirs(coordinator, state, i, now);
+        let heirs = heirs(coordinator, state, now);
         if heirs.is_empty() {
             state.shares[i].handed_over = true;
             state.handovers.not_handed_over += 1;
@@ -578,38 +584,46 @@ fn hand_over(
     }
 }
 
-/// Who takes share `i`'s rest: up to [`MAX_HEIRS`] workers running a share of the run (not
-/// the one leaving), heard from within half a heartbeat timeout, the least loaded for their
-/// capacity first (by the widths of their running shares). (id, name, capacity).
-fn heirs(
-    coordinator: &Coordinator,
-    state: &State,
-    i: usize,
-    now: Instant,
-) -> Vec<(String, String, u32)> {
-    let leaving = &state.shares[i].worker;
+/// Who takes a lost or left share's rest: up to [`MAX_HEIRS`] of the run's workers heard from within half
+/// a heartbeat timeout, the least loaded for their capacity first (by the widths of their
+/// running shares: an idle one first). Not a worker that lost a share of the run, nor one that
+/// left a share and is still on the stream it left on (it is shutting down); one that gave its
+/// shares up when cut off past its lease and came back on a new stream is one of the fleet
+/// again. (id, name, capacity).
+fn heirs(coordinator: &Coordinator, state: &State, now: Instant) -> Vec<(String, String, u32)> {
     let fresh = coordinator.config.heartbeat_timeout / 2;
-    let mut load: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
-    for s in state
+    // Per worker of the run: its running shares' widths, or `None` if it may not take more.
+    let mut load: std::collections::BTreeMap<&str, Option<f64>> = std::collections::BTreeMap::new();
+    for s in &state.shares {
+        let entry = load.entry(s.worker.as_str()).or_insert(Some(0.0));
+        let Some(width) = entry else { continue };
+        if s.lost_at_ms.is_some() {
+            *entry = None;
+        } else if s.active() {
+            *width += s.segment.width();
+        }
+    }
+    let leaving_on: std::collections::BTreeMap<&str, u64> = state
         .shares
         .iter()
-        .filter(|s| s.active() && s.worker != *leaving)
-    {
-        *load.entry(s.worker.as_str()).or_default() += s.segment.width();
-    }
+        .filter_map(|s| Some((s.worker.as_str(), s.left_on_stream?)))
+        .collect();
     let mut candidates: Vec<(f64, String, String, u32)> = load
         .into_iter()
         .filter_map(|(id, width)| {
+            let width = width?;
             let w = coordinator.registry.get(id)?;
+            let draining = leaving_on.get(id).is_some_and(|left| w.stream <= *left);
             // Heard from, really: after a stall of the coordinator nobody is fresh until heard.
-            (w.outbox.is_some() && now.saturating_duration_since(w.last_seen) < fresh).then(|| {
-                (
-                    width / f64::from(w.capacity.max(1)),
-                    w.id,
-                    w.name,
-                    w.capacity,
-                )
-            })
+            (!draining && w.outbox.is_some() && now.saturating_duration_since(w.last_seen) < fresh)
+                .then(|| {
+                    (
+                        width / f64::from(w.capacity.max(1)),
+                        w.id,
+                        w.name,
+                        w.capacity,
+                    )
+                })
         })
         .collect();
     candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
