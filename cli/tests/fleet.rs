@@ -65,8 +65,14 @@ fn coordinator() -> (Proc, String) {
 }
 
 fn worker(url: &str, name: &str) -> Proc {
+    worker_with_secret(url, name, SECRET)
+}
+
+/// A worker process whose operator gave it `secret` as the plans' JWT key.
+fn worker_with_secret(url: &str, name: &str, secret: &str) -> Proc {
     Proc(
         gauntlet()
+            .env("JWT_SECRET_KEY", secret)
             .args([
                 "worker",
                 "--coordinator",
@@ -770,4 +776,69 @@ async fn frozen_coordinator(workers: u32) {
     assert_eq!(lost, 0, "{}", r["workers"]);
     assert_eq!(r["totals"]["sessions"], 96);
     assert_eq!(tb.stats().connections.accepted, 96);
+}
+
+/// 180 arrivals (60 a second for 3 s) on a pool of 10 subjects: every subject's sessions are
+/// spread over every worker, so only the worker can tell failures apart.
+const ARRIVALS_PLAN: &str = r#"
+name = "fleet-arrivals"
+[auth]
+secret_env = "JWT_SECRET_KEY"
+subject = "arrival-user-{subject_index}"
+subject_pool = 10
+claims = { iss = "netra-auth-service", token_type = "access" }
+[load]
+model = "open"
+rate = 60
+duration = "3s"
+max_vus = 200
+[[scenarios]]
+name = "ping"
+steps = [
+  { ws_connect = { confirmation = [{ pointer = "/data/event", equals = "connection_established" }] } },
+  { ws_send = { json = { type = "ping" } } },
+  { ws_expect = { type = "pong" } },
+  { ws_close = {} },
+]
+"#;
+
+/// One worker of three was given the wrong JWT key by its operator (the "JWT secret mismatch"
+/// users find by hand): every session it ran is refused by the target and no other is, and
+/// the report's finding says so, naming that worker, with exactly its figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_the_wrong_key_is_named_by_the_findings() {
+    let tb = testbed(serde_json::json!({})).await;
+    let (_coordinator, url) = coordinator();
+    let _good: Vec<Proc> = (1..=2).map(|i| worker(&url, &format!("w{i}"))).collect();
+    let _bad = worker_with_secret(&url, "w3", "not-the-testbeds-key");
+    let plan = plan_file("wrong-key.toml", ARRIVALS_PLAN);
+    let out = std::env::temp_dir().join(format!("gauntlet-fleet-{}-wrong-key", std::process::id()));
+    let out = out.to_str().unwrap().to_owned();
+    let code = exit_code(Proc(run(&url, &plan, &tb.http_url(), &out))).await;
+    let r = report(&out);
+    assert_eq!(code, Some(1), "{}", r["verdict_reason"]);
+    assert_eq!(r["totals"]["sessions"], 180);
+    let w3 = r["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "w3")
+        .unwrap();
+    let failed = r["totals"]["failed"].as_u64().unwrap();
+    assert_eq!(
+        failed,
+        w3["sessions"].as_u64().unwrap(),
+        "only w3's sessions failed"
+    );
+    let findings = r["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(f["kind"], "worker", "{f:#?}");
+    assert_eq!(f["name"], "w3", "{f:#?}");
+    assert_eq!(f["worker"], w3["id"], "{f:#?}");
+    assert_eq!(f["failed"].as_u64().unwrap(), failed);
+    assert_eq!(f["worker_sessions"], w3["sessions"]);
+    assert_eq!(f["other_workers"], 2);
+    assert_eq!(f["other_sessions"].as_u64().unwrap(), 180 - failed);
+    assert!(f["text"].as_str().unwrap().contains("w3"), "{}", f["text"]);
 }
