@@ -134,12 +134,12 @@ impl v1::worker_service_server::WorkerService for Workers {
                     }
                     Some(worker_message::Kind::Leaving(leaving)) => {
                         if let Some(run) = coordinator.run(&leaving.run_id) {
-                            run.on_leaving(&id, stream, &leaving);
+                            run.on_leaving(&id, &leaving);
                         }
                     }
                     Some(worker_message::Kind::Done(done)) => {
                         if let Some(run) = coordinator.run(&done.run_id) {
-                            run.on_done(&id, stream, &done);
+                            run.on_done(&id, &done);
                         }
                         // Known run or not, the worker may forget it (a full outbox: it
                         // resends the Done after its next reconnect).

@@ -270,6 +270,7 @@ async fn a_snapshot_sent_twice_is_counted_once() {
         left: false,
         stopped_at_ms: 0,
         sessions_started: 7,
+        gave_up: false,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),
@@ -927,6 +928,7 @@ async fn a_running_run_shows_exact_quantiles_of_its_recent_window() {
         left: false,
         stopped_at_ms: 0,
         sessions_started: 5,
+        gave_up: false,
     };
     tx.send(v1::WorkerMessage {
         kind: Some(worker_message::Kind::Done(done)),
@@ -1103,4 +1105,64 @@ async fn open_model_subjects_do_not_depend_on_the_number_of_workers() {
         stop.cancel();
         tb.stop().await.unwrap();
     }
+}
+
+/// Workers cut off from the coordinator for longer than their lease give their shares up
+/// (they cannot know the coordinator still counts on them). With the whole fleet cut at once
+/// the coordinator suspects the network and loses nobody; when they are back, on new streams,
+/// the shares they gave up go back to them (the run's only workers) and the run completes,
+/// its `delivered` short by the time nobody ran them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_gave_their_shares_up_past_their_lease_take_them_back() {
+    // Lease (heartbeat timeout) 2 s.
+    let (url, _stop) = coordinator_with(Duration::from_secs(2)).await;
+    let coordinator_addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let proxy = cuttable_proxy(coordinator_addr).await;
+    let _a = worker(&format!("http://{}", proxy.addr), "a");
+    let _b = worker(&format!("http://{}", proxy.addr), "b");
+    wait_for_workers(&url, 2).await;
+    let url2 = url.clone();
+    let report = tokio::spawn(async move {
+        run(
+            &url2,
+            sleepy("vus = 4\nduration = \"12s\"\ngraceful_stop = \"1s\"", ""),
+            2,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the lease (2 s) and the graceful stop (1 s): both give their shares up.
+    proxy.cut.send_replace(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.cut.send_replace(false);
+    let r = report.await.unwrap();
+    assert!(
+        r.workers.iter().all(|w| w.lost_at_ms.is_none()),
+        "{:?}",
+        r.workers
+    );
+    for w in &r.workers {
+        assert!(
+            w.left_at_ms.is_some(),
+            "{} gave its share up: {:?}",
+            w.name,
+            r.workers
+        );
+        assert!(
+            !w.handed_to.is_empty(),
+            "{} gave its share up: {:?}",
+            w.name,
+            r.workers
+        );
+        assert!(
+            w.handed_to.iter().all(|h| h == "a" || h == "b"),
+            "{:?}",
+            r.workers
+        );
+    }
+    assert!(
+        r.delivered < 0.9 && r.delivered > 0.3,
+        "delivered {}: the cut is not delivered",
+        r.delivered
+    );
 }

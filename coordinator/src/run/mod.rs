@@ -355,9 +355,9 @@ impl Run {
     }
 
     /// A worker shutting down (or giving its shares up: it was cut off past its lease) stopped
-    /// starting sessions on one of its shares (it drains them and sends its Done later), on its
-    /// Session stream number `stream`: the share is handed over now.
-    pub fn on_leaving(&self, worker: &str, stream: u64, leaving: &v1::Leaving) {
+    /// starting sessions on one of its shares (it drains them and sends its Done later): the
+    /// share is handed over now.
+    pub fn on_leaving(&self, worker: &str, leaving: &v1::Leaving) {
         let mut state = lock(&self.state);
         let elapsed = state.elapsed_ms();
         if let Some(share) = state
@@ -366,14 +366,14 @@ impl Run {
             .find(|s| s.worker == worker && s.first_seq == leaving.first_seq && !s.done)
         {
             share.leaving(leaving.stopped_at_ms, elapsed);
-            share.left_on_stream.get_or_insert(stream);
+            share.gave_up = leaving.gave_up;
         }
         drop(state);
         self.wake.notify_one();
     }
 
-    /// A worker finished one of its shares (its Done came on Session stream number `stream`).
-    pub fn on_done(&self, worker: &str, stream: u64, done: &v1::Done) {
+    /// A worker finished one of its shares.
+    pub fn on_done(&self, worker: &str, done: &v1::Done) {
         let mut state = lock(&self.state);
         let elapsed = state.elapsed_ms();
         if let Some(share) = state
@@ -383,7 +383,7 @@ impl Run {
         {
             share.finished(done, elapsed);
             if done.left {
-                share.left_on_stream.get_or_insert(stream);
+                share.gave_up = done.gave_up;
             }
         }
         drop(state);

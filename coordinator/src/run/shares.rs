@@ -66,10 +66,9 @@ pub(super) struct Share {
     pub(super) handed_over: bool,
     /// Names of the workers its rest was handed over to.
     pub(super) handed_to: Vec<String>,
-    /// For a share its worker left: the worker's Session stream then. A worker that shuts
-    /// down keeps that stream while it drains; one that gave its shares up because it was cut
-    /// off past its lease comes back on a new one, and may take shares again.
-    pub(super) left_on_stream: Option<u64>,
+    /// Its worker left it because it was cut off from the coordinator past its lease, not
+    /// because it is shutting down: it may take shares again.
+    pub(super) gave_up: bool,
 }
 
 impl Share {
@@ -107,7 +106,7 @@ impl Share {
             left_at_ms: None,
             handed_over: false,
             handed_to: Vec::new(),
-            left_on_stream: None,
+            gave_up: false,
         }
     }
 
@@ -236,6 +235,10 @@ impl Share {
 pub(super) fn stall_timeout(coordinator: &Coordinator, run: &Run) -> Duration {
     coordinator.config.heartbeat_timeout + 2 * run.interval
 }
+
+/// A share left this long (ms) before it is handed over is continued from the hand-over,
+/// not from where it stopped: survivors catch up on at most this much of a schedule.
+const CATCH_UP_MS: u64 = 1000;
 
 /// The most survivors one lost share is split among: a loss moves its share once, to a few
 /// workers, never to the whole fleet (a thousand-worker fleet losing workers must not make a
@@ -551,14 +554,18 @@ fn hand_over(
         let lost_segment = old.segment;
         // A drained share is continued from where it stopped starting sessions (it says so
         // as it stops, so the survivors catch up on well under a second); a lost one from
-        // now, since nobody knows when it died.
-        let offset = if lost {
+        // now, since nobody knows when it died; one given up while its worker was cut off,
+        // whose word comes late, from now too: the time between is not delivered, and
+        // `delivered` must not say it was.
+        let stopped = old
+            .stopped_at_ms
+            .or(old.left_at_ms)
+            .unwrap_or(elapsed)
+            .max(old.offset_ms);
+        let offset = if lost || elapsed.saturating_sub(stopped) > CATCH_UP_MS {
             elapsed
         } else {
-            old.stopped_at_ms
-                .or(old.left_at_ms)
-                .unwrap_or(elapsed)
-                .max(old.offset_ms)
+            stopped
         };
         let start_wall = SystemTime::now() + Duration::from_millis(100);
         let weights: Vec<u64> = heirs.iter().map(|(_, _, c)| u64::from(*c)).collect();
@@ -584,12 +591,11 @@ fn hand_over(
     }
 }
 
-/// Who takes a lost or left share's rest: up to [`MAX_HEIRS`] of the run's workers heard from within half
-/// a heartbeat timeout, the least loaded for their capacity first (by the widths of their
-/// running shares: an idle one first). Not a worker that lost a share of the run, nor one that
-/// left a share and is still on the stream it left on (it is shutting down); one that gave its
-/// shares up when cut off past its lease and came back on a new stream is one of the fleet
-/// again. (id, name, capacity).
+/// Who takes a lost or left share's rest: up to [`MAX_HEIRS`] of the run's workers heard from
+/// within half a heartbeat timeout, the least loaded for their capacity first (by the widths of
+/// their running shares: an idle one first). Not a worker that lost a share of the run, nor one
+/// that left one because it is shutting down; one that gave its shares up when cut off past its
+/// lease and is heard from again is one of the fleet again. (id, name, capacity).
 fn heirs(coordinator: &Coordinator, state: &State, now: Instant) -> Vec<(String, String, u32)> {
     let fresh = coordinator.config.heartbeat_timeout / 2;
     // Per worker of the run: its running shares' widths, or `None` if it may not take more.
@@ -597,33 +603,27 @@ fn heirs(coordinator: &Coordinator, state: &State, now: Instant) -> Vec<(String,
     for s in &state.shares {
         let entry = load.entry(s.worker.as_str()).or_insert(Some(0.0));
         let Some(width) = entry else { continue };
-        if s.lost_at_ms.is_some() {
+        // Lost, or shutting down.
+        if s.lost_at_ms.is_some() || (s.left_at_ms.is_some() && !s.gave_up) {
             *entry = None;
         } else if s.active() {
             *width += s.segment.width();
         }
     }
-    let leaving_on: std::collections::BTreeMap<&str, u64> = state
-        .shares
-        .iter()
-        .filter_map(|s| Some((s.worker.as_str(), s.left_on_stream?)))
-        .collect();
     let mut candidates: Vec<(f64, String, String, u32)> = load
         .into_iter()
         .filter_map(|(id, width)| {
             let width = width?;
             let w = coordinator.registry.get(id)?;
-            let draining = leaving_on.get(id).is_some_and(|left| w.stream <= *left);
             // Heard from, really: after a stall of the coordinator nobody is fresh until heard.
-            (!draining && w.outbox.is_some() && now.saturating_duration_since(w.last_seen) < fresh)
-                .then(|| {
-                    (
-                        width / f64::from(w.capacity.max(1)),
-                        w.id,
-                        w.name,
-                        w.capacity,
-                    )
-                })
+            (w.outbox.is_some() && now.saturating_duration_since(w.last_seen) < fresh).then(|| {
+                (
+                    width / f64::from(w.capacity.max(1)),
+                    w.id,
+                    w.name,
+                    w.capacity,
+                )
+            })
         })
         .collect();
     candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));

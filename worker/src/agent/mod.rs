@@ -355,7 +355,7 @@ impl Agent {
                     a,
                     self.outbox.clone(),
                     stop,
-                    self.jobs_stop.clone(),
+                    (self.jobs_stop.clone(), self.leaving.clone()),
                     self.config.access.clone(),
                 ));
             }

@@ -408,6 +408,7 @@ mod tests {
             run_id: "r".into(),
             first_seq: 0,
             stopped_at_ms: 5,
+            gave_up: false,
         });
         // The stream is full: this one waits for the resend.
         o.snapshot(&k, snapshot("r", 2));

@@ -20,12 +20,14 @@ use crate::program::Program;
 
 /// Runs assignment `a` with the engine and reports it into `outbox` (already told of it).
 /// `stop` ends it (a Stop from the coordinator, or `leaving`); `leaving` is cancelled when
-/// this worker shuts down (or gives its shares up): a share stopped by it is reported as left.
+/// this worker shuts down (`shutdown` is cancelled then too) or gives its shares up (cut off
+/// from the coordinator past its lease): a share stopped by it is reported as left, and as
+/// given up unless the worker is shutting down.
 pub async fn run(
     a: v1::Assignment,
     outbox: SharedOutbox,
     stop: CancellationToken,
-    leaving: CancellationToken,
+    (leaving, shutdown): (CancellationToken, CancellationToken),
     access: Access,
 ) {
     let key = ShareKey::of(&a);
@@ -38,6 +40,7 @@ pub async fn run(
             left: leaving.is_cancelled(),
             stopped_at_ms,
             sessions_started,
+            gave_up: leaving.is_cancelled() && !shutdown.is_cancelled(),
         };
         outbox.lock().finish(&key, done);
     };
@@ -119,6 +122,7 @@ pub async fn run(
                         run_id: a.run_id.clone(),
                         first_seq: a.first_seq,
                         stopped_at_ms,
+                        gave_up: !shutdown.is_cancelled(),
                     });
                 }
                 continue;
