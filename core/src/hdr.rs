@@ -121,6 +121,16 @@ pub fn decode(
     deserializer: &mut Deserializer,
     bytes: &[u8],
 ) -> Result<Histogram<u64>, HistogramError> {
+    decode_digits(deserializer, bytes, SIGFIG)
+}
+
+/// [`decode`] of a histogram of `digits` significant digits (the coordinator keeps a long
+/// run's older series points at 2).
+pub fn decode_digits(
+    deserializer: &mut Deserializer,
+    bytes: &[u8],
+    digits_wanted: u8,
+) -> Result<Histogram<u64>, HistogramError> {
     if bytes.len() < 8 || be32(bytes, 0) != 0x1c84_9314 {
         return Err(HistogramError::NotV2Deflate);
     }
@@ -155,7 +165,7 @@ pub fn decode(
     let (lowest, highest) = (be64(&inflated, 16), be64(&inflated, 24));
     // Gauntlet records with 3 digits from 1 us: anything else is not its own (and 5 digits
     // would cost 100 times the memory).
-    if digits != u32::from(SIGFIG) || lowest != 1 || highest > MAX_VALUE_US {
+    if digits != u32::from(digits_wanted) || lowest != 1 || highest > MAX_VALUE_US {
         return Err(HistogramError::Foreign {
             lowest,
             highest,
