@@ -40,8 +40,8 @@ pub struct Args {
     /// An unjudged run at the step's load before each step, to warm the target up (0s: none).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Finished sessions a step needs to be judged; a step with fewer is inconclusive (not
-    /// held).
+    /// Finished sessions a step needs to be judged; a step with fewer is inconclusive and its
+    /// load runs again, twice then four times as long.
     #[arg(long, default_value_t = 100)]
     min_samples: u64,
     /// The climb's multiplier from one step to the next until one breaks.
@@ -156,15 +156,20 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
     let mut search = Search::new(knobs.clone());
     let mut error = None;
     let stopped = loop {
-        let (load, retest) = match search.next() {
-            Next::Run { load, retest } => (load, retest),
+        let (load, retest, stretch) = match search.next() {
+            Next::Run {
+                load,
+                retest,
+                stretch,
+            } => (load, retest, stretch),
             Next::Done(why) => break why.to_owned(),
         };
         if shutdown.is_cancelled() {
             error = Some("cancelled (Ctrl-C)".to_owned());
             break "it was cancelled".to_owned();
         }
-        let duration = step_duration(&knobs, model, load);
+        // A load whose last step had too few sessions to judge runs again, longer.
+        let duration = step_duration(&knobs, model, load) * (1 << stretch);
         let cost = duration + knobs.warmup;
         if started.elapsed() + cost > knobs.max_time {
             break "the time budget (--max-time) is spent".to_owned();
@@ -180,10 +185,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             step_run(&fleet, local.as_ref(), warm, &shutdown, true).await?;
         }
         eprintln!(
-            "step {index}: {} {unit} for {}{}",
+            "step {index}: {} {unit} for {}{}{}",
             capacity::num(load),
             humantime::format_duration(duration),
-            if retest { " (re-test)" } else { "" }
+            if retest { " (re-test)" } else { "" },
+            if stretch > 0 {
+                " (longer: too few sessions to judge before)"
+            } else {
+                ""
+            }
         );
         let sub = step_submission(&submission, &plan, load, duration);
         let report = step_run(&fleet, local.as_ref(), sub, &shutdown, false).await?;

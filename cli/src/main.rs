@@ -62,7 +62,8 @@ enum Command {
     Loop(cycles::LoopArgs),
     /// Find the highest load the target holds: step the plan's load up, bisect between the
     /// last step that held and the first that broke, and say what broke it (exit 0: a limit
-    /// found or none up to --to; 1: even the lowest step broke; 3: error).
+    /// found, or the whole range held; 1: even the lowest step broke; 3: no answer, an error,
+    /// a load too short to judge or a budget spent first).
     Capacity(capacity::Args),
     /// Exit 0 if an http:// URL answers 2xx within 2 s (container health checks).
     Probe(probe::Args),

@@ -32,7 +32,7 @@ pub enum Outcome {
     Held,
     /// The target did not hold this load (why: [`Step::why`]).
     Broke,
-    /// Too few sessions finished to judge; counted as not held.
+    /// Too few sessions finished to judge: the load is run again, longer.
     Inconclusive,
 }
 
@@ -131,8 +131,9 @@ pub struct Capacity {
     pub answer: String,
     /// Why the search stopped where it did (converged, step or time budget, an error).
     pub stopped: String,
-    /// 0: a limit found inside the range (or none up to its top); 1: even the lowest step
-    /// broke; 3: the search could not go on (an error of the fleet or the plan).
+    /// 0: a limit found inside the range (or none up to its top, which held); 1: even the
+    /// lowest step broke; 3: no answer (an error of the fleet or the plan, a load that could
+    /// not be judged, or a budget spent before either a broken load or the top).
     pub exit_code: u8,
 }
 
@@ -170,23 +171,51 @@ impl Capacity {
             }
             why
         };
+        // A search that stopped on a load it could not judge (too few sessions).
+        let unjudged = search
+            .steps()
+            .last()
+            .filter(|s| s.outcome == Outcome::Inconclusive);
         let (answer, exit_code) = match (&held, &broke, &error) {
             (_, _, Some(e)) => (format!("the search stopped on an error: {e}"), 3),
-            (Some(h), Some(b), None) => (
-                format!(
-                    "the target held {} {unit} and broke at {} {unit}: {}",
-                    num(h.load),
-                    num(b.load),
-                    why(b)
-                ),
-                0,
-            ),
-            (Some(h), None, None) => (
+            (Some(h), Some(b), None) => {
+                let narrow = (b.load - h.load) / h.load <= k.resolution;
+                (
+                    format!(
+                        "the target held {} {unit} and broke at {} {unit}: {}{}",
+                        num(h.load),
+                        num(b.load),
+                        why(b),
+                        if narrow {
+                            String::new()
+                        } else {
+                            format!(
+                                " (the limit is between the two: the search stopped because {stopped}, before --resolution)"
+                            )
+                        }
+                    ),
+                    0,
+                )
+            }
+            (Some(h), None, None) if h.load >= k.to => (
                 format!(
                     "the target held every load tried, up to {} {unit} (the top of the range: the limit is above it)",
                     num(h.load)
                 ),
                 0,
+            ),
+            (Some(h), None, None) => (
+                format!(
+                    "no limit found: the target held every load judged, up to {} {unit}, but the search stopped because {stopped}{}, below the top of the range ({} {unit})",
+                    num(h.load),
+                    unjudged.map_or(String::new(), |s| format!(
+                        " ({} {unit} could not be judged: {})",
+                        num(s.load),
+                        s.why.join("; ")
+                    )),
+                    num(k.to)
+                ),
+                3,
             ),
             (None, Some(b), None) => (
                 format!(
@@ -196,7 +225,17 @@ impl Capacity {
                 ),
                 1,
             ),
-            (None, None, None) => ("no step ran".into(), 3),
+            (None, None, None) => match unjudged {
+                Some(s) => (
+                    format!(
+                        "no answer: {} {unit} could not be judged ({}); lengthen --step-duration or lower --min-samples",
+                        num(s.load),
+                        s.why.join("; ")
+                    ),
+                    3,
+                ),
+                None => ("no step ran".into(), 3),
+            },
         };
         Capacity {
             plan: plan.to_owned(),

@@ -103,7 +103,13 @@ pub struct Search {
     broke: Option<f64>,
     /// Re-tests done of the current highest held load.
     retests: u32,
+    /// Inconclusive steps in a row at the last load (each next one twice as long).
+    stretch: u32,
 }
+
+/// How many times a load whose step had too few sessions to judge is run again, each time twice
+/// as long, before the search gives up on it.
+pub const MAX_STRETCH: u32 = 2;
 
 /// What the search asks for next.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +120,9 @@ pub enum Next {
         load: f64,
         /// Whether it re-tests a load that held.
         retest: bool,
+        /// The step runs `2^stretch` times its usual length: the last one at this load had
+        /// too few sessions to judge.
+        stretch: u32,
     },
     /// Done: the limit is found, or the range or the step budget is exhausted.
     Done(&'static str),
@@ -128,6 +137,7 @@ impl Search {
             held: Vec::new(),
             broke: None,
             retests: 0,
+            stretch: 0,
         }
     }
 
@@ -166,11 +176,28 @@ impl Search {
         if self.steps.len() >= self.knobs.max_steps as usize {
             return Next::Done("the step budget (--max-steps) is spent");
         }
+        if let Some(last) = self
+            .steps
+            .last()
+            .filter(|s| s.outcome == Outcome::Inconclusive)
+        {
+            if self.stretch > MAX_STRETCH {
+                return Next::Done(
+                    "a load had too few sessions to judge even in steps 4 times as long (--min-samples, --step-duration)",
+                );
+            }
+            return Next::Run {
+                load: last.load,
+                retest: last.retest,
+                stretch: self.stretch,
+            };
+        }
         let Some(top) = self.held() else {
             return match self.broke {
                 None => Next::Run {
                     load: self.round(self.knobs.from),
                     retest: false,
+                    stretch: 0,
                 },
                 Some(_) => Next::Done("the lowest load tried did not hold"),
             };
@@ -183,6 +210,7 @@ impl Search {
             return Next::Run {
                 load: if up <= top { self.knobs.to } else { up },
                 retest: false,
+                stretch: 0,
             };
         };
         let mid = self.round((top + broke) / 2.0);
@@ -191,12 +219,14 @@ impl Search {
             return Next::Run {
                 load: mid,
                 retest: false,
+                stretch: 0,
             };
         }
         if self.retests < self.knobs.retest {
             return Next::Run {
                 load: top,
                 retest: true,
+                stretch: 0,
             };
         }
         Next::Done("the limit is found to the resolution asked (--resolution)")
@@ -205,6 +235,11 @@ impl Search {
     /// Takes the judged step the last [`Search::next`] asked for.
     pub fn record(&mut self, step: Step) {
         let load = step.load;
+        self.stretch = match step.outcome {
+            // Run again, longer: too few sessions is no judgement of the target.
+            Outcome::Inconclusive => self.stretch + 1,
+            _ => 0,
+        };
         match step.outcome {
             Outcome::Held => {
                 if step.retest {
@@ -214,7 +249,8 @@ impl Search {
                 }
                 self.held.push(load);
             }
-            Outcome::Broke | Outcome::Inconclusive => {
+            Outcome::Inconclusive => {}
+            Outcome::Broke => {
                 // A load that broke once is not held, whatever it did before; nor is any
                 // load above it.
                 self.held.retain(|h| *h < load);
@@ -266,7 +302,7 @@ mod tests {
         let mut flaky_left = flaky_retest;
         loop {
             match s.next() {
-                Next::Run { load, retest } => {
+                Next::Run { load, retest, .. } => {
                     // The first re-test breaks by noise, once.
                     let flaky = (flaky_left && retest).then_some(load);
                     flaky_left &= flaky.is_none();
@@ -344,6 +380,69 @@ mod tests {
         );
         assert_eq!(s.steps().len(), 3);
         assert!(why.contains("budget"), "{why}");
+    }
+
+    /// A step with too few sessions says nothing of the target: its load runs again, twice as
+    /// long, then four times; still too few, the search stops without calling it broken.
+    #[test]
+    fn a_step_too_short_to_judge_is_run_again_longer_never_counted_as_broken() {
+        let mut s = Search::new(Knobs::default());
+        let mut stretches = Vec::new();
+        while let Next::Run { load, stretch, .. } = s.next() {
+            stretches.push(stretch);
+            let mut step = step(load, false, 1e9, None);
+            step.outcome = Outcome::Inconclusive;
+            s.record(step);
+        }
+        assert_eq!(stretches, [0, 1, 2]);
+        assert_eq!((s.held(), s.broke()), (None, None));
+        let c = super::super::Capacity::conclude("p", crate::plan::Model::Closed, &s, "x", None);
+        assert_eq!(c.exit_code, 3, "{}", c.answer);
+        assert!(c.answer.starts_with("no answer:"), "{}", c.answer);
+        // A longer step that gets enough sessions is judged as usual.
+        let mut s = Search::new(Knobs::default());
+        let Next::Run { load, .. } = s.next() else {
+            panic!()
+        };
+        let mut short = step(load, false, 1e9, None);
+        short.outcome = Outcome::Inconclusive;
+        s.record(short);
+        assert!(matches!(s.next(), Next::Run { stretch: 1, .. }));
+        s.record(step(load, false, 1e9, None));
+        assert_eq!(s.held(), Some(load));
+        assert!(matches!(s.next(), Next::Run { stretch: 0, .. }));
+    }
+
+    /// A search whose budget ran out before a load broke or the top held has no limit to
+    /// give: it says so and exits 3, never that the limit is above the top.
+    #[test]
+    fn a_budget_spent_below_the_top_is_no_answer() {
+        let knobs = Knobs {
+            from: 2.0,
+            to: 200.0,
+            max_steps: 3,
+            integral: true,
+            ..Knobs::default()
+        };
+        let (s, why) = search(knobs.clone(), 1000.0, false);
+        let c = super::super::Capacity::conclude("p", crate::plan::Model::Closed, &s, why, None);
+        assert_eq!(c.exit_code, 3, "{}", c.answer);
+        assert!(
+            c.answer.starts_with("no limit found: the target held every load judged, up to 8 VUs, but the search stopped because the step budget (--max-steps) is spent"),
+            "{}",
+            c.answer
+        );
+        let (s, why) = search(
+            Knobs {
+                max_steps: 20,
+                ..knobs
+            },
+            1000.0,
+            false,
+        );
+        let c = super::super::Capacity::conclude("p", crate::plan::Model::Closed, &s, why, None);
+        assert_eq!(c.exit_code, 0, "{}", c.answer);
+        assert!(c.answer.contains("the top of the range"), "{}", c.answer);
     }
 
     #[test]
