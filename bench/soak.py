@@ -50,6 +50,17 @@ def sample(pid):
     }
 
 
+def trend(points):
+    """The least-squares slope of (t, value) points, value per second (0 with fewer than 2)."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (v - mv) for t, v in points) / var if var else 0.0
+
+
 def wait_for(predicate, seconds, what):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -133,8 +144,12 @@ def main():
         print(f"| {row['t']} | " + " | ".join(cells) + " |")
     print()
     after = [r for r in samples if r["t"] >= args.warmup and all(r[n] for n in watched)]
-    print("| process | RSS at warm-up end | RSS at end | growth | CPU s | fds (min-max) | threads (min-max) |")
-    print("|---|---:|---:|---:|---:|---|---|")
+    # Growth after warm-up, and the trend over the second half of the run (a least-squares
+    # slope): a one-time step (a histogram resized for a longer latency) is not a leak, a slope
+    # that stays is.
+    half = [r for r in after if r["t"] >= after[-1]["t"] / 2] if after else []
+    print("| process | RSS at warm-up end | RSS at end | growth | 2nd-half slope | CPU s | fds (min-max) | threads (min-max) |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
     for n in watched:
         if len(after) < 2:
             break
@@ -142,9 +157,10 @@ def main():
         fds = [r[n]["fds"] for r in after]
         threads = [r[n]["threads"] for r in after]
         growth = 100.0 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"]
+        slope = trend([(r["t"], r[n]["rss_kib"]) for r in half]) * 60.0
         print(f"| {n} | {first['rss_kib'] / 1024:.1f} MiB | {last['rss_kib'] / 1024:.1f} MiB | "
-              f"{growth:+.1f} % | {last['cpu_s']:.1f} | {min(fds)}-{max(fds)} | "
-              f"{min(threads)}-{max(threads)} |")
+              f"{growth:+.1f} % | {slope:+.1f} KiB/min | {last['cpu_s']:.1f} | "
+              f"{min(fds)}-{max(fds)} | {min(threads)}-{max(threads)} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "samples": samples,
