@@ -418,3 +418,59 @@ fn validate_says_what_would_run_and_names_step_kinds() {
         );
     }
 }
+
+/// A value the command line gave is blamed on its flag, never on the plan file's line whose
+/// value it replaced; flags of the two load models together are refused as such; a load that
+/// would start no session does not validate.
+#[test]
+fn flag_errors_name_the_flag_and_loads_that_run_nothing_are_refused() {
+    let plan = plans_dir().join("agent-pipeline.toml");
+    let plan = plan.to_str().unwrap();
+    for (flags, wanted) in [
+        (
+            &["--vus", "0"][..],
+            "as the command line set it (--vus 0): load.vus: no VU would ever run",
+        ),
+        (
+            &["--iterations", "0"][..],
+            "as the command line set it (--iterations 0): load.iterations: must be at least 1",
+        ),
+        (
+            &["--target", "notaurl"][..],
+            "as the command line set it (--target notaurl): target.base_url: `notaurl` must start with http:// or https://",
+        ),
+        (
+            &["--rate", "10"][..],
+            "as the command line set it (--rate 10): load.max_vus: the open model needs max_vus of at least 1",
+        ),
+        (
+            &["--vus", "2", "--rate", "5"][..],
+            "the command line: --vus 2 and --rate 5 cannot go together",
+        ),
+        (
+            &["--duration", "0s"][..],
+            "(--duration 0s): load.duration: must be above 0",
+        ),
+        (
+            &["--stage", "0s:0"][..],
+            "(--stage 0s:0): load.stages: the stages last 0s in all: no session would start",
+        ),
+        (
+            &["--rate", "0", "--max-vus", "5", "--duration", "1s"][..],
+            "(--rate 0): load.rate: schedules 0.00 arrivals in all: no session would start",
+        ),
+    ] {
+        let mut args = vec!["validate", plan];
+        args.extend_from_slice(flags);
+        let (code, _, stderr) = gauntlet(&args);
+        assert_eq!(code, 2, "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains(wanted),
+            "{flags:?}: no `{wanted}` in\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("agent-pipeline.toml:"),
+            "{flags:?}: a flag's error blamed on a line of the plan:\n{stderr}"
+        );
+    }
+}

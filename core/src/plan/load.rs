@@ -414,6 +414,72 @@ impl LoadOverride {
         }
     }
 
+    /// The flags a problem at `[load]` field `field` (`load.vus`, `load.stages[1].target`)
+    /// comes from, when it comes from these rather than the plan file: the flag that set that
+    /// field, or, when these switched the plan to the other model (`switched`), every one of
+    /// them (the plan's `[load]` was written for the model they replaced).
+    pub fn source_of(&self, field: &str, switched: bool) -> Option<String> {
+        let name = field
+            .strip_prefix("load.")
+            .or_else(|| (field == "load").then_some(""))?;
+        let name = name.split(['.', '[']).next().unwrap_or(name);
+        let given = match name {
+            "vus" => self.vus.map(|v| format!("--vus {v}")),
+            "iterations" => self.iterations.map(|v| format!("--iterations {v}")),
+            "duration" => self
+                .duration
+                .map(|d| format!("--duration {}", humantime::format_duration(d))),
+            "rate" => self.rate.map(|r| format!("--rate {r}")),
+            "max_vus" => self.max_vus.map(|v| format!("--max-vus {v}")),
+            "stages" if !self.stages.is_empty() => Some(
+                self.describe()
+                    .into_iter()
+                    .filter(|f| f.starts_with("--stage"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        };
+        given.or_else(|| (switched && !self.is_empty()).then(|| self.describe().join(" ")))
+    }
+
+    /// Flags that cannot go together: the closed model's (`--vus`, `--iterations`) with the
+    /// open model's (`--rate`, `--max-vus`).
+    pub fn conflict(&self) -> Option<String> {
+        let closed: Vec<String> = [
+            self.vus.map(|v| format!("--vus {v}")),
+            self.iterations.map(|v| format!("--iterations {v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let open: Vec<String> = [
+            self.rate.map(|r| format!("--rate {r}")),
+            self.max_vus.map(|v| format!("--max-vus {v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!closed.is_empty() && !open.is_empty()).then(|| {
+            format!(
+                "{} and {} cannot go together: --vus and --iterations run the closed model (VUs), --rate and --max-vus the open one (arrivals)",
+                closed.join(" "),
+                open.join(" ")
+            )
+        })
+    }
+
+    /// Whether these switch a `[load]` of model `model` to the other one.
+    pub fn switches(&self, model: Model) -> bool {
+        if self.rate.is_some() {
+            model != Model::Open
+        } else if self.vus.is_some() || self.iterations.is_some() {
+            model != Model::Closed
+        } else {
+            false
+        }
+    }
+
     /// The override as command-line flags (`--vus 20`, `--stage 30s:100`), for the report.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -179,6 +179,42 @@ pub fn parse_var(text: &str) -> Result<(String, String), String> {
 }
 
 impl Overrides {
+    /// The flags a problem at `field` comes from, when the command line set that field (see
+    /// [`LoadOverride::source_of`]; `switched`: the load flags changed the plan's model).
+    pub fn source_of(&self, field: &str, switched: bool) -> Option<String> {
+        if field.starts_with("load") {
+            return self.load.source_of(field, switched);
+        }
+        if let Some(rest) = field.strip_prefix("target.") {
+            let name = rest.split(['.', '[']).next().unwrap_or(rest);
+            return match name {
+                "base_url" => self
+                    .target
+                    .as_ref()
+                    .map(|t| format!("--target {}", crate::redact::url(t))),
+                "ws_url" => self
+                    .ws_target
+                    .as_ref()
+                    .map(|t| format!("--ws-target {}", crate::redact::url(t)))
+                    .or_else(|| {
+                        self.target
+                            .as_ref()
+                            .map(|t| format!("--target {}", crate::redact::url(t)))
+                    }),
+                _ => None,
+            };
+        }
+        // scenarios[i].vars.NAME...
+        let (_, after) = field.split_once(".vars.")?;
+        let name = after.split(['.', '[']).next().unwrap_or(after);
+        let value = self.vars.get(name)?;
+        Some(if crate::redact::is_secret_name(name) {
+            format!("--var {name}=<redacted>")
+        } else {
+            format!("--var {name}={}", crate::redact::text(value))
+        })
+    }
+
     /// The overrides as command-line flags, for the report (`--target` URLs masked).
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -231,6 +267,16 @@ impl Plan {
         if let Some(ws) = &overrides.ws_target {
             spec.target.ws_url = Some(ws.clone());
         }
+        if let Some(conflict) = overrides.load.conflict() {
+            return Err(PlanError::Invalid(vec![Located {
+                file: "the command line".into(),
+                line: 0,
+                col: 0,
+                field: String::new(),
+                message: conflict,
+            }]));
+        }
+        let switched = overrides.load.switches(spec.load.model);
         overrides.load.apply(&mut spec.load);
         let mut unknown = Vec::new();
         if overrides.vars.len() > MAX_VARS {
@@ -279,7 +325,18 @@ impl Plan {
             return Err(PlanError::Invalid(
                 problems
                     .into_iter()
-                    .map(|(path, msg)| locate_path(file, text, &path, msg))
+                    .map(|(path, msg)| match overrides.source_of(&path, switched) {
+                        // A value the command line gave: blamed on the flags, not on the line
+                        // of the file whose value they replaced.
+                        Some(flags) => Located {
+                            file: format!("{file}, as the command line set it ({flags})"),
+                            line: 0,
+                            col: 0,
+                            field: path,
+                            message: msg,
+                        },
+                        None => locate_path(file, text, &path, msg),
+                    })
                     .collect(),
             ));
         }

@@ -251,6 +251,48 @@ impl PlanSpec {
                 "give either duration or stages (the stages' sum is the duration)".into(),
             );
         }
+        // Loads that run nothing validate as nothing, not as a run that then ends in error.
+        if load.duration.is_some_and(|d| d.is_zero()) {
+            p.add(
+                "load.duration",
+                "must be above 0 (a load of no time starts no session)".into(),
+            );
+        }
+        if !load.stages.is_empty() && load.stages.iter().all(|s| s.duration.is_zero()) {
+            p.add(
+                "load.stages",
+                "the stages last 0s in all: no session would start".into(),
+            );
+        }
+        if load.model == Model::Open && load.rate.is_none_or(|r| r.is_finite() && r >= 0.0) {
+            // Arrivals the load schedules: the area under its rate, stage by stage.
+            let start = load.rate.unwrap_or(0.0);
+            let arrivals = if load.stages.is_empty() {
+                start * load.duration.map_or(0.0, |d| d.as_secs_f64())
+            } else {
+                let mut from = start;
+                let mut sum = 0.0;
+                for s in &load.stages {
+                    sum += (from + s.target) / 2.0 * s.duration.as_secs_f64();
+                    from = s.target;
+                }
+                sum
+            };
+            let timed = load.duration.is_some_and(|d| !d.is_zero())
+                || load.stages.iter().any(|s| !s.duration.is_zero());
+            if timed && arrivals < 1.0 {
+                p.add(
+                    if load.stages.is_empty() {
+                        "load.rate"
+                    } else {
+                        "load.stages"
+                    },
+                    format!(
+                        "schedules {arrivals:.2} arrivals in all: no session would start (raise the rate or the duration)"
+                    ),
+                );
+            }
+        }
         if let Some(Pause::Uniform { min, max }) = load.think_time
             && min > max
         {
