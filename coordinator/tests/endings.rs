@@ -240,8 +240,14 @@ async fn a_worker_that_heartbeats_but_never_reports_is_lost_after_the_stall_time
             }
         }
     });
-    // Iterations only: no planned duration would ever end it.
-    let r = run(&url, sleepy("vus = 2\niterations = 1000", ""), 1).await;
+    // Iterations only: no planned duration would ever end it. (1 s intervals, as the stall
+    // timeout below counts them; a run of 2,000 sessions would get 250 ms ones.)
+    let r = run(
+        &url,
+        sleepy("vus = 2\niterations = 1000", "[fleet]\ninterval = \"1s\""),
+        1,
+    )
+    .await;
     assert_eq!(r.verdict, Verdict::Error, "{}", r.verdict_reason);
     let w = &r.workers[0];
     let lost = w.lost_at_ms.expect("declared lost");

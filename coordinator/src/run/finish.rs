@@ -173,6 +173,7 @@ pub(super) fn finish(coordinator: &Coordinator, run: &Run, early: Option<Judgeme
             started: state.started_wall.unwrap_or(now),
             now,
             total: &total,
+            interval: run.interval,
         },
         workers.into_values().collect(),
         state.agg.series(),

@@ -111,14 +111,22 @@ pub struct Run {
     watchdog: watchdog::Watchdog,
 }
 
+/// Planned sessions up to which a run bound by iterations only snapshots every 250 ms: such
+/// runs (every starter plan) are short, and at 1 s their charts were one or two dots.
+pub const FINE_ITERATIONS: u64 = 10_000;
+
 /// The snapshot interval of a plan that sets none: 1 s, or 250 ms for a run planned to last
-/// less than 10 s (so its charts are lines of a dozen points or more, not two dots). A run
-/// bound by iterations only has no planned length: 1 s.
-pub fn default_interval(planned: Duration) -> Duration {
-    if !planned.is_zero() && planned < Duration::from_secs(10) {
-        Duration::from_millis(250)
-    } else {
-        Duration::from_secs(1)
+/// less than 10 s, or bound by iterations only with at most [`FINE_ITERATIONS`] sessions (so
+/// its charts are lines of a dozen points or more, not two dots).
+pub fn default_interval(plan: &Plan) -> Duration {
+    let fine = Duration::from_millis(250);
+    match Ramp::of(&plan.load).total() {
+        Some(planned) if !planned.is_zero() && planned < Duration::from_secs(10) => fine,
+        Some(_) => Duration::from_secs(1),
+        None => match plan.load.iterations() {
+            Some(n) if n.saturating_mul(plan.max_vus()) <= FINE_ITERATIONS => fine,
+            _ => Duration::from_secs(1),
+        },
     }
 }
 
@@ -143,7 +151,7 @@ impl Run {
         let interval = plan
             .fleet
             .interval
-            .unwrap_or_else(|| default_interval(Ramp::of(&plan.load).total().unwrap_or_default()));
+            .unwrap_or_else(|| default_interval(&plan));
         let agg = Aggregator::new(interval, &thresholds, late_after(coordinator));
         let (progress, _) = watch::channel(v1::RunProgress {
             run_id: id.clone(),
@@ -245,6 +253,7 @@ impl Run {
                 started: state.started_wall.unwrap_or(now),
                 now,
                 total: state.agg.total(),
+                interval: self.interval,
             },
             state.phase,
             workers.into_values().collect(),

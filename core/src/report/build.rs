@@ -31,6 +31,8 @@ pub struct Run<'a> {
     pub now: SystemTime,
     /// Everything merged.
     pub total: &'a Snapshot,
+    /// Its snapshot interval (the plan's, or the coordinator's default for it).
+    pub interval: std::time::Duration,
 }
 
 /// Required checks that never evaluated in `total`: expectations, sequences and isolation
@@ -59,7 +61,7 @@ pub fn live(
         run.total,
         findings::Context {
             workers: &workers,
-            interval_ms: interval_ms(run.plan),
+            interval_ms: (run.interval.as_millis() as u64).max(1),
             intervals: &intervals,
             subjects_on_one_share: false,
         },
@@ -70,13 +72,6 @@ pub fn live(
     report.never_evaluated = Vec::new();
     report.classifiers = BTreeMap::new();
     report
-}
-
-/// The plan's snapshot interval in ms (1 s when it sets none).
-fn interval_ms(plan: &Plan) -> u64 {
-    plan.fleet
-        .interval
-        .map_or(1000, |i| (i.as_millis() as u64).max(1))
 }
 
 /// The final report of a run.
@@ -106,7 +101,7 @@ pub fn finished(
 ) -> Report {
     let cx = findings::Context {
         workers: &workers,
-        interval_ms: interval_ms(run.plan),
+        interval_ms: (run.interval.as_millis() as u64).max(1),
         intervals: &intervals,
         subjects_on_one_share: done.subjects_on_one_share,
     };

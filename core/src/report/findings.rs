@@ -1253,6 +1253,7 @@ mod tests {
             started: now,
             now,
             total: &total,
+            interval: std::time::Duration::from_secs(1),
         };
         let live = crate::report::build::live(
             run,

@@ -867,6 +867,7 @@ steps = [
                 started: now,
                 now,
                 total: &total,
+                interval: std::time::Duration::from_secs(1),
             },
             vec![],
             vec![],
