@@ -564,6 +564,17 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
         // An empty list, and something that is no URL at all.
         let text = MINIMAL.replace("base_url = \"http://127.0.0.1:1\"", "base_url = []");
         assert!(errors(&text)[0].message.contains("an empty list"));
+        // Too many, from the command line.
+        let over = Overrides {
+            target: Some(vec!["http://127.0.0.1:1"; MAX_URLS + 1].join(",")),
+            ..Overrides::default()
+        };
+        match Plan::from_text("p.toml", MINIMAL, &over) {
+            Err(PlanError::Invalid(e)) => {
+                assert!(e[0].message.contains("1025 URLs, more than 1024"), "{e:?}")
+            }
+            other => panic!("{other:?}"),
+        }
         let text = MINIMAL.replace("base_url = \"http://127.0.0.1:1\"", "base_url = 5");
         assert!(
             errors(&text)[0].message.contains("a URL or a list of URLs"),

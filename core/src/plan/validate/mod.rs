@@ -442,6 +442,17 @@ fn check_urls(urls: &crate::plan::Urls, field: &str, schemes: &[&str], p: &mut P
     if urls.as_slice().is_empty() {
         p.add(field, "an empty list: give one URL or several".into());
     }
+    if urls.as_slice().len() > crate::plan::MAX_URLS {
+        p.add(
+            field,
+            format!(
+                "{} URLs, more than {}",
+                urls.as_slice().len(),
+                crate::plan::MAX_URLS
+            ),
+        );
+        return;
+    }
     for (i, url) in urls.as_slice().iter().enumerate() {
         if !schemes.iter().any(|s| url.starts_with(s)) {
             p.add(
