@@ -459,7 +459,7 @@ def in_background(f):
         except Exception as e:  # noqa: BLE001 - re-raised on join
             result["error"] = e
 
-    th = threading.Thread(target=go)
+    th = threading.Thread(target=go, daemon=True)
     th.start()
 
     def join():
