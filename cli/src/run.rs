@@ -16,11 +16,12 @@ use crate::usage::UsageError;
 /// Where the plan's target comes from when the command line overrides it.
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
-    /// HTTP base URL replacing the plan's `target.base_url`; the WebSocket URL follows it
-    /// (`http` -> `ws`, `https` -> `wss`, plus `target.ws_path`).
+    /// HTTP base URL replacing the plan's `target.base_url`, or a comma-separated list of them
+    /// (instances addressed directly: VU or arrival `i` uses entry `i % n`); the WebSocket URL
+    /// follows it (`http` -> `ws`, `https` -> `wss`, plus `target.ws_path`).
     #[arg(long, env = "GAUNTLET_TARGET")]
     target: Option<String>,
-    /// WebSocket URL replacing the plan's, on its own.
+    /// WebSocket URL replacing the plan's, on its own (comma-separated for several).
     #[arg(long, env = "GAUNTLET_WS_TARGET")]
     ws_target: Option<String>,
     /// `NAME=VALUE`: replaces variable NAME in every scenario's `vars` that declares it (the
@@ -155,8 +156,8 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "  target:     {} (WebSocket {})",
-        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
-        shown_url(&plan.ws_url().unwrap_or_else(|| "-".into()))
+        shown_urls(plan.base_urls()),
+        shown_urls(&plan.ws_urls())
     );
     let ramp = |start: f64, stages: &[gauntlet_core::plan::Stage], unit: &str| {
         let total: std::time::Duration = stages.iter().map(|s| s.duration).sum();
@@ -256,8 +257,23 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
 
 /// A target URL as `validate` and `run` print it: user-info and secret query parameters
 /// masked.
-fn shown_url(url: &str) -> String {
-    gauntlet_core::redact::url(url)
+/// A target list as shown: credentials masked, the first three entries and how many more.
+fn shown_urls(urls: &[String]) -> String {
+    match urls {
+        [] => "-".into(),
+        [one] => gauntlet_core::redact::url(one),
+        _ => {
+            let mut shown: Vec<String> = urls
+                .iter()
+                .take(3)
+                .map(|u| gauntlet_core::redact::url(u))
+                .collect();
+            if urls.len() > 3 {
+                shown.push(format!("and {} more", urls.len() - 3));
+            }
+            format!("{} instances: {}", urls.len(), shown.join(", "))
+        }
+    }
 }
 
 /// Checks the plan and the flags, and prepares what to submit where.
@@ -309,8 +325,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
     eprintln!(
         "running plan `{}` against {} ({})",
         plan.name,
-        shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
-        shown_url(&plan.ws_url().unwrap_or_default())
+        shown_urls(plan.base_urls()),
+        shown_urls(&plan.ws_urls())
     );
     let plan_toml = submission.plan_toml.clone();
     let report = follow(fleet, submission, &shutdown, false).await?;

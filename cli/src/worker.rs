@@ -53,6 +53,13 @@ pub struct WorkerArgs {
         default_value = "127.0.0.0/8,::1/128,localhost"
     )]
     allow_target: Vec<String>,
+    /// Source addresses to bind outgoing connections to (WebSocket and HTTP), comma-separated
+    /// (`127.0.0.2,127.0.0.3`): session `i` (VU or arrival number) connects from address
+    /// `i % n`, so one worker is not held to one address's ~28k ephemeral ports (k6's
+    /// `--local-ips`). Each must be an address of this machine; none by default (the kernel
+    /// picks).
+    #[arg(long, env = "GAUNTLET_LOCAL_ADDRESSES", value_delimiter = ',')]
+    local_addresses: Vec<String>,
 }
 
 /// Runs a worker until a signal.
@@ -77,6 +84,8 @@ pub async fn run(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Resul
                 .collect::<Vec<_>>(),
         )
         .map_err(|e| crate::usage::UsageError(e.to_string()))?,
+        sources: gauntlet_worker::sources::SourceAddresses::new(&args.local_addresses)
+            .map_err(|e| crate::usage::UsageError(e.to_string()))?,
     };
     run_agent(config, shutdown).await?;
     Ok(0)

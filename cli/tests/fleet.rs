@@ -842,3 +842,70 @@ async fn a_worker_with_the_wrong_key_is_named_by_the_findings() {
     assert_eq!(f["other_sessions"].as_u64().unwrap(), 180 - failed);
     assert!(f["text"].as_str().unwrap().contains("w3"), "{}", f["text"]);
 }
+
+/// `gauntlet worker --local-addresses`: a worker process binds its connections to each address
+/// in turn, and the testbed sees them arrive from both; an address that is not this machine's
+/// is a startup error (exit 2) naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_two_local_addresses_connects_from_both() {
+    let out = gauntlet()
+        .args(["worker", "--local-addresses", "127.0.0.2,203.0.113.7"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--local-addresses: 203.0.113.7 cannot be a source address"),
+        "{stderr}"
+    );
+
+    let tb = testbed(serde_json::json!({})).await;
+    let (_c, url) = coordinator();
+    let _w = Proc(
+        gauntlet()
+            .args([
+                "worker",
+                "--coordinator",
+                &url,
+                "--name",
+                "sourced",
+                "--plan-env",
+                "JWT_SECRET_KEY",
+            ])
+            .env("GAUNTLET_LOCAL_ADDRESSES", "127.0.0.2,127.0.0.3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let plan = plan_file(
+        "sources.toml",
+        &AGENT_PLAN.replace("vus = 60\niterations = 2", "vus = 10\niterations = 1"),
+    );
+    let out = format!(
+        "{}/sources-out",
+        std::env::temp_dir()
+            .join(format!("gauntlet-fleet-{}", std::process::id()))
+            .display()
+    );
+    let child = run_on(&url, &plan, &tb.http_url(), &out, 1);
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(report(&out)["totals"]["passed"], 10);
+    // VU i connected from address i % 2.
+    assert_eq!(
+        tb.stats().peers,
+        std::collections::BTreeMap::from([
+            ("127.0.0.2".to_owned(), 5),
+            ("127.0.0.3".to_owned(), 5)
+        ])
+    );
+    tb.stop().await.unwrap();
+}

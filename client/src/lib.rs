@@ -143,6 +143,7 @@ impl LocalFleet {
                 tls_ca: None,
                 // The user's own plan in the user's own process.
                 access: gauntlet_worker::access::Access::open(),
+                sources: Default::default(),
             };
             let stop = stop.clone();
             tokio::spawn(async move {

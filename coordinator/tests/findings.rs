@@ -4,7 +4,8 @@
 //! exactly the subjects the selector picks; the per-user manager limit gives
 //! `subject_concurrency` at exactly the limit; a time-switched fault gives `window`; load
 //! beyond the testbed's capacity gives `load`; an evenly spread fault gives `spread` and
-//! nothing else. Two workers give the same findings as one.
+//! nothing else; a fault on one of two targets (a plan aimed at two testbeds) gives `target`
+//! naming exactly that testbed. Two workers give the same findings as one.
 //!
 //! The runs take real time (a few seconds each) and go one at a time, so that they do not
 //! slow each other down.
@@ -411,5 +412,99 @@ async fn load_beyond_the_testbeds_capacity_is_found() {
             "{what}: {:#?}",
             r.findings
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_on_one_of_two_targets_is_found_on_exactly_that_target() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Two testbeds as two targets of one plan (`base_url` a list): VU i goes to testbed i % 2.
+    // Only the second fails every connection. Five subjects (VU i is subject i % 5): each
+    // subject's VUs go to both testbeds, so no subject separates the failures; and each
+    // worker's VUs (a contiguous range) too, so no worker does either: only the target. (An
+    // open-model plan would not do with two workers: its arrivals are cut between them by
+    // parity, so one worker would run exactly the second testbed's sessions.)
+    let faulty = serde_json::json!({ "factory_init": { "rate": 1.0 } });
+    let mut first: Option<Vec<Finding>> = None;
+    for workers in [1, 2] {
+        let good = gauntlet_testbed::Testbed::start(
+            testbed(serde_json::json!({})),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let bad = gauntlet_testbed::Testbed::start(
+            testbed(faulty.clone()),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let targets = format!("[\"{}\", \"{}\"]", good.http_url(), bad.http_url());
+        let (url, stop) = common::coordinator().await;
+        let fleet: Vec<_> = (0..workers)
+            .map(|i| common::worker(&url, &format!("w{i}")))
+            .collect();
+        let text = plan(
+            "TARGETS",
+            "subject_pool = 5",
+            "vus = 20\niterations = 10",
+            "2s",
+        )
+        .replace("\"TARGETS\"", &targets);
+        let r = common::run(&url, text, workers).await;
+        let (good_truth, bad_truth) = (good.stats(), bad.stats());
+        let bad_addr = bad.addr().to_string();
+        for (_, w) in fleet {
+            w.cancel();
+        }
+        stop.cancel();
+        good.stop().await.unwrap();
+        bad.stop().await.unwrap();
+        let what = format!("{workers} workers");
+        for f in &r.findings {
+            eprintln!("{what}: {} (chance {:.1e})", f.text, f.chance);
+        }
+        assert_eq!(r.workers.len(), workers as usize, "{}", r.verdict_reason);
+        assert_eq!(r.totals.sessions, 200, "{what}");
+        // Ground truth: the first testbed failed nothing, the second every connection.
+        assert_eq!(good_truth.connections.established, 100, "{what}");
+        assert_eq!(good_truth.connections.rejected_total, 0, "{what}");
+        assert_eq!(bad_truth.faults["factory_init"], 100, "{what}");
+        assert_eq!(bad_truth.connections.established, 0, "{what}");
+        assert_eq!(
+            found(&r),
+            [("factory_init_failed".to_owned(), "target")],
+            "{what}: {:#?}",
+            r.findings
+        );
+        let f = &r.findings[0];
+        assert_eq!(
+            f.kind,
+            Kind::Target {
+                target: bad_addr.clone(),
+                target_sessions: 100,
+                other_targets: 1,
+                other_sessions: 100,
+            },
+            "{what}: {}",
+            f.text
+        );
+        assert_eq!(f.failed, bad_truth.faults["factory_init"], "{what}");
+        assert!(f.text.contains(&bad_addr), "{}", f.text);
+        // Each subject failed at the bad target and passed at the good one.
+        assert_eq!(r.attribution.subject.distinct, 5, "{what}");
+        match &first {
+            None => first = Some(r.findings.clone()),
+            // The ports differ between the two rounds: compare what the findings say apart
+            // from the address.
+            Some(one) => {
+                let strip = |v: &[Finding]| -> Vec<(String, u64, &'static str)> {
+                    v.iter()
+                        .map(|f| (f.category.to_string(), f.failed, kind(f)))
+                        .collect()
+                };
+                assert_eq!(strip(&r.findings), strip(one), "{what} vs 1 worker");
+            }
+        }
     }
 }

@@ -246,6 +246,7 @@ fn agent(url: &str, name: &str, stop: CancellationToken) -> tokio::task::JoinHan
         token: Some(WORKER_TOKEN.into()),
         tls_ca: None,
         access: gauntlet_worker::access::Access::open(),
+        sources: Default::default(),
     };
     tokio::spawn(async move { run_agent(config, stop).await.unwrap() })
 }

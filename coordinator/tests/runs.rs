@@ -372,6 +372,7 @@ async fn a_token_guards_both_services_and_the_http_port_answers() {
         token: token.map(str::to_owned),
         tls_ca: None,
         access: gauntlet_worker::access::Access::open(),
+        sources: Default::default(),
     };
     let refused = run_agent(config(None), CancellationToken::new())
         .await
@@ -516,6 +517,7 @@ async fn grpc_over_tls_with_a_private_ca() {
             token: None,
             tls_ca: Some(ca_pem.clone()),
             access: gauntlet_worker::access::Access::open(),
+            sources: Default::default(),
         },
         worker_stop.clone(),
     ));

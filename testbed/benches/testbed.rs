@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-#[path = "support/echo.rs"]
-mod echo;
-use echo::{ROLE, Server, echo_server, request};
+use gauntlet_bench::echo::{ROLE, Server, echo_server, request};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};

@@ -77,9 +77,13 @@ async fn run(app: Arc<App>, listener: TcpListener) -> Result<(), ServeError> {
             }
         })
     };
-    let listener = listener.tap_io(|tcp| {
+    let counted = app.clone();
+    let listener = listener.tap_io(move |tcp| {
         // Small frames must leave at once: Nagle plus delayed ACKs would add 40 ms stalls.
         let _ = tcp.set_nodelay(true);
+        if let Ok(peer) = tcp.peer_addr() {
+            counted.stats.peer(peer.ip());
+        }
     });
     let result = axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -2,6 +2,7 @@
 //! `GET /__testbed/stats`. Gauntlet's tests compare its reports to these numbers exactly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -128,7 +129,13 @@ pub struct Stats {
     faults: [AtomicU64; 13],
     http: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     users: Mutex<HashMap<String, Arc<UserCounters>>>,
+    peers: Mutex<BTreeMap<IpAddr, u64>>,
+    peers_other: AtomicU64,
 }
+
+/// Most distinct peer addresses counted by name; connections from further ones are counted
+/// under `other`.
+pub const MAX_PEERS: usize = 256;
 
 /// One user's live counters (the user is a token's `sub`). A connection looks its user up
 /// once, when its token is validated, and counts on the handle from then on.
@@ -207,6 +214,18 @@ impl Stats {
         user
     }
 
+    /// One more TCP connection accepted from `peer` (WebSocket or HTTP).
+    pub fn peer(&self, peer: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&peer) {
+            *n += 1;
+        } else if peers.len() < MAX_PEERS {
+            peers.insert(peer, 1);
+        } else {
+            inc(&self.peers_other);
+        }
+    }
+
     /// One more HTTP answer; `path` is one of the testbed's routes or "other".
     pub fn http(&self, path: &str, status: u16) {
         let mut http = self.http.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,6 +297,20 @@ impl Stats {
                 .iter()
                 .map(|(sub, user)| (sub.clone(), user.totals()))
                 .collect(),
+            peers: {
+                let mut peers: BTreeMap<String, u64> = self
+                    .peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(ip, n)| (ip.to_string(), *n))
+                    .collect();
+                let other = get(&self.peers_other);
+                if other > 0 {
+                    peers.insert("other".into(), other);
+                }
+                peers
+            },
         }
     }
 }
@@ -305,6 +338,10 @@ pub struct StatsSnapshot {
     /// Totals per user (token `sub`), for every user whose token was ever validated.
     #[serde(default)]
     pub users: BTreeMap<String, UserTotals>,
+    /// TCP connections accepted (WebSocket and HTTP), by the client's source address (at most
+    /// [`MAX_PEERS`] addresses by name; connections from further ones under `other`).
+    #[serde(default)]
+    pub peers: BTreeMap<String, u64>,
 }
 
 /// One user's totals since the testbed started.

@@ -8,22 +8,19 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use gauntlet_core::plan::{Overrides, Plan};
 use gauntlet_worker::{Program, RunConfig};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../../testbed/benches/support/echo.rs"]
-mod echo;
-use echo::{ROLE, Server, echo_server, request};
+use gauntlet_bench::echo::{ROLE, Server, echo_server};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -64,61 +61,10 @@ fn main() {
     }
 }
 
-/// The reference: N connections, each sends the request and waits for its echo, in a loop.
+/// The reference: N connections, each sends the request and waits for its echo, in a loop
+/// (`gauntlet_bench::bare`, shared with `bench/run.py`).
 async fn bare_round_trips(port: u16, conns: usize, seconds: u64) -> f64 {
-    let mut sockets = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            format!("ws://127.0.0.1:{port}/"),
-            tcp,
-            Some(config),
-        )
-        .await
-        .unwrap();
-        sockets.push(ws);
-    }
-    let count = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
-    let body = request();
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .map(|mut ws| {
-            let (count, stop, counting, body) =
-                (count.clone(), stop.clone(), counting.clone(), body.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    ws.send(Message::Text(body.clone().into())).await.unwrap();
-                    loop {
-                        match ws.next().await.unwrap().unwrap() {
-                            Message::Text(_) => break,
-                            _ => continue,
-                        }
-                    }
-                    if counting.load(Ordering::Relaxed) {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                let _ = ws.close(None).await;
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    counting.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let n = count.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    n as f64 / elapsed
+    gauntlet_bench::bare::round_trips(port, conns, Duration::from_secs(1), seconds).await
 }
 
 fn echo_plan(port: u16, load: &str, steps: &str) -> Plan {

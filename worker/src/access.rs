@@ -150,8 +150,9 @@ impl Access {
                  --allow-target does not list); aim base_url at the host instead"
             )));
         }
-        let urls = [plan.target.base_url.clone(), plan.ws_url()];
-        for url in urls.into_iter().flatten() {
+        // Every entry of a target list.
+        let urls = plan.base_urls().iter().cloned().chain(plan.ws_urls());
+        for url in urls {
             let parsed = url::Url::parse(&url).map_err(|e| format!("target `{url}`: {e}"))?;
             if !self.allows_url(&parsed) {
                 return Err(CompileError(format!(
@@ -382,5 +383,33 @@ mod tests {
             ))
             .unwrap_err();
         assert!(e.starts_with("target.headers: a `Host` header"), "{e}");
+    }
+
+    #[test]
+    fn every_entry_of_a_target_list_is_checked() {
+        let allowed = Access::new(&["JWT_*".into()], &[], &["127.0.0.0/8"]).unwrap();
+        let listed = |base: &str, ws: &str| {
+            let text = format!(
+                "name = \"p\"\n[target]\nbase_url = {base}\n{ws}\n[load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\nsteps = [ {{ ws_connect = {{}} }} ]\n"
+            );
+            Plan::from_text("p.toml", &text, &Overrides::default()).unwrap()
+        };
+        let good = listed("[\"http://127.0.0.2:1\", \"http://127.0.0.3:1\"]", "");
+        assert!(allowed.check(&good).is_ok());
+        // The third base URL, then the second WebSocket URL, reach elsewhere.
+        let e = allowed
+            .check(&listed(
+                "[\"http://127.0.0.2:1\", \"http://127.0.0.3:1\", \"http://10.9.9.9:1\"]",
+                "",
+            ))
+            .unwrap_err();
+        assert!(e.contains("`10.9.9.9`"), "{e}");
+        let e = allowed
+            .check(&listed(
+                "[\"http://127.0.0.2:1\", \"http://127.0.0.3:1\"]",
+                "ws_url = [\"ws://127.0.0.2:1/ws\", \"ws://evil.example:1/ws\"]",
+            ))
+            .unwrap_err();
+        assert!(e.contains("`evil.example`"), "{e}");
     }
 }

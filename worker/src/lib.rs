@@ -19,6 +19,8 @@
 //! - [`recorder`]: per-VU buffers flushed into sharded histograms; snapshot deltas.
 //! - [`render`]: templates filled from a session's context.
 //! - [`rng`]: a small seedable random source.
+//! - [`sources`]: the source addresses outgoing connections are bound to
+//!   (`--local-addresses`).
 
 pub mod access;
 pub mod agent;
@@ -33,6 +35,7 @@ pub mod render;
 pub mod rng;
 pub mod sequence;
 pub mod session;
+pub mod sources;
 
 pub use engine::{Delta, RunConfig, run};
 pub use program::{CompileError, Program};

@@ -55,6 +55,7 @@ pub fn worker_with(
         token: None,
         tls_ca: None,
         access,
+        sources: Default::default(),
     };
     let token = stop.clone();
     (

@@ -43,7 +43,7 @@ pub use step::{
     ConnectOutcome, ExpectRejection, Expected, Http, Payload, Repeat, Sleep, Step, WsClose,
     WsConnect, WsExpect, WsExpectSequence, WsPing, WsSend,
 };
-pub use target::{Target, Tls};
+pub use target::{MAX_URLS, Target, Tls, Urls};
 
 /// A whole plan, validated and resolved.
 #[derive(Debug, Clone, Deserialize, JsonSchema, Serialize)]
@@ -138,9 +138,10 @@ pub enum WorkerLoss {
 /// Values given on the command line that override the plan.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// `--target`: replaces `target.base_url`; the WebSocket URL follows it.
+    /// `--target`: replaces `target.base_url` (a comma-separated list for several); the
+    /// WebSocket URL follows it.
     pub target: Option<String>,
-    /// `--ws-target`: replaces the WebSocket URL on its own.
+    /// `--ws-target`: replaces the WebSocket URL on its own (comma-separated for several).
     pub ws_target: Option<String>,
     /// `--vus`, `--duration`, `--rate`, `--stage`...: replace the plan's `[load]`.
     pub load: LoadOverride,
@@ -218,11 +219,12 @@ impl Overrides {
     /// The overrides as command-line flags, for the report (`--target` URLs masked).
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let masked = |t: &str| Urls::from_flag(t).map(crate::redact::url).to_string();
         if let Some(t) = &self.target {
-            out.push(format!("--target {}", crate::redact::url(t)));
+            out.push(format!("--target {}", masked(t)));
         }
         if let Some(t) = &self.ws_target {
-            out.push(format!("--ws-target {}", crate::redact::url(t)));
+            out.push(format!("--ws-target {}", masked(t)));
         }
         out.extend(self.load.describe());
         for (name, value) in &self.vars {
@@ -261,11 +263,11 @@ impl Plan {
     pub fn from_text(file: &str, text: &str, overrides: &Overrides) -> Result<Plan, PlanError> {
         let mut spec: PlanSpec = parse(file, text).map_err(ConfigError::from)?;
         if let Some(target) = &overrides.target {
-            spec.target.base_url = Some(target.clone());
+            spec.target.base_url = Some(Urls::from_flag(target));
             spec.target.ws_url = None;
         }
         if let Some(ws) = &overrides.ws_target {
-            spec.target.ws_url = Some(ws.clone());
+            spec.target.ws_url = Some(Urls::from_flag(ws));
         }
         if let Some(conflict) = overrides.load.conflict() {
             return Err(PlanError::Invalid(vec![Located {
@@ -353,22 +355,46 @@ impl Plan {
         Ok(plan)
     }
 
-    /// The WebSocket URL: `ws_url`, or `base_url` with its scheme mapped and `ws_path`.
-    pub fn ws_url(&self) -> Option<String> {
-        if let Some(url) = &self.target.ws_url {
-            return Some(url.clone());
+    /// The HTTP base URLs, in order (none when the plan names no target).
+    pub fn base_urls(&self) -> &[String] {
+        self.target.base_url.as_ref().map_or(&[], Urls::as_slice)
+    }
+
+    /// The WebSocket URLs, in order: `ws_url`'s entries, or each `base_url` with its scheme
+    /// mapped and `ws_path`.
+    pub fn ws_urls(&self) -> Vec<String> {
+        if let Some(urls) = &self.target.ws_url {
+            return urls.as_slice().to_vec();
         }
-        let base = self.target.base_url.as_deref()?;
-        let (scheme, rest) = base.split_once("://")?;
-        let scheme = match scheme {
-            "https" => "wss",
-            _ => "ws",
-        };
-        Some(format!(
-            "{scheme}://{}{}",
-            rest.trim_end_matches('/'),
-            self.target.ws_path
-        ))
+        self.base_urls()
+            .iter()
+            .filter_map(|base| {
+                let (scheme, rest) = base.split_once("://")?;
+                let scheme = match scheme {
+                    "https" => "wss",
+                    _ => "ws",
+                };
+                Some(format!(
+                    "{scheme}://{}{}",
+                    rest.trim_end_matches('/'),
+                    self.target.ws_path
+                ))
+            })
+            .collect()
+    }
+
+    /// The target instances: entry `i` pairs `base_url[i % b]` with the WebSocket URL
+    /// `[i % w]`, for `max(b, w)` entries (validation allows only equal counts, or one of
+    /// either). Session `i` (VU `i`, or arrival `i`) uses entry `i % n`, whatever the fleet.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let (base, ws) = (self.base_urls(), self.ws_urls());
+        let n = base.len().max(ws.len());
+        if base.is_empty() || ws.is_empty() {
+            return Vec::new();
+        }
+        (0..n)
+            .map(|i| (base[i % base.len()].clone(), ws[i % ws.len()].clone()))
+            .collect()
     }
 
     /// The closed model's largest VU count, or the open model's VU cap.
@@ -498,14 +524,120 @@ steps = [ { ws_connect = {} }, { ws_send = { json = { type = "ping" } } }, { ws_
     #[test]
     fn minimal_plan_loads_and_derives_the_ws_url() {
         let plan = Plan::from_text("p.toml", MINIMAL, &Overrides::default()).unwrap();
-        assert_eq!(plan.ws_url().as_deref(), Some("ws://127.0.0.1:1/ws"));
+        assert_eq!(plan.ws_urls(), ["ws://127.0.0.1:1/ws"]);
         let over = Overrides {
             target: Some("https://staging.example/".into()),
             ws_target: None,
             ..Overrides::default()
         };
         let plan = Plan::from_text("p.toml", MINIMAL, &over).unwrap();
-        assert_eq!(plan.ws_url().as_deref(), Some("wss://staging.example/ws"));
+        assert_eq!(plan.ws_urls(), ["wss://staging.example/ws"]);
+        // One string stays one string for the workers and the report.
+        let json = serde_json::to_value(&plan.target).unwrap();
+        assert_eq!(json["base_url"], "https://staging.example/");
+    }
+
+    #[test]
+    fn several_targets_pair_up_by_index() {
+        let text = MINIMAL.replace(
+            "base_url = \"http://127.0.0.1:1\"",
+            "base_url = [\"http://127.0.0.1:1\", \"https://127.0.0.2:2/\", \"http://127.0.0.3:3\"]",
+        );
+        let plan = Plan::from_text("p.toml", &text, &Overrides::default()).unwrap();
+        assert_eq!(
+            plan.endpoints(),
+            [
+                (
+                    "http://127.0.0.1:1".to_owned(),
+                    "ws://127.0.0.1:1/ws".to_owned()
+                ),
+                (
+                    "https://127.0.0.2:2/".to_owned(),
+                    "wss://127.0.0.2:2/ws".to_owned()
+                ),
+                (
+                    "http://127.0.0.3:3".to_owned(),
+                    "ws://127.0.0.3:3/ws".to_owned()
+                ),
+            ]
+        );
+        let json = serde_json::to_value(&plan.target).unwrap();
+        assert_eq!(json["base_url"].as_array().unwrap().len(), 3);
+        let back: Target = serde_json::from_value(json).unwrap();
+        assert_eq!(back.base_url, plan.target.base_url);
+        // One ws_url for every base_url.
+        let one_ws = text.replace("[target]\n", "[target]\nws_url = \"ws://127.0.0.9:9/x\"\n");
+        let plan = Plan::from_text("p.toml", &one_ws, &Overrides::default()).unwrap();
+        assert_eq!(plan.endpoints().len(), 3);
+        assert!(
+            plan.endpoints()
+                .iter()
+                .all(|(_, ws)| ws == "ws://127.0.0.9:9/x")
+        );
+        // --target a,b: a list; --ws-target too.
+        let over = Overrides {
+            target: Some("http://127.0.0.5:5, http://127.0.0.6:6".into()),
+            ..Overrides::default()
+        };
+        let plan = Plan::from_text("p.toml", MINIMAL, &over).unwrap();
+        assert_eq!(
+            plan.ws_urls(),
+            ["ws://127.0.0.5:5/ws", "ws://127.0.0.6:6/ws"]
+        );
+        assert_eq!(
+            plan.overrides,
+            ["--target http://127.0.0.5:5,http://127.0.0.6:6"]
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_of_a_target_list_is_named_by_its_index() {
+        let text = MINIMAL.replace(
+            "base_url = \"http://127.0.0.1:1\"",
+            "base_url = [\"http://127.0.0.1:1\", \"http://127.0.0.2:2\", \"ftp://x\"]\nws_url = [\"ws://a/ws\", \"http://b/ws\"]",
+        );
+        let e = errors(&text);
+        let fields: Vec<&str> = e.iter().map(|l| l.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["target.base_url[2]", "target.ws_url[1]", "target.ws_url"],
+            "{e:?}"
+        );
+        assert!(
+            e[0].message.contains("`ftp://x` must start with http://"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(e[0].line, 4, "{}", e[0]);
+        assert!(
+            e[2].message
+                .contains("2 entries, but target.base_url has 3"),
+            "{}",
+            e[2]
+        );
+        // A single string keeps its old location.
+        let text = MINIMAL.replace("http://127.0.0.1:1", "ftp://x");
+        assert_eq!(errors(&text)[0].field, "target.base_url");
+        // An empty list, and something that is no URL at all.
+        let text = MINIMAL.replace("base_url = \"http://127.0.0.1:1\"", "base_url = []");
+        assert!(errors(&text)[0].message.contains("an empty list"));
+        // Too many, from the command line.
+        let over = Overrides {
+            target: Some(vec!["http://127.0.0.1:1"; MAX_URLS + 1].join(",")),
+            ..Overrides::default()
+        };
+        match Plan::from_text("p.toml", MINIMAL, &over) {
+            Err(PlanError::Invalid(e)) => {
+                assert!(e[0].message.contains("1025 URLs, more than 1024"), "{e:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = MINIMAL.replace("base_url = \"http://127.0.0.1:1\"", "base_url = 5");
+        assert!(
+            errors(&text)[0].message.contains("a URL or a list of URLs"),
+            "{:?}",
+            errors(&text)
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub tls_ca: Option<Vec<u8>>,
     /// What plans may read and reach on this worker.
     pub access: crate::access::Access,
+    /// The source addresses its connections are bound to (`--local-addresses`).
+    pub sources: crate::sources::SourceAddresses,
 }
 
 /// A failure that ends the agent.
@@ -357,6 +359,7 @@ impl Agent {
                     stop,
                     (self.jobs_stop.clone(), self.leaving.clone()),
                     self.config.access.clone(),
+                    self.config.sources.clone(),
                 ));
             }
             coordinator_message::Kind::Stop(stop) => {
@@ -461,6 +464,7 @@ mod tests {
             token: None,
             tls_ca: None,
             access: crate::access::Access::open(),
+            sources: Default::default(),
         })
         .unwrap()
     }

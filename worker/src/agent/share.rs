@@ -17,6 +17,7 @@ use super::outbox::{ShareKey, SharedOutbox};
 use crate::access::Access;
 use crate::engine::{Delta, Progress, RunConfig};
 use crate::program::Program;
+use crate::sources::SourceAddresses;
 
 /// Runs assignment `a` with the engine and reports it into `outbox` (already told of it).
 /// `stop` ends it (a Stop from the coordinator, or `leaving`); `leaving` is cancelled when
@@ -29,6 +30,7 @@ pub async fn run(
     stop: CancellationToken,
     (leaving, shutdown): (CancellationToken, CancellationToken),
     access: Access,
+    sources: SourceAddresses,
 ) {
     let key = ShareKey::of(&a);
     let finish = |error: String, last_seq: u64, stopped_at_ms: u64, sessions_started: u64| {
@@ -54,7 +56,7 @@ pub async fn run(
             )
         })
         .and_then(|plan| {
-            Program::compile_for(plan, access).map_err(|e| format!("{}: {e}", a.plan_file))
+            Program::compile_for(plan, access, sources).map_err(|e| format!("{}: {e}", a.plan_file))
         });
     let program = match program {
         Ok(p) => Arc::new(p),

@@ -20,6 +20,7 @@ use crate::matcher::CompiledMatcher;
 use crate::recorder::{CheckId, MetricId};
 use crate::render::{JsonTemplate, compile};
 use crate::sequence::SequenceCheck;
+use crate::sources::SourceAddresses;
 
 mod step;
 
@@ -38,10 +39,11 @@ pub struct Program {
     pub plan: Plan,
     /// What this worker lets the plan reach (HTTP URLs and redirects are checked as sent).
     pub access: Arc<crate::access::Access>,
-    /// HTTP base URL (no trailing slash).
-    pub base_url: String,
-    /// WebSocket URL.
-    pub ws_url: url::Url,
+    /// The target's instances (one unless the plan lists several): session `i` uses entry
+    /// `i % n`.
+    pub endpoints: Vec<Endpoint>,
+    /// The source addresses connections are bound to (none: the kernel picks).
+    pub sources: SourceAddresses,
     /// Headers of every request and upgrade.
     pub headers: Vec<(String, Template)>,
     /// JWT minting.
@@ -66,10 +68,19 @@ pub struct Program {
     pub m_session: MetricId,
     /// TLS for `wss://`.
     pub tls: Arc<rustls::ClientConfig>,
-    /// HTTP client for `http` steps (pooled connections).
-    pub http: reqwest::Client,
+    /// HTTP clients for `http` steps (pooled connections): one per source address, or one.
+    pub http: Vec<reqwest::Client>,
     /// tungstenite settings (small read buffer: idle sessions stay cheap).
     pub ws_config: WebSocketConfig,
+}
+
+/// One instance of the target: its HTTP base URL and WebSocket URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// HTTP base URL (no trailing slash).
+    pub base_url: String,
+    /// WebSocket URL.
+    pub ws_url: url::Url,
 }
 
 /// A compiled scenario.
@@ -142,27 +153,42 @@ impl Names {
 impl Program {
     /// Compiles a validated plan.
     pub fn compile(plan: Plan) -> Result<Program, CompileError> {
-        Program::compile_for(plan, crate::access::Access::open())
+        Program::compile_for(
+            plan,
+            crate::access::Access::open(),
+            SourceAddresses::default(),
+        )
     }
 
     /// Compiles a validated plan for a worker whose operator allows `access` (checked first:
-    /// a plan that reads or reaches what it may not is refused, naming it).
-    pub fn compile_for(plan: Plan, access: crate::access::Access) -> Result<Program, CompileError> {
+    /// a plan that reads or reaches what it may not is refused, naming it) and binds its
+    /// connections to `sources`.
+    pub fn compile_for(
+        plan: Plan,
+        access: crate::access::Access,
+        sources: SourceAddresses,
+    ) -> Result<Program, CompileError> {
         access.check(&plan)?;
         let access = Arc::new(access);
         let err = |at: &str, e: &dyn std::fmt::Display| CompileError(format!("{at}: {e}"));
-        let base_url = plan
-            .target
-            .base_url
-            .clone()
-            .ok_or_else(|| CompileError("target.base_url: not set".into()))?
-            .trim_end_matches('/')
-            .to_owned();
-        let ws_url = plan
-            .ws_url()
-            .ok_or_else(|| CompileError("target: no WebSocket URL".into()))?;
-        let ws_url = url::Url::parse(&ws_url)
-            .map_err(|e| err("target.ws_url", &format!("`{ws_url}`: {e}")))?;
+        if plan.base_urls().is_empty() {
+            return Err(CompileError("target.base_url: not set".into()));
+        }
+        let endpoints = plan
+            .endpoints()
+            .into_iter()
+            .map(|(base_url, ws_url)| {
+                let parsed = url::Url::parse(&ws_url)
+                    .map_err(|e| err("target.ws_url", &format!("`{ws_url}`: {e}")))?;
+                Ok(Endpoint {
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    ws_url: parsed,
+                })
+            })
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        if endpoints.is_empty() {
+            return Err(CompileError("target: no WebSocket URL".into()));
+        }
         let headers = templates(&plan.target.headers, "target.headers")?;
         let minter = plan.auth.as_ref().map(Minter::new).transpose()?;
         let mut names = Names::default();
@@ -233,25 +259,36 @@ impl Program {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let tls = Arc::new(tls_config(&plan.target.tls)?);
-        let redirects = Arc::clone(&access);
-        let http = reqwest::Client::builder()
-            // A redirect is followed only to a host this worker may reach.
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 10 {
-                    attempt.error("more than 10 redirects")
-                } else if redirects.allows_url(attempt.url()) {
-                    attempt.follow()
-                } else {
-                    let host = attempt.url().host_str().unwrap_or("?").to_owned();
-                    attempt.error(format!(
-                        "redirect to `{host}`, which this worker does not send traffic to (--allow-target)"
-                    ))
-                }
-            }))
-            .use_preconfigured_tls((*tls).clone())
-            .connect_timeout(plan.target.connect_timeout)
-            .build()
-            .map_err(|e| CompileError(format!("cannot build the HTTP client: {e}")))?;
+        let local: Vec<Option<std::net::IpAddr>> = if sources.as_slice().is_empty() {
+            vec![None]
+        } else {
+            sources.as_slice().iter().copied().map(Some).collect()
+        };
+        let http = local
+            .into_iter()
+            .map(|local| {
+                let redirects = Arc::clone(&access);
+                reqwest::Client::builder()
+                    // A redirect is followed only to a host this worker may reach.
+                    .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                        if attempt.previous().len() >= 10 {
+                            attempt.error("more than 10 redirects")
+                        } else if redirects.allows_url(attempt.url()) {
+                            attempt.follow()
+                        } else {
+                            let host = attempt.url().host_str().unwrap_or("?").to_owned();
+                            attempt.error(format!(
+                                "redirect to `{host}`, which this worker does not send traffic to (--allow-target)"
+                            ))
+                        }
+                    }))
+                    .use_preconfigured_tls((*tls).clone())
+                    .connect_timeout(plan.target.connect_timeout)
+                    .local_address(local)
+                    .build()
+                    .map_err(|e| CompileError(format!("cannot build the HTTP client: {e}")))
+            })
+            .collect::<Result<Vec<_>, CompileError>>()?;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
@@ -259,8 +296,8 @@ impl Program {
             .max_frame_size(Some(plan.target.max_message_bytes as usize));
         Ok(Program {
             access,
-            base_url,
-            ws_url,
+            endpoints,
+            sources,
             headers,
             minter,
             scenarios,
@@ -277,6 +314,17 @@ impl Program {
             ws_config,
             plan,
         })
+    }
+
+    /// The target instance of session `route` (the VU's number in the closed model, the
+    /// arrival's in the open one): entry `route % n`, the same whichever worker runs it.
+    pub fn endpoint(&self, route: u64) -> &Endpoint {
+        &self.endpoints[(route % self.endpoints.len() as u64) as usize]
+    }
+
+    /// The HTTP client of session `route` (bound to its source address, if any).
+    pub fn http_client(&self, route: u64) -> &reqwest::Client {
+        &self.http[(route % self.http.len() as u64) as usize]
     }
 
     /// The scenario for a draw `r` in `[0, total weight)`.

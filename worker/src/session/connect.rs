@@ -1,9 +1,9 @@
-//! `ws_connect` (its [`ConnectStep`]): DNS, TCP, TLS for `wss://`, the upgrade with the VU's
-//! token, and the confirmation frame or the expected rejection.
+//! `ws_connect` (its [`ConnectStep`]): DNS, TCP (to the session's target instance, from its
+//! source address if the worker has them), TLS for `wss://`, the upgrade with the VU's token,
+//! and the confirmation frame or the expected rejection.
 
 use gauntlet_core::plan::Placement;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -35,7 +35,7 @@ impl Session<'_> {
             close_quietly(old).await;
         }
         self.arrive();
-        let mut url = self.p.ws_url.clone();
+        let mut url = self.p.endpoint(self.vu.route).ws_url.clone();
         if let Some(path) = path {
             url.set_path(path);
         }
@@ -192,7 +192,7 @@ impl Session<'_> {
             return Err(Symptom::Dns(format!("{host}: no address")));
         };
         self.target = Some(addr.to_string());
-        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
+        let tcp = match timeout_at(deadline, self.p.sources.connect(self.vu.route, addr)).await {
             Err(_) => return Err(Symptom::Timeout(format!("TCP connect to {addr}"))),
             Ok(Err(e)) => return Err(Symptom::ConnectRefused(format!("{addr}: {e}"))),
             Ok(Ok(tcp)) => tcp,

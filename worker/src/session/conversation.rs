@@ -30,12 +30,14 @@ impl Session<'_> {
             self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
             return Err(Fatal);
         };
+        // The frame is meant to be sent now: latencies since it count from before the write,
+        // as a bare client's round trip does.
+        let now = Instant::now();
         if let Err(e) = ws.send(Message::Text(text)).await {
             self.ws = None;
             self.fail(&step.name, Symptom::Reset(format!("send failed: {e}")));
             return Err(Fatal);
         }
-        let now = Instant::now();
         self.marks[send.mark] = Some(now);
         self.last_send = Some(now);
         self.vu.rec.counters.frames_sent += 1;

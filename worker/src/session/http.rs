@@ -15,7 +15,7 @@ impl Session<'_> {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path
         } else {
-            format!("{}{path}", self.p.base_url)
+            format!("{}{path}", self.p.endpoint(self.vu.route).base_url)
         };
         // A rendered URL (a capture can come from the target) reaches only allowed hosts.
         if let Ok(parsed) = url::Url::parse(&url)
@@ -33,7 +33,7 @@ impl Session<'_> {
         }
         let mut req = self
             .p
-            .http
+            .http_client(self.vu.route)
             .request(h.method.clone(), &url)
             .timeout(h.timeout);
         for (k, t) in self.p.headers.iter().chain(&h.headers) {

@@ -71,6 +71,10 @@ pub struct Vu {
     /// `{vu}` of its sessions: the id in the closed model, the arrival's VU number in the open
     /// model.
     pub number: u64,
+    /// Which target instance and source address its sessions use (entry `route % n` of each
+    /// list): the id in the closed model, the arrival number in the open model, so the mapping
+    /// is the same whatever the fleet.
+    pub route: u64,
     /// `{iteration}`: sessions run so far in the closed model, the arrival's iteration in the
     /// open model.
     pub iteration: u64,
@@ -105,6 +109,7 @@ impl Vu {
         Vu {
             id,
             number: id,
+            route: id,
             iteration: 0,
             subject,
             subject_index,
@@ -124,6 +129,7 @@ impl Vu {
     pub fn take_arrival(&mut self, program: &Program, seed: u64, k: u64) {
         let max_vus = program.plan.max_vus().max(1);
         self.number = k % max_vus;
+        self.route = k;
         self.iteration = k / max_vus;
         self.rng = Rng::keyed(&[seed, k]);
         let pool = program

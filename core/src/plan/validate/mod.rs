@@ -190,22 +190,26 @@ impl PlanSpec {
                 "no target: set target.base_url in the plan, or pass --target / GAUNTLET_TARGET"
                     .into(),
             ),
-            Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    p.add(
-                        "target.base_url",
-                        format!("`{url}` must start with http:// or https://"),
-                    );
-                }
-            }
+            Some(urls) => check_urls(urls, "target.base_url", &["http://", "https://"], p),
         }
-        if let Some(url) = &self.target.ws_url
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            p.add(
-                "target.ws_url",
-                format!("`{url}` must start with ws:// or wss://"),
+        if let Some(urls) = &self.target.ws_url {
+            check_urls(urls, "target.ws_url", &["ws://", "wss://"], p);
+            let (b, w) = (
+                self.target
+                    .base_url
+                    .as_ref()
+                    .map_or(0, |u| u.as_slice().len()),
+                urls.as_slice().len(),
             );
+            if b > 1 && w > 1 && b != w {
+                p.add(
+                    "target.ws_url",
+                    format!(
+                        "{w} entries, but target.base_url has {b}: list one WebSocket URL, or \
+                         one per base URL (entry i goes with base URL i)"
+                    ),
+                );
+            }
         }
         if !self.target.ws_path.starts_with('/') {
             p.add("target.ws_path", "must start with `/`".into());
@@ -472,5 +476,31 @@ fn check_auth(auth: &Auth, scenarios: &Scope, p: &mut Problems) {
             }
             p.template(s, at, &claim_scope);
         });
+    }
+}
+
+/// Every entry of a URL list starts with one of `schemes`; a list is not empty.
+fn check_urls(urls: &crate::plan::Urls, field: &str, schemes: &[&str], p: &mut Problems) {
+    if urls.as_slice().is_empty() {
+        p.add(field, "an empty list: give one URL or several".into());
+    }
+    if urls.as_slice().len() > crate::plan::MAX_URLS {
+        p.add(
+            field,
+            format!(
+                "{} URLs, more than {}",
+                urls.as_slice().len(),
+                crate::plan::MAX_URLS
+            ),
+        );
+        return;
+    }
+    for (i, url) in urls.as_slice().iter().enumerate() {
+        if !schemes.iter().any(|s| url.starts_with(s)) {
+            p.add(
+                &urls.location(field, i),
+                format!("`{url}` must start with {}", schemes.join(" or ")),
+            );
+        }
     }
 }
