@@ -1,5 +1,6 @@
 //! The benchmark's reference pieces count what they did: the echo server's count of frames
-//! echoed equals the round trips the bare loop recorded (the harness reads that count to
+//! echoed equals the round trips the bare loop recorded, give or take the one each connection
+//! may have in flight when the loop stops (the harness reads that count to
 //! measure every client alike), and the delay server answers no frame before its delay (by
 //! construction: it sleeps until the frame's read time plus the delay, and a client's send
 //! comes before the read).
@@ -29,7 +30,14 @@ async fn the_echo_server_counts_exactly_the_round_trips_made() {
     .await
     .unwrap();
     assert!(!h.is_empty());
-    assert_eq!(echoed.frames.load(Ordering::Relaxed), h.len());
+    // Every round trip the loop recorded was echoed; when the loop stops, each of its 5
+    // connections may have one more frame echoed whose answer it no longer waited for.
+    let frames = echoed.frames.load(Ordering::Relaxed);
+    assert!(
+        (h.len()..=h.len() + 5).contains(&frames),
+        "{frames} frames echoed, {} round trips recorded",
+        h.len()
+    );
     server.abort();
 }
 
