@@ -103,7 +103,6 @@ fn step_duration(knobs: &Knobs, model: Model, load: f64) -> Duration {
 }
 
 /// Runs the search.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let (fleet, submission, plan) =
         crate::run::prepare(&args.run, &crate::run::LoadArgs::default())?;
@@ -141,7 +140,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             .as_secs();
         PathBuf::from("gauntlet-runs").join(format!("capacity-{secs}"))
     });
-    eprintln!(
+    errln!(
         "capacity of plan `{}`: {} to {} {unit}, steps of {}",
         plan.name,
         capacity::num(knobs.from),
@@ -171,7 +170,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         }
         let index = search.steps().len() as u32 + 1;
         if !knobs.warmup.is_zero() {
-            eprintln!(
+            errln!(
                 "step {index}: warming up at {} {unit} for {}",
                 capacity::num(load),
                 humantime::format_duration(knobs.warmup)
@@ -179,7 +178,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             let warm = step_submission(&submission, &plan, load, knobs.warmup);
             step_run(&fleet, local.as_ref(), warm, &shutdown, true).await?;
         }
-        eprintln!(
+        errln!(
             "step {index}: {} {unit} for {}{}",
             capacity::num(load),
             humantime::format_duration(duration),
@@ -217,7 +216,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             duration.as_millis() as u64,
             knobs.min_samples,
         );
-        eprintln!(
+        errln!(
             "step {index}: {}{}",
             step.outcome.as_str(),
             if step.why.is_empty() {

@@ -54,7 +54,6 @@ pub struct CoordinatorArgs {
 }
 
 /// Runs a coordinator until a signal.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let config = CoordinatorConfig {
         heartbeat_timeout: args.heartbeat_timeout,
@@ -88,7 +87,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("coordinator listening on {}", listener.local_addr()?);
+    errln!("coordinator listening on {}", listener.local_addr()?);
     let mut coordinator = Coordinator::new(config, shutdown.clone())
         .with_token(args.token)
         .with_submit_token(args.submit_token)
@@ -119,7 +118,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
             let http = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
-            eprintln!("coordinator HTTP on {}", http.local_addr()?);
+            errln!("coordinator HTTP on {}", http.local_addr()?);
             Some(http)
         }
         None => None,

@@ -37,7 +37,6 @@ struct Cycle {
 
 /// Runs cycle after cycle until one passes with enough sessions, a cycle runs nothing, or the
 /// cycles run out.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     if args.until_passes == 0 {
         return Err(UsageError("--until-passes must be at least 1".into()).into());
@@ -57,7 +56,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut between_result = None;
     let outcome = loop {
         let number = cycles.len() as u32 + 1;
-        eprintln!("== cycle {number} of at most {}", args.max_cycles);
+        errln!("== cycle {number} of at most {}", args.max_cycles);
         let report =
             crate::run::follow(fleet.clone(), submission.clone(), &shutdown, false).await?;
         let dir = out.join(format!("cycle-{number}"));
@@ -96,7 +95,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
             break LoopEnd::OutOfCycles;
         }
         if let Some(cmd) = &args.between {
-            eprintln!("== between cycles: {cmd}");
+            errln!("== between cycles: {cmd}");
             let started = tokio::time::Instant::now();
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
@@ -106,7 +105,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
             let code = match status {
                 Ok(s) => s.code(),
                 Err(e) => {
-                    eprintln!("warning: cannot run `{cmd}`: {e}");
+                    errln!("warning: cannot run `{cmd}`: {e}");
                     None
                 }
             };

@@ -142,7 +142,6 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
 
 /// The previous run of `report`'s plan in the history, to compare with; a database problem
 /// is a warning (the run's files are written without the comparison).
-#[allow(clippy::print_stderr)]
 pub fn previous(
     args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
@@ -157,14 +156,13 @@ pub fn previous(
     match found {
         Ok(previous) => previous,
         Err(e) => {
-            eprintln!("warning: cannot read the history for a comparison ({e:#})");
+            errln!("warning: cannot read the history for a comparison ({e:#})");
             None
         }
     }
 }
 
 /// Stores the run. A database problem is a warning: the report files are already written.
-#[allow(clippy::print_stderr)]
 pub fn store(
     args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
@@ -173,7 +171,7 @@ pub fn store(
 ) {
     let result = args.open().and_then(|h| Ok(h.store(report, plan_toml)?));
     if let Err(e) = result {
-        eprintln!(
+        errln!(
             "warning: the run was not stored in the history ({e:#}); its report files are in {}",
             dir.display()
         );

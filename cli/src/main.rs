@@ -9,8 +9,8 @@
 //!   `completions` and `man`;
 //! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
-//!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
-//!   cannot break.
+//!   that cannot work (exit 2); `signals`: the root token; `out`: stdout and stderr that a
+//!   closed reader cannot break.
 
 use std::process::ExitCode;
 
@@ -165,28 +165,29 @@ fn main() -> ExitCode {
 /// whole upgrade request with `Authorization: Bearer <jwt>` and every frame, hyper, h2 and
 /// tonic their connections), and no list of targets to cap would stay complete. The
 /// formatter writes each event, whole, in one `write`, so each event is masked as a whole.
-struct Redacted(std::io::Stderr);
+/// It goes out through [`out::stderr`]: above the live bar, and never failing, so a closed
+/// stderr neither panics the task that logged nor stops the process on its way out.
+struct Redacted;
 
 impl std::io::Write for Redacted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let line = gauntlet_core::redact::text(&String::from_utf8_lossy(buf));
-        self.0.write_all(line.as_bytes())?;
+        out::stderr(line.as_bytes());
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
 /// Prints an error and its causes, one per line.
-#[allow(clippy::print_stderr)]
 fn report(error: &anyhow::Error) {
     // A plan error may quote a URL with user-info; a coordinator's refusal, a header.
     let masked = |e: &dyn std::fmt::Display| gauntlet_core::redact::message(&e.to_string());
-    eprintln!("error: {}", masked(error));
+    errln!("error: {}", masked(error));
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {}", masked(cause));
+        errln!("  caused by: {}", masked(cause));
     }
 }
 
@@ -199,7 +200,10 @@ fn init_tracing(filter: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(|| Redacted(std::io::stderr()));
+        .with_writer(|| Redacted)
+        // A write that fails is not told on stderr with `eprintln!` (which panics on a closed
+        // stderr); `Redacted` never fails anyway.
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {

@@ -1,11 +1,19 @@
-//! Standard output that a closed reader cannot break: `gauntlet run PLAN | head -2` must still
-//! write its report files, store its history and exit with the verdict's code, where
-//! `println!` would panic ("failed printing to stdout: Broken pipe", exit 101). Every write to
-//! stdout in this binary goes through [`out!`] or [`outln!`].
+//! Standard output and standard error that a closed reader cannot break. `gauntlet run PLAN |
+//! head -2` must still write its report files, store its history and exit with the verdict's
+//! code, where `println!` would panic ("failed printing to stdout: Broken pipe", exit 101);
+//! and `gauntlet testbed 2>&1 | head -1` must still stop on SIGTERM, where an `eprintln!` (or
+//! a log line) panicking in the task that cancels the root token would leave the process
+//! running. Every write to stdout in this binary goes through [`out!`] or [`outln!`], every
+//! write to stderr through [`errln!`] or [`stderr`] (the log writer too); while the live
+//! progress bar is shown ([`show_bar`]), stderr writes suspend it, so a line never lands in
+//! the bar's line.
 
 use std::fmt;
 use std::io::{ErrorKind, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::ProgressBar;
 
 /// `print!` to stdout that never panics (see [`write`]).
 macro_rules! out {
@@ -24,8 +32,21 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` that never panics nor fails (see [`stderr`]).
+macro_rules! errln {
+    () => {
+        $crate::out::stderr(b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::out::stderr(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
 /// Set once a write failed for another reason than a closed reader, so that it is told once.
 static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// The live progress bar while it is on the terminal.
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Writes `args` to stdout. A reader that went away (`BrokenPipe`) is ignored silently: the
 /// command goes on and exits with its own code. Any other failure (a full disk behind a
@@ -37,5 +58,27 @@ pub fn write(args: fmt::Arguments<'_>) {
         && !WARNED.swap(true, Ordering::Relaxed)
     {
         tracing::warn!("cannot write to stdout: {e}");
+    }
+}
+
+/// Writes `bytes` to stderr, whole, above the live bar if one is shown. Every failure is
+/// ignored: stderr is where failures would be told, and a closed one must not stop a command
+/// (nor the task that cancels the root token on a signal).
+pub fn stderr(bytes: &[u8]) {
+    let write = || {
+        let _ = std::io::stderr().lock().write_all(bytes);
+    };
+    // A clone, so the lock is not held while writing (the bar may be drawing).
+    let bar = BAR.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) if !bar.is_finished() => bar.suspend(write),
+        _ => write(),
+    }
+}
+
+/// Shows `bar` on stderr from now on: [`stderr`] writes suspend it; `None` when it is gone.
+pub fn show_bar(bar: Option<ProgressBar>) {
+    if let Ok(mut shown) = BAR.lock() {
+        *shown = bar;
     }
 }

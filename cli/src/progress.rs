@@ -36,7 +36,6 @@ impl Progress {
     }
 
     /// Prints what `event` says.
-    #[allow(clippy::print_stderr)]
     pub fn show(&mut self, event: gauntlet_client::Event<'_>) {
         match event {
             Event::Submitted(_) => {}
@@ -46,7 +45,7 @@ impl Progress {
                 );
                 match &self.bar {
                     Some(bar) => bar.println(line),
-                    None => eprintln!("\n{line}"),
+                    None => errln!("\n{line}"),
                 }
             }
             Event::Resuming { run, why } => {
@@ -62,7 +61,7 @@ impl Progress {
                 );
                 match &self.bar {
                     Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
+                    None => errln!("{line}"),
                 }
             }
             Event::Progress(p) if !self.quiet => {
@@ -78,7 +77,11 @@ impl Progress {
                     {
                         old.finish_and_clear();
                     }
-                    let bar = self.bar.get_or_insert_with(|| new_bar(p.planned_ms));
+                    let bar = self.bar.get_or_insert_with(|| {
+                        let bar = new_bar(p.planned_ms);
+                        crate::out::show_bar(Some(bar.clone()));
+                        bar
+                    });
                     if p.planned_ms > 0 {
                         bar.set_length(p.planned_ms);
                         bar.set_position(p.elapsed_ms.min(p.planned_ms));
@@ -91,7 +94,7 @@ impl Progress {
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
                 {
                     self.last_line = Some(Instant::now());
-                    eprintln!("{}", progress_line(p));
+                    errln!("{}", progress_line(p));
                 }
             }
             Event::Progress(_) => self.resuming = false,
@@ -99,11 +102,11 @@ impl Progress {
     }
 
     /// Ends the bar (the run is over), leaving its last state on the terminal.
-    #[allow(clippy::print_stderr)]
     pub fn done(&mut self) {
         if let Some(bar) = self.bar.take() {
+            crate::out::show_bar(None);
             bar.abandon();
-            eprintln!();
+            errln!();
         }
     }
 }

@@ -302,11 +302,10 @@ pub(crate) fn prepare(
 }
 
 /// Runs a plan on a fleet (in-process by default) and writes its report.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let (fleet, submission, plan) = prepare(&args.fleet, &args.load)?;
     let args = args.fleet;
-    eprintln!(
+    errln!(
         "running plan `{}` against {} ({})",
         plan.name,
         shown_url(plan.target.base_url.as_deref().unwrap_or("-")),
@@ -330,7 +329,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         Err(e) => {
             // The run is measured: say what it found before saying the files are missing.
             outln!("{}", report.render_text());
-            eprintln!(
+            errln!(
                 "gauntlet: error: the run `{}` finished but its report files could not be written into {}: {e:#}. The folder must be writable by this process (with docker-compose: `export GAUNTLET_USER=$(id -u):$(id -g)` and `mkdir -p gauntlet-runs` before `run`); a coordinator with a history keeps the run (`gauntlet show {}`).",
                 report.run_id,
                 dir.display(),
