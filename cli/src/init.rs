@@ -1,6 +1,7 @@
 //! `gauntlet init [FILE] [--from TEMPLATE]`: writes a commented starter plan, one of the
 //! example plans (compiled into the binary, so it matches this version), that validates and
-//! runs against `gauntlet testbed` as written.
+//! runs against `gauntlet testbed` as written. Its first line is a `#:schema` directive for
+//! TOML language servers, with a comment saying how to write the schema it names.
 
 use std::path::PathBuf;
 
@@ -39,6 +40,14 @@ const TEMPLATES: [(&str, &str, &str); 6] = [
         include_str!("../../plans/staging-suite.toml"),
     ),
 ];
+
+/// The lines above every starter: the schema directive of taplo (and Even Better TOML, which
+/// runs it), a header that only comments may precede, and how to get the file it names.
+const SCHEMA_HEADER: &str = "\
+#:schema ./plan.schema.json
+# The line above gives editors (taplo, VS Code's Even Better TOML) the plan's schema: write it
+# next to this plan with `gauntlet schema plan > plan.schema.json` (every field: docs/plans.md).
+";
 
 /// `gauntlet init` flags.
 #[derive(Debug, clap::Args)]
@@ -82,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ))
         .into());
     }
-    std::fs::write(&args.file, text)
+    std::fs::write(&args.file, format!("{SCHEMA_HEADER}{text}"))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.file.display()))?;
     let file = args.file.display();
     outln!("wrote {file} (starter `{}`)", args.from);
@@ -92,5 +101,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     outln!("  gauntlet validate {file}");
     outln!("  gauntlet run {file}");
     outln!("then point it at your service with --target URL; every field: docs/plans.md");
+    outln!(
+        "editor completion and checks: gauntlet schema plan > {}",
+        args.file.with_file_name("plan.schema.json").display()
+    );
     Ok(0)
 }

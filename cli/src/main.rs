@@ -7,7 +7,7 @@
 //! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`
 //!   and storing runs; `compare`: `compare` (run ids or report.json files); `completions`:
 //!   `completions` and `man`;
-//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`: the other commands;
+//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`, `schema`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
 //!   that cannot work (exit 2); `signals`: the root token; `out`: stdout and stderr that a
 //!   closed reader cannot break.
@@ -31,6 +31,7 @@ mod limits;
 mod probe;
 mod progress;
 mod run;
+mod schema;
 mod signals;
 mod testbed;
 mod usage;
@@ -83,6 +84,10 @@ enum Command {
     Init(init::Args),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
+    /// Print the JSON Schema of a plan file (for editors: `gauntlet schema plan >
+    /// plan.schema.json`, then `#:schema ./plan.schema.json` as the plan's first line), of
+    /// report.json, or of `compare --json`.
+    Schema(schema::Args),
     /// Print a shell completion script: `gauntlet completions bash > /etc/bash_completion.d/gauntlet`
     /// (zsh: into a directory of `$fpath` as `_gauntlet`; fish: `~/.config/fish/completions/`).
     Completions(completions::CompletionsArgs),
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
             Command::Init(args) => init::run(args),
+            Command::Schema(args) => schema::run(args),
             Command::Completions(args) => completions::completions(args),
             Command::Man => completions::man(),
         }
