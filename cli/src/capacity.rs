@@ -251,7 +251,8 @@ async fn step_run(
     shutdown: &CancellationToken,
     quiet: bool,
 ) -> anyhow::Result<Report> {
-    let mut progress = Progress::new(quiet);
+    // Every step runs for a duration: its bar is of time.
+    let mut progress = Progress::new(quiet, None);
     let report = match (fleet, local) {
         (_, Some(local)) => local.run(submission, shutdown, |e| progress.show(e)).await,
         (fleet, None) => {

@@ -42,6 +42,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
         return Err(UsageError("--until-passes must be at least 1".into()).into());
     }
     let (fleet, submission, plan) = crate::run::prepare(&args.run.fleet, &args.run.load)?;
+    let planned = plan.load.planned_sessions();
     let out = args
         .run
         .fleet
@@ -58,7 +59,8 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
         let number = cycles.len() as u32 + 1;
         errln!("== cycle {number} of at most {}", args.max_cycles);
         let report =
-            crate::run::follow(fleet.clone(), submission.clone(), &shutdown, false).await?;
+            crate::run::follow(fleet.clone(), submission.clone(), &shutdown, false, planned)
+                .await?;
         let dir = out.join(format!("cycle-{number}"));
         // With progress vs the previous cycle of this loop.
         files::write(&dir, &report, cycles.last().map(|prev| &prev.report))?;

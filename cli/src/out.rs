@@ -65,9 +65,14 @@ pub fn write(args: fmt::Arguments<'_>) {
 /// ignored: stderr is where failures would be told, and a closed one must not stop a command
 /// (nor the task that cancels the root token on a signal).
 pub fn stderr(bytes: &[u8]) {
-    let write = || {
+    above_bar(|| {
         let _ = std::io::stderr().lock().write_all(bytes);
-    };
+    });
+}
+
+/// Runs `write` with the live bar, if one is shown, cleared from the terminal (and drawn again
+/// after), so what `write` writes starts on a line of its own.
+fn above_bar(write: impl FnOnce()) {
     // A clone, so the lock is not held while writing (the bar may be drawing).
     let bar = BAR.lock().ok().and_then(|b| b.clone());
     match bar {
@@ -80,5 +85,88 @@ pub fn stderr(bytes: &[u8]) {
 pub fn show_bar(bar: Option<ProgressBar>) {
     if let Ok(mut shown) = BAR.lock() {
         *shown = bar;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use indicatif::{ProgressBar, ProgressDrawTarget, TermLike};
+
+    /// A terminal that records what is drawn on it, and what is written around the bar.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn put(&self, what: impl Into<String>) {
+            self.0.lock().unwrap().push(what.into());
+        }
+    }
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.put(format!("<up {n}>"));
+            Ok(())
+        }
+        fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+            self.put(format!("<down {n}>"));
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.put(format!("{s}\n"));
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.put(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.put("<clear>");
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A log line written while the bar is shown lands on a cleared line, never after the
+    /// bar's text, and the bar is drawn again below it.
+    #[test]
+    fn a_line_written_while_the_bar_is_shown_goes_above_it() {
+        let screen = Screen::default();
+        let bar = ProgressBar::with_draw_target(
+            Some(10),
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        );
+        bar.set_style(indicatif::ProgressStyle::with_template("[{bar:10}] {msg}").unwrap());
+        bar.set_message("sessions 3 of 10");
+        bar.set_position(3);
+        super::show_bar(Some(bar.clone()));
+        super::above_bar(|| screen.put("LOG LINE\n"));
+        super::show_bar(None);
+        let seen = screen.0.lock().unwrap().clone();
+        let log = seen.iter().position(|s| s == "LOG LINE\n").unwrap();
+        let last_bar = seen[..log]
+            .iter()
+            .rposition(|s| s.contains("sessions 3 of 10"))
+            .unwrap();
+        assert!(
+            seen[last_bar..log].iter().any(|s| s == "<clear>"),
+            "the log line follows the bar's text on its line: {seen:?}"
+        );
+        assert!(
+            seen[log..].iter().any(|s| s.contains("sessions 3 of 10")),
+            "the bar is not drawn again: {seen:?}"
+        );
     }
 }

@@ -312,7 +312,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         shown_url(&plan.ws_url().unwrap_or_default())
     );
     let plan_toml = submission.plan_toml.clone();
-    let report = follow(fleet, submission, &shutdown, false).await?;
+    let planned = plan.load.planned_sessions();
+    let report = follow(fleet, submission, &shutdown, false, planned).await?;
     let dir = args
         .out
         .clone()
@@ -346,15 +347,17 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
     Ok(report.verdict.exit_code())
 }
 
-/// Runs `submission` on `fleet` to its report, its progress on stderr (`quiet`: none);
-/// cancelling `shutdown` (Ctrl-C) cancels the run and still returns its report.
+/// Runs `submission` on `fleet` to its report, its progress on stderr (`quiet`: none;
+/// `planned_sessions`: the count an iteration-bound run's bar fills to, from its resolved
+/// plan); cancelling `shutdown` (Ctrl-C) cancels the run and still returns its report.
 pub(crate) async fn follow(
     fleet: Fleet,
     submission: Submission,
     shutdown: &CancellationToken,
     quiet: bool,
+    planned_sessions: Option<u64>,
 ) -> anyhow::Result<Report> {
-    let mut progress = Progress::new(quiet);
+    let mut progress = Progress::new(quiet, planned_sessions);
     let report = run_plan(fleet, submission, shutdown, |e| progress.show(e)).await;
     progress.done();
     Ok(report?)
