@@ -30,8 +30,9 @@ pub struct CoordinatorArgs {
     submit_token: Option<String>,
     /// Listen beyond loopback without both tokens, or serve HTTP beyond loopback without one
     /// (anyone who reaches the port could then run plans on the fleet, pose as a worker, or
-    /// read every run).
-    #[arg(long, env = "GAUNTLET_INSECURE")]
+    /// read every run). The variable takes 1/0, true/false, yes/no.
+    #[arg(long, env = "GAUNTLET_INSECURE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     insecure: bool,
     /// HTTP address of the live page (`/`), `/api/runs`, `/api/live`, `/metrics` and
     /// `/healthz`.

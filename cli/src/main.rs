@@ -45,8 +45,9 @@ struct Cli {
     /// the services (coordinator, worker, testbed), `warn` for the other commands.
     #[arg(long, global = true, env = "GAUNTLET_LOG")]
     log: Option<String>,
-    /// Log as JSON lines (for clusters).
-    #[arg(long, global = true, env = "GAUNTLET_LOG_JSON")]
+    /// Log as JSON lines (for clusters); the variable takes 1/0, true/false, yes/no.
+    #[arg(long, global = true, env = "GAUNTLET_LOG_JSON", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -239,6 +240,81 @@ mod tests {
                 lacking.is_empty(),
                 "gauntlet {name}: no env for {lacking:?}"
             );
+        }
+    }
+
+    /// `run`'s connection flags come from the environment too (a compose or Kubernetes job
+    /// submits with them), `--min-workers` among them.
+    #[test]
+    fn runs_connection_flags_have_their_variables() {
+        let cli = super::Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        for id in [
+            "coordinator",
+            "token",
+            "tls_ca",
+            "target",
+            "ws_target",
+            "out",
+            "path",
+            "min_workers",
+        ] {
+            let arg = run.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(arg.get_env().is_some(), "gauntlet run --{id}: no env");
+        }
+    }
+
+    /// Every boolean flag a variable can set reads it as people write it in a manifest:
+    /// `1`/`0`, `true`/`false`, `yes`/`no` (clap's default for a flag takes only true/false).
+    #[test]
+    fn boolean_variables_read_1_and_0() {
+        fn flags(command: &clap::Command, found: &mut Vec<clap::Arg>) {
+            found.extend(
+                command
+                    .get_arguments()
+                    .filter(|a| a.get_env().is_some())
+                    .filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue))
+                    .cloned(),
+            );
+            for sub in command.get_subcommands() {
+                flags(sub, found);
+            }
+        }
+        let mut found = Vec::new();
+        flags(&super::Cli::command(), &mut found);
+        let ids: std::collections::BTreeSet<String> =
+            found.iter().map(|a| a.get_id().to_string()).collect();
+        assert!(
+            ids.contains("log_json") && ids.contains("insecure"),
+            "{ids:?}"
+        );
+        for arg in found {
+            let long = format!("--{}", arg.get_long().unwrap());
+            // The flag's own value parser, given the value the variable would hold.
+            let command = clap::Command::new("t").arg(
+                arg.clone()
+                    .global(false)
+                    .action(clap::ArgAction::Set)
+                    .num_args(1),
+            );
+            for (value, meant) in [
+                ("1", true),
+                ("0", false),
+                ("true", true),
+                ("false", false),
+                ("yes", true),
+                ("no", false),
+            ] {
+                let matches = command
+                    .clone()
+                    .try_get_matches_from(["t", &long, value])
+                    .unwrap_or_else(|e| panic!("{long} {value}: {e}"));
+                assert_eq!(
+                    matches.get_one::<bool>(arg.get_id().as_str()),
+                    Some(&meant),
+                    "{long} {value}"
+                );
+            }
         }
     }
 }

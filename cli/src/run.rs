@@ -106,7 +106,7 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1)]
     workers: u32,
     /// Wait for this many workers before starting (default: the plan's `fleet.min_workers`).
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_MIN_WORKERS")]
     min_workers: Option<u32>,
     #[command(flatten)]
     target: TargetArgs,
