@@ -37,9 +37,9 @@ mod testbed;
 mod usage;
 mod worker;
 
-/// gauntlet: a distributed load-and-correctness fleet for WebSocket agent-pipeline services.
+/// A distributed load-and-correctness fleet for WebSocket agent-pipeline services.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "gauntlet", version, long_about = None)]
 struct Cli {
     /// Log filter, RUST_LOG syntax (e.g. `info`, `gauntlet_testbed=debug`); default `info` for
     /// the services (coordinator, worker, testbed), `warn` for the other commands.
@@ -92,8 +92,9 @@ enum Command {
     /// Print a shell completion script: `gauntlet completions bash > /etc/bash_completion.d/gauntlet`
     /// (zsh: into a directory of `$fpath` as `_gauntlet`; fish: `~/.config/fish/completions/`).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff): `gauntlet man > gauntlet.1 && man ./gauntlet.1`.
-    Man,
+    /// Print the man page (roff): `gauntlet man > gauntlet.1 && man ./gauntlet.1`; a command's
+    /// own page: `gauntlet man run > gauntlet-run.1`.
+    Man(completions::ManArgs),
     /// Run an example plan on an in-process fleet against an embedded testbed with faults
     /// switched on, and show gauntlet's findings next to the testbed's ground truth.
     Demo(demo::Args),
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
             Command::Init(args) => init::run(args),
             Command::Schema(args) => schema::run(args),
             Command::Completions(args) => completions::completions(args),
-            Command::Man => completions::man(),
+            Command::Man(args) => completions::man(args),
         }
     });
     match result {
@@ -188,13 +189,21 @@ impl std::io::Write for Redacted {
     }
 }
 
-/// Prints an error and its causes, one per line.
+/// Prints an error and its causes, one per line, each once.
 fn report(error: &anyhow::Error) {
     // A plan error may quote a URL with user-info; a coordinator's refusal, a header.
     let masked = |e: &dyn std::fmt::Display| gauntlet_core::redact::message(&e.to_string());
-    errln!("error: {}", masked(error));
+    let mut said = vec![masked(error)];
+    errln!("error: {}", said[0]);
     for cause in error.chain().skip(1) {
-        errln!("  caused by: {}", masked(cause));
+        let cause = masked(cause);
+        // A message that quotes its cause (`cannot read: No such file...`) is not followed by
+        // it again.
+        if said.iter().any(|s| s.contains(&cause)) {
+            continue;
+        }
+        errln!("  caused by: {cause}");
+        said.push(cause);
     }
 }
 
