@@ -103,7 +103,6 @@ fn step_duration(knobs: &Knobs, model: Model, load: f64) -> Duration {
 }
 
 /// Runs the search.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let (fleet, submission, plan) =
         crate::run::prepare(&args.run, &crate::run::LoadArgs::default())?;
@@ -141,7 +140,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             .as_secs();
         PathBuf::from("gauntlet-runs").join(format!("capacity-{secs}"))
     });
-    eprintln!(
+    errln!(
         "capacity of plan `{}`: {} to {} {unit}, steps of {}",
         plan.name,
         capacity::num(knobs.from),
@@ -176,7 +175,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         }
         let index = search.steps().len() as u32 + 1;
         if !knobs.warmup.is_zero() {
-            eprintln!(
+            errln!(
                 "step {index}: warming up at {} {unit} for {}",
                 capacity::num(load),
                 humantime::format_duration(knobs.warmup)
@@ -184,7 +183,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             let warm = step_submission(&submission, &plan, load, knobs.warmup);
             step_run(&fleet, local.as_ref(), warm, &shutdown, true).await?;
         }
-        eprintln!(
+        errln!(
             "step {index}: {} {unit} for {}{}{}",
             capacity::num(load),
             humantime::format_duration(duration),
@@ -227,7 +226,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
             duration.as_millis() as u64,
             knobs.min_samples,
         );
-        eprintln!(
+        errln!(
             "step {index}: {}{}",
             step.outcome.as_str(),
             if step.why.is_empty() {
@@ -262,7 +261,8 @@ async fn step_run(
     shutdown: &CancellationToken,
     quiet: bool,
 ) -> anyhow::Result<Report> {
-    let mut progress = Progress::new(quiet);
+    // Every step runs for a duration: its bar is of time.
+    let mut progress = Progress::new(quiet, None);
     let report = match (fleet, local) {
         (_, Some(local)) => local.run(submission, shutdown, |e| progress.show(e)).await,
         (fleet, None) => {

@@ -30,8 +30,9 @@ pub struct CoordinatorArgs {
     submit_token: Option<String>,
     /// Listen beyond loopback without both tokens, or serve HTTP beyond loopback without one
     /// (anyone who reaches the port could then run plans on the fleet, pose as a worker, or
-    /// read every run).
-    #[arg(long, env = "GAUNTLET_INSECURE")]
+    /// read every run). The variable takes 1/0, true/false, yes/no.
+    #[arg(long, env = "GAUNTLET_INSECURE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     insecure: bool,
     /// HTTP address of the live page (`/`), `/api/runs`, `/api/live`, `/metrics` and
     /// `/healthz`.
@@ -54,7 +55,6 @@ pub struct CoordinatorArgs {
 }
 
 /// Runs a coordinator until a signal.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let config = CoordinatorConfig {
         heartbeat_timeout: args.heartbeat_timeout,
@@ -88,7 +88,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("coordinator listening on {}", listener.local_addr()?);
+    errln!("coordinator listening on {}", listener.local_addr()?);
     let mut coordinator = Coordinator::new(config, shutdown.clone())
         .with_token(args.token)
         .with_submit_token(args.submit_token)
@@ -119,7 +119,7 @@ pub async fn run(args: CoordinatorArgs, shutdown: CancellationToken) -> anyhow::
             let http = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
-            eprintln!("coordinator HTTP on {}", http.local_addr()?);
+            errln!("coordinator HTTP on {}", http.local_addr()?);
             Some(http)
         }
         None => None,

@@ -37,12 +37,12 @@ struct Cycle {
 
 /// Runs cycle after cycle until one passes with enough sessions, a cycle runs nothing, or the
 /// cycles run out.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     if args.until_passes == 0 {
         return Err(UsageError("--until-passes must be at least 1".into()).into());
     }
     let (fleet, submission, plan) = crate::run::prepare(&args.run.fleet, &args.run.load)?;
+    let planned = plan.load.planned_sessions();
     let out = args
         .run
         .fleet
@@ -57,9 +57,10 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut between_result = None;
     let outcome = loop {
         let number = cycles.len() as u32 + 1;
-        eprintln!("== cycle {number} of at most {}", args.max_cycles);
+        errln!("== cycle {number} of at most {}", args.max_cycles);
         let report =
-            crate::run::follow(fleet.clone(), submission.clone(), &shutdown, false).await?;
+            crate::run::follow(fleet.clone(), submission.clone(), &shutdown, false, planned)
+                .await?;
         let dir = out.join(format!("cycle-{number}"));
         // With progress vs the previous cycle of this loop.
         files::write(&dir, &report, cycles.last().map(|prev| &prev.report))?;
@@ -96,7 +97,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
             break LoopEnd::OutOfCycles;
         }
         if let Some(cmd) = &args.between {
-            eprintln!("== between cycles: {cmd}");
+            errln!("== between cycles: {cmd}");
             let started = tokio::time::Instant::now();
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
@@ -106,7 +107,7 @@ pub async fn run(args: LoopArgs, shutdown: CancellationToken) -> anyhow::Result<
             let code = match status {
                 Ok(s) => s.code(),
                 Err(e) => {
-                    eprintln!("warning: cannot run `{cmd}`: {e}");
+                    errln!("warning: cannot run `{cmd}`: {e}");
                     None
                 }
             };

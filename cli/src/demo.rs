@@ -115,7 +115,7 @@ async fn demo(
         load: Default::default(),
         vars: Default::default(),
     };
-    let report = crate::run::follow(Fleet::InProcess(2), submission, shutdown, true).await?;
+    let report = crate::run::follow(Fleet::InProcess(2), submission, shutdown, true, None).await?;
     let dir = args.out.clone().unwrap_or_else(|| {
         std::env::temp_dir()
             .join("gauntlet-demo")

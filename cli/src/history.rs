@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gauntlet_coordinator::history::{History, default_path};
+use gauntlet_coordinator::history::{History, HistoryError, default_path};
 
 /// Where the history database is.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +38,19 @@ impl HistoryArgs {
             .into());
         }
         Ok(History::open(&path)?)
+    }
+
+    /// What reading run `id` gave: a run the history does not hold is a usage error (exit
+    /// 2, as in `compare`) naming it and the database.
+    pub fn found<T>(&self, id: &str, read: Result<T, HistoryError>) -> anyhow::Result<T> {
+        match read {
+            Err(HistoryError::NotFound(_)) => Err(crate::usage::UsageError(format!(
+                "no run `{id}` in the history {} (`gauntlet history` lists its runs)",
+                self.path().display()
+            ))
+            .into()),
+            other => Ok(other?),
+        }
     }
 }
 
@@ -74,9 +87,10 @@ pub struct ShowArgs {
 pub struct ReportArgs {
     /// Run id.
     run: String,
-    /// Directory for report.json, report.md, report.html and junit.xml.
+    /// Directory for report.json, report.md, report.html and junit.xml (default:
+    /// gauntlet-runs/<run id>, as for `run`).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     #[command(flatten)]
     history: HistoryArgs,
 }
@@ -88,7 +102,11 @@ pub fn list(args: ListArgs) -> anyhow::Result<u8> {
         .open_existing()?
         .list(args.plan.as_deref(), args.limit)?;
     if rows.is_empty() {
-        outln!("no runs in {}", args.history.path().display());
+        let path = args.history.path();
+        match &args.plan {
+            Some(plan) => outln!("no runs of plan `{plan}` in {}", path.display()),
+            None => outln!("no runs in {}", path.display()),
+        }
         return Ok(0);
     }
     outln!(
@@ -116,11 +134,15 @@ pub fn list(args: ListArgs) -> anyhow::Result<u8> {
 
 /// Shows one run.
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let history = args.history.open_existing()?;
     if args.plan {
-        out!("{}", args.history.open_existing()?.plan(&args.run)?);
+        out!(
+            "{}",
+            args.history.found(&args.run, history.plan(&args.run))?
+        );
         return Ok(0);
     }
-    let report = args.history.open_existing()?.report(&args.run)?;
+    let report = args.history.found(&args.run, history.report(&args.run))?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -132,9 +154,12 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
 /// Re-renders a stored run's report files.
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let history = args.history.open_existing()?;
-    let report = history.report(&args.run)?;
+    let report = args.history.found(&args.run, history.report(&args.run))?;
     let previous = history.previous(&report.plan.name, &report.run_id)?;
-    let path = gauntlet_core::report::files::write(&args.out, &report, previous.as_ref())
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("gauntlet-runs").join(&report.run_id));
+    let path = gauntlet_core::report::files::write(&out, &report, previous.as_ref())
         .with_context(|| format!("cannot write the report of {}", args.run))?;
     outln!("report: {}", path.display());
     Ok(0)
@@ -142,7 +167,6 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
 
 /// The previous run of `report`'s plan in the history, to compare with; a database problem
 /// is a warning (the run's files are written without the comparison).
-#[allow(clippy::print_stderr)]
 pub fn previous(
     args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
@@ -157,14 +181,13 @@ pub fn previous(
     match found {
         Ok(previous) => previous,
         Err(e) => {
-            eprintln!("warning: cannot read the history for a comparison ({e:#})");
+            errln!("warning: cannot read the history for a comparison ({e:#})");
             None
         }
     }
 }
 
 /// Stores the run. A database problem is a warning: the report files are already written.
-#[allow(clippy::print_stderr)]
 pub fn store(
     args: &HistoryArgs,
     report: &gauntlet_core::report::Report,
@@ -173,7 +196,7 @@ pub fn store(
 ) {
     let result = args.open().and_then(|h| Ok(h.store(report, plan_toml)?));
     if let Err(e) = result {
-        eprintln!(
+        errln!(
             "warning: the run was not stored in the history ({e:#}); its report files are in {}",
             dir.display()
         );

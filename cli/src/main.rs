@@ -7,10 +7,10 @@
 //! - `run`: `run` and `validate`; `cycles`: `loop`; `capacity`: `capacity`; `history`: `history`, `show`, `report`
 //!   and storing runs; `compare`: `compare` (run ids or report.json files); `completions`:
 //!   `completions` and `man`;
-//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`: the other commands;
+//! - `coordinator`, `worker`, `testbed`, `demo`, `probe`, `init`, `schema`: the other commands;
 //! - `progress`: a run's progress on stderr; `limits`: the open-files limit; `usage`: input
-//!   that cannot work (exit 2); `signals`: the root token; `out`: stdout that a closed reader
-//!   cannot break.
+//!   that cannot work (exit 2); `signals`: the root token; `out`: stdout and stderr that a
+//!   closed reader cannot break.
 
 use std::process::ExitCode;
 
@@ -31,21 +31,23 @@ mod limits;
 mod probe;
 mod progress;
 mod run;
+mod schema;
 mod signals;
 mod testbed;
 mod usage;
 mod worker;
 
-/// gauntlet: a distributed load-and-correctness fleet for WebSocket agent-pipeline services.
+/// A distributed load-and-correctness fleet for WebSocket agent-pipeline services.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "gauntlet", version, long_about = None)]
 struct Cli {
     /// Log filter, RUST_LOG syntax (e.g. `info`, `gauntlet_testbed=debug`); default `info` for
     /// the services (coordinator, worker, testbed), `warn` for the other commands.
     #[arg(long, global = true, env = "GAUNTLET_LOG")]
     log: Option<String>,
-    /// Log as JSON lines (for clusters).
-    #[arg(long, global = true, env = "GAUNTLET_LOG_JSON")]
+    /// Log as JSON lines (for clusters); the variable takes 1/0, true/false, yes/no.
+    #[arg(long, global = true, env = "GAUNTLET_LOG_JSON", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -84,11 +86,16 @@ enum Command {
     Init(init::Args),
     /// Check a plan and report every problem as file:line:col: field: what is wrong.
     Validate(run::ValidateArgs),
+    /// Print the JSON Schema of a plan file (for editors: `gauntlet schema plan >
+    /// plan.schema.json`, then `#:schema ./plan.schema.json` as the plan's first line), of
+    /// report.json, or of `compare --json`.
+    Schema(schema::Args),
     /// Print a shell completion script: `gauntlet completions bash > /etc/bash_completion.d/gauntlet`
     /// (zsh: into a directory of `$fpath` as `_gauntlet`; fish: `~/.config/fish/completions/`).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff): `gauntlet man > gauntlet.1 && man ./gauntlet.1`.
-    Man,
+    /// Print the man page (roff): `gauntlet man > gauntlet.1 && man ./gauntlet.1`; a command's
+    /// own page: `gauntlet man run > gauntlet-run.1`.
+    Man(completions::ManArgs),
     /// Run an example plan on an in-process fleet against an embedded testbed with faults
     /// switched on, and show gauntlet's findings next to the testbed's ground truth.
     Demo(demo::Args),
@@ -143,8 +150,9 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args, root).await,
             Command::Validate(args) => run::validate(args),
             Command::Init(args) => init::run(args),
+            Command::Schema(args) => schema::run(args),
             Command::Completions(args) => completions::completions(args),
-            Command::Man => completions::man(),
+            Command::Man(args) => completions::man(args),
         }
     });
     match result {
@@ -166,28 +174,37 @@ fn main() -> ExitCode {
 /// whole upgrade request with `Authorization: Bearer <jwt>` and every frame, hyper, h2 and
 /// tonic their connections), and no list of targets to cap would stay complete. The
 /// formatter writes each event, whole, in one `write`, so each event is masked as a whole.
-struct Redacted(std::io::Stderr);
+/// It goes out through [`out::stderr`]: above the live bar, and never failing, so a closed
+/// stderr neither panics the task that logged nor stops the process on its way out.
+struct Redacted;
 
 impl std::io::Write for Redacted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let line = gauntlet_core::redact::text(&String::from_utf8_lossy(buf));
-        self.0.write_all(line.as_bytes())?;
+        out::stderr(line.as_bytes());
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
-/// Prints an error and its causes, one per line.
-#[allow(clippy::print_stderr)]
+/// Prints an error and its causes, one per line, each once.
 fn report(error: &anyhow::Error) {
     // A plan error may quote a URL with user-info; a coordinator's refusal, a header.
     let masked = |e: &dyn std::fmt::Display| gauntlet_core::redact::message(&e.to_string());
-    eprintln!("error: {}", masked(error));
+    let mut said = vec![masked(error)];
+    errln!("error: {}", said[0]);
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {}", masked(cause));
+        let cause = masked(cause);
+        // A message that quotes its cause (`cannot read: No such file...`) is not followed by
+        // it again.
+        if said.iter().any(|s| s.contains(&cause)) {
+            continue;
+        }
+        errln!("  caused by: {cause}");
+        said.push(cause);
     }
 }
 
@@ -200,7 +217,10 @@ fn init_tracing(filter: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(|| Redacted(std::io::stderr()));
+        .with_writer(|| Redacted)
+        // A write that fails is not told on stderr with `eprintln!` (which panics on a closed
+        // stderr); `Redacted` never fails anyway.
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {
@@ -230,6 +250,81 @@ mod tests {
                 lacking.is_empty(),
                 "gauntlet {name}: no env for {lacking:?}"
             );
+        }
+    }
+
+    /// `run`'s connection flags come from the environment too (a compose or Kubernetes job
+    /// submits with them), `--min-workers` among them.
+    #[test]
+    fn runs_connection_flags_have_their_variables() {
+        let cli = super::Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        for id in [
+            "coordinator",
+            "token",
+            "tls_ca",
+            "target",
+            "ws_target",
+            "out",
+            "path",
+            "min_workers",
+        ] {
+            let arg = run.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(arg.get_env().is_some(), "gauntlet run --{id}: no env");
+        }
+    }
+
+    /// Every boolean flag a variable can set reads it as people write it in a manifest:
+    /// `1`/`0`, `true`/`false`, `yes`/`no` (clap's default for a flag takes only true/false).
+    #[test]
+    fn boolean_variables_read_1_and_0() {
+        fn flags(command: &clap::Command, found: &mut Vec<clap::Arg>) {
+            found.extend(
+                command
+                    .get_arguments()
+                    .filter(|a| a.get_env().is_some())
+                    .filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue))
+                    .cloned(),
+            );
+            for sub in command.get_subcommands() {
+                flags(sub, found);
+            }
+        }
+        let mut found = Vec::new();
+        flags(&super::Cli::command(), &mut found);
+        let ids: std::collections::BTreeSet<String> =
+            found.iter().map(|a| a.get_id().to_string()).collect();
+        assert!(
+            ids.contains("log_json") && ids.contains("insecure"),
+            "{ids:?}"
+        );
+        for arg in found {
+            let long = format!("--{}", arg.get_long().unwrap());
+            // The flag's own value parser, given the value the variable would hold.
+            let command = clap::Command::new("t").arg(
+                arg.clone()
+                    .global(false)
+                    .action(clap::ArgAction::Set)
+                    .num_args(1),
+            );
+            for (value, meant) in [
+                ("1", true),
+                ("0", false),
+                ("true", true),
+                ("false", false),
+                ("yes", true),
+                ("no", false),
+            ] {
+                let matches = command
+                    .clone()
+                    .try_get_matches_from(["t", &long, value])
+                    .unwrap_or_else(|e| panic!("{long} {value}: {e}"));
+                assert_eq!(
+                    matches.get_one::<bool>(arg.get_id().as_str()),
+                    Some(&meant),
+                    "{long} {value}"
+                );
+            }
         }
     }
 }

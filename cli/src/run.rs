@@ -107,7 +107,7 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1)]
     workers: u32,
     /// Wait for this many workers before starting (default: the plan's `fleet.min_workers`).
-    #[arg(long)]
+    #[arg(long, env = "GAUNTLET_MIN_WORKERS")]
     min_workers: Option<u32>,
     #[command(flatten)]
     target: TargetArgs,
@@ -182,15 +182,23 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
             let vus = match &c.vus {
                 VuSchedule::Fixed { vus, duration } => match (duration, c.iterations) {
                     (Some(d), Some(i)) => format!(
-                        "{vus} VUs for {}, at most {i} sessions each",
+                        "{} for {}, at most {} each",
+                        count(*vus, "VU", "VUs"),
+                        humantime::format_duration(*d),
+                        count(i, "session", "sessions")
+                    ),
+                    (Some(d), None) => format!(
+                        "{} for {}",
+                        count(*vus, "VU", "VUs"),
                         humantime::format_duration(*d)
                     ),
-                    (Some(d), None) => format!("{vus} VUs for {}", humantime::format_duration(*d)),
                     (None, Some(i)) => format!(
-                        "{vus} VUs x {i} sessions = {} sessions",
-                        vus.saturating_mul(i)
+                        "{} x {} = {}",
+                        count(*vus, "VU", "VUs"),
+                        count(i, "session", "sessions"),
+                        count(vus.saturating_mul(i), "session", "sessions")
                     ),
-                    (None, None) => format!("{vus} VUs"),
+                    (None, None) => count(*vus, "VU", "VUs"),
                 },
                 VuSchedule::Stages { start, stages } => ramp(*start as f64, stages, "VUs"),
             };
@@ -199,20 +207,31 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
         Load::Open(o) => {
             let rate = match &o.rate {
                 RateSchedule::Fixed { rate, duration } => format!(
-                    "{rate} sessions/s for {} (~{} sessions)",
+                    "{rate} sessions/s for {} (~{})",
                     humantime::format_duration(*duration),
-                    (rate * duration.as_secs_f64()).round()
+                    count(
+                        (rate * duration.as_secs_f64()).round() as u64,
+                        "session",
+                        "sessions"
+                    )
                 ),
                 RateSchedule::Stages { start, stages } => ramp(*start, stages, "sessions/s"),
             };
-            format!("open model, {rate}, at most {} VUs at once", o.max_vus)
+            format!(
+                "open model, {rate}, at most {} at once",
+                count(o.max_vus, "VU", "VUs")
+            )
         }
     };
     let _ = writeln!(out, "  load:       {load}");
     let subjects = match &plan.auth {
         None => "no [auth]: no token is sent".to_owned(),
         Some(a) => match a.subject_pool {
-            Some(n) => format!("`{}`, a pool of {n} subjects shared by the VUs", a.subject),
+            Some(n) => format!(
+                "`{}`, a pool of {} shared by the VUs",
+                a.subject,
+                count(n, "subject", "subjects")
+            ),
             None if plan.load.model() == gauntlet_core::plan::Model::Open => {
                 format!("`{}`, one subject per arrival", a.subject)
             }
@@ -225,11 +244,11 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
         let kinds: Vec<&str> = s.steps.iter().map(|st| st.kind()).collect();
         let _ = writeln!(
             out,
-            "  scenario:   `{}`, weight {} ({:.0} % of sessions), {} steps: {}",
+            "  scenario:   `{}`, weight {} ({:.0} % of sessions), {}: {}",
             s.name,
             s.weight,
             100.0 * f64::from(s.weight) / f64::from(weights.max(1)),
-            s.steps.len(),
+            count(s.steps.len() as u64, "step", "steps"),
             kinds.join(", ")
         );
     }
@@ -253,6 +272,11 @@ pub(crate) fn what_would_run(plan: &Plan) -> String {
         let _ = writeln!(out, "  overrides:  {}", plan.overrides.join(" "));
     }
     out
+}
+
+/// `n` and the word for one or for many: `1 VU`, `2 VUs`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A target URL as `validate` and `run` print it: user-info and secret query parameters
@@ -318,18 +342,18 @@ pub(crate) fn prepare(
 }
 
 /// Runs a plan on a fleet (in-process by default) and writes its report.
-#[allow(clippy::print_stderr)]
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let (fleet, submission, plan) = prepare(&args.fleet, &args.load)?;
     let args = args.fleet;
-    eprintln!(
+    errln!(
         "running plan `{}` against {} ({})",
         plan.name,
         shown_urls(plan.base_urls()),
         shown_urls(&plan.ws_urls())
     );
     let plan_toml = submission.plan_toml.clone();
-    let report = follow(fleet, submission, &shutdown, false).await?;
+    let planned = plan.load.planned_sessions();
+    let report = follow(fleet, submission, &shutdown, false, planned).await?;
     let dir = args
         .out
         .clone()
@@ -346,11 +370,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
         Err(e) => {
             // The run is measured: say what it found before saying the files are missing.
             outln!("{}", report.render_text());
-            eprintln!(
-                "gauntlet: error: the run `{}` finished but its report files could not be written into {}: {e:#}. The folder must be writable by this process (with docker-compose: `export GAUNTLET_USER=$(id -u):$(id -g)` and `mkdir -p gauntlet-runs` before `run`); a coordinator with a history keeps the run (`gauntlet show {}`).",
-                report.run_id,
-                dir.display(),
-                report.run_id
+            errln!(
+                "{}",
+                unwritable_out(&report.run_id, &dir, &e, in_container())
             );
             return Ok(3);
         }
@@ -363,16 +385,74 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<u8> 
     Ok(report.verdict.exit_code())
 }
 
-/// Runs `submission` on `fleet` to its report, its progress on stderr (`quiet`: none);
-/// cancelling `shutdown` (Ctrl-C) cancels the run and still returns its report.
+/// What to say when the report files of run `id` cannot be written into `dir`: the folder
+/// must be writable; the docker-compose advice only `in_container` (where `run` is the compose
+/// service writing as its image's user).
+fn unwritable_out(
+    id: &str,
+    dir: &std::path::Path,
+    e: &impl std::fmt::Display,
+    in_container: bool,
+) -> String {
+    let advice = if in_container {
+        " (with docker-compose: `export GAUNTLET_USER=$(id -u):$(id -g)` and `mkdir -p \
+         gauntlet-runs` before `run`)"
+    } else {
+        " (or name another with --out)"
+    };
+    format!(
+        "gauntlet: error: the run `{id}` finished but its report files could not be written into \
+         {}: {e:#}. The folder must be writable by this process{advice}; a coordinator with a \
+         history keeps the run (`gauntlet show {id}`).",
+        dir.display()
+    )
+}
+
+/// Whether this process runs in a container: Docker's `/.dockerenv` or Podman's
+/// `/run/.containerenv`.
+fn in_container() -> bool {
+    ["/.dockerenv", "/run/.containerenv"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Runs `submission` on `fleet` to its report, its progress on stderr (`quiet`: none;
+/// `planned_sessions`: the count an iteration-bound run's bar fills to, from its resolved
+/// plan); cancelling `shutdown` (Ctrl-C) cancels the run and still returns its report.
 pub(crate) async fn follow(
     fleet: Fleet,
     submission: Submission,
     shutdown: &CancellationToken,
     quiet: bool,
+    planned_sessions: Option<u64>,
 ) -> anyhow::Result<Report> {
-    let mut progress = Progress::new(quiet);
+    let mut progress = Progress::new(quiet, planned_sessions);
     let report = run_plan(fleet, submission, shutdown, |e| progress.show(e)).await;
     progress.done();
     Ok(report?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Only a run in a container is told about docker-compose.
+    #[test]
+    fn an_unwritable_folder_is_explained_for_where_the_run_is() {
+        let e = anyhow::anyhow!("Permission denied (os error 13)");
+        let dir = Path::new("gauntlet-runs/r1");
+        let local = super::unwritable_out("r1", dir, &e, false);
+        assert!(
+            local.contains("could not be written into gauntlet-runs/r1: Permission denied"),
+            "{local}"
+        );
+        assert!(local.contains("must be writable by this process (or name another with --out)"));
+        assert!(!local.contains("docker-compose"), "{local}");
+        let contained = super::unwritable_out("r1", dir, &e, true);
+        assert!(
+            contained.contains("with docker-compose: `export GAUNTLET_USER"),
+            "{contained}"
+        );
+        assert!(contained.contains("`gauntlet show r1`"), "{contained}");
+    }
 }

@@ -1,4 +1,6 @@
-//! SIGINT and SIGTERM both cancel the root token, so every command drains the same way.
+//! SIGINT and SIGTERM both cancel the root token, so every command drains the same way. The
+//! token is cancelled before anything is said about it: nothing written to a closed stderr
+//! can come between a signal and the drain.
 
 use tokio_util::sync::CancellationToken;
 
@@ -8,8 +10,8 @@ pub fn shutdown_token() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("signal received, shutting down");
         cancel.cancel();
+        tracing::info!("signal received, shutting down");
     });
     token
 }

@@ -144,7 +144,8 @@ async fn runs_are_stored_compared_and_shown() {
     }
     let (code, _, stderr) =
         tokio::task::block_in_place(|| gauntlet(&db, &["show", "run-that-never-was"]));
-    assert_eq!(code, 3);
+    // An unknown run id is a usage error, as in `compare` (it was 3 before).
+    assert_eq!(code, 2);
     assert!(stderr.contains("no run `run-that-never-was`"), "{stderr}");
 }
 

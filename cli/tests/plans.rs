@@ -328,7 +328,8 @@ async fn var_flags_replace_scenario_variables_on_the_fleet() {
 }
 
 /// `gauntlet init` writes each starter; each validates as written and is byte for byte the
-/// example plan the test above runs against the testbed; an existing file is kept unless
+/// example plan the test above runs against the testbed, after a comment header naming the
+/// plan's schema; an existing file is kept unless
 /// `--force`, and an unknown starter names the known ones.
 #[test]
 fn init_writes_starters_that_validate() {
@@ -348,9 +349,15 @@ fn init_writes_starters_that_validate() {
         let (code, stdout, stderr) = gauntlet(&["init", f, "--from", name]);
         assert_eq!(code, 0, "{name}: {stderr}");
         assert!(stdout.contains("gauntlet run"), "{stdout}");
-        assert_eq!(
-            std::fs::read_to_string(&file).unwrap(),
-            std::fs::read_to_string(plans_dir().join(example)).unwrap()
+        // The example plan, after the comment lines naming the schema for editors.
+        let written = std::fs::read_to_string(&file).unwrap();
+        let example = std::fs::read_to_string(plans_dir().join(example)).unwrap();
+        let header = written
+            .strip_suffix(example.as_str())
+            .unwrap_or_else(|| panic!("{name}: not the example plan after a header:\n{written}"));
+        assert!(
+            header.starts_with("#:schema ") && header.lines().all(|l| l.starts_with('#')),
+            "{name}: {header}"
         );
         let (code, stdout, stderr) = gauntlet(&["validate", f]);
         assert_eq!(code, 0, "{name}: {stdout}{stderr}");

@@ -106,21 +106,34 @@ async fn a_run_of_nothing_is_an_error() {
     let (url, _stop) = coordinator().await;
     let _a = worker(&url, "a");
     wait_for_workers(&url, 1).await;
-    // Rate 0: no session is ever due.
-    let r = run(
-        &url,
-        sleepy(
-            "model = \"open\"\nrate = 0\nduration = \"1s\"\nmax_vus = 1",
-            "",
-        ),
-        1,
-    )
-    .await;
+    // Sessions that never end inside the run (30 s naps in a 1 s run with 100 ms to finish):
+    // every one is interrupted, none passed or failed. (A load that schedules no session at
+    // all, rate 0, no longer gets this far: validation refuses it, below.)
+    let napping = "name = \"napping\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nmodel = \"open\"\nrate = 2\nduration = \"1s\"\nmax_vus = 2\ngraceful_stop = \"100ms\"\n[[scenarios]]\nname = \"nap\"\nsteps = [ { sleep = { duration = \"30s\" } } ]\n";
+    let r = run(&url, napping.to_owned(), 1).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert!(
         r.verdict_reason.contains("no session ran"),
         "{}",
         r.verdict_reason
+    );
+    let mut client = ControlServiceClient::connect(url.clone()).await.unwrap();
+    let refused = client
+        .submit_run(v1::SubmitRunRequest {
+            plan_toml: sleepy(
+                "model = \"open\"\nrate = 0\nduration = \"1s\"\nmax_vus = 1",
+                "",
+            ),
+            plan_file: "sleepy.toml".into(),
+            min_workers: 1,
+            ..v1::SubmitRunRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("no session would start"),
+        "{}",
+        refused.message()
     );
 }
 

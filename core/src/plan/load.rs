@@ -260,6 +260,24 @@ impl Load {
         }
     }
 
+    /// The sessions the run starts in all when only iterations bound it (the closed model's
+    /// fixed VUs, no duration): VUs x iterations, what a progress bar counts to. `None` when
+    /// time bounds the run (or the product overflows).
+    pub fn planned_sessions(&self) -> Option<u64> {
+        match self {
+            Load::Closed(Closed {
+                vus:
+                    VuSchedule::Fixed {
+                        vus,
+                        duration: None,
+                    },
+                iterations: Some(iterations),
+                ..
+            }) => vus.checked_mul(*iterations),
+            _ => None,
+        }
+    }
+
     /// Closed model: the pause between two sessions of one VU.
     pub fn think_time(&self) -> Option<Pause> {
         match self {
@@ -532,6 +550,25 @@ mod override_tests {
 
     fn spec(toml_text: &str) -> LoadSpec {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn only_a_run_bound_by_iterations_has_planned_sessions() {
+        let planned = |text: &str| spec(text).resolve().planned_sessions();
+        assert_eq!(planned("vus = 20\niterations = 5"), Some(100));
+        assert_eq!(
+            planned("vus = 20\niterations = 5\nduration = \"10s\""),
+            None
+        );
+        assert_eq!(planned("vus = 20\nduration = \"10s\""), None);
+        assert_eq!(
+            planned("vus = 1\niterations = 2\nstages = [{ duration = \"10s\", target = 5 }]"),
+            None
+        );
+        assert_eq!(
+            planned("model = \"open\"\nrate = 5.0\nmax_vus = 10\nduration = \"10s\""),
+            None
+        );
     }
 
     #[test]
