@@ -435,11 +435,25 @@ pub fn find(total: &Snapshot, cx: Context<'_>) -> Vec<Finding> {
                     chance,
                 )
             }));
-            found.extend(window(total, &category, cx.interval_ms));
-            found.extend(
-                fleet(a, (cx.intervals, cx.interval_ms), &category)
-                    .or_else(|| on_worker(a, &category)),
-            );
+            // A worker or target every session of which failed, and nothing elsewhere, is the
+            // whole story: when its sessions ran (failing fast, they cycle sooner) and how busy
+            // the fleet was then are its consequences, not findings of their own.
+            let whole = found.iter().any(|(k, _)| match k {
+                Kind::Worker {
+                    worker_sessions: v, ..
+                }
+                | Kind::Target {
+                    target_sessions: v, ..
+                } => *v == failed,
+                _ => false,
+            });
+            if !whole {
+                found.extend(window(total, &category, cx.interval_ms));
+                found.extend(
+                    fleet(a, (cx.intervals, cx.interval_ms), &category)
+                        .or_else(|| on_worker(a, &category)),
+                );
+            }
         }
         if found.is_empty() {
             found.extend(spread(a, &category));
