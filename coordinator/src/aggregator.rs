@@ -11,8 +11,9 @@ use std::time::Duration;
 use gauntlet_core::attribution::{Outcomes, TABLE_KEYS};
 use gauntlet_core::metrics::Snapshot;
 use gauntlet_core::report::{IntervalReport, ThresholdReport};
+use gauntlet_core::sparse::Delta;
 use gauntlet_core::thresholds::Threshold;
-use gauntlet_proto::{ConvertError, snapshot_from_proto, v1};
+use gauntlet_proto::{ConvertError, delta_from_proto, v1};
 
 pub use crate::timeline::MAIN_METRICS;
 use crate::timeline::Timeline;
@@ -155,7 +156,7 @@ impl Aggregator {
         if self.has(worker, wire.seq) {
             return Ok(false);
         }
-        let delta = snapshot_from_proto(wire)?;
+        let delta = delta_from_proto(wire)?;
         Ok(self.merge_decoded(worker, wire.seq, wire.at_ms, wire.active_vus, &delta))
     }
 
@@ -167,7 +168,7 @@ impl Aggregator {
         seq: u64,
         at_ms: u64,
         active_vus: u64,
-        delta: &Snapshot,
+        delta: &Delta,
     ) -> bool {
         let new = self
             .merged
@@ -177,10 +178,10 @@ impl Aggregator {
         if !new {
             return false;
         }
-        self.total.merge(delta);
-        self.note_subjects(seq, delta);
+        delta.merge_into(&mut self.total);
+        self.note_subjects(seq, &delta.rest);
         // The dimension of attribution a peer cannot claim: who sent it.
-        let ended = delta_outcomes(delta);
+        let ended = delta_outcomes(&delta.rest);
         if ended.sessions() > 0 {
             self.total
                 .attribution
@@ -191,12 +192,12 @@ impl Aggregator {
         let tally = self.workers.entry(worker.to_owned()).or_default();
         tally.sessions = tally
             .sessions
-            .saturating_add(delta.counters.sessions_started);
+            .saturating_add(delta.rest.counters.sessions_started);
         tally.snapshots += 1;
         if at_ms >= tally.last_at_ms {
             tally.last_at_ms = at_ms;
             tally.last_active_vus = active_vus;
-            tally.last_sessions = delta.counters.sessions_started;
+            tally.last_sessions = delta.rest.counters.sessions_started;
         }
         true
     }
@@ -283,9 +284,9 @@ mod tests {
     #[test]
     fn the_sender_becomes_attribution() {
         let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
-        a.merge_decoded("w1", 1, 1000, 0, &delta(&[10, 20], 2));
-        a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
-        a.merge_decoded("w2", 1, 2500, 0, &delta(&[10], 1));
+        a.merge_decoded("w1", 1, 1000, 0, &Delta::of(&delta(&[10, 20], 2)));
+        a.merge_decoded("w2", 1, 2500, 0, &Delta::of(&delta(&[10], 1)));
+        a.merge_decoded("w2", 1, 2500, 0, &Delta::of(&delta(&[10], 1)));
         let t = &a.total().attribution;
         assert_eq!(t.worker.values["w1"].passed, 2);
         assert_eq!(t.worker.values["w2"].passed, 1, "merged once");
@@ -309,20 +310,20 @@ mod tests {
             d
         };
         let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
-        a.merge_decoded("w1", 1, 1000, 0, &with("u0"));
-        a.merge_decoded("w1", 2, 2000, 0, &with("u0"));
-        a.merge_decoded("w2", (1 << 32) + 1, 1000, 0, &with("u1"));
+        a.merge_decoded("w1", 1, 1000, 0, &Delta::of(&with("u0")));
+        a.merge_decoded("w1", 2, 2000, 0, &Delta::of(&with("u0")));
+        a.merge_decoded("w2", (1 << 32) + 1, 1000, 0, &Delta::of(&with("u1")));
         assert!(a.subjects_on_one_share());
-        a.merge_decoded("w2", (1 << 32) + 2, 2000, 0, &with("u0"));
+        a.merge_decoded("w2", (1 << 32) + 2, 2000, 0, &Delta::of(&with("u0")));
         assert!(!a.subjects_on_one_share());
     }
 
     #[test]
     fn the_recent_window_holds_the_intervals_that_began_in_it() {
         let mut a = Aggregator::new(Duration::from_secs(1), &[], Duration::from_secs(30));
-        a.merge_decoded("w1", 1, 1000, 0, &delta(&[1_000, 1_000], 2));
-        a.merge_decoded("w1", 2, 2500, 0, &delta(&[5_000], 1));
-        a.merge_decoded("w1", 3, 12000, 0, &delta(&[9_000], 1));
+        a.merge_decoded("w1", 1, 1000, 0, &Delta::of(&delta(&[1_000, 1_000], 2)));
+        a.merge_decoded("w1", 2, 2500, 0, &Delta::of(&delta(&[5_000], 1)));
+        a.merge_decoded("w1", 3, 12000, 0, &Delta::of(&delta(&[9_000], 1)));
         let h = |from: u64| {
             a.main_since(from)
                 .histograms

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use gauntlet_core::metrics::{Snapshot, histogram};
 use gauntlet_core::report::{IntervalReport, ThresholdReport};
-use gauntlet_core::thresholds::{Threshold, keep_for_windows};
+use gauntlet_core::sparse::Delta;
+use gauntlet_core::thresholds::Threshold;
 use hdrhistogram::Histogram;
 
 /// Metrics whose p50/p90/p99/max the series carries.
@@ -302,23 +303,22 @@ impl Timeline {
 
     /// Files `delta` from `worker`, taken with `active_vus` VUs in a session, under the
     /// interval ending at or after `at_ms`.
-    pub fn add(&mut self, worker: &str, at_ms: u64, active_vus: u64, delta: &Snapshot) {
+    pub fn add(&mut self, worker: &str, at_ms: u64, active_vus: u64, delta: &Delta) {
         let index = at_ms.saturating_sub(1) / self.interval_ms;
-        let mut part = Part::default();
-        for m in MAIN_METRICS {
-            if let Some(h) = delta.histograms.get(m) {
-                part.main.insert(m.to_owned(), h.clone());
-            }
-        }
-        part.active.insert(worker.to_owned(), active_vus);
-        part.per_worker
-            .insert(worker.to_owned(), delta.counters.sessions_started);
         if index < self.final_before {
+            let mut part = Part::default();
+            for m in MAIN_METRICS {
+                if let Some(h) = delta.histograms.get(m) {
+                    part.main.insert(m.to_owned(), h.to_histogram());
+                }
+            }
+            part.per_worker
+                .insert(worker.to_owned(), delta.rest.counters.sessions_started);
             if !self.windows.is_empty() {
                 self.late_snapshots += 1;
             }
             // Its interval's windows are judged; its figures still count in the series.
-            let (failures, started, passed, failed) = outcome(delta);
+            let (failures, started, passed, failed) = outcome(&delta.rest);
             self.add_to_point(
                 index,
                 (started, passed, failed),
@@ -331,7 +331,7 @@ impl Timeline {
                 .checked_sub(self.base)
                 .and_then(|i| self.slots.get_mut(i as usize))
             {
-                slot.window.merge(&keep_for_windows(delta, &self.windowed));
+                slot.window.merge(&delta.keep(&self.windowed));
             }
             return;
         }
@@ -339,13 +339,20 @@ impl Timeline {
             self.slots.push_back(Slot::default());
         }
         let slot = &mut self.slots[(index - self.base) as usize];
-        slot.window.merge(&keep_for_windows(delta, &self.windowed));
-        for (m, h) in part.main {
-            let _ = slot.part.main.entry(m).or_insert_with(histogram).add(&h);
+        slot.window.merge(&delta.keep(&self.windowed));
+        for m in MAIN_METRICS {
+            if let Some(h) = delta.histograms.get(m) {
+                match slot.part.main.get_mut(m) {
+                    Some(mine) => h.add_to(mine),
+                    None => {
+                        slot.part.main.insert(m.to_owned(), h.to_histogram());
+                    }
+                }
+            }
         }
         slot.part.active.insert(worker.to_owned(), active_vus);
         let n = slot.part.per_worker.entry(worker.to_owned()).or_default();
-        *n = n.saturating_add(delta.counters.sessions_started);
+        *n = n.saturating_add(delta.rest.counters.sessions_started);
         // Intervals `late` or more behind the newest are final.
         self.close_until(self.len().saturating_sub(self.late));
     }
@@ -681,7 +688,12 @@ mod tests {
                 })
                 .collect();
             let file = |tl: &mut Timeline, i: u64, w: usize| {
-                tl.add(&format!("w{w}"), (i + 1) * 1000, 1, &deltas[i as usize][w]);
+                tl.add(
+                    &format!("w{w}"),
+                    (i + 1) * 1000,
+                    1,
+                    &Delta::of(&deltas[i as usize][w]),
+                );
             };
             for i in 0..intervals + 5 {
                 if i < intervals {
@@ -751,7 +763,7 @@ mod tests {
             if i / width == 7 {
                 point_7.add(&d.histograms["session"]).unwrap();
             }
-            tl.add(&format!("w{w}"), (i + 1) * 1000, 2, &d);
+            tl.add(&format!("w{w}"), (i + 1) * 1000, 2, &Delta::of(&d));
             let held = tl.held();
             most_held = (most_held.0.max(held.0), most_held.1.max(held.1));
         }
@@ -785,14 +797,14 @@ mod tests {
         let mut tl = Timeline::new(Duration::from_secs(1), &ts, Duration::from_secs(5));
         let mut x = 3u64;
         for i in 0..30u64 {
-            tl.add("w1", (i + 1) * 1000, 1, &delta(&mut x, 10, 0));
+            tl.add("w1", (i + 1) * 1000, 1, &Delta::of(&delta(&mut x, 10, 0)));
         }
         assert!(
             tl.judge()
                 .iter()
                 .all(|(_, r)| !r.reason.contains("arrived"))
         );
-        tl.add("w2", 3000, 1, &delta(&mut x, 10, 0));
+        tl.add("w2", 3000, 1, &Delta::of(&delta(&mut x, 10, 0)));
         assert_eq!(tl.late_snapshots(), 1);
         for (_, r) in tl.judge() {
             assert!(!r.pass);

@@ -4,13 +4,12 @@
 //! hands to `gauntlet compare` are both untrusted, so every size is checked against what the
 //! input carries and a fixed bound before anything is allocated for it.
 
-use std::io::Read as _;
-
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
 use crate::metrics::SIGFIG;
+use crate::sparse::{Layout, Sparse};
 
 /// The largest histogram accepted, compressed or inflated: far above what a 3-digit histogram
 /// up to [`MAX_VALUE_US`] needs (about 200 KB).
@@ -87,6 +86,30 @@ pub fn encode(h: &Histogram<u64>) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// `h` as V2 + deflate bytes whose deflate stream stores the V2 bytes as they are: how
+/// snapshots travel. A V2 histogram's counts are varints already (deflate saves about a third
+/// of a snapshot's few hundred bytes a histogram), and building the Huffman tables to inflate
+/// twenty compressed streams a snapshot was a third of the coordinator's work with a thousand
+/// workers; a stored stream inflates as a copy. Any V2 + deflate decoder reads it.
+pub fn encode_stored(h: &Histogram<u64>) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut v2 = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut v2)
+        .ok()?;
+    let mut z = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(v2.len() + 16),
+        flate2::Compression::none(),
+    );
+    z.write_all(&v2).ok()?;
+    let body = z.finish().ok()?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend(0x1c84_9314u32.to_be_bytes());
+    out.extend(u32::try_from(body.len()).ok()?.to_be_bytes());
+    out.extend(body);
+    Some(out)
+}
+
 /// `h` as base64 (standard alphabet, padded) of its V2 + deflate bytes.
 pub fn to_base64(h: &Histogram<u64>) -> Option<String> {
     encode(h).map(|b| base64::engine::general_purpose::STANDARD.encode(b))
@@ -131,6 +154,112 @@ pub fn decode_digits(
     bytes: &[u8],
     digits_wanted: u8,
 ) -> Result<Histogram<u64>, HistogramError> {
+    let inflated = inflate(bytes, digits_wanted)?;
+    // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
+    // where overflow checks are on: that is a refused histogram, not a crash.
+    let histogram = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deserializer.deserialize(&mut inflated.as_slice())
+    }))
+    .map_err(|_| HistogramError::Counts("a count overflows".into()))?
+    .map_err(|e| HistogramError::Counts(format!("{e:?}")))?;
+    // The buckets of a histogram tracking up to the bound reach twice as far: a count above the
+    // bound is not one gauntlet recorded (a histogram that did would track beyond it).
+    if histogram.max() > MAX_VALUE_US {
+        return Err(HistogramError::Beyond(histogram.max()));
+    }
+    // Grows like the histograms gauntlet records into, so it can be merged into as it is.
+    let mut histogram = histogram;
+    histogram.auto(true);
+    Ok(histogram)
+}
+
+/// [`decode`] into the histogram's non-zero counts ([`Sparse`]): the same checks, the same
+/// counts at the same values, without the dense histogram (the coordinator's hot path).
+pub fn decode_sparse(bytes: &[u8]) -> Result<Sparse, HistogramError> {
+    let inflated = inflate(bytes, SIGFIG)?;
+    let layout = Layout::of(SIGFIG);
+    let mut counts = Vec::new();
+    let (mut index, mut len, mut at) = (0u64, 0u64, 40usize);
+    let overflow = || HistogramError::Counts("a count overflows".into());
+    while at < inflated.len() {
+        let (raw, used) = varint(&inflated[at..])
+            .ok_or_else(|| HistogramError::Counts("a count is cut short".into()))?;
+        at += used;
+        // ZigZag: a negative number is a run of empty counters.
+        let n = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        if n < 0 {
+            let run = n.checked_neg().ok_or_else(overflow)? as u64;
+            index = index.checked_add(run).ok_or_else(overflow)?;
+            continue;
+        }
+        if n > 0 {
+            let (low, width) = layout
+                .value_for(index)
+                .ok_or(HistogramError::Beyond(u64::MAX))?;
+            let highest = low + (1u64 << width) - 1;
+            if highest > MAX_VALUE_US {
+                return Err(HistogramError::Beyond(highest));
+            }
+            len = len.checked_add(n as u64).ok_or_else(overflow)?;
+            counts.push((low, width, n as u64));
+        }
+        index = index.checked_add(1).ok_or_else(overflow)?;
+    }
+    Ok(Sparse::from_counts(counts, len))
+}
+
+/// One LEB128 varint as HdrHistogram writes them (at most 9 bytes, the 9th taken whole), and
+/// the bytes it used; `None` when the input ends inside it.
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for i in 0..8 {
+        let byte = *b.get(i)?;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    Some((value | (u64::from(*b.get(8)?) << 56), 9))
+}
+
+/// `input` (a zlib stream) inflated, at most [`MAX_BYTES`] of it. The decompressor is kept
+/// for the thread's next histogram: making one afresh (tens of KB set up) costs more than
+/// inflating a snapshot's histogram of a few hundred bytes.
+fn inflate_zlib(input: &[u8]) -> Result<Vec<u8>, HistogramError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    thread_local! {
+        static INFLATER: std::cell::RefCell<Decompress> =
+            std::cell::RefCell::new(Decompress::new(true));
+    }
+    INFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(true);
+        let mut out = Vec::with_capacity(input.len().saturating_mul(4).clamp(256, MAX_BYTES + 1));
+        loop {
+            let (read, written) = (d.total_in(), out.len());
+            let rest = input.get(read as usize..).unwrap_or_default();
+            let status = d
+                .decompress_vec(rest, &mut out, FlushDecompress::None)
+                .map_err(|e| HistogramError::Inflate(e.to_string()))?;
+            if out.len() > MAX_BYTES {
+                return Err(HistogramError::TooBig);
+            }
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            if out.len() == out.capacity() {
+                // Room for more, up to one byte past the bound (which is then refused).
+                out.reserve_exact(out.capacity().min(MAX_BYTES + 1 - out.len()));
+            } else if d.total_in() == read && out.len() == written {
+                return Err(HistogramError::Inflate("the stream ends early".into()));
+            }
+        }
+    })
+}
+
+/// The inflated V2 bytes of a V2 + deflate histogram of `digits_wanted` digits, every size and
+/// the header checked (the counts start at byte 40).
+fn inflate(bytes: &[u8], digits_wanted: u8) -> Result<Vec<u8>, HistogramError> {
     if bytes.len() < 8 || be32(bytes, 0) != 0x1c84_9314 {
         return Err(HistogramError::NotV2Deflate);
     }
@@ -141,14 +270,7 @@ pub fn decode_digits(
             carried: bytes.len() - 8,
         });
     }
-    let mut inflated = Vec::new();
-    flate2::read::ZlibDecoder::new(&bytes[8..])
-        .take(MAX_BYTES as u64 + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|e| HistogramError::Inflate(e.to_string()))?;
-    if inflated.len() > MAX_BYTES {
-        return Err(HistogramError::TooBig);
-    }
+    let inflated = inflate_zlib(&bytes[8..])?;
     // The V2 header: cookie, payload length, normalizing offset, significant digits, lowest
     // and highest trackable values, conversion ratio (40 bytes).
     if inflated.len() < 40 || be32(&inflated, 0) != 0x1c84_9313 {
@@ -172,19 +294,15 @@ pub fn decode_digits(
             digits,
         });
     }
-    // The decoder negates counts it reads; a hostile varint makes that overflow, which panics
-    // where overflow checks are on: that is a refused histogram, not a crash.
-    let histogram = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        deserializer.deserialize(&mut inflated.as_slice())
-    }))
-    .map_err(|_| HistogramError::Counts("a count overflows".into()))?
-    .map_err(|e| HistogramError::Counts(format!("{e:?}")))?;
-    // The buckets of a histogram tracking up to the bound reach twice as far: a count above the
-    // bound is not one gauntlet recorded (a histogram that did would track beyond it).
-    if histogram.max() > MAX_VALUE_US {
-        return Err(HistogramError::Beyond(histogram.max()));
+    // No normalizing offset: gauntlet's histograms are never shifted.
+    if be32(&inflated, 8) != 0 {
+        return Err(HistogramError::Foreign {
+            lowest,
+            highest,
+            digits,
+        });
     }
-    Ok(histogram)
+    Ok(inflated)
 }
 
 #[cfg(test)]
@@ -276,6 +394,91 @@ mod tests {
             matches!(e, HistogramError::Foreign { digits: 5, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stored_bytes_decode_to_the_same_histogram() {
+        let mut h = histogram();
+        for v in [1u64, 2, 999, 45_000, 3_600_000_000] {
+            h.record_n(v, v % 5 + 1).unwrap();
+        }
+        let stored = encode_stored(&h).unwrap();
+        let mut d = Deserializer::new();
+        let back = decode(&mut d, &stored).unwrap();
+        assert_eq!(Sparse::of(&back), Sparse::of(&h));
+        assert_eq!(decode_sparse(&stored).unwrap(), Sparse::of(&h));
+        // hdrhistogram's own decoder reads it too.
+        let theirs: Histogram<u64> = d.deserialize(&mut stored.as_slice()).unwrap();
+        assert_eq!(Sparse::of(&theirs), Sparse::of(&h));
+    }
+
+    #[test]
+    fn sparse_decoding_reads_what_dense_decoding_reads_and_refuses_what_it_refuses() {
+        let mut d = Deserializer::new();
+        let mut h = histogram();
+        for v in [
+            1u64,
+            2,
+            999,
+            1_000,
+            2_047,
+            2_048,
+            45_000,
+            3_600_000_000,
+            MAX_VALUE_US - 1,
+        ] {
+            h.record_n(v, v % 5 + 1).unwrap();
+        }
+        for bytes in [encode(&h).unwrap(), encode(&histogram()).unwrap()] {
+            let dense = decode(&mut d, &bytes).unwrap();
+            assert_eq!(decode_sparse(&bytes).unwrap(), Sparse::of(&dense));
+        }
+        let mut one = histogram();
+        one.record(1500).unwrap();
+        let hostile = [
+            reframed(&one, |v| {
+                v[4..8].copy_from_slice(&0x7fff_ffffu32.to_be_bytes())
+            }),
+            reframed(&one, |v| v[24..32].copy_from_slice(&u64::MAX.to_be_bytes())),
+            reframed(&one, |v| v[8..12].copy_from_slice(&1u32.to_be_bytes())),
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.extend([0xff; 9]);
+                v[4..8].copy_from_slice(&9u32.to_be_bytes());
+            }),
+            // A varint cut short.
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.push(0x80);
+                v[4..8].copy_from_slice(&1u32.to_be_bytes());
+            }),
+            // A count past 2^41.
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.extend([0xfd, 0xff, 0x03, 0x02]);
+                v[4..8].copy_from_slice(&4u32.to_be_bytes());
+            }),
+            // Zeros beyond any value, then a count.
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x02]);
+                v[4..8].copy_from_slice(&9u32.to_be_bytes());
+            }),
+            vec![1, 2, 3],
+            encode(&Histogram::<u64>::new_with_bounds(1, 1000, 5).unwrap()).unwrap(),
+        ];
+        for (i, bytes) in hostile.iter().enumerate() {
+            assert!(decode_sparse(bytes).is_err(), "case {i}");
+        }
+        // Cut short: the stream ends before its end.
+        let whole = encode(&h).unwrap();
+        let mut cut = whole[..whole.len() - 6].to_vec();
+        let claimed = (cut.len() - 8) as u32;
+        cut[4..8].copy_from_slice(&claimed.to_be_bytes());
+        assert!(matches!(
+            decode_sparse(&cut),
+            Err(HistogramError::Inflate(_))
+        ));
     }
 
     #[test]

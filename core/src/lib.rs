@@ -21,6 +21,8 @@
 //!   exact seconds), for the coordinator's `/metrics`.
 //! - [`hdr`]: histograms as V2 + deflate bytes (the wire) and base64 (report.json), decoded
 //!   within bounds.
+//! - [`sparse`]: histograms as their non-zero counts, and a snapshot held so: how the
+//!   coordinator decodes and merges a worker's snapshot cheaply.
 //! - [`attribution`]: every session that ended, counted by subject, target, live sessions of
 //!   its subject, sessions in flight, connect interval and worker, in bounded tables.
 //! - [`report`]: the run report (`report.json`) and everything that makes it: the verdict
@@ -50,6 +52,7 @@ pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod segment;
+pub mod sparse;
 pub mod template;
 pub mod thresholds;
 pub mod units;

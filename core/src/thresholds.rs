@@ -477,23 +477,6 @@ pub fn windowed_metrics(thresholds: &[Threshold]) -> Vec<String> {
         .collect()
 }
 
-/// A snapshot holding only `metrics`' histograms (and everything else) of `s`: what an
-/// interval keeps for windowed thresholds.
-pub fn keep_for_windows(s: &Snapshot, metrics: &[String]) -> Snapshot {
-    let mut kept = Snapshot {
-        counters: s.counters,
-        failures: s.failures.clone(),
-        checks: s.checks.clone(),
-        ..Snapshot::default()
-    };
-    for m in metrics {
-        if let Some(h) = s.histograms.get(m) {
-            kept.histograms.insert(m.clone(), h.clone());
-        }
-    }
-    kept
-}
-
 pub use crate::report::show;
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use gauntlet_core::attribution::{
     WORKER_TARGETS,
 };
 use gauntlet_core::metrics::{CheckStats, Counters, FailureKey, FailureStats, Snapshot};
+use gauntlet_core::sparse::{Delta, Sparse};
 use gauntlet_core::words::FailureCategory;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::Deserializer;
 
 use crate::v1;
 
@@ -39,17 +40,14 @@ pub fn snapshot_to_proto(
     at_ms: u64,
     active_vus: u64,
 ) -> v1::Snapshot {
-    let mut serializer = V2DeflateSerializer::new();
     let histograms = s
         .histograms
         .iter()
         .filter_map(|(name, h)| {
-            let mut bytes = Vec::new();
             // Serializing into a Vec cannot fail for a valid histogram; skip one that does.
-            serializer.serialize(h, &mut bytes).ok()?;
             Some(v1::NamedHistogram {
                 name: name.clone(),
-                v2_deflate: bytes,
+                v2_deflate: gauntlet_core::hdr::encode_stored(h)?,
             })
         })
         .collect();
@@ -298,6 +296,59 @@ pub const MAX_SNAPSHOT_ENTRIES: usize = 4096;
 
 /// Decodes a snapshot.
 pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
+    let mut s = rest_from_proto(p)?;
+    let mut deserializer = Deserializer::new();
+    for h in &p.histograms {
+        // Decoded within bounds: a peer's headers are not trusted (gauntlet_core::hdr).
+        let histogram =
+            gauntlet_core::hdr::decode(&mut deserializer, &h.v2_deflate).map_err(|e| {
+                ConvertError::Histogram {
+                    name: h.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        // A name sent twice adds up; the first is kept as it came (no copy).
+        match s.histograms.get_mut(&h.name) {
+            Some(mine) => {
+                let _ = mine.add(&histogram);
+            }
+            None => {
+                s.histograms.insert(h.name.clone(), histogram);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Decodes a snapshot with its histograms as their non-zero counts (the coordinator's hot
+/// path): the same checks as [`snapshot_from_proto`], the same figures.
+pub fn delta_from_proto(p: &v1::Snapshot) -> Result<Delta, ConvertError> {
+    let rest = rest_from_proto(p)?;
+    let mut histograms: BTreeMap<String, Sparse> = BTreeMap::new();
+    for h in &p.histograms {
+        let sparse = gauntlet_core::hdr::decode_sparse(&h.v2_deflate).map_err(|e| {
+            ConvertError::Histogram {
+                name: h.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        match histograms.get_mut(&h.name) {
+            // A name sent twice adds up (never from gauntlet's workers).
+            Some(mine) => {
+                let mut dense = mine.to_histogram();
+                sparse.add_to(&mut dense);
+                *mine = Sparse::of(&dense);
+            }
+            None => {
+                histograms.insert(h.name.clone(), sparse);
+            }
+        }
+    }
+    Ok(Delta { rest, histograms })
+}
+
+/// Everything of a snapshot but its histograms, every count of entries bounded.
+fn rest_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
     for (what, n) in [
         ("histograms", p.histograms.len()),
         ("failure patterns", p.failures.len()),
@@ -310,26 +361,14 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
             });
         }
     }
-    let mut s = Snapshot::default();
-    let mut deserializer = Deserializer::new();
-    for h in &p.histograms {
-        // Decoded within bounds: a peer's headers are not trusted (gauntlet_core::hdr).
-        let histogram =
-            gauntlet_core::hdr::decode(&mut deserializer, &h.v2_deflate).map_err(|e| {
-                ConvertError::Histogram {
-                    name: h.name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-        let mut one = Snapshot::default();
-        one.histograms.insert(h.name.clone(), histogram);
-        s.merge(&one);
-    }
-    s.counters = p
-        .counters
-        .as_ref()
-        .map(counters_from_proto)
-        .unwrap_or_default();
+    let mut s = Snapshot {
+        counters: p
+            .counters
+            .as_ref()
+            .map(counters_from_proto)
+            .unwrap_or_default(),
+        ..Snapshot::default()
+    };
     for f in &p.failures {
         let key = FailureKey {
             category: FailureCategory::named(&f.category),
@@ -357,10 +396,7 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
         }
     }
     for c in &p.checks {
-        let mine = s
-            .checks
-            .entry(c.name.clone())
-            .or_insert_with(CheckStats::default);
+        let mine: &mut CheckStats = s.checks.entry(c.name.clone()).or_default();
         mine.run = mine.run.saturating_add(c.run);
         mine.failed = mine.failed.saturating_add(c.failed);
     }

@@ -23,5 +23,5 @@ mod convert;
 pub use convert::{
     ConvertError, MAX_CATEGORIES_PER_VALUE, MAX_HISTOGRAM_BYTES, MAX_HISTOGRAM_VALUE_US,
     MAX_SNAPSHOT_ENTRIES, MAX_START_INTERVAL, counters_from_proto, counters_to_proto,
-    snapshot_from_proto, snapshot_to_proto,
+    delta_from_proto, snapshot_from_proto, snapshot_to_proto,
 };

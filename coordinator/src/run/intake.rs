@@ -18,11 +18,12 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use gauntlet_core::attribution::{MAX_LEVEL, Outcomes, Table};
-use gauntlet_core::metrics::{DETAIL_BYTES, Snapshot};
+use gauntlet_core::metrics::DETAIL_BYTES;
 use gauntlet_core::names::{METRIC_SESSION, Vocabulary};
 use gauntlet_core::plan::{Model, Plan};
 use gauntlet_core::schedule::Ramp;
 use gauntlet_core::segment::ExecutionSegment;
+use gauntlet_core::sparse::Delta;
 use gauntlet_core::words::FailureCategory;
 
 /// Why a snapshot was refused.
@@ -129,8 +130,8 @@ pub struct ShareTally {
 
 impl ShareTally {
     /// The tally with `delta` (snapshot number `offset` of the share) merged too.
-    fn with(self, offset: u64, delta: &Snapshot) -> ShareTally {
-        let c = &delta.counters;
+    fn with(self, offset: u64, delta: &Delta) -> ShareTally {
+        let c = &delta.rest.counters;
         let session_us = delta
             .histograms
             .get(METRIC_SESSION)
@@ -236,7 +237,7 @@ impl Intake {
         &self,
         share: &ShareView,
         seq: u64,
-        delta: &Snapshot,
+        delta: &Delta,
         elapsed: Duration,
     ) -> Result<ShareTally, Refusal> {
         self.names(delta)?;
@@ -246,7 +247,7 @@ impl Intake {
         Ok(tally)
     }
 
-    fn names(&self, delta: &Snapshot) -> Result<(), Refusal> {
+    fn names(&self, delta: &Delta) -> Result<(), Refusal> {
         let v = &self.vocabulary;
         let unknown = |what: &str, name: &str| {
             Err(Refusal::new(
@@ -257,10 +258,10 @@ impl Intake {
         if let Some(m) = delta.histograms.keys().find(|m| !v.metrics.contains(*m)) {
             return unknown("metric", m);
         }
-        if let Some(c) = delta.checks.keys().find(|c| !v.checks.contains(*c)) {
+        if let Some(c) = delta.rest.checks.keys().find(|c| !v.checks.contains(*c)) {
             return unknown("check", c);
         }
-        for key in delta.failures.keys() {
+        for key in delta.rest.failures.keys() {
             if !v.categories.contains(key.category.as_str()) {
                 return unknown("failure category", key.category.as_str());
             }
@@ -280,7 +281,7 @@ impl Intake {
                 ));
             }
         }
-        let a = &delta.attribution;
+        let a = &delta.rest.attribution;
         let tables = [&a.subject.untracked, &a.target.untracked]
             .into_iter()
             .chain(a.subject.values.values())
@@ -300,7 +301,7 @@ impl Intake {
         &self,
         share: &ShareView,
         tally: &ShareTally,
-        delta: &Snapshot,
+        delta: &Delta,
         elapsed: Duration,
     ) -> Result<(), Refusal> {
         let implausible = |detail: String| Err(Refusal::new(Reason::Implausible, detail));
@@ -339,8 +340,8 @@ impl Intake {
         // subject).
         let most = vus.saturating_sub(1).min(MAX_LEVEL);
         for (what, t) in [
-            ("in flight", &delta.attribution.in_flight),
-            ("live for its subject", &delta.attribution.live),
+            ("in flight", &delta.rest.attribution.in_flight),
+            ("live for its subject", &delta.rest.attribution.live),
         ] {
             if let Some(level) = t.values.keys().find(|l| **l > most) {
                 return implausible(format!(
@@ -351,6 +352,7 @@ impl Intake {
         // Nobody connected in an interval the run has not reached.
         let reached = (elapsed + CLOCK_SLACK).as_millis() as u64 / self.interval_ms;
         if let Some(i) = delta
+            .rest
             .attribution
             .started
             .values
@@ -420,11 +422,11 @@ impl Intake {
 /// The figures of one snapshot that must agree: a worker records a session's end (its
 /// `session` samples, its outcome and its failure) in one step, so each snapshot carries them
 /// together.
-fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
+fn consistent(delta: &Delta) -> Result<(), Refusal> {
     let inconsistent = |detail: String| Err(Refusal::new(Reason::Inconsistent, detail));
-    let c = &delta.counters;
+    let c = &delta.rest.counters;
     let finished = c.sessions_passed.saturating_add(c.sessions_failed);
-    let len = |name: &str| delta.histograms.get(name).map_or(0, |h| h.len());
+    let len = |name: &str| delta.len(name);
     if len(METRIC_SESSION) != finished {
         return inconsistent(format!(
             "{} `session` samples for {finished} sessions passed or failed",
@@ -443,6 +445,7 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
         ));
     }
     let failures = delta
+        .rest
         .failures
         .values()
         .map(|f| f.count)
@@ -453,13 +456,18 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
             c.sessions_failed
         ));
     }
-    if let Some((_, f)) = delta.failures.iter().find(|(_, f)| f.first_ms > f.last_ms) {
+    if let Some((_, f)) = delta
+        .rest
+        .failures
+        .iter()
+        .find(|(_, f)| f.first_ms > f.last_ms)
+    {
         return inconsistent(format!(
             "a failure first seen at {} ms and last at {} ms",
             f.first_ms, f.last_ms
         ));
     }
-    let (run, failed) = delta.checks.values().fold((0u64, 0u64), |(r, f), c| {
+    let (run, failed) = delta.rest.checks.values().fold((0u64, 0u64), |(r, f), c| {
         (r.saturating_add(c.run), f.saturating_add(c.failed))
     });
     if run != c.checks_run || failed != c.checks_failed {
@@ -468,16 +476,16 @@ fn consistent(delta: &Snapshot) -> Result<(), Refusal> {
             c.checks_run, c.checks_failed
         ));
     }
-    if delta.checks.values().any(|c| c.failed > c.run) {
+    if delta.rest.checks.values().any(|c| c.failed > c.run) {
         return inconsistent("a check failed more often than it ran".into());
     }
     // Every session that ended is counted once in each attribution table, under its outcome.
     let mut by_category: BTreeMap<&FailureCategory, u64> = BTreeMap::new();
-    for (k, f) in &delta.failures {
+    for (k, f) in &delta.rest.failures {
         let n = by_category.entry(&k.category).or_default();
         *n = n.saturating_add(f.count);
     }
-    let a = &delta.attribution;
+    let a = &delta.rest.attribution;
     for (what, total) in [
         ("subject", sum(&a.subject)),
         ("target", sum(&a.target)),
@@ -536,7 +544,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use gauntlet_core::attribution::SessionTags;
-    use gauntlet_core::metrics::{FailureKey, FailureStats, histogram};
+    use gauntlet_core::metrics::{FailureKey, FailureStats, Snapshot, histogram};
     use gauntlet_core::plan::Overrides;
 
     fn plan(load: &str) -> Plan {
@@ -587,10 +595,14 @@ mod tests {
         let at = Duration::from_secs(2);
         // 10 VUs, 2 s: 150 sessions of 100 ms fit.
         let t = intake
-            .admit(&share(), 1, &passed(150, 100_000), at)
+            .admit(&share(), 1, &Delta::of(&passed(150, 100_000)), at)
             .unwrap();
         assert_eq!((t.started, t.finished, t.merged), (150, 150, 1));
-        let refuse = |delta: &Snapshot| intake.admit(&share(), 1, delta, at).unwrap_err();
+        let refuse = |delta: &Snapshot| {
+            intake
+                .admit(&share(), 1, &Delta::of(delta), at)
+                .unwrap_err()
+        };
         // A trillion sessions, each a microsecond: more than 10 VUs can run in 12 s.
         let r = refuse(&passed(1_000_000_000_000, 1));
         assert_eq!(r.reason, Reason::Implausible, "{}", r.detail);
@@ -648,7 +660,11 @@ mod tests {
         let p = plan("vus = 10\nduration = \"10s\"");
         let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
         let at = Duration::from_secs(2);
-        let refuse = |delta: &Snapshot| intake.admit(&share(), 1, delta, at).unwrap_err();
+        let refuse = |delta: &Snapshot| {
+            intake
+                .admit(&share(), 1, &Delta::of(delta), at)
+                .unwrap_err()
+        };
         // A real one: 3 passed, 1 failed, each table agreeing.
         let mut real = passed(4, 1000);
         real.counters.sessions_passed = 3;
@@ -673,7 +689,7 @@ mod tests {
         }
         a.record(&tags(3), Some(&FailureCategory::Timeout));
         real.attribution = a;
-        intake.admit(&share(), 1, &real, at).unwrap();
+        intake.admit(&share(), 1, &Delta::of(&real), at).unwrap();
 
         // A session missing from one table, or filed under another outcome.
         let mut forged = real.clone();
@@ -739,8 +755,12 @@ mod tests {
             segment: ExecutionSegment::split(&[1, 1])[0].1,
             ..share()
         };
-        intake.admit(&half, 1, &passed(10, 1000), at).unwrap();
-        let r = intake.admit(&half, 1, &passed(11, 1000), at).unwrap_err();
+        intake
+            .admit(&half, 1, &Delta::of(&passed(10, 1000)), at)
+            .unwrap();
+        let r = intake
+            .admit(&half, 1, &Delta::of(&passed(11, 1000)), at)
+            .unwrap_err();
         assert_eq!(r.reason, Reason::Implausible);
         assert!(r.detail.contains("2 VUs of 5 iterations"), "{}", r.detail);
 
@@ -749,8 +769,12 @@ mod tests {
         // 1 s in, with 10 s of clock slack: all 1,000 arrivals may be due, half of them this
         // share's.
         let at = Duration::from_secs(1);
-        intake.admit(&half, 1, &passed(540, 1000), at).unwrap();
-        let r = intake.admit(&half, 1, &passed(600, 1000), at).unwrap_err();
+        intake
+            .admit(&half, 1, &Delta::of(&passed(540, 1000)), at)
+            .unwrap();
+        let r = intake
+            .admit(&half, 1, &Delta::of(&passed(600, 1000)), at)
+            .unwrap_err();
         assert_eq!(r.reason, Reason::Implausible, "{}", r.detail);
     }
 
@@ -763,7 +787,7 @@ mod tests {
         let mut ends = passed(2, 100_000);
         ends.counters.sessions_started = 0;
         let t = intake
-            .admit(&share(), 2, &ends, Duration::from_secs(2))
+            .admit(&share(), 2, &Delta::of(&ends), Duration::from_secs(2))
             .unwrap();
         assert_eq!(t.gaps(), 1);
         let mut starts = Snapshot::default();
@@ -773,7 +797,7 @@ mod tests {
             ..share()
         };
         let t = intake
-            .admit(&s, 1, &starts, Duration::from_secs(2))
+            .admit(&s, 1, &Delta::of(&starts), Duration::from_secs(2))
             .unwrap();
         assert_eq!((t.gaps(), t.started, t.finished), (0, 2, 2));
     }

@@ -35,7 +35,7 @@ use gauntlet_core::report::{self, Report, WorkerReport};
 use gauntlet_core::schedule::Ramp;
 use gauntlet_core::thresholds::Threshold;
 use gauntlet_core::words::{Judgement, RunPhase};
-use gauntlet_proto::{counters_to_proto, snapshot_from_proto, v1};
+use gauntlet_proto::{counters_to_proto, delta_from_proto, v1};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -291,10 +291,61 @@ impl Run {
         worker: &str,
         snapshot: &v1::Snapshot,
     ) -> Result<(), Refusal> {
+        if self
+            .envelope(coordinator, &mut lock(&self.state), worker, snapshot)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        // Decoded outside the run's lock: the costly part, which a fleet's snapshots need at
+        // once (a thousand workers' every second), is done in parallel; the merge under the
+        // lock only adds counts.
+        let delta = delta_from_proto(snapshot).map_err(|e| Refusal {
+            reason: Reason::Undecodable,
+            detail: e.to_string(),
+        })?;
         let mut state = lock(&self.state);
+        // Checked again: the run may have moved on meanwhile (finished, the share handed over,
+        // the same snapshot merged from a resend).
+        let Some((index, view)) = self.envelope(coordinator, &mut state, worker, snapshot)? else {
+            return Ok(());
+        };
+        let elapsed = Duration::from_millis(state.elapsed_ms());
+        let tally = self.intake.admit(&view, snapshot.seq, &delta, elapsed)?;
+        // A worker's clock may run a little ahead: a snapshot is never filed later than a
+        // little past now.
+        let latest = elapsed.as_millis() as u64 + 2 * self.interval.as_millis() as u64 + 1000;
+        if snapshot.at_ms > latest {
+            tracing::warn!(worker, run = %self.id, at_ms = snapshot.at_ms, "snapshot from the future: filed at now");
+        }
+        let at_ms = snapshot.at_ms.min(latest);
+        state
+            .agg
+            .merge_decoded(worker, snapshot.seq, at_ms, snapshot.active_vus, &delta);
+        let share = &mut state.shares[index];
+        share.tally = tally;
+        share.progressed_at = Some(Instant::now());
+        if at_ms >= share.last_at_ms {
+            share.last_at_ms = at_ms;
+            share.last_active = snapshot.active_vus;
+        }
+        self.lost_share_heard(coordinator, share);
+        Ok(())
+    }
+
+    /// What admission checks before a snapshot is decoded: the share it names is the
+    /// sender's, its number and time are within the run's. `None`: acknowledged without being
+    /// merged (the run is over, or the snapshot was merged already).
+    fn envelope(
+        &self,
+        coordinator: &Coordinator,
+        state: &mut State,
+        worker: &str,
+        snapshot: &v1::Snapshot,
+    ) -> Result<Option<(usize, intake::ShareView)>, Refusal> {
         if state.phase == RunPhase::Finished {
             // Too late to count; acknowledged so the worker stops resending.
-            return Ok(());
+            return Ok(None);
         }
         // Only the worker holding a share reports for it: sequence numbers of share `i` start
         // at `i * SEQ_BLOCK`, and that share must be the sender's.
@@ -318,33 +369,9 @@ impl Run {
         if state.agg.has(worker, snapshot.seq) {
             // A resend after a reconnect: merged already.
             self.lost_share_heard(coordinator, &mut state.shares[index]);
-            return Ok(());
+            return Ok(None);
         }
-        let delta = snapshot_from_proto(snapshot).map_err(|e| Refusal {
-            reason: Reason::Undecodable,
-            detail: e.to_string(),
-        })?;
-        let elapsed = Duration::from_millis(state.elapsed_ms());
-        let tally = self.intake.admit(&view, snapshot.seq, &delta, elapsed)?;
-        // A worker's clock may run a little ahead: a snapshot is never filed later than a
-        // little past now.
-        let latest = elapsed.as_millis() as u64 + 2 * self.interval.as_millis() as u64 + 1000;
-        if snapshot.at_ms > latest {
-            tracing::warn!(worker, run = %self.id, at_ms = snapshot.at_ms, "snapshot from the future: filed at now");
-        }
-        let at_ms = snapshot.at_ms.min(latest);
-        state
-            .agg
-            .merge_decoded(worker, snapshot.seq, at_ms, snapshot.active_vus, &delta);
-        let share = &mut state.shares[index];
-        share.tally = tally;
-        share.progressed_at = Some(Instant::now());
-        if at_ms >= share.last_at_ms {
-            share.last_at_ms = at_ms;
-            share.last_active = snapshot.active_vus;
-        }
-        self.lost_share_heard(coordinator, share);
-        Ok(())
+        Ok(Some((index, view)))
     }
 
     /// A worker's heartbeat told how far one of its shares got.
