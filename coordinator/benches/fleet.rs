@@ -373,11 +373,20 @@ async fn measure(workers: u64, seconds: u64) {
     assert_eq!(names.len(), METRICS, "{names:?}");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut bytes = 0usize;
+    // The `session` histogram the report must show: every variant's, as many times as workers
+    // send it.
+    let mut expected = histogram();
+    let senders = |v: usize| (0..workers as usize).filter(|n| n % VARIANTS == v).count() as u64;
     let wire: Vec<Vec<v1::Snapshot>> = (1..=seconds)
         .map(|k| {
             (0..VARIANTS)
-                .map(|_| {
+                .map(|v| {
                     let s = snapshot(&names, k - 1, &mut rng, k * 1000);
+                    for x in s.histograms["session"].iter_recorded() {
+                        expected
+                            .record_n(x.value_iterated_to(), x.count_at_value() * senders(v))
+                            .unwrap();
+                    }
                     let p = gauntlet_proto::snapshot_to_proto(&s, "", 0, k * 1000, VUS);
                     bytes += prost::Message::encoded_len(&p);
                     p
@@ -531,14 +540,41 @@ async fn measure(workers: u64, seconds: u64) {
     }
     println!("  peak RSS (VmHWM) {} KiB", status_kib(pid, "VmHWM"));
     let totals = &report["totals"];
+    let session = &report["metrics"]["session"];
+    let figures = |v: &serde_json::Value| {
+        ["count", "p50_us", "p99_us", "max_us"].map(|f| v[f].as_u64().unwrap_or(0))
+    };
+    let want = [
+        expected.len(),
+        expected.value_at_quantile(0.5),
+        expected.value_at_quantile(0.99),
+        expected.max(),
+    ];
     println!(
-        "  report: verdict {}, sessions passed {} failed {} (expected {} and {})",
+        "  report: verdict {}, sessions passed {} failed {} (sent {} and {}); `session` count, p50, p99, max {:?} (sent {:?})",
         report["verdict"],
         totals["passed"],
         totals["failed"],
         sent * (SESSIONS - FAILED),
-        sent * FAILED
+        sent * FAILED,
+        figures(session),
+        want
     );
     drop(child.stdin.take());
     let _ = child.wait();
+    // Checked: a figure that is not what the fleet sent fails the bench.
+    assert_eq!(
+        tally.refused.load(Ordering::Relaxed),
+        0,
+        "refused snapshots"
+    );
+    assert_eq!(
+        tally.acked.load(Ordering::Relaxed),
+        sent + workers,
+        "acknowledgements"
+    );
+    assert_eq!(totals["passed"].as_u64(), Some(sent * (SESSIONS - FAILED)));
+    assert_eq!(totals["failed"].as_u64(), Some(sent * FAILED));
+    assert_eq!(figures(session), want, "the merged `session` histogram");
+    println!("  checked: every count and the `session` histogram's figures are what was sent");
 }

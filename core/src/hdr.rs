@@ -177,6 +177,9 @@ pub fn decode_digits(
 /// counts at the same values, without the dense histogram (the coordinator's hot path).
 pub fn decode_sparse(bytes: &[u8]) -> Result<Sparse, HistogramError> {
     let inflated = inflate(bytes, SIGFIG)?;
+    // What the histogram says it tracks: no count of it lies beyond (`inflate` checked it is
+    // within gauntlet's bound).
+    let tracked = be64(&inflated, 24);
     let layout = Layout::of(SIGFIG);
     let mut counts = Vec::new();
     let (mut index, mut len, mut at) = (0u64, 0u64, 40usize);
@@ -193,9 +196,15 @@ pub fn decode_sparse(bytes: &[u8]) -> Result<Sparse, HistogramError> {
             continue;
         }
         if n > 0 {
-            let (low, width) = layout
-                .value_for(index)
-                .ok_or(HistogramError::Beyond(u64::MAX))?;
+            let beyond = || {
+                HistogramError::Counts(format!(
+                    "a count at index {index}, beyond the {tracked} the histogram tracks"
+                ))
+            };
+            let (low, width) = layout.value_for(index).ok_or_else(beyond)?;
+            if low > tracked {
+                return Err(beyond());
+            }
             let highest = low + (1u64 << width) - 1;
             if highest > MAX_VALUE_US {
                 return Err(HistogramError::Beyond(highest));
@@ -287,7 +296,13 @@ fn inflate(bytes: &[u8], digits_wanted: u8) -> Result<Vec<u8>, HistogramError> {
     let (lowest, highest) = (be64(&inflated, 16), be64(&inflated, 24));
     // Gauntlet records with 3 digits from 1 us: anything else is not its own (and 5 digits
     // would cost 100 times the memory).
-    if digits != u32::from(digits_wanted) || lowest != 1 || highest > MAX_VALUE_US {
+    // Nor does it convert its values to doubles (the V2 header's ratio is 1.0).
+    let ratio = f64::from_bits(be64(&inflated, 32));
+    if digits != u32::from(digits_wanted)
+        || lowest != 1
+        || !(2..=MAX_VALUE_US).contains(&highest)
+        || ratio != 1.0
+    {
         return Err(HistogramError::Foreign {
             lowest,
             highest,
@@ -464,11 +479,29 @@ mod tests {
                 v.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x02]);
                 v[4..8].copy_from_slice(&9u32.to_be_bytes());
             }),
+            // A run of 2^42 - 5,120 zeros (a bucket index near u32::MAX), then a count.
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.extend([0xff, 0xaf, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02]);
+                v[4..8].copy_from_slice(&8u32.to_be_bytes());
+            }),
+            // A count past the histogram's own highest trackable value.
+            reframed(&one, |v| {
+                v.truncate(40);
+                v.extend([0xff, 0xff, 0x03, 0x02]);
+                v[4..8].copy_from_slice(&4u32.to_be_bytes());
+            }),
+            // Another conversion ratio; a highest trackable value below 2.
+            reframed(&one, |v| {
+                v[32..40].copy_from_slice(&2.0f64.to_bits().to_be_bytes())
+            }),
+            reframed(&one, |v| v[24..32].copy_from_slice(&1u64.to_be_bytes())),
             vec![1, 2, 3],
             encode(&Histogram::<u64>::new_with_bounds(1, 1000, 5).unwrap()).unwrap(),
         ];
         for (i, bytes) in hostile.iter().enumerate() {
             assert!(decode_sparse(bytes).is_err(), "case {i}");
+            assert!(decode(&mut d, bytes).is_err(), "case {i}");
         }
         // Cut short: the stream ends before its end.
         let whole = encode(&h).unwrap();

@@ -40,8 +40,9 @@ impl Layout {
         } else {
             u32::try_from(bucket).ok()?
         };
-        // A value must fit 64 bits with room for its range.
-        if bucket + self.half_magnitude + 1 >= 63 {
+        // A value must fit 64 bits with room for its range (in u64: a hostile index makes
+        // `bucket` as large as u32 allows).
+        if u64::from(bucket) + u64::from(self.half_magnitude) + 1 >= 63 {
             return None;
         }
         Some((sub << bucket, bucket))
@@ -111,7 +112,7 @@ impl Sparse {
     /// it came from would.
     pub fn add_to(&self, h: &mut Histogram<u64>) {
         for (low, _, n) in &self.counts {
-            // Grows to hold it (a value is at most 2^41: decoding refuses more), counts
+            // Grows to hold it (a value is below 2^40: decoding refuses more), counts
             // saturate; `saturating_record_n` would clamp instead of growing.
             let _ = h.record_n(*low, *n);
         }
@@ -248,6 +249,12 @@ mod tests {
                 }
             }
             assert_eq!(layout.value_for(u64::MAX >> 1), None);
+            // Indexes whose bucket nears u32::MAX (an overflow once) are no value either.
+            for shift in [40u32, 41, 42, 43] {
+                for index in [(1u64 << shift) - 1, 1 << shift, (1 << shift) + 5] {
+                    assert_eq!(layout.value_for(index), None, "{digits} {index}");
+                }
+            }
         }
     }
 

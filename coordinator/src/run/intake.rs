@@ -231,6 +231,31 @@ impl Intake {
         Ok(())
     }
 
+    /// Checks a snapshot's histogram names before any is decoded: each one of the plan's
+    /// metrics, none twice. So decoding a snapshot costs at most one bounded histogram per
+    /// metric of the plan, whatever a peer packs into it.
+    pub fn check_histogram_names<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Refusal> {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names {
+            if !self.vocabulary.metrics.contains(name) {
+                return Err(Refusal::new(
+                    Reason::UnknownName,
+                    format!("metric `{}` is not in the plan", cut(name)),
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(Refusal::new(
+                    Reason::Inconsistent,
+                    format!("metric `{}` twice in one snapshot", cut(name)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a decoded snapshot of `share` (number `seq`) when the coordinator has seen
     /// `elapsed` of the run; returns the share's tally with it merged.
     pub fn admit(
@@ -586,6 +611,23 @@ mod tests {
             offset_ms: 0,
             tally: ShareTally::default(),
         }
+    }
+
+    #[test]
+    fn histogram_names_are_checked_before_anything_is_decoded() {
+        let p = plan("vus = 10\nduration = \"10s\"");
+        let intake = Intake::new(&p, Duration::from_secs(1), Duration::from_secs(60));
+        intake
+            .check_histogram_names(["session", "session.s", "step.s.sleep"])
+            .unwrap();
+        let r = intake.check_histogram_names(["session", "x"]).unwrap_err();
+        assert_eq!(r.reason, Reason::UnknownName, "{}", r.detail);
+        // The same metric twice (a peer packing one snapshot with copies to decode).
+        let r = intake
+            .check_histogram_names(["session", "session.s", "session"])
+            .unwrap_err();
+        assert_eq!(r.reason, Reason::Inconsistent, "{}", r.detail);
+        assert!(r.detail.contains("`session` twice"), "{}", r.detail);
     }
 
     #[test]

@@ -366,6 +366,8 @@ impl Run {
         };
         self.intake
             .check_envelope(&view, snapshot.seq, snapshot.at_ms)?;
+        self.intake
+            .check_histogram_names(snapshot.histograms.iter().map(|h| h.name.as_str()))?;
         if state.agg.has(worker, snapshot.seq) {
             // A resend after a reconnect: merged already.
             self.lost_share_heard(coordinator, &mut state.shares[index]);
