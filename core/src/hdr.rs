@@ -177,10 +177,10 @@ pub fn decode_digits(
 /// counts at the same values, without the dense histogram (the coordinator's hot path).
 pub fn decode_sparse(bytes: &[u8]) -> Result<Sparse, HistogramError> {
     let inflated = inflate(bytes, SIGFIG)?;
-    // What the histogram says it tracks: no count of it lies beyond (`inflate` checked it is
-    // within gauntlet's bound).
-    let tracked = be64(&inflated, 24);
+    // The counters the histogram's header declares (as many as hdrhistogram's decoder makes):
+    // no count lies beyond them (`inflate` checked the header is within gauntlet's bound).
     let layout = Layout::of(SIGFIG);
+    let counters = layout.counters_for(be64(&inflated, 24));
     let mut counts = Vec::new();
     let (mut index, mut len, mut at) = (0u64, 0u64, 40usize);
     let overflow = || HistogramError::Counts("a count overflows".into());
@@ -198,13 +198,13 @@ pub fn decode_sparse(bytes: &[u8]) -> Result<Sparse, HistogramError> {
         if n > 0 {
             let beyond = || {
                 HistogramError::Counts(format!(
-                    "a count at index {index}, beyond the {tracked} the histogram tracks"
+                    "a count at index {index}, beyond the {counters} counters its header declares"
                 ))
             };
-            let (low, width) = layout.value_for(index).ok_or_else(beyond)?;
-            if low > tracked {
+            if index >= counters {
                 return Err(beyond());
             }
+            let (low, width) = layout.value_for(index).ok_or_else(beyond)?;
             let highest = low + (1u64 << width) - 1;
             if highest > MAX_VALUE_US {
                 return Err(HistogramError::Beyond(highest));

@@ -28,6 +28,22 @@ impl Layout {
         }
     }
 
+    /// How many counters a histogram declaring `highest` as its highest trackable value has
+    /// (hdrhistogram's `distinct_values`): a decoder reads no count past them.
+    pub(crate) fn counters_for(self, highest: u64) -> u64 {
+        let sub_count = 2u64 << self.half_magnitude;
+        let (mut smallest_untrackable, mut buckets) = (sub_count, 1u64);
+        while smallest_untrackable <= highest {
+            if smallest_untrackable > u64::MAX / 2 {
+                buckets += 1;
+                break;
+            }
+            smallest_untrackable <<= 1;
+            buckets += 1;
+        }
+        (buckets + 1) * (sub_count / 2)
+    }
+
     /// The lowest value of counter `index`, with the width of its range (as a power of two),
     /// or `None` past any value a histogram can hold.
     pub(crate) fn value_for(self, index: u64) -> Option<(u64, u32)> {
@@ -249,6 +265,14 @@ mod tests {
                 }
             }
             assert_eq!(layout.value_for(u64::MAX >> 1), None);
+            for highest in [2u64, 1000, 2047, 2048, 50_000, 1 << 30, 1 << 40] {
+                let h = Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+                assert_eq!(
+                    layout.counters_for(highest),
+                    h.distinct_values() as u64,
+                    "{digits} {highest}"
+                );
+            }
             // Indexes whose bucket nears u32::MAX (an overflow once) are no value either.
             for shift in [40u32, 41, 42, 43] {
                 for index in [(1u64 << shift) - 1, 1 << shift, (1 << shift) + 5] {
