@@ -88,9 +88,14 @@ PY
 echo "== $SESSIONS sessions: $PROCESSES testbeds and $PROCESSES workers, $PER each; hold ${HOLD}s; $RATE/s" >&2
 TARGETS=()
 ROLES=()
+# Server pings off: a session idle in a `sleep` step does not read its connection, so it would
+# leave the testbed's pings (every 20 s, as uvicorn) unanswered and be closed 1011 after 40 s
+# (its `ws_close` then fails the session). What is measured here is holding connections.
+printf '[websocket]\nkeepalive_interval = "0s"\n' >"$WORK/testbed.toml"
 for i in $(seq 0 $((PROCESSES - 1))); do
   addr="127.0.0.$((11 + i)):$PORT"
-  "$G" testbed --listen "$addr" --max-managers-per-user 1000000 >"$WORK/testbed-$i.log" 2>&1 &
+  "$G" testbed --config "$WORK/testbed.toml" --listen "$addr" --max-managers-per-user 1000000 \
+    >"$WORK/testbed-$i.log" 2>&1 &
   PIDS+=($!); ROLES+=("testbed-$i")
   TARGETS+=("\"http://$addr\"")
 done
@@ -117,6 +122,10 @@ done
 RAMP=$(python3 -c "print(max(1, round($SESSIONS / $RATE, 3)))")
 SLEEP=$(python3 -c "print(round($RAMP + $HOLD + 20))")
 GRACE=$(( SLEEP + 120 ))
+# Every session must find a free VU on the worker that owns its arrival: a share owns its
+# width's part of the arrivals give or take a few (a low-discrepancy sequence), so each worker
+# gets 64 slots to spare (with exactly N, a 100,000-session run dropped 8 arrivals).
+MAX_VUS=$((SESSIONS + 64 * PROCESSES))
 PLAN="$WORK/scale.toml"
 cat >"$PLAN" <<EOF
 # bench/scale.sh: $SESSIONS sessions, each established then idle, all at once for ${HOLD}s.
@@ -133,7 +142,7 @@ claims = { iss = "netra-auth-service", token_type = "access" }
 model = "open"
 rate = $RATE
 duration = "${RAMP}s"
-max_vus = $SESSIONS
+max_vus = $MAX_VUS
 graceful_stop = "${GRACE}s"
 [[scenarios]]
 name = "idle"
@@ -176,6 +185,7 @@ LIMIT=$(python3 -c "print(int($RAMP * 4 + 120))")
 while true; do
   OPEN=$(open_total)
   [ "$OPEN" -ge "$SESSIONS" ] && break
+  [ $(( ($(date +%s) - START) % 10 )) -eq 0 ] && echo "   $OPEN open" >&2
   if ! kill -0 "$RUN_PID" 2>/dev/null || [ $(( $(date +%s) - START )) -gt "$LIMIT" ]; then
     echo "only $OPEN of $SESSIONS sessions open after $(( $(date +%s) - START )) s" >&2
     tail -5 "$WORK/run.log" >&2 || true

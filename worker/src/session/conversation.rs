@@ -233,16 +233,30 @@ impl Session<'_> {
         };
         let closed = tokio::time::timeout(c.timeout, async {
             ws.send(Message::Close(Some(frame))).await.ok()?;
-            // Drain until the server's reply ends the stream.
-            while let Some(Ok(_)) = ws.next().await {}
-            Some(())
+            // Drain until the server's reply ends the stream, keeping the first close frame.
+            let mut theirs = None;
+            while let Some(Ok(m)) = ws.next().await {
+                if let (Message::Close(f), None) = (m, &theirs) {
+                    theirs = Some(f.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                }
+            }
+            Some(theirs)
         })
         .await;
-        if !matches!(closed, Ok(Some(()))) {
-            self.fail(
+        match closed {
+            // The server had closed with a code of its own (1011 when a connection idle in a
+            // `sleep` left its pings unanswered): the session ended on the server's terms,
+            // not a clean close.
+            Ok(Some(Some((code, reason)))) if code != 1000 && code != c.code => {
+                self.fail(&step.name, Symptom::Close { code, reason });
+            }
+            Ok(Some(_)) => {}
+            _ => self.fail(
                 &step.name,
                 Symptom::Timeout(format!("{}: close reply", step.name)),
-            );
+            ),
         }
         Ok(())
     }

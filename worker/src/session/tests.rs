@@ -295,6 +295,29 @@ async fn a_close_the_peer_answers_ends_the_session_cleanly() {
     );
 }
 
+#[tokio::test]
+async fn a_server_that_had_closed_with_its_own_code_fails_the_close_step() {
+    let p = program(r#"{ ws_close = { timeout = "3s" } },"#, "");
+    let (ws, mut peer) = pipe();
+    let script = async {
+        // The server's close (a keepalive timeout) arrived first; the step's close crosses it.
+        peer.say(Message::Close(Some(CloseFrame {
+            code: CloseCode::Error,
+            reason: "keepalive ping timeout".into(),
+        })))
+        .await;
+        assert!(matches!(peer.heard().await, Message::Close(Some(_))));
+        drop(peer.says);
+        peer.hears
+    };
+    let ((outcome, s), _hears) = tokio::join!(converse(&p, ws), script);
+    assert_eq!(outcome, Outcome::Failed);
+    let (key, _) = only_failure(&s);
+    assert_eq!(key.step, "ws_close");
+    assert_eq!(key.category, FailureCategory::InternalError, "{key:?}");
+    assert!(key.detail.contains("1011"), "{key:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_close_the_peer_ignores_times_out() {
     let p = program(r#"{ ws_close = { timeout = "2s" } },"#, "");
