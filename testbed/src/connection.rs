@@ -452,7 +452,10 @@ impl Connection {
                             break End::Drop;
                         }
                     }
-                    Some(Ok(Message::Pong(_))) => ping_sent = None,
+                    Some(Ok(Message::Pong(_))) => {
+                        app.stats.keepalive_pongs.fetch_add(1, Ordering::Relaxed);
+                        ping_sent = None;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Close(_))) => {}
                 },
                 item = next_outgoing(&mut self.outbox) => match item {

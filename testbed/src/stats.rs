@@ -123,6 +123,7 @@ pub struct Stats {
     pub pongs: AtomicU64,
     pub acks: AtomicU64,
     pub keepalive_timeouts: AtomicU64,
+    pub keepalive_pongs: AtomicU64,
     pub send_timeouts: AtomicU64,
     pub too_large_closes: AtomicU64,
     pub invalid_utf8_closes: AtomicU64,
@@ -280,6 +281,7 @@ impl Stats {
                 pongs: get(&self.pongs),
                 acks: get(&self.acks),
                 keepalive_timeouts: get(&self.keepalive_timeouts),
+                keepalive_pongs: get(&self.keepalive_pongs),
                 send_timeouts: get(&self.send_timeouts),
                 too_large_closes: get(&self.too_large_closes),
                 invalid_utf8_closes: get(&self.invalid_utf8_closes),
@@ -411,6 +413,8 @@ pub struct FrameStats {
     pub acks: u64,
     /// Connections closed because a keepalive ping went unanswered.
     pub keepalive_timeouts: u64,
+    /// WebSocket pongs received (answers to the keepalive pings).
+    pub keepalive_pongs: u64,
     /// Connections ended because the client did not take a frame in time.
     pub send_timeouts: u64,
     /// Connections closed 1009 for a message over `max_message_bytes`.

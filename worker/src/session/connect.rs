@@ -34,6 +34,8 @@ impl Session<'_> {
         if let Some(old) = self.ws.take() {
             close_quietly(old).await;
         }
+        // What a pause read off the old connection is not the new one's.
+        self.held = None;
         self.arrive();
         let mut url = self.p.endpoint(self.vu.route).ws_url.clone();
         if let Some(path) = path {

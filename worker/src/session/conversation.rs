@@ -26,6 +26,10 @@ impl Session<'_> {
             return Err(Fatal);
         };
         let len = text.len() as u64;
+        if let Some(ended) = self.ended_while_paused() {
+            self.fail(&step.name, ended);
+            return Err(Fatal);
+        }
         let Some(ws) = self.ws.as_mut() else {
             self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
             return Err(Fatal);
@@ -194,6 +198,10 @@ impl Session<'_> {
         ping: &PingStep,
         start: Instant,
     ) -> Result<(), Fatal> {
+        if let Some(ended) = self.ended_while_paused() {
+            self.fail(&step.name, ended);
+            return Err(Fatal);
+        }
         let Some(ws) = self.ws.as_mut() else {
             self.fail(&step.name, Symptom::Protocol("no open WebSocket".into()));
             return Err(Fatal);
@@ -224,7 +232,18 @@ impl Session<'_> {
     }
 
     pub(super) async fn close(&mut self, step: &CompiledStep, c: &CloseStep) -> Result<(), Fatal> {
+        // Frames a pause held go unread, as the frames a close drains do.
+        let ended = self.drop_held();
         let Some(mut ws) = self.ws.take() else {
+            match ended {
+                // The server closed while the session paused: judged as a close that crossed
+                // the step's (below).
+                Some(Symptom::Close { code, reason }) if code != 1000 && code != c.code => {
+                    self.fail(&step.name, Symptom::Close { code, reason });
+                }
+                Some(Symptom::Close { .. }) | None => {}
+                Some(gone) => self.fail(&step.name, gone),
+            }
             return Ok(());
         };
         let frame = CloseFrame {

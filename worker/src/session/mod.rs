@@ -14,6 +14,7 @@
 //!   matching frame;
 //! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
+//! - `pause`: `sleep`, reading on while a WebSocket is open (pings answered, frames held);
 //! - `http`: the `http` step;
 //! - `tests`: the conversation steps against a scripted in-memory peer.
 
@@ -58,6 +59,7 @@ type Ws = Box<dyn Socket>;
 mod connect;
 mod conversation;
 mod http;
+mod pause;
 #[cfg(test)]
 mod tests;
 
@@ -202,6 +204,7 @@ enum Want {
 }
 
 /// What reading the socket gave.
+#[derive(Debug)]
 enum Read {
     Text(Utf8Bytes),
     Pong,
@@ -234,6 +237,8 @@ struct Session<'a> {
     target: Option<String>,
     /// The run's interval it started in: its connect interval if it never connects.
     started_in: u64,
+    /// What a `sleep` read off the WebSocket and no step has read yet (boxed: rare).
+    held: Option<Box<pause::Held>>,
 }
 
 /// Runs scenario `scenario` once for `vu`; in the open model `origin` is the session's
@@ -297,6 +302,7 @@ impl<'a> Session<'a> {
             arrived: None,
             target: None,
             started_in: vu.rec.interval_now(),
+            held: None,
             vu,
         }
     }
@@ -496,13 +502,7 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 StepKind::Sleep(pause) => {
-                    let d = pause_duration(pause, &mut self.vu.rng);
-                    if d >= Duration::from_millis(100) {
-                        // A long pause: hand the buffered samples over and free the buffers.
-                        self.vu.rec.shrink();
-                    }
-                    self.timer.as_mut().reset(Instant::now() + d);
-                    self.timer.as_mut().await;
+                    self.pause(pause).await;
                     continue;
                 }
                 // Rare, large futures are boxed so an idle session's state stays small.
@@ -585,8 +585,18 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads the next text frame or pong; `Err` says how the connection ended.
+    /// Reads the next text frame or pong, those a `sleep` held first; `Err` says how the
+    /// connection ended.
     async fn next_frame(&mut self, deadline: Instant) -> Result<Read, Symptom> {
+        match self.take_held() {
+            Some(read) => read,
+            None => self.read_socket(deadline).await,
+        }
+    }
+
+    /// Reads the next text frame or pong off the socket; `Err` says how the connection ended
+    /// (and the socket is dropped).
+    async fn read_socket(&mut self, deadline: Instant) -> Result<Read, Symptom> {
         let Some(ws) = self.ws.as_mut() else {
             return Err(Symptom::Protocol("no open WebSocket".into()));
         };
@@ -617,13 +627,20 @@ impl<'a> Session<'a> {
                     match msg {
                         Message::Text(t) => return Ok(Read::Text(t)),
                         Message::Pong(_) => return Ok(Read::Pong),
-                        Message::Ping(_) | Message::Frame(_) => continue,
-                        Message::Binary(b) => {
-                            let n = b.len();
-                            skip(
-                                &mut self.unexpected,
-                                &format!("<a binary frame of {n} bytes>"),
-                            );
+                        Message::Ping(_) | Message::Frame(_) | Message::Binary(_) => {
+                            if let Message::Binary(b) = &msg {
+                                let n = b.len();
+                                skip(
+                                    &mut self.unexpected,
+                                    &format!("<a binary frame of {n} bytes>"),
+                                );
+                            }
+                            // The timer is only polled when the socket has nothing: a flood
+                            // of frames no step takes must not hold a wait (or a sleep) past
+                            // its deadline.
+                            if Instant::now() >= deadline {
+                                return Ok(Read::Timeout);
+                            }
                             continue;
                         }
                         Message::Close(frame) => {

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::PollSender;
 
+use super::pause::MAX_HELD_BYTES;
 use super::*;
 use crate::recorder::Collector;
 
@@ -360,4 +361,191 @@ async fn a_peer_gone_without_a_close_frame_is_an_unexpected_close() {
     assert_eq!(key.category, FailureCategory::UnexpectedClose);
     assert_eq!(key.detail, "1006");
     assert_eq!(check(&s, "s/expect pong"), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_that_arrive_during_a_sleep_are_read_by_the_steps_after_it_in_order() {
+    let p = program(
+        r#"{ sleep = { duration = "10s" } },
+  { ws_expect = { type = "first", timeout = "1s" } },
+  { ws_expect = { type = "second", timeout = "1s" } },"#,
+        "",
+    );
+    let (ws, mut peer) = pipe();
+    let script = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peer.say_text(r#"{"type":"first"}"#).await;
+        peer.say_text(r#"{"type":"second"}"#).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The sleeping session read both off the socket (which answers a server's pings).
+        assert_eq!(peer.says.capacity(), PIPE);
+        assert_eq!(peer.heard().await, Message::Close(None));
+    };
+    let ((outcome, s), ()) = tokio::join!(converse(&p, ws), script);
+    assert_eq!(outcome, Outcome::Passed, "{:?}", s.failures);
+    assert_eq!(check(&s, "s/expect first"), (1, 0));
+    assert_eq!(check(&s, "s/expect second"), (1, 0));
+    assert_eq!(s.counters.frames_received, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sleep_holds_at_most_its_bound_and_leaves_the_rest_in_the_socket() {
+    // Frames of 8 KiB: the pause stops reading once it holds 64 KiB (8 of them).
+    let pad = "x".repeat(8 << 10);
+    let held = MAX_HELD_BYTES.div_ceil(pad.len() + 30);
+    let fillers = held + 3;
+    let order: Vec<String> = (0..fillers)
+        .map(|i| format!("\"f{i}\""))
+        .chain(["\"last\"".to_owned()])
+        .collect();
+    let p = program(
+        &format!(
+            r#"{{ sleep = {{ duration = "10s" }} }},
+  {{ ws_expect_sequence = {{ name = "in order", orders = [[{}]], timeout = "1s" }} }},"#,
+            order.join(", ")
+        ),
+        "",
+    );
+    let (ws, mut peer) = pipe();
+    let script = async {
+        for i in 0..fillers {
+            peer.say_text(&format!(r#"{{"type":"f{i}","pad":"{pad}"}}"#))
+                .await;
+        }
+        peer.say_text(r#"{"type":"last"}"#).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            PIPE - peer.says.capacity(),
+            4,
+            "unread while the session sleeps"
+        );
+        assert_eq!(peer.heard().await, Message::Close(None));
+    };
+    let ((outcome, s), ()) = tokio::join!(converse(&p, ws), script);
+    // Held frames first, then the socket's, in the order they were sent.
+    assert_eq!(outcome, Outcome::Passed, "{:?}", s.failures);
+    assert_eq!(check(&s, "s/in order"), (1, 0));
+    assert_eq!(s.counters.frames_received, fillers as u64 + 1);
+}
+
+/// A server that always has another ping ready (up to `left`), and keeps what the session
+/// sends.
+struct Flood {
+    left: u64,
+    sent: Arc<std::sync::Mutex<Vec<Message>>>,
+}
+
+impl Sink<Message> for Flood {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        self.sent.lock().unwrap().push(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Stream for Flood {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            // Spent: silent from now on (the session's timer wakes it).
+            return Poll::Pending;
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Message::Ping(Vec::new().into()))))
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_pings_does_not_hold_a_sleep_past_its_end() {
+    /// Pings the server has ready at most (bounded whether or not the sleep ends).
+    const LIMIT: u64 = 1_000_000;
+    let p = program(
+        r#"{ sleep = { duration = "50ms" } },
+  { ws_send = { json = { type = "done" } } },"#,
+        "",
+    );
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let flood = Flood {
+        left: LIMIT,
+        sent: sent.clone(),
+    };
+    let (outcome, s) = converse(&p, Box::new(flood)).await;
+    assert_eq!(outcome, Outcome::Passed, "{:?}", s.failures);
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent[0], Message::text(r#"{"type":"done"}"#));
+    // Every ping the sleep read is counted: it ended while more were ready.
+    assert!(
+        s.counters.frames_received < LIMIT,
+        "the sleep read all {LIMIT} pings"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_close_during_a_sleep_fails_the_send_after_it() {
+    let p = program(
+        r#"{ sleep = { duration = "10s" } },
+  { ws_send = { json = { type = "hello" } } },"#,
+        "",
+    );
+    let (ws, peer) = pipe();
+    let script = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peer.say(Message::Close(Some(CloseFrame {
+            code: CloseCode::Error,
+            reason: "keepalive ping timeout".into(),
+        })))
+        .await;
+        peer
+    };
+    let ((outcome, s), mut peer) = tokio::join!(converse(&p, ws), script);
+    assert_eq!(outcome, Outcome::Failed);
+    let (key, _) = only_failure(&s);
+    assert_eq!(key.step, "ws_send");
+    assert_eq!(key.category, FailureCategory::InternalError, "{key:?}");
+    assert!(key.detail.contains("1011"), "{key:?}");
+    assert_eq!(s.counters.frames_sent, 0);
+    // Nothing was written to the closed connection.
+    assert!(peer.hears.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_close_during_a_sleep_fails_the_close_step() {
+    let p = program(
+        r#"{ sleep = { duration = "10s" } },
+  { ws_close = { timeout = "3s" } },"#,
+        "",
+    );
+    let (ws, peer) = pipe();
+    let script = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peer.say_text(r#"{"type":"noise"}"#).await;
+        peer.say(Message::Close(Some(CloseFrame {
+            code: CloseCode::Error,
+            reason: "keepalive ping timeout".into(),
+        })))
+        .await;
+        // The server's stream ends after its close, as a real server's does.
+        drop(peer.says);
+        peer.hears
+    };
+    let ((outcome, s), _hears) = tokio::join!(converse(&p, ws), script);
+    assert_eq!(outcome, Outcome::Failed);
+    let (key, _) = only_failure(&s);
+    assert_eq!(key.step, "ws_close");
+    assert_eq!(key.category, FailureCategory::InternalError, "{key:?}");
+    assert!(key.detail.contains("1011"), "{key:?}");
 }
