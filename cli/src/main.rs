@@ -122,10 +122,13 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| if service { "info" } else { "warn" }.to_owned());
     init_tracing(&filter, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Worker(args) = &cli.command
+        && let Some(n) = args.threads
     {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             report(&anyhow::Error::new(e).context("cannot start the async runtime"));

@@ -60,6 +60,13 @@ pub struct WorkerArgs {
     /// picks).
     #[arg(long, env = "GAUNTLET_LOCAL_ADDRESSES", value_delimiter = ',')]
     local_addresses: Vec<String>,
+    /// Threads that run sessions (1 to 1024; default: one per CPU the process may use). One
+    /// worker process per core with `--threads 1` spends less CPU per session than one
+    /// worker with a thread per core (no wake-ups across threads; BENCHMARKS.md, session
+    /// setup), and gives each process its own open-files limit.
+    #[arg(long, env = "GAUNTLET_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// Runs a worker until a signal.

@@ -62,6 +62,17 @@ fn run_reads_min_workers_from_its_variable() {
     assert!(stderr.contains("--min-workers"), "{stderr}");
 }
 
+#[test]
+fn worker_threads_are_one_to_1024() {
+    for bad in ["0", "1025", "many"] {
+        let (code, _, stderr) = gauntlet(&["worker", "--threads", bad], &[]);
+        assert_eq!(code, 2, "--threads {bad}: {stderr}");
+        assert!(stderr.contains("--threads"), "{stderr}");
+    }
+    let (code, _, stderr) = gauntlet(&["worker"], &[("GAUNTLET_WORKER_THREADS", "0")]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
 /// An unknown run id is a usage error (2) naming it and the database, in `show`, `report` and
 /// `compare` alike; `report` writes into gauntlet-runs/<run id>/ by default, as `run` does; a
 /// `history --plan` that matches nothing says it is the plan that has no runs.

@@ -843,9 +843,10 @@ async fn a_worker_with_the_wrong_key_is_named_by_the_findings() {
     assert!(f["text"].as_str().unwrap().contains("w3"), "{}", f["text"]);
 }
 
-/// `gauntlet worker --local-addresses`: a worker process binds its connections to each address
-/// in turn, and the testbed sees them arrive from both; an address that is not this machine's
-/// is a startup error (exit 2) naming it.
+/// `gauntlet worker --local-addresses`: a worker process (here on one runtime thread,
+/// `GAUNTLET_WORKER_THREADS=1`) binds its connections to each address in turn, and the testbed
+/// sees them arrive from both; an address that is not this machine's is a startup error (exit
+/// 2) naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_two_local_addresses_connects_from_both() {
     let out = gauntlet()
@@ -873,6 +874,8 @@ async fn a_worker_with_two_local_addresses_connects_from_both() {
                 "JWT_SECRET_KEY",
             ])
             .env("GAUNTLET_LOCAL_ADDRESSES", "127.0.0.2,127.0.0.3")
+            // And on one runtime thread.
+            .env("GAUNTLET_WORKER_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
