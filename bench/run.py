@@ -9,7 +9,7 @@
 #       checked, close) against the testbed with fixed 20 ms gaps (gauntlet, k6): sessions/s,
 #       client CPU-s per 1,000 sessions, peak RSS per VU;
 #   (c) session setup (JWT minted, connect, confirmation, close; open model): sessions per
-#       gauntlet worker CPU-second;
+#       gauntlet worker CPU-second, and per CPU-second of the bare client doing the same;
 #   (d) accuracy: p50 of gauntlet minus p50 of the bare loop against a server that answers
 #       after exactly D; and the open model's coordinated-omission correction against an echo
 #       server that stalls 1 s once (gauntlet times from the scheduled start, the bare paced
@@ -663,9 +663,11 @@ def setup_cell(ctx):
         established = tb.stats()["connections"]["established"]
     finally:
         tb.stop()
+    bare = bare_setup(ctx, rate, seconds)
     rep = r["report"]
     passed = rep["totals"]["passed"]
     return {
+        **bare,
         "rate": rate,
         "seconds": seconds,
         "sessions_passed": passed,
@@ -683,6 +685,28 @@ def setup_cell(ctx):
         "exit": r["exit"],
         "command": " ; ".join(r["commands"]),
         "server": tb.cmd,
+    }
+
+
+def bare_setup(ctx, rate, seconds):
+    """The bare session-setup client (`gauntlet-bench setup`: the same JWT crate and claims,
+    tokio-tungstenite, no checks or records beyond counts) on a testbed of its own, at the same
+    rate: the limit the worker's figure is read against. Its CPU is its whole life's (wait4)."""
+    tb = Testbed(ctx["gauntlet"], ctx["work"], "setup-bare", TESTBED_SETUP)
+    args = [ctx["bench"], "setup", "--port", tb.port, "--rate", rate, "--duration", f"{seconds}s"]
+    try:
+        p = PROCS.start(args, env={"JWT_SECRET_KEY": SECRET}, stdout=subprocess.PIPE, name="bare-setup")
+        out = p.stdout.read().decode()
+        usage = PROCS.wait(p, seconds + 120)
+    finally:
+        tb.stop()
+    counts = json.loads(out.strip().splitlines()[-1])
+    return {
+        "bare_passed": counts["passed"],
+        "bare_failed": counts["failed"],
+        "bare_cpu_s": round(usage["cpu_s"], 3),
+        "bare_sessions_per_cpu_s": round(counts["passed"] / max(usage["cpu_s"], 1e-9)),
+        "bare_command": " ".join(str(a) for a in args),
     }
 
 
@@ -863,9 +887,11 @@ def summarize(cells):
         out["setup"] = {
             k: med([c[k] for c in cells["setup"]])
             for k in ["sessions_per_worker_cpu_s", "sessions_per_worker_cpu_s_whole_life", "sessions_passed",
-                      "sessions_failed", "dropped", "worker_cpu_s", "worker_run_cpu_s", "rate"]
+                      "sessions_failed", "dropped", "worker_cpu_s", "worker_run_cpu_s", "rate",
+                      "bare_sessions_per_cpu_s", "bare_passed", "bare_failed", "bare_cpu_s"]
         }
         out["setup"]["rounds"] = [c["sessions_per_worker_cpu_s"] for c in cells["setup"]]
+        out["setup"]["bare_rounds"] = [c["bare_sessions_per_cpu_s"] for c in cells["setup"]]
     if cells["accuracy"]:
         g = med([c["p50_us"] for c in cells["accuracy"] if c["client"] == "gauntlet"])
         b = med([c["p50_us"] for c in cells["accuracy"] if c["client"] == "bare"])
@@ -970,7 +996,11 @@ def markdown(result):
             f"connect + confirmation + close): {fmt(st['sessions_per_worker_cpu_s'])} sessions per worker CPU-second "
             f"during the run (goal >= 10,000; {fmt(st['sessions_passed'])} passed, {fmt(st['sessions_failed'])} failed, "
             f"{fmt(st['dropped'])} dropped; worker {fmt(st['worker_run_cpu_s'])} CPU-s during the run, "
-            f"{fmt(st['sessions_per_worker_cpu_s_whole_life'])} sessions per CPU-second over its whole life, start-up included).",
+            f"{fmt(st['sessions_per_worker_cpu_s_whole_life'])} sessions per CPU-second over its whole life, start-up included). "
+            f"The bare client (`gauntlet-bench setup`: the same JWT crate and claims on tokio-tungstenite, counts only) "
+            f"at the same rate: {fmt(st['bare_sessions_per_cpu_s'])} sessions per CPU-second ({fmt(st['bare_passed'])} passed, "
+            f"{fmt(st['bare_failed'])} failed), so gauntlet sets sessions up at "
+            f"{st['sessions_per_worker_cpu_s'] / max(st['bare_sessions_per_cpu_s'], 1e-9):.2f} of the bare client's rate per CPU-second.",
         ]
     acc = summ["accuracy"]
     if acc:

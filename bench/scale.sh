@@ -7,12 +7,14 @@
 # worker binds its connections to two source addresses of its own (--local-addresses). The
 # plan (open model): N arrivals at --rate per second, each session `ws_connect` (JWT, upgrade,
 # confirmation) then a long `sleep`, then `ws_close`; every session is established before the
-# first one ends. During the hold it samples every process's RSS and CPU every 5 s and the
+# first one ends. The testbeds ping every connection every 20 s and close those that leave a
+# ping unanswered for 20 s (as uvicorn), so a sleeping session must answer them: --no-pings
+# turns the testbeds' pings off. During the hold it samples every process's RSS and CPU every 5 s and the
 # testbeds' open connections (their ground truth), prints a table, waits for the report and
 # exits 0 only if every session passed and all N were open at once.
 #
 # Usage: bench/scale.sh [--sessions N] [--hold SECONDS] [--rate PER_S] [--per-process M]
-#                       [--processes P] [--target-dir DIR] [--out DIR]
+#                       [--processes P] [--no-pings] [--target-dir DIR] [--out DIR]
 # Every process it starts is recorded by PID and killed by PID on exit, failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ PER_PROCESS=17000
 PROCESSES=""
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 OUT=""
+PINGS="20s"
 while [ $# -gt 0 ]; do
   case "$1" in
     --sessions) SESSIONS="$2"; shift 2 ;;
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
     --processes) PROCESSES="$2"; shift 2 ;;
     --target-dir) TARGET_DIR="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --no-pings) PINGS="0s"; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,10 +92,9 @@ PY
 echo "== $SESSIONS sessions: $PROCESSES testbeds and $PROCESSES workers, $PER each; hold ${HOLD}s; $RATE/s" >&2
 TARGETS=()
 ROLES=()
-# Server pings off: a session idle in a `sleep` step does not read its connection, so it would
-# leave the testbed's pings (every 20 s, as uvicorn) unanswered and be closed 1011 after 40 s
-# (its `ws_close` then fails the session). What is measured here is holding connections.
-printf '[websocket]\nkeepalive_interval = "0s"\n' >"$WORK/testbed.toml"
+# Server pings every 20 s (as uvicorn) unless --no-pings: a session idle in its `sleep` answers
+# them, or the testbed closes it 1011 and its `ws_close` fails it.
+printf '[websocket]\nkeepalive_interval = "%s"\n' "$PINGS" >"$WORK/testbed.toml"
 for i in $(seq 0 $((PROCESSES - 1))); do
   addr="127.0.0.$((11 + i)):$PORT"
   "$G" testbed --config "$WORK/testbed.toml" --listen "$addr" --max-managers-per-user 1000000 \
@@ -235,6 +238,13 @@ for idx in "${!ROLES[@]}"; do
 done
 echo
 echo "open sessions (testbeds' count): at least $MIN_OPEN of $SESSIONS throughout the ${HOLD_S}s hold"
+KEEPALIVE=0
+for t in "${TARGETS[@]}"; do
+  t=${t//\"/}
+  n=$(curl -s --max-time 5 "$t/__testbed/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["frames"]["keepalive_timeouts"])' 2>/dev/null || echo 0)
+  KEEPALIVE=$((KEEPALIVE + n))
+done
+echo "connections the testbeds closed for an unanswered ping (pings every $PINGS): $KEEPALIVE"
 
 echo "== waiting for the run to end (sessions close, the report is written)" >&2
 wait "$RUN_PID" || true

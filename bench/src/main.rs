@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use gauntlet_bench::bare::{self, Pace};
-use gauntlet_bench::{delay, echo};
+use gauntlet_bench::{delay, echo, setup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,22 @@ enum Role {
         /// from the actual send); default: closed loop.
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<Duration>,
+    },
+    /// The bare session-setup client (open model: JWT, connect, confirmation, close); prints
+    /// `{"passed": N, "failed": M}`.
+    Setup {
+        /// Testbed port on 127.0.0.1 (path `/ws`).
+        #[arg(long)]
+        port: u16,
+        /// Arrivals per second.
+        #[arg(long)]
+        rate: u32,
+        /// How long arrivals come.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The JWT key's variable.
+        #[arg(long, default_value = "JWT_SECRET_KEY")]
+        secret_env: String,
     },
 }
 
@@ -137,5 +153,23 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Role::Setup {
+            port,
+            rate,
+            duration,
+            secret_env,
+        } => {
+            let secret = std::env::var(&secret_env)
+                .map_err(|_| anyhow::anyhow!("{secret_env} is not set"))?;
+            let counts = runtime.block_on(setup::run(port, rate, duration, &secret));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "passed": counts.passed.load(std::sync::atomic::Ordering::Relaxed),
+                    "failed": counts.failed.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            );
+            Ok(())
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gauntlet_bench::{env_or, runtime};
 use gauntlet_coordinator::{Coordinator, CoordinatorConfig};
 use gauntlet_core::attribution::{NO_TARGET, Outcomes, SessionTags};
 use gauntlet_core::metrics::{FailureKey, FailureStats, Snapshot, histogram};
@@ -35,20 +36,6 @@ const FAILED: u64 = 2;
 const VUS: u64 = 10;
 /// Different snapshot contents per interval (workers take them in turn).
 const VARIANTS: usize = 8;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn main() {
     match std::env::var(ROLE).as_deref() {

@@ -321,7 +321,8 @@ pub fn snapshot_from_proto(p: &v1::Snapshot) -> Result<Snapshot, ConvertError> {
 }
 
 /// Decodes a snapshot with its histograms as their non-zero counts (the coordinator's hot
-/// path): the same checks as [`snapshot_from_proto`], the same figures.
+/// path): the same checks as [`snapshot_from_proto`], the same figures, and a histogram name
+/// sent twice is refused (which [`snapshot_from_proto`] adds up).
 pub fn delta_from_proto(p: &v1::Snapshot) -> Result<Delta, ConvertError> {
     let rest = rest_from_proto(p)?;
     let mut histograms: BTreeMap<String, Sparse> = BTreeMap::new();
@@ -332,16 +333,12 @@ pub fn delta_from_proto(p: &v1::Snapshot) -> Result<Delta, ConvertError> {
                 message: e.to_string(),
             }
         })?;
-        match histograms.get_mut(&h.name) {
-            // A name sent twice adds up (never from gauntlet's workers).
-            Some(mine) => {
-                let mut dense = mine.to_histogram();
-                sparse.add_to(&mut dense);
-                *mine = Sparse::of(&dense);
-            }
-            None => {
-                histograms.insert(h.name.clone(), sparse);
-            }
+        if histograms.insert(h.name.clone(), sparse).is_some() {
+            // Never from gauntlet's workers (the coordinator refuses it before decoding).
+            return Err(ConvertError::Histogram {
+                name: h.name.clone(),
+                message: "sent twice in one snapshot".into(),
+            });
         }
     }
     Ok(Delta { rest, histograms })
@@ -476,6 +473,25 @@ mod tests {
         assert_eq!(back.counters, s.counters);
         assert_eq!(back.failures, s.failures);
         assert_eq!(back.checks, s.checks);
+    }
+
+    #[test]
+    fn a_histogram_sent_twice_is_refused_by_the_sparse_decoder() {
+        let mut s = Snapshot::default();
+        let mut h = histogram();
+        h.record(5).unwrap();
+        s.histograms.insert("session".into(), h);
+        let mut wire = snapshot_to_proto(&s, "run-1", 1, 1000, 0);
+        let delta = delta_from_proto(&wire).unwrap();
+        assert_eq!(delta.histograms["session"].to_histogram().len(), 1);
+        wire.histograms.push(wire.histograms[0].clone());
+        match delta_from_proto(&wire) {
+            Err(ConvertError::Histogram { name, message }) => {
+                assert_eq!(name, "session");
+                assert_eq!(message, "sent twice in one snapshot");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

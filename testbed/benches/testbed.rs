@@ -11,6 +11,7 @@ use gauntlet_bench::echo::{ROLE, Server, echo_server, request};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use gauntlet_bench::env_or;
 use gauntlet_testbed::config::Secret;
 use gauntlet_testbed::{Testbed, TestbedConfig};
 use tokio::net::TcpStream;
@@ -30,13 +31,6 @@ struct Knobs {
     rounds: u32,
     /// Idle connections for the memory figure.
     idle: usize,
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use gauntlet_bench::{env_or, runtime};
 use gauntlet_core::metrics::Snapshot;
 use gauntlet_core::plan::{Overrides, Plan};
 use gauntlet_worker::{Program, RunConfig};
@@ -30,20 +31,6 @@ const KINDS: [&str; 5] = [
     "unfinished-frame",
     "junk-flood",
 ];
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
