@@ -1058,7 +1058,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes and short cells: a smoke run of every cell in a few minutes")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
     ap.add_argument("--only", help="comma-separated parts to run: rt,pipeline,setup,accuracy (default all)")
-    ap.add_argument("--update-benchmarks", action="store_true", help="rewrite BENCHMARKS.md's section also after --quick")
+    ap.add_argument("--update-benchmarks", action="store_true", help="rewrite BENCHMARKS.md's section also after --quick or --only")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")), help="cargo target directory")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every cell produced a figure (the CI smoke test)")
     args = ap.parse_args()
@@ -1142,9 +1142,12 @@ def main():
     results_file.write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     print(text)
-    if not args.quick or args.update_benchmarks:
+    full = parts == {"rt", "pipeline", "setup", "accuracy"}
+    if (full and not args.quick) or args.update_benchmarks:
         write_benchmarks(text)
         log("BENCHMARKS.md updated")
+    else:
+        log("BENCHMARKS.md left as it is (a --quick or --only run; --update-benchmarks writes it)")
     log(f"results: {results_file}")
     shutil.rmtree(work, ignore_errors=True)
     if args.check:
