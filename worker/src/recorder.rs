@@ -226,8 +226,6 @@ impl Collector {
             samples: Vec::new(),
             checks: Vec::new(),
             counters: Counters::default(),
-            failure: None,
-            tagged: None,
             epoch: self.epoch.load(Ordering::Relaxed),
         }
     }
@@ -280,12 +278,15 @@ pub struct VuRecorder {
     checks: Vec<(CheckId, bool)>,
     /// Counters since the last flush (add to them freely).
     pub counters: Counters,
-    /// The primary failure of the session that just ended, until flushed.
-    failure: Option<(FailureKey, FailureStats)>,
-    /// The tags of the session that just ended and its category (`None`: passed), until
-    /// flushed.
-    tagged: Option<(SessionTags, Option<FailureCategory>)>,
     epoch: u64,
+}
+
+/// A session's end on its way into the shard: its tags and category (`None`: passed), and its
+/// primary failure.
+struct Ended {
+    tags: SessionTags,
+    category: Option<FailureCategory>,
+    failure: Option<(FailureKey, FailureStats)>,
 }
 
 /// What a session that ended is attributed to.
@@ -342,19 +343,26 @@ impl VuRecorder {
         let tags = self
             .collector
             .tags(ending.subject, ending.target, ending.met);
-        match failure {
+        let ended = match failure {
             None => {
                 self.counters.sessions_passed += 1;
-                self.tagged = Some((tags, None));
+                Ended {
+                    tags,
+                    category: None,
+                    failure: None,
+                }
             }
             Some((key, at, sample)) => {
                 self.counters.sessions_failed += 1;
-                self.tagged = Some((tags, Some(key.category.clone())));
                 let one = FailureStats::one(self.collector.elapsed_ms(at), sample);
-                self.failure = Some((key, one));
+                Ended {
+                    tags,
+                    category: Some(key.category.clone()),
+                    failure: Some((key, one)),
+                }
             }
-        }
-        self.flush();
+        };
+        self.flush_with(Some(ended));
     }
 
     /// See [`Collector::arrive`].
@@ -382,20 +390,26 @@ impl VuRecorder {
 
     /// Moves everything buffered into the shard.
     pub fn flush(&mut self) {
+        self.flush_with(None);
+    }
+
+    /// Moves everything buffered into the shard, with the end of the session that just ended
+    /// (in the same flush as its counts, so each snapshot's figures agree).
+    fn flush_with(&mut self, ended: Option<Ended>) {
         self.epoch = self.collector.epoch.load(Ordering::Relaxed);
         if self.samples.is_empty()
             && self.checks.is_empty()
             && self.counters == Counters::default()
-            && self.failure.is_none()
-            && self.tagged.is_none()
+            && ended.is_none()
         {
             return;
         }
         let mut shard = self.collector.shard(self.shard);
-        if let Some((tags, category)) = self.tagged.take() {
-            shard.attribution.record(&tags, category.as_ref());
-        }
-        if let Some((key, one)) = self.failure.take() {
+        let failure = ended.and_then(|e| {
+            shard.attribution.record(&e.tags, e.category.as_ref());
+            e.failure
+        });
+        if let Some((key, one)) = failure {
             match shard.failures.get_mut(&key) {
                 Some(stats) => stats.add(&one),
                 None => {

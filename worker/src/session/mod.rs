@@ -219,7 +219,8 @@ struct Session<'a> {
     token: String,
     marks: Vec<Option<Instant>>,
     last_send: Option<Instant>,
-    first: Option<(Symptom, String, Instant)>,
+    /// Boxed: only a failed session has one.
+    first: Option<Box<(Symptom, String, Instant)>>,
     /// What the first failure's sample adds to its symptom's (the frames a timed-out wait
     /// skipped).
     note: Option<String>,
@@ -322,7 +323,8 @@ impl<'a> Session<'a> {
         let (p, sc) = (self.p, self.sc);
         let vu = self.vu;
         vu.iteration += 1;
-        let failure = self.first.take().map(|(symptom, step, at)| {
+        let failure = self.first.take().map(|first| {
+            let (symptom, step, at) = *first;
             let (category, detail) = classify(&symptom, &p.classifiers);
             let key = FailureKey {
                 category,
@@ -428,7 +430,7 @@ impl<'a> Session<'a> {
                     if *n == 1 { "" } else { "s" }
                 ));
             }
-            self.first = Some((symptom, step.to_owned(), Instant::now()));
+            self.first = Some(Box::new((symptom, step.to_owned(), Instant::now())));
         }
     }
 
@@ -588,10 +590,12 @@ impl<'a> Session<'a> {
     /// Reads the next text frame or pong, those a `sleep` held first; `Err` says how the
     /// connection ended.
     async fn next_frame(&mut self, deadline: Instant) -> Result<Read, Symptom> {
-        match self.take_held() {
-            Some(read) => read,
-            None => self.read_socket(deadline).await,
+        // Not a `match` on `take_held()`: its temporary would live across the read's await,
+        // in every waiting session's state.
+        if let Some(read) = self.take_held() {
+            return read;
         }
+        self.read_socket(deadline).await
     }
 
     /// Reads the next text frame or pong off the socket; `Err` says how the connection ended
