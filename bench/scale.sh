@@ -171,16 +171,17 @@ done
 RUN_PID=$!
 PIDS+=($RUN_PID)
 
-# The testbeds' open connections, summed (their ground truth).
-open_total() {
+# A figure of the testbeds' stats (SECTION FIELD), summed over the testbeds (their ground truth).
+testbeds_total() {
   local total=0 n
   for t in "${TARGETS[@]}"; do
     t=${t//\"/}
-    n=$(curl -s --max-time 5 "$t/__testbed/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"]["open"])' 2>/dev/null || echo 0)
+    n=$(curl -s --max-time 5 "$t/__testbed/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1']['$2'])" 2>/dev/null || echo 0)
     total=$((total + n))
   done
   echo "$total"
 }
+open_total() { testbeds_total connections open; }
 
 echo "== waiting until all $SESSIONS sessions are open" >&2
 START=$(date +%s)
@@ -238,12 +239,7 @@ for idx in "${!ROLES[@]}"; do
 done
 echo
 echo "open sessions (testbeds' count): at least $MIN_OPEN of $SESSIONS throughout the ${HOLD_S}s hold"
-KEEPALIVE=0
-for t in "${TARGETS[@]}"; do
-  t=${t//\"/}
-  n=$(curl -s --max-time 5 "$t/__testbed/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["frames"]["keepalive_timeouts"])' 2>/dev/null || echo 0)
-  KEEPALIVE=$((KEEPALIVE + n))
-done
+KEEPALIVE=$(testbeds_total frames keepalive_timeouts)
 echo "connections the testbeds closed for an unanswered ping (pings every $PINGS): $KEEPALIVE"
 
 echo "== waiting for the run to end (sessions close, the report is written)" >&2

@@ -331,7 +331,7 @@ impl Timeline {
                 .checked_sub(self.base)
                 .and_then(|i| self.slots.get_mut(i as usize))
             {
-                slot.window.merge(&delta.keep(&self.windowed));
+                delta.merge_windowed_into(&mut slot.window, &self.windowed);
             }
             return;
         }
@@ -339,7 +339,7 @@ impl Timeline {
             self.slots.push_back(Slot::default());
         }
         let slot = &mut self.slots[(index - self.base) as usize];
-        slot.window.merge(&delta.keep(&self.windowed));
+        delta.merge_windowed_into(&mut slot.window, &self.windowed);
         for m in MAIN_METRICS {
             if let Some(h) = delta.histograms.get(m) {
                 match slot.part.main.get_mut(m) {

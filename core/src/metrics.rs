@@ -196,6 +196,13 @@ impl Snapshot {
             // Auto-resizing histograms of equal precision always add.
             let _ = mine.add(h);
         }
+        self.merge_outcomes(other);
+        self.attribution.merge(&other.attribution);
+    }
+
+    /// Adds `other`'s counters, failure patterns and checks into `self` (not its histograms
+    /// or attribution).
+    pub fn merge_outcomes(&mut self, other: &Snapshot) {
         self.counters.add(&other.counters);
         for (key, stats) in &other.failures {
             if let Some(mine) = self.failures.get_mut(key) {
@@ -228,7 +235,6 @@ impl Snapshot {
             mine.run = mine.run.saturating_add(c.run);
             mine.failed = mine.failed.saturating_add(c.failed);
         }
-        self.attribution.merge(&other.attribution);
     }
 
     /// Failed sessions by category, most frequent first.

@@ -185,21 +185,15 @@ impl Delta {
         self.histograms.get(name).map_or(0, Sparse::len)
     }
 
-    /// The snapshot with only `metrics` among its histograms, made dense (what sliding windows
-    /// keep of an interval).
-    pub fn keep(&self, metrics: &[String]) -> Snapshot {
-        let mut kept = Snapshot {
-            counters: self.rest.counters,
-            failures: self.rest.failures.clone(),
-            checks: self.rest.checks.clone(),
-            ..Snapshot::default()
-        };
+    /// Adds into `window` what a sliding window keeps of it: its counters, failure patterns
+    /// and checks, and of its histograms only `metrics`' (no copy of it is made first).
+    pub fn merge_windowed_into(&self, window: &mut Snapshot, metrics: &[String]) {
+        window.merge_outcomes(&self.rest);
         for m in metrics {
             if let Some(h) = self.histograms.get(m) {
-                kept.histograms.insert(m.clone(), h.to_histogram());
+                h.add_to(window.histograms.entry(m.clone()).or_insert_with(histogram));
             }
         }
-        kept
     }
 }
 
@@ -302,7 +296,8 @@ mod tests {
             assert!(same(&total.histograms[name], h), "{name}");
         }
         assert_eq!(total.counters, expected.counters);
-        let kept = Delta::of(&s).keep(&["session".into()]);
+        let mut kept = Snapshot::default();
+        Delta::of(&s).merge_windowed_into(&mut kept, &["session".into()]);
         assert_eq!(kept.histograms.len(), 1);
         assert!(same(&kept.histograms["session"], &s.histograms["session"]));
     }

@@ -83,6 +83,14 @@ impl Peer {
     }
 }
 
+/// A server's close for a ping left unanswered (uvicorn's 1011).
+fn keepalive_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Error,
+        reason: "keepalive ping timeout".into(),
+    }))
+}
+
 fn pipe() -> (Ws, Peer) {
     let (out, hears) = mpsc::channel(PIPE);
     let (says, incoming) = mpsc::channel(PIPE);
@@ -302,11 +310,7 @@ async fn a_server_that_had_closed_with_its_own_code_fails_the_close_step() {
     let (ws, mut peer) = pipe();
     let script = async {
         // The server's close (a keepalive timeout) arrived first; the step's close crosses it.
-        peer.say(Message::Close(Some(CloseFrame {
-            code: CloseCode::Error,
-            reason: "keepalive ping timeout".into(),
-        })))
-        .await;
+        peer.say(keepalive_close()).await;
         assert!(matches!(peer.heard().await, Message::Close(Some(_))));
         drop(peer.says);
         peer.hears
@@ -504,11 +508,7 @@ async fn a_server_close_during_a_sleep_fails_the_send_after_it() {
     let (ws, peer) = pipe();
     let script = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        peer.say(Message::Close(Some(CloseFrame {
-            code: CloseCode::Error,
-            reason: "keepalive ping timeout".into(),
-        })))
-        .await;
+        peer.say(keepalive_close()).await;
         peer
     };
     let ((outcome, s), mut peer) = tokio::join!(converse(&p, ws), script);
@@ -533,11 +533,7 @@ async fn a_server_close_during_a_sleep_fails_the_close_step() {
     let script = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peer.say_text(r#"{"type":"noise"}"#).await;
-        peer.say(Message::Close(Some(CloseFrame {
-            code: CloseCode::Error,
-            reason: "keepalive ping timeout".into(),
-        })))
-        .await;
+        peer.say(keepalive_close()).await;
         // The server's stream ends after its close, as a real server's does.
         drop(peer.says);
         peer.hears
