@@ -6,6 +6,7 @@ after warm-up (BENCHMARKS.md, "Soak").
 
   bench/soak.py [--duration 600] [--vus 200] [--workers 2] [--every 10] [--warmup 120]
                 [--json FILE] [--plan plans/staging-suite.toml]
+  bench/soak.py --from-json FILE [--warmup 120]   (the tables of a soak saved with --json)
 
 It builds the release binary first (cargo build --release -p gauntlet). Everything listens on
 127.0.0.1; every process it starts is killed (by PID) when it ends, also on error or Ctrl-C.
@@ -33,7 +34,9 @@ def free_port():
 
 
 def sample(pid):
-    """RSS (KiB), CPU seconds, open files and threads of `pid`, or None if it is gone."""
+    """RSS and its anonymous part (KiB), CPU seconds, open files and threads of `pid`, or None
+    if it is gone. The rest of RSS is file pages, mostly the binary's, shared by every process
+    of the fleet and paged in as code first runs."""
     try:
         with open(f"/proc/{pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
@@ -44,6 +47,7 @@ def sample(pid):
         return None
     return {
         "rss_kib": int(status["VmRSS"].split()[0]),
+        "anon_kib": int(status["RssAnon"].split()[0]),
         "cpu_s": (int(fields[11]) + int(fields[12])) / TICKS,
         "fds": fds,
         "threads": int(status["Threads"]),
@@ -75,6 +79,48 @@ def listening(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def print_tables(samples, watched, warmup):
+    """The table of RSS over time and each process's growth after `warmup` seconds."""
+    print()
+    print("| t (s) | " + " | ".join(f"{n} RSS (MiB)" for n in watched) + " |")
+    print("|---:|" + "---:|" * len(watched))
+    step = max(1, len(samples) // 20)
+    for row in samples[::step] + ([samples[-1]] if samples[-1] not in samples[::step] else []):
+        cells = [f"{row[n]['rss_kib'] / 1024:.1f}" if row[n] else "-" for n in watched]
+        print(f"| {row['t']} | " + " | ".join(cells) + " |")
+    print()
+    after = [r for r in samples if r["t"] >= warmup and all(r[n] for n in watched)]
+    # Growth after warm-up, and the trend over the second half of the run (a least-squares
+    # slope): a one-time step (a histogram resized for a longer latency) is not a leak, a slope
+    # that stays is. One sample of a process's RSS moves by up to a MiB from the next (what the
+    # allocator holds), so growth is also given between the means of the first and the last
+    # minute after warm-up.
+    half = [r for r in after if r["t"] >= after[-1]["t"] / 2] if after else []
+
+    def mean_growth(n, key):
+        first = [r[n][key] for r in after if r["t"] < after[0]["t"] + 60]
+        last = [r[n][key] for r in after if r["t"] > after[-1]["t"] - 60]
+        a, b = sum(first) / len(first), sum(last) / len(last)
+        return 100.0 * (b - a) / a
+
+    print("| process | RSS at warm-up end | RSS at end | growth | growth, minute means | anonymous, minute means | 2nd-half slope | CPU s | fds (min-max) | threads (min-max) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for n in watched:
+        if len(after) < 2:
+            break
+        first, last = after[0][n], after[-1][n]
+        fds = [r[n]["fds"] for r in after]
+        threads = [r[n]["threads"] for r in after]
+        growth = 100.0 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"]
+        anon = f"{mean_growth(n, 'anon_kib'):+.1f} %" if "anon_kib" in first else "-"
+        slope = trend([(r["t"], r[n]["rss_kib"]) for r in half]) * 60.0
+        print(f"| {n} | {first['rss_kib'] / 1024:.1f} MiB | {last['rss_kib'] / 1024:.1f} MiB | "
+              f"{growth:+.1f} % | {mean_growth(n, 'rss_kib'):+.1f} % | "
+              f"{anon} | "
+              f"{slope:+.1f} KiB/min | {last['cpu_s']:.1f} | "
+              f"{min(fds)}-{max(fds)} | {min(threads)}-{max(threads)} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=int, default=600, help="seconds of load")
@@ -84,7 +130,14 @@ def main():
     p.add_argument("--warmup", type=int, default=120, help="seconds before growth is measured")
     p.add_argument("--plan", default=os.path.join(ROOT, "plans", "staging-suite.toml"))
     p.add_argument("--json", help="write the samples here")
+    p.add_argument("--from-json", help="print the tables of a soak written with --json, and run nothing")
     args = p.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        watched = saved.get("watched") or [n for n in saved["samples"][0] if n != "t"]
+        print_tables(saved["samples"], watched, args.warmup)
+        return
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gauntlet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="gauntlet-soak-")
@@ -135,35 +188,10 @@ def main():
 
     print(f"run exit {code}: {report['totals']['sessions']} sessions, "
           f"{report['totals']['passed']} passed, verdict {report['verdict']}")
-    print()
-    print("| t (s) | " + " | ".join(f"{n} RSS (MiB)" for n in watched) + " |")
-    print("|---:|" + "---:|" * len(watched))
-    step = max(1, len(samples) // 20)
-    for row in samples[::step] + ([samples[-1]] if samples[-1] not in samples[::step] else []):
-        cells = [f"{row[n]['rss_kib'] / 1024:.1f}" if row[n] else "-" for n in watched]
-        print(f"| {row['t']} | " + " | ".join(cells) + " |")
-    print()
-    after = [r for r in samples if r["t"] >= args.warmup and all(r[n] for n in watched)]
-    # Growth after warm-up, and the trend over the second half of the run (a least-squares
-    # slope): a one-time step (a histogram resized for a longer latency) is not a leak, a slope
-    # that stays is.
-    half = [r for r in after if r["t"] >= after[-1]["t"] / 2] if after else []
-    print("| process | RSS at warm-up end | RSS at end | growth | 2nd-half slope | CPU s | fds (min-max) | threads (min-max) |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
-    for n in watched:
-        if len(after) < 2:
-            break
-        first, last = after[0][n], after[-1][n]
-        fds = [r[n]["fds"] for r in after]
-        threads = [r[n]["threads"] for r in after]
-        growth = 100.0 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"]
-        slope = trend([(r["t"], r[n]["rss_kib"]) for r in half]) * 60.0
-        print(f"| {n} | {first['rss_kib'] / 1024:.1f} MiB | {last['rss_kib'] / 1024:.1f} MiB | "
-              f"{growth:+.1f} % | {slope:+.1f} KiB/min | {last['cpu_s']:.1f} | "
-              f"{min(fds)}-{max(fds)} | {min(threads)}-{max(threads)} |")
+    print_tables(samples, watched, args.warmup)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "samples": samples,
+            json.dump({"args": vars(args), "watched": watched, "samples": samples,
                        "sessions": report["totals"]["sessions"], "exit": code}, f, indent=1)
 
 

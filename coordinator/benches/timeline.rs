@@ -67,13 +67,14 @@ fn main() {
             tl.add(w, i * 1000, 100, &d);
         }
         if marks.contains(&i) || i == intervals {
-            let series = tl.series();
-            let per = series.first().map_or(0, |p| p.at_ms / 1000);
-            println!(
-                "| {i} | {} | {per} | {:.1} |",
-                series.len(),
-                rss_kib() as f64 / 1024.0
-            );
+            // Read before anything else is allocated: the series as a report (which the
+            // coordinator makes for a report or the live page, and drops) would count too.
+            let rss = rss_kib();
+            let (slots, points) = tl.held();
+            let per = (i - slots as u64)
+                .div_ceil(points.max(1) as u64)
+                .next_power_of_two();
+            println!("| {i} | {points} | {per} | {:.1} |", rss as f64 / 1024.0);
         }
     }
     let series = tl.series();

@@ -10,7 +10,8 @@
 //! without it, so it is counted ([`Timeline::late_snapshots`]) and every windowed threshold
 //! fails rather than pass on figures that missed it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gauntlet_core::metrics::{Snapshot, histogram};
@@ -46,76 +47,136 @@ struct Slot {
     part: Part,
 }
 
+/// The main metrics' histograms, in the order of [`MAIN_METRICS`].
+type Mains = [Option<Histogram<u64>>; MAIN_METRICS.len()];
+
 /// What a stretch of intervals adds to the series.
 #[derive(Debug, Default)]
 struct Part {
-    main: BTreeMap<String, Histogram<u64>>,
+    main: Mains,
     /// Per interval, each worker's VUs in a session at its snapshot (summed when folded).
     active: BTreeMap<String, u64>,
     per_worker: BTreeMap<String, u64>,
 }
 
-/// One point of the series: `width` intervals.
+/// A name the points share however many of them carry it (a worker's, a failure category).
+type Name = Arc<str>;
+
+/// Emptied histograms a [`Store`] keeps for reuse.
+const SPARE: usize = 4 * MAIN_METRICS.len();
+
+/// What a timeline's points share: the names they carry, each stored once (of the run's workers
+/// and failure categories, so as many as those), and a few emptied histograms. Every interval
+/// and every point fills three histograms of tens of KB (a 3-digit histogram's counts up to the
+/// longest latency) and lets go of them a few seconds later; freed and allocated again, they
+/// left holes the points' small lasting allocations settled in, and the coordinator's memory
+/// grew by a few KiB a second (BENCHMARKS.md, "Soak"). Emptied and reused, they do not.
+#[derive(Debug, Default)]
+struct Store {
+    names: BTreeSet<Name>,
+    spare: Vec<Histogram<u64>>,
+}
+
+impl Store {
+    fn name(&mut self, name: &str) -> Name {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Name = name.into();
+        self.names.insert(n.clone());
+        n
+    }
+
+    /// An empty histogram as [`histogram`] makes it, reused if one was kept.
+    fn histogram(&mut self) -> Histogram<u64> {
+        self.spare.pop().unwrap_or_else(histogram)
+    }
+
+    /// Keeps the histograms of `main` emptied, for [`Store::histogram`] (those
+    /// [`histogram`] made: not a closed point's, decoded at [`SERIES_DIGITS`]).
+    fn recycle(&mut self, main: &mut Mains) {
+        for mut h in main.iter_mut().filter_map(Option::take) {
+            if self.spare.len() < SPARE && h.sigfig() == gauntlet_core::metrics::SIGFIG {
+                h.reset();
+                self.spare.push(h);
+            }
+        }
+    }
+}
+
+/// One point of the series: `width` intervals. A thousand of them make a long run's series, so
+/// a full one is kept small: names shared, lists exactly as long as they are, its histograms
+/// encoded.
 #[derive(Debug, Default, Clone)]
 struct Point {
     sessions: u64,
     passed: u64,
     failed: u64,
-    failures: BTreeMap<String, u64>,
-    /// The main metrics' histograms: while the point is being filled, as they are; once it is
-    /// full, as V2 + deflate bytes (a full point is rarely read again) with their quantiles.
+    /// Failures by category, sorted by category.
+    failures: Vec<(Name, u64)>,
     main: Main,
     /// The most VUs in a session at any of its intervals' ends.
     active_vus: u64,
-    per_worker: BTreeMap<String, u64>,
+    /// Sessions by worker, sorted by worker, at most [`MAX_SERIES_WORKERS`] named.
+    per_worker: Vec<(Name, u64)>,
 }
 
+/// A point's main metrics' histograms.
 #[derive(Debug, Clone)]
 enum Main {
-    Open(BTreeMap<String, Histogram<u64>>),
-    /// Encoded histograms, and p50, p90, p99 and max of each.
-    Closed(BTreeMap<String, (Vec<u8>, [u64; 4])>),
+    /// While the point is being filled: as they are.
+    Open(Box<Mains>),
+    /// Once it is full (it is rarely read again): each encoded (V2 + deflate at
+    /// [`SERIES_DIGITS`]) with its p50, p90, p99 and max, taken before it was encoded.
+    Closed([Option<Encoded>; MAIN_METRICS.len()]),
 }
 
+/// A histogram's bytes and its p50, p90, p99 and max.
+type Encoded = (Box<[u8]>, [u64; 4]);
+
 impl Default for Main {
+    /// No histograms: nothing to encode, and nothing allocated.
     fn default() -> Self {
-        Main::Open(BTreeMap::new())
+        Main::Closed(Default::default())
     }
 }
 
 impl Point {
     /// Adds the counters and series parts of an interval (or of another point).
-    fn add(
+    #[allow(clippy::too_many_arguments)]
+    fn add<'a>(
         &mut self,
+        store: &mut Store,
         counters: (u64, u64, u64),
-        failures: &BTreeMap<String, u64>,
-        main: &BTreeMap<String, Histogram<u64>>,
+        failures: impl IntoIterator<Item = (&'a str, u64)>,
+        main: &Mains,
         active_vus: u64,
-        per_worker: &BTreeMap<String, u64>,
+        per_worker: impl IntoIterator<Item = (&'a str, u64)>,
     ) {
         self.sessions = self.sessions.saturating_add(counters.0);
         self.passed = self.passed.saturating_add(counters.1);
         self.failed = self.failed.saturating_add(counters.2);
         for (c, n) in failures {
-            let mine = self.failures.entry(c.clone()).or_default();
-            *mine = mine.saturating_add(*n);
+            add_named(&mut self.failures, store, c, n);
         }
-        if !main.is_empty() {
+        if main.iter().any(Option::is_some) {
             let hists = self.open();
-            for (m, h) in main {
-                let _ = hists.entry(m.clone()).or_insert_with(histogram).add(h);
+            for (mine, h) in hists.iter_mut().zip(main) {
+                if let Some(h) = h {
+                    let _ = mine.get_or_insert_with(|| store.histogram()).add(h);
+                }
             }
         }
         self.active_vus = self.active_vus.max(active_vus);
         for (w, n) in per_worker {
-            add_worker(&mut self.per_worker, w, *n);
+            add_worker(&mut self.per_worker, store, w, n);
         }
     }
 
     /// Its histograms, to add to (decoded if the point was closed).
-    fn open(&mut self) -> &mut BTreeMap<String, Histogram<u64>> {
+    fn open(&mut self) -> &mut Mains {
         if let Main::Closed(_) = &self.main {
-            self.main = Main::Open(self.histograms());
+            self.main = Main::Open(Box::new(self.histograms()));
         }
         match &mut self.main {
             Main::Open(h) => h,
@@ -124,62 +185,63 @@ impl Point {
     }
 
     /// Its histograms (a copy; those of a point closed before are of [`SERIES_DIGITS`]).
-    fn histograms(&self) -> BTreeMap<String, Histogram<u64>> {
+    fn histograms(&self) -> Mains {
         match &self.main {
-            Main::Open(h) => h.clone(),
+            Main::Open(h) => (**h).clone(),
             Main::Closed(c) => {
                 let mut d = hdrhistogram::serialization::Deserializer::new();
-                c.iter()
-                    .filter_map(|(m, (b, _))| {
-                        let h = gauntlet_core::hdr::decode_digits(&mut d, b, SERIES_DIGITS);
-                        Some((m.clone(), h.ok()?))
-                    })
-                    .collect()
+                c.each_ref().map(|c| {
+                    let (b, _) = c.as_ref()?;
+                    gauntlet_core::hdr::decode_digits(&mut d, b, SERIES_DIGITS).ok()
+                })
             }
         }
     }
 
     /// It is full: its quantiles are taken, then its histograms kept encoded at
     /// [`SERIES_DIGITS`] (about a tenth of the bytes), for the rare late snapshot or halving.
-    fn close(&mut self) {
-        if let Main::Open(hists) = &self.main {
-            let closed = hists
-                .iter()
-                .filter(|(_, h)| !h.is_empty())
-                .filter_map(|(m, h)| {
-                    let mut coarse = Histogram::<u64>::new(SERIES_DIGITS).ok()?;
-                    coarse.add(h).ok()?;
-                    Some((
-                        m.clone(),
-                        (gauntlet_core::hdr::encode(&coarse)?, quantiles(h)),
-                    ))
-                })
-                .collect();
+    fn close(&mut self, store: &mut Store) {
+        if let Main::Open(hists) = &mut self.main {
+            let closed = hists.each_ref().map(|h| {
+                let h = h.as_ref().filter(|h| !h.is_empty())?;
+                let mut coarse = Histogram::<u64>::new(SERIES_DIGITS).ok()?;
+                coarse.add(h).ok()?;
+                let bytes = gauntlet_core::hdr::encode(&coarse)?.into_boxed_slice();
+                Some((bytes, quantiles(h)))
+            });
+            store.recycle(hists);
             self.main = Main::Closed(closed);
+            self.failures.shrink_to_fit();
+            self.per_worker.shrink_to_fit();
         }
     }
 
     /// p50, p90, p99 and max of each main metric.
     fn latency(&self) -> BTreeMap<String, [u64; 4]> {
-        match &self.main {
-            Main::Open(h) => h
-                .iter()
-                .filter(|(_, h)| !h.is_empty())
-                .map(|(m, h)| (m.clone(), quantiles(h)))
-                .collect(),
-            Main::Closed(c) => c.iter().map(|(m, (_, q))| (m.clone(), *q)).collect(),
-        }
+        let q: [Option<[u64; 4]>; MAIN_METRICS.len()] = match &self.main {
+            Main::Open(h) => h.each_ref().map(|h| {
+                let h = h.as_ref().filter(|h| !h.is_empty())?;
+                Some(quantiles(h))
+            }),
+            Main::Closed(c) => c.each_ref().map(|c| c.as_ref().map(|(_, q)| *q)),
+        };
+        MAIN_METRICS
+            .iter()
+            .zip(q)
+            .filter_map(|(m, q)| Some(((*m).to_owned(), q?)))
+            .collect()
     }
 
     /// Adds `other`, the point after it, into this one.
-    fn absorb(&mut self, other: &Point) {
+    fn absorb(&mut self, store: &mut Store, other: &Point) {
         let main = other.histograms();
         self.add(
+            store,
             (other.sessions, other.passed, other.failed),
-            &other.failures,
+            other.failures.iter().map(|(c, n)| (&**c, *n)),
             &main,
             other.active_vus,
-            &other.per_worker,
+            other.per_worker.iter().map(|(w, n)| (&**w, *n)),
         );
     }
 }
@@ -193,17 +255,28 @@ fn quantiles(h: &Histogram<u64>) -> [u64; 4] {
     ]
 }
 
-/// Adds `n` sessions of worker `w` to `map`, which names at most [`MAX_SERIES_WORKERS`].
-fn add_worker(map: &mut BTreeMap<String, u64>, w: &str, n: u64) {
-    let key = if map.contains_key(w)
-        || map.keys().filter(|k| *k != OTHER_WORKERS).count() < MAX_SERIES_WORKERS
-    {
+/// Adds `n` to `name`'s count in `list` (sorted by name).
+fn add_named(list: &mut Vec<(Name, u64)>, store: &mut Store, name: &str, n: u64) {
+    match list.binary_search_by(|(k, _)| (**k).cmp(name)) {
+        Ok(i) => list[i].1 = list[i].1.saturating_add(n),
+        Err(i) => list.insert(i, (store.name(name), n)),
+    }
+}
+
+/// Adds `n` sessions of worker `w` to `list`, which names at most [`MAX_SERIES_WORKERS`].
+fn add_worker(list: &mut Vec<(Name, u64)>, store: &mut Store, w: &str, n: u64) {
+    let named = || list.iter().filter(|(k, _)| &**k != OTHER_WORKERS).count();
+    let key = if list.iter().any(|(k, _)| &**k == w) || named() < MAX_SERIES_WORKERS {
         w
     } else {
         OTHER_WORKERS
     };
-    let mine = map.entry(key.to_owned()).or_default();
-    *mine = mine.saturating_add(n);
+    add_named(list, store, key, n);
+}
+
+/// `list` as a map, for a report.
+fn to_map(list: &[(Name, u64)]) -> BTreeMap<String, u64> {
+    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
 
 /// A windowed threshold, judged window by window.
@@ -236,6 +309,8 @@ pub struct Timeline {
     /// Points of `width` intervals each: point `p` covers `p * width .. (p + 1) * width`.
     points: Vec<Point>,
     width: u64,
+    /// What the points share.
+    store: Store,
     /// [`MAX_POINTS`], but in tests.
     max_points: usize,
     late_snapshots: u64,
@@ -271,6 +346,7 @@ impl Timeline {
             late: (late_after.as_millis() as u64).div_ceil(interval_ms).max(2),
             points: Vec::new(),
             width: 1,
+            store: Store::default(),
             max_points: MAX_POINTS,
             late_snapshots: 0,
         }
@@ -307,10 +383,8 @@ impl Timeline {
         let index = at_ms.saturating_sub(1) / self.interval_ms;
         if index < self.final_before {
             let mut part = Part::default();
-            for m in MAIN_METRICS {
-                if let Some(h) = delta.histograms.get(m) {
-                    part.main.insert(m.to_owned(), h.to_histogram());
-                }
+            for (mine, m) in part.main.iter_mut().zip(MAIN_METRICS) {
+                *mine = delta.histograms.get(m).map(|h| h.to_histogram());
             }
             part.per_worker
                 .insert(worker.to_owned(), delta.rest.counters.sessions_started);
@@ -340,14 +414,9 @@ impl Timeline {
         }
         let slot = &mut self.slots[(index - self.base) as usize];
         delta.merge_windowed_into(&mut slot.window, &self.windowed);
-        for m in MAIN_METRICS {
+        for (mine, m) in slot.part.main.iter_mut().zip(MAIN_METRICS) {
             if let Some(h) = delta.histograms.get(m) {
-                match slot.part.main.get_mut(m) {
-                    Some(mine) => h.add_to(mine),
-                    None => {
-                        slot.part.main.insert(m.to_owned(), h.to_histogram());
-                    }
-                }
+                h.add_to(mine.get_or_insert_with(|| self.store.histogram()));
             }
         }
         slot.part.active.insert(worker.to_owned(), active_vus);
@@ -394,7 +463,7 @@ impl Timeline {
             return;
         }
         slot.folded = true;
-        let part = std::mem::take(&mut slot.part);
+        let mut part = std::mem::take(&mut slot.part);
         let (failures, started, passed, failed) = outcome(&slot.window);
         let active: u64 = part.active.values().sum();
         self.add_to_point(
@@ -405,6 +474,7 @@ impl Timeline {
             active,
             &part.per_worker,
         );
+        self.store.recycle(&mut part.main);
     }
 
     /// Adds an interval's figures to the series point interval `index` is in, made (and the
@@ -414,7 +484,7 @@ impl Timeline {
         index: u64,
         counters: (u64, u64, u64),
         failures: &BTreeMap<String, u64>,
-        main: &BTreeMap<String, Histogram<u64>>,
+        main: &Mains,
         active_vus: u64,
         per_worker: &BTreeMap<String, u64>,
     ) {
@@ -425,31 +495,39 @@ impl Timeline {
         }
         if self.points.len() <= p {
             if let Some(last) = self.points.last_mut() {
-                last.close();
+                last.close(&mut self.store);
             }
             self.points.resize_with(p + 1, Point::default);
         }
         let last = self.points.len() - 1;
         let point = &mut self.points[p];
-        point.add(counters, failures, main, active_vus, per_worker);
+        point.add(
+            &mut self.store,
+            counters,
+            failures.iter().map(|(c, n)| (c.as_str(), *n)),
+            main,
+            active_vus,
+            per_worker.iter().map(|(w, n)| (w.as_str(), *n)),
+        );
         if p < last {
-            point.close();
+            point.close(&mut self.store);
         }
     }
 
-    /// Merges neighbouring points: every point covers twice as many intervals.
+    /// Merges neighbouring points: every point covers twice as many intervals. In place: a
+    /// second copy of the series would double what it holds for a moment.
     fn halve(&mut self) {
-        let old = std::mem::take(&mut self.points);
-        let mut points = Vec::with_capacity(old.len().div_ceil(2));
-        for pair in old.chunks(2) {
-            let mut merged = pair[0].clone();
-            if let Some(second) = pair.get(1) {
-                merged.absorb(second);
+        let n = self.points.len();
+        for i in 0..n.div_ceil(2) {
+            let mut merged = std::mem::take(&mut self.points[2 * i]);
+            if let Some(second) = self.points.get_mut(2 * i + 1) {
+                let second = std::mem::take(second);
+                merged.absorb(&mut self.store, &second);
             }
-            merged.close();
-            points.push(merged);
+            merged.close(&mut self.store);
+            self.points[i] = merged;
         }
-        self.points = points;
+        self.points.truncate(n.div_ceil(2));
         self.width *= 2;
     }
 
@@ -529,8 +607,13 @@ impl Timeline {
             if self.base + (j as u64) < first || slot.folded {
                 continue;
             }
-            for (m, h) in &slot.part.main {
-                let _ = merged.entry(m.clone()).or_insert_with(histogram).add(h);
+            for (m, h) in MAIN_METRICS.iter().zip(&slot.part.main) {
+                if let Some(h) = h {
+                    let _ = merged
+                        .entry((*m).to_owned())
+                        .or_insert_with(histogram)
+                        .add(h);
+                }
             }
         }
         merged
@@ -553,13 +636,14 @@ impl Timeline {
             sessions: point.sessions,
             passed: point.passed,
             failed: point.failed,
-            failures: point.failures.clone(),
+            failures: to_map(&point.failures),
             latency: point.latency(),
             active_vus: point.active_vus,
-            per_worker: point.per_worker.clone(),
+            per_worker: to_map(&point.per_worker),
         };
         // Points the open intervals add to, copied (with their histograms) and added to.
         let mut touched: BTreeMap<usize, Point> = BTreeMap::new();
+        let mut store = Store::default();
         for (j, slot) in self.slots.iter().enumerate() {
             if slot.folded {
                 continue;
@@ -572,11 +656,12 @@ impl Timeline {
             });
             let (failures, started, passed, failed) = outcome(&slot.window);
             point.add(
+                &mut store,
                 (started, passed, failed),
-                &failures,
+                failures.iter().map(|(c, n)| (c.as_str(), *n)),
                 &slot.part.main,
                 slot.part.active.values().sum(),
-                &slot.part.per_worker,
+                slot.part.per_worker.iter().map(|(w, n)| (w.as_str(), *n)),
             );
         }
         let len = self

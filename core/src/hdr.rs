@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer};
 
 use crate::metrics::SIGFIG;
 use crate::sparse::{Layout, Sparse};
@@ -80,10 +80,46 @@ pub enum HistogramError {
 
 /// `h` as V2 + deflate bytes; `None` only if the serializer refuses a histogram (it does not
 /// for any histogram [`crate::metrics::histogram`] makes).
+///
+/// The thread's one compressor is reset and reused: a new one is about 250 KB, allocated and
+/// freed for every histogram, and the coordinator encodes three a second for its series, whose
+/// small lasting allocations then settled in the holes those left (its memory grew by several
+/// KiB a second).
 pub fn encode(h: &Histogram<u64>) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    V2DeflateSerializer::new().serialize(h, &mut bytes).ok()?;
-    Some(bytes)
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    thread_local! {
+        static DEFLATER: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::default(), true));
+    }
+    let mut v2 = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut v2)
+        .ok()?;
+    let body = DEFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset();
+        let mut body = Vec::with_capacity(v2.len() / 2 + 64);
+        loop {
+            let (read, written) = (d.total_in(), body.len());
+            let rest = v2.get(usize::try_from(read).ok()?..)?;
+            let status = d
+                .compress_vec(rest, &mut body, FlushCompress::Finish)
+                .ok()?;
+            if status == Status::StreamEnd {
+                return Some(body);
+            }
+            if body.len() == body.capacity() {
+                body.reserve(body.capacity().max(64));
+            } else if d.total_in() == read && body.len() == written {
+                return None;
+            }
+        }
+    })?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend(0x1c84_9314u32.to_be_bytes());
+    out.extend(u32::try_from(body.len()).ok()?.to_be_bytes());
+    out.extend(body);
+    Some(out)
 }
 
 /// `h` as V2 + deflate bytes whose deflate stream stores the V2 bytes as they are: how
