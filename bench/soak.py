@@ -45,6 +45,8 @@ def sample(pid):
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    if "VmRSS" not in status or "RssAnon" not in status:
+        return None  # exited, not yet reaped
     return {
         "rss_kib": int(status["VmRSS"].split()[0]),
         "anon_kib": int(status["RssAnon"].split()[0]),
@@ -81,6 +83,9 @@ def listening(port):
 
 def print_tables(samples, watched, warmup):
     """The table of RSS over time and each process's growth after `warmup` seconds."""
+    if not samples:
+        print("no samples")
+        return
     print()
     print("| t (s) | " + " | ".join(f"{n} RSS (MiB)" for n in watched) + " |")
     print("|---:|" + "---:|" * len(watched))
@@ -127,7 +132,8 @@ def main():
     p.add_argument("--vus", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--every", type=int, default=10, help="seconds between samples")
-    p.add_argument("--warmup", type=int, default=120, help="seconds before growth is measured")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="seconds before growth is measured (120; with --from-json, the soak's)")
     p.add_argument("--plan", default=os.path.join(ROOT, "plans", "staging-suite.toml"))
     p.add_argument("--json", help="write the samples here")
     p.add_argument("--from-json", help="print the tables of a soak written with --json, and run nothing")
@@ -135,9 +141,12 @@ def main():
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)
-        watched = saved.get("watched") or [n for n in saved["samples"][0] if n != "t"]
-        print_tables(saved["samples"], watched, args.warmup)
+        watched = saved.get("watched") or [n for n in (saved["samples"] or [{}])[0] if n != "t"]
+        warmup = args.warmup if args.warmup is not None else saved.get("args", {}).get("warmup", 120)
+        print_tables(saved["samples"], watched, warmup)
         return
+    if args.warmup is None:
+        args.warmup = 120
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "gauntlet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="gauntlet-soak-")

@@ -211,9 +211,9 @@ impl Point {
             });
             store.recycle(hists);
             self.main = Main::Closed(closed);
-            self.failures.shrink_to_fit();
-            self.per_worker.shrink_to_fit();
         }
+        self.failures.shrink_to_fit();
+        self.per_worker.shrink_to_fit();
     }
 
     /// p50, p90, p99 and max of each main metric.
