@@ -115,11 +115,7 @@ pub fn encode(h: &Histogram<u64>) -> Option<Vec<u8>> {
             }
         }
     })?;
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend(0x1c84_9314u32.to_be_bytes());
-    out.extend(u32::try_from(body.len()).ok()?.to_be_bytes());
-    out.extend(body);
-    Some(out)
+    framed(&body)
 }
 
 /// `h` as V2 + deflate bytes whose deflate stream stores the V2 bytes as they are: how
@@ -139,6 +135,11 @@ pub fn encode_stored(h: &Histogram<u64>) -> Option<Vec<u8>> {
     );
     z.write_all(&v2).ok()?;
     let body = z.finish().ok()?;
+    framed(&body)
+}
+
+/// A zlib stream as V2 + deflate bytes: the cookie and its length before it.
+fn framed(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend(0x1c84_9314u32.to_be_bytes());
     out.extend(u32::try_from(body.len()).ok()?.to_be_bytes());
