@@ -290,7 +290,7 @@ impl Program {
             })
             .collect::<Result<Vec<_>, CompileError>>()?;
         let ws_config = WebSocketConfig::default()
-            .read_buffer_size(4096)
+            .read_buffer_size(crate::session::READ_CHUNK)
             .write_buffer_size(0)
             .max_message_size(Some(plan.target.max_message_bytes as usize))
             .max_frame_size(Some(plan.target.max_message_bytes as usize));

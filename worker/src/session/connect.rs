@@ -11,6 +11,8 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
+use super::spill::Spill;
+use super::upgrade::upgrade;
 use super::{Fatal, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
 use crate::program::{CompiledStep, ConnectStep};
@@ -212,17 +214,15 @@ impl Session<'_> {
             match timeout_at(deadline, tls.connect(name, tcp)).await {
                 Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
                 Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
-                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Ok(stream)) => Box::new(Spill::new(stream)),
             }
         } else {
-            Box::new(tcp)
+            Box::new(Spill::new(tcp))
         };
-        let upgrade =
-            tokio_tungstenite::client_async_with_config(request, io, Some(self.p.ws_config));
-        match timeout_at(deadline, upgrade).await {
+        match timeout_at(deadline, upgrade(io, request, self.p.ws_config)).await {
             Err(_) => Err(Symptom::Timeout("WebSocket upgrade".into())),
             // The open WebSocket becomes the session's socket.
-            Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
+            Ok(Ok(ws)) => Ok(Box::new(ws)),
             Ok(Err(WsError::Http(response))) => {
                 let status = response.status().as_u16();
                 let body = response

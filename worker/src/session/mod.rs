@@ -14,6 +14,10 @@
 //!   matching frame;
 //! - `connect`: `ws_connect` (DNS, TCP, TLS, upgrade, confirmation or expected rejection);
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
+//! - `spill`: the byte stream under a real session's WebSocket, read through one scratch
+//!   buffer per thread so an open connection keeps only a small read buffer;
+//! - `upgrade`: the client side of the WebSocket upgrade, with a read buffer only as large as
+//!   the reply;
 //! - `pause`: `sleep`, reading on while a WebSocket is open (pings answered, frames held);
 //! - `http`: the `http` step;
 //! - `tests`: the conversation steps against a scripted in-memory peer.
@@ -60,8 +64,12 @@ mod connect;
 mod conversation;
 mod http;
 mod pause;
+mod spill;
 #[cfg(test)]
 mod tests;
+mod upgrade;
+
+pub(crate) use spill::READ_CHUNK;
 
 /// A virtual user: its identity, credentials and local recorder, kept across sessions. In the
 /// open model a VU is a slot that runs arrivals, and takes on each arrival's identity
