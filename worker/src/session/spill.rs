@@ -3,11 +3,12 @@
 //! socket hands over in one read.
 //!
 //! tungstenite reads into its connection's buffer at most `read_buffer_size` bytes a call and
-//! keeps that buffer for the connection's life: 4 KiB of every idle session, until now the
-//! largest part of it. Here every read from the socket goes into the thread's scratch buffer
-//! ([`SCRATCH`] bytes: one system call takes what a 4 KiB buffer took in four), tungstenite
-//! gets what it asked for, and the rest waits in a spill buffer that exists only while it
-//! holds bytes. A frame larger than the chunk costs copies, not system calls.
+//! keeps that buffer for the connection's life, so the buffer is a fixed cost of every idle
+//! session. Here every read from the socket goes into the thread's scratch buffer ([`SCRATCH`]
+//! bytes: one system call takes up to 16 KiB, where a 4 KiB connection buffer took 4 KiB),
+//! tungstenite gets what it asked for, and the rest waits in a spill buffer that exists only
+//! while it holds bytes. A frame larger than the chunk costs copies, not system calls. (The
+//! buffer is this small only because the worker does the upgrade itself: see `upgrade.rs`.)
 
 use std::cell::RefCell;
 use std::io;
