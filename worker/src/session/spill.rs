@@ -174,4 +174,39 @@ mod tests {
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hello");
     }
+
+    /// A stream that has nothing on its first poll, then `data`.
+    struct Late(bool, &'static [u8]);
+
+    impl AsyncRead for Late {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if !self.0 {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let data = self.1;
+            buf.put_slice(data);
+            self.1 = &[];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Nothing there yet is a wait, not the end of the stream; an empty read takes nothing.
+    #[tokio::test]
+    async fn a_pending_stream_is_waited_for_and_an_empty_read_takes_nothing() {
+        let mut s = Spill::new(Late(false, b"0123456789"));
+        let mut four = [0u8; 4];
+        assert_eq!(s.read(&mut four).await.unwrap(), 4);
+        assert_eq!(&four, b"0123");
+        assert_eq!(s.read(&mut []).await.unwrap(), 0);
+        let mut rest = [0u8; 16];
+        assert_eq!(s.read(&mut rest).await.unwrap(), 6);
+        assert_eq!(&rest[..6], b"456789");
+        assert_eq!(s.spill.capacity(), 0);
+    }
 }

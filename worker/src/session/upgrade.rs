@@ -4,11 +4,12 @@
 //! tungstenite's machine keeps 8 KiB per connecting session (a 4 KiB read chunk and a 4 KiB
 //! buffer), then hands that 4 KiB buffer on as the open connection's read buffer for its whole
 //! life, whatever `read_buffer_size` says. Here the response head is read into a buffer that
-//! starts at [`HEAD_STEP`] bytes and is dropped once parsed; what followed the head is the
-//! connection's first bytes. The request, the checks of the reply and the errors are
+//! starts at [`HEAD_STEP`] bytes, grows by as much and is dropped once parsed; what followed
+//! the head is the connection's first bytes. The request, the checks of the reply and the errors are
 //! tungstenite's own ([`generate_request`], [`derive_accept_key`], its error values), with
 //! its limits on the head's size and reads.
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -19,17 +20,23 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-/// The most a response head may take, in bytes and in reads (tungstenite's limits).
+/// The most a response head may take, in bytes and in reads, and after 64 reads the least
+/// they must average (tungstenite's limits: a peer cannot drip its head a byte at a time).
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_READS: usize = 512;
+const DRIP_READS: usize = 64;
+const DRIP_BYTES: usize = 128;
 /// The most header lines a response head may have (tungstenite's limit).
 const MAX_HEADERS: usize = 124;
 /// What the head's buffer starts at and grows by: a `101` response takes 130-250 bytes.
 const HEAD_STEP: usize = 512;
+/// How much of a refusal's body is kept (what of it is already there: tungstenite's read of
+/// 4 KiB gave as much).
+const REFUSAL_BODY: usize = 4096;
 
 /// Sends the upgrade `request` over `io` and reads the reply. `101` with the right headers:
-/// the open WebSocket. Any other status: [`WsError::Http`] with the status and what of the
-/// body came with the head (as tungstenite gives it).
+/// the open WebSocket. Any other status: [`WsError::Http`] with the status and up to
+/// [`REFUSAL_BODY`] bytes of the body, of what has arrived by then (as tungstenite gives it).
 pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     request: Request,
@@ -46,22 +53,36 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reads = 0;
     let (size, status) = loop {
         if head.len() == head.capacity() {
-            head.reserve(HEAD_STEP);
+            head.reserve_exact(HEAD_STEP);
         }
         if io.read_buf(&mut head).await? == 0 {
             return Err(WsError::Protocol(ProtocolError::HandshakeIncomplete));
         }
         reads += 1;
-        if head.len() > MAX_HEAD || reads > MAX_READS {
+        if head.len() > MAX_HEAD
+            || reads > MAX_READS
+            || (reads > DRIP_READS && reads * DRIP_BYTES > head.len())
+        {
             return Err(WsError::AttackAttempt);
         }
         if let Some(parsed) = parse(&head, &accept, wanted.as_deref())? {
             break parsed;
         }
     };
-    let tail = head[size..].to_vec();
+    let mut tail = head[size..].to_vec();
     drop(head);
     if status != StatusCode::SWITCHING_PROTOCOLS {
+        // The head was read in small steps; what else of the body has arrived is taken
+        // without waiting for more.
+        if tail.len() < REFUSAL_BODY {
+            tail.reserve_exact(REFUSAL_BODY - tail.len());
+            while tail.len() < REFUSAL_BODY {
+                match io.read_buf(&mut tail).now_or_never() {
+                    Some(Ok(n)) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
         let mut response = Response::new(Some(tail));
         *response.status_mut() = status;
         return Err(WsError::Http(Box::new(response)));
@@ -152,8 +173,11 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::spill::Spill;
     use futures_util::StreamExt;
-    use tokio::io::DuplexStream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{DuplexStream, ReadBuf};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -188,7 +212,10 @@ mod tests {
     async fn against(
         subprotocol: Option<&str>,
         reply: impl FnOnce(&str) -> Vec<u8> + Send + 'static,
-    ) -> (Result<WebSocketStream<DuplexStream>, WsError>, String) {
+    ) -> (
+        Result<WebSocketStream<Spill<DuplexStream>>, WsError>,
+        String,
+    ) {
         let (mut peer, io) = tokio::io::duplex(256 * 1024);
         let server = tokio::spawn(async move {
             let (head, accept) = read_request(&mut peer).await;
@@ -198,7 +225,12 @@ mod tests {
         });
         let result = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            upgrade(io, request(subprotocol), WebSocketConfig::default()),
+            // As a session does it: through the byte stream's scratch buffer.
+            upgrade(
+                Spill::new(io),
+                request(subprotocol),
+                WebSocketConfig::default(),
+            ),
         )
         .await
         .expect("the upgrade ends, whatever the peer sent");
@@ -255,7 +287,7 @@ mod tests {
     /// A reply that does not complete the upgrade is refused with tungstenite's error.
     #[tokio::test]
     async fn replies_that_do_not_complete_the_upgrade_are_refused() {
-        let protocol = |r: Result<WebSocketStream<DuplexStream>, WsError>| match r {
+        let protocol = |r: Result<WebSocketStream<Spill<DuplexStream>>, WsError>| match r {
             Err(WsError::Protocol(p)) => p,
             other => panic!("expected a protocol error, got {:?}", other.map(|_| ())),
         };
@@ -329,6 +361,98 @@ mod tests {
             matches!(r, Err(WsError::AttackAttempt)),
             "{:?}",
             r.map(|_| ())
+        );
+    }
+
+    /// A refusal whose head is longer than the head buffer's first step keeps its body, up to
+    /// 4 KiB of what has arrived, as tungstenite's 4 KiB reads did.
+    #[tokio::test]
+    async fn a_refusal_with_a_long_head_keeps_its_body() {
+        let body: String = "no such user; ".repeat(150);
+        let sent = body.clone();
+        let (result, _) = against(None, move |_| {
+            let cookie = "c".repeat(700);
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nSet-Cookie: {cookie}\r\nContent-Length: {}\r\n\r\n{sent}",
+                sent.len()
+            )
+            .into_bytes()
+        })
+        .await;
+        match result {
+            Err(WsError::Http(r)) => {
+                assert_eq!(r.status(), StatusCode::FORBIDDEN);
+                assert_eq!(r.body().as_deref(), Some(body.as_bytes()));
+            }
+            other => panic!("expected the 403, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    /// Header names and the `Upgrade` and `Connection` values match whatever their case.
+    #[tokio::test]
+    async fn header_names_and_values_match_in_any_case() {
+        let (r, _) = against(None, |accept| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nCONNECTION: upgrade\r\n\
+                 sec-websocket-accept: {accept}\r\n\r\n"
+            )
+            .into_bytes()
+        })
+        .await;
+        assert!(r.is_ok(), "{:?}", r.map(|_| ()));
+    }
+
+    /// A peer that hands its head over a byte at a time.
+    struct Drip(Vec<u8>, usize);
+
+    impl AsyncRead for Drip {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let at = self.1;
+            if let Some(b) = self.0.get(at) {
+                buf.put_slice(&[*b]);
+                self.1 += 1;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Drip {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A head dripped a byte at a time is refused once 64 reads average under 128 bytes,
+    /// long before the 64 KiB limit.
+    #[tokio::test]
+    async fn a_head_dripped_a_byte_at_a_time_is_refused() {
+        let mut head = b"HTTP/1.1 200 OK\r\nX-Filler: ".to_vec();
+        head.resize(4096, b'a');
+        let mut drip = Drip(head, 0);
+        let r = upgrade(&mut drip, request(None), WebSocketConfig::default()).await;
+        assert!(
+            matches!(r, Err(WsError::AttackAttempt)),
+            "{:?}",
+            r.map(|_| ())
+        );
+        assert_eq!(
+            drip.1,
+            DRIP_READS + 1,
+            "stopped at the first read past the threshold"
         );
     }
 }
