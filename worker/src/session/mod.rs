@@ -16,8 +16,8 @@
 //! - `conversation`: `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping`, `ws_close`;
 //! - `spill`: the byte stream under a real session's WebSocket, read through one scratch
 //!   buffer per thread so an open connection keeps only a small read buffer;
-//! - `upgrade`: the client side of the WebSocket upgrade, with a read buffer only as large as
-//!   the reply;
+//! - `upgrade`: the client side of the WebSocket upgrade, reading the reply's head in small
+//!   steps into a buffer dropped once it is parsed;
 //! - `pause`: `sleep`, reading on while a WebSocket is open (pings answered, frames held);
 //! - `http`: the `http` step;
 //! - `tests`: the conversation steps against a scripted in-memory peer.

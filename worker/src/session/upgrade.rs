@@ -5,9 +5,9 @@
 //! buffer), then hands that 4 KiB buffer on as the open connection's read buffer for its whole
 //! life, whatever `read_buffer_size` says. Here the response head is read into a buffer that
 //! starts at [`HEAD_STEP`] bytes, grows by as much and is dropped once parsed; what followed
-//! the head is the connection's first bytes. The request, the checks of the reply and the errors are
-//! tungstenite's own ([`generate_request`], [`derive_accept_key`], its error values), with
-//! its limits on the head's size and reads.
+//! the head is the connection's first bytes. The request, the checks of the reply and the
+//! errors are tungstenite's own ([`generate_request`], [`derive_accept_key`], its error
+//! values), with its limits on the head's size and reads.
 
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
