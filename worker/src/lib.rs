@@ -14,6 +14,7 @@
 //!   `Stream` of frames), HTTP and sleep steps, timing, checks.
 //! - [`sequence`]: whole-conversation checks (orders, sets, missing / duplicate events).
 //! - [`matcher`]: JSON-pointer matchers and captures.
+//! - [`json`]: a received frame's JSON, borrowed from its text, read by the matchers.
 //! - [`classify`]: the failure taxonomy and the plan's classifiers.
 //! - [`auth`]: JWT minting per VU and the subject pool.
 //! - [`recorder`]: per-VU buffers flushed into sharded histograms; snapshot deltas.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod classify;
 pub mod engine;
 pub mod error;
+pub mod json;
 pub mod matcher;
 pub mod program;
 pub mod recorder;

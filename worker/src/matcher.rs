@@ -1,7 +1,10 @@
 //! Checks on JSON values found by JSON pointer (equals, regex, exists, one-of) and captures,
 //! compiled once from the plan.
 
+use std::borrow::Cow;
+
 use crate::error::CompileError;
+use crate::json::Json;
 
 use gauntlet_core::plan::{MatchTest, Matcher};
 use regex::Regex;
@@ -57,23 +60,21 @@ impl CompiledMatcher {
     }
 
     /// Whether `frame` passes.
-    pub fn matches(&self, frame: &Value, ctx: &Context<'_>, rng: &mut Rng) -> bool {
+    pub fn matches(&self, frame: &Json<'_>, ctx: &Context<'_>, rng: &mut Rng) -> bool {
         let found = frame.pointer(&self.pointer);
         match &self.test {
             Test::Exists(want) => found.is_some() == *want,
-            Test::Equals(v) => found == Some(v),
+            Test::Equals(v) => found.is_some_and(|f| f == v),
             Test::EqualsTemplate(t) => match (found, render(t, ctx, rng)) {
-                (Some(Value::String(s)), Some(want)) => *s == want,
+                (Some(Json::String(s)), Some(want)) => *s == want,
                 _ => false,
             },
             Test::Regex(re) => match found {
-                Some(Value::String(s)) => re.is_match(s),
-                Some(other @ (Value::Number(_) | Value::Bool(_))) => {
-                    re.is_match(&other.to_string())
-                }
+                Some(Json::String(s)) => re.is_match(s),
+                Some(other @ (Json::Number(_) | Json::Bool(_))) => re.is_match(&other.to_string()),
                 _ => false,
             },
-            Test::OneOf(values) => found.is_some_and(|f| values.contains(f)),
+            Test::OneOf(values) => found.is_some_and(|f| values.iter().any(|v| f == v)),
         }
     }
 
@@ -92,11 +93,11 @@ impl CompiledMatcher {
 
 /// The text of the value at `pointer`, for captures and isolation checks (strings as they are,
 /// numbers and booleans printed, anything else as JSON).
-pub fn text_at(frame: &Value, pointer: &str) -> Option<String> {
+pub fn text_at<'f>(frame: &'f Json<'_>, pointer: &str) -> Option<Cow<'f, str>> {
     match frame.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
+        Json::String(s) => Some(Cow::Borrowed(s)),
+        Json::Null => None,
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -125,7 +126,8 @@ mod tests {
             vars: &vars,
         };
         let mut rng = Rng::keyed(&[0]);
-        let frame = json!({"type": "pong", "data": {"user_id": "user-1", "n": 3}});
+        let text = json!({"type": "pong", "data": {"user_id": "user-1", "n": 3}}).to_string();
+        let frame = Json::parse(&text).unwrap();
         assert!(m(json!({"pointer": "/type", "equals": "pong"})).matches(&frame, &ctx, &mut rng));
         assert!(
             m(json!({"pointer": "/data/user_id", "equals": "{subject}"}))

@@ -2,7 +2,7 @@
 //! `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping` and `ws_close`.
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use crate::json::Json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -62,7 +62,7 @@ impl Session<'_> {
             capture,
             event_metric,
         } = e;
-        let frame = self
+        let text = self
             .wait_for(
                 step,
                 start + *timeout,
@@ -73,7 +73,12 @@ impl Session<'_> {
             .await?;
         let from = self.since(*since, start);
         self.vu.rec.record(*event_metric, from.elapsed());
-        self.capture(step, capture, &frame);
+        if !capture.is_empty() {
+            // wait_for parsed it: it is JSON.
+            if let Some(frame) = Json::parse(&text) {
+                self.capture(step, capture, &frame);
+            }
+        }
         Ok(())
     }
 
@@ -114,11 +119,7 @@ impl Session<'_> {
                 self.skipped(&text);
                 continue;
             };
-            let Some(kind) = frame
-                .pointer(type_pointer)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-            else {
+            let Some(kind) = frame.pointer(type_pointer).and_then(Json::as_str) else {
                 if let Some(symptom) = error_frame(&frame, &text) {
                     self.vu.rec.check(step.check, false);
                     self.fail(&step.name, symptom);
@@ -127,7 +128,7 @@ impl Session<'_> {
                 self.skipped(&text);
                 continue;
             };
-            match check.on_type(&kind, &mut received) {
+            match check.on_type(kind, &mut received) {
                 Seen::Ignored => continue,
                 Seen::Expected { index, first } => {
                     if first {
@@ -154,7 +155,7 @@ impl Session<'_> {
                     // `error_code` if it has one, else by its type.
                     self.vu.rec.check(step.check, false);
                     let symptom = error_frame(&frame, &text).unwrap_or(Symptom::ErrorFrame {
-                        code: kind,
+                        code: kind.to_owned(),
                         text: text.to_string(),
                     });
                     self.fail(&step.name, symptom);

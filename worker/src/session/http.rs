@@ -1,6 +1,6 @@
 //! The `http` step: one request to the target, its status, body checks and captures.
 
-use serde_json::Value;
+use crate::json::Json;
 
 use super::{Fatal, Session, unrendered};
 use crate::classify::Symptom;
@@ -149,8 +149,8 @@ impl Session<'_> {
             return Ok(());
         }
         let needs_json = h.expect_json || !h.matchers.is_empty() || !h.capture.is_empty();
-        let json: Option<Value> = if needs_json {
-            serde_json::from_slice(&body).ok()
+        let json: Option<Json<'_>> = if needs_json {
+            Json::parse_slice(&body)
         } else {
             None
         };

@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use gauntlet_core::metrics::FailureKey;
 use gauntlet_core::plan::{Pause, TokenPer};
-use serde_json::Value;
 use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep};
@@ -38,6 +37,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::auth::Identity;
 use crate::classify::{Symptom, classify};
+use crate::json::Json;
 use crate::matcher::{CompiledMatcher, text_at};
 use crate::program::{CompiledScenario, CompiledStep, Program, StepKind};
 use crate::recorder::{Ending, Met, Presence, VuRecorder};
@@ -530,8 +530,8 @@ impl<'a> Session<'a> {
     }
 
     /// Reads frames until one passes `matchers` (all of them, or any one), skipping the others;
-    /// records the step's check. A timeout, a close or an error frame the matchers do not
-    /// expect fails the session.
+    /// records the step's check and returns the frame's text. A timeout, a close or an error
+    /// frame the matchers do not expect fails the session.
     async fn wait_for(
         &mut self,
         step: &CompiledStep,
@@ -539,7 +539,7 @@ impl<'a> Session<'a> {
         matchers: &[CompiledMatcher],
         want: Want,
         awaited: &str,
-    ) -> Result<Value, Fatal> {
+    ) -> Result<Utf8Bytes, Fatal> {
         loop {
             let text = match self.read(deadline, &step.name).await {
                 Ok(Read::Pong) => continue,
@@ -567,7 +567,8 @@ impl<'a> Session<'a> {
             });
             if hit {
                 self.vu.rec.check(step.check, true);
-                return Ok(frame);
+                drop(frame);
+                return Ok(text);
             }
             if let Some(symptom) = error_frame(&frame, &text) {
                 self.vu.rec.check(step.check, false);
@@ -682,8 +683,8 @@ impl<'a> Session<'a> {
     }
 
     /// Parses a frame and runs the isolation checks on it; `None` if it is not JSON.
-    fn inspect(&mut self, text: &str) -> Option<Value> {
-        let frame: Value = serde_json::from_str(text).ok()?;
+    fn inspect<'t>(&mut self, text: &'t str) -> Option<Json<'t>> {
+        let frame = Json::parse(text)?;
         for check in &self.p.isolation {
             let Some(found) = text_at(&frame, &check.pointer) else {
                 continue;
@@ -713,10 +714,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn capture(&mut self, step: &CompiledStep, capture: &[(String, String)], frame: &Value) {
+    fn capture(&mut self, step: &CompiledStep, capture: &[(String, String)], frame: &Json<'_>) {
         for (name, pointer) in capture {
             match text_at(frame, pointer) {
-                Some(v) => self.vu.vars.set(name, v),
+                Some(v) => self.vu.vars.set(name, v.into_owned()),
                 None => self.fail(
                     &step.name,
                     Symptom::CheckFailed {
@@ -760,9 +761,9 @@ fn describe(matchers: &[CompiledMatcher]) -> String {
 }
 
 /// An error frame: `type` `error_message`/`error`, or any frame with an `error_code`.
-fn error_frame(frame: &Value, text: &str) -> Option<Symptom> {
-    let kind = frame.get("type").and_then(Value::as_str);
-    let code = frame.get("error_code").and_then(Value::as_str);
+fn error_frame(frame: &Json<'_>, text: &str) -> Option<Symptom> {
+    let kind = frame.get("type").and_then(Json::as_str);
+    let code = frame.get("error_code").and_then(Json::as_str);
     if code.is_none() && !matches!(kind, Some("error_message" | "error")) {
         return None;
     }
