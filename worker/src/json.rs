@@ -108,7 +108,9 @@ impl PartialEq<Value> for Json<'_> {
             }
             (Json::Object(members), Value::Object(map)) => {
                 distinct(members) == map.len()
-                    && map.iter().all(|(k, v)| self.get(k).is_some_and(|mine| mine == v))
+                    && map
+                        .iter()
+                        .all(|(k, v)| self.get(k).is_some_and(|mine| mine == v))
             }
             _ => false,
         }
@@ -266,7 +268,7 @@ mod tests {
     const TEXTS: &[&str] = &[
         r#"{"type":"agent_started","run_id":"r1","user_id":"user-1","payload":{"status":"ok","n":3}}"#,
         r#"{"a":1,"a":2,"b":{"c":[10,{"d":"x"}],"c":[20]}}"#,
-        r#"{"a\/b":"s\"q","m~n":"tilde","e\u00e9":"caf\u00e9","":"empty"}"#,
+        r#"{"a\/b":"s\"q","m~n":"tilde","~1":"escaped tilde","e\u00e9":"caf\u00e9","":"empty"}"#,
         r#"{"n":-7,"u":18446744073709551615,"f":1.5,"g":1.0,"z":0,"e":1e3,"neg":-0.0}"#,
         r#"[1,"two",null,true,false,[],{},{"k":[0,1,2]}]"#,
         r#""just a string""#,
@@ -276,10 +278,39 @@ mod tests {
     ];
 
     const POINTERS: &[&str] = &[
-        "", "/", "/type", "/payload/status", "/payload/n", "/a", "/b/c", "/b/c/0", "/b/c/1",
-        "/b/c/01", "/b/c/+0", "/b/c/-", "/a~1b", "/m~0n", "/eé", "/n", "/u", "/f", "/g", "/e",
-        "/neg", "/0", "/1", "/7/k/2", "/7/k/3", "/nested/deeper/deepest/x", "/list/0/0/0",
-        "type", "/missing", "/type/0",
+        "",
+        "/",
+        "/type",
+        "/payload/status",
+        "/payload/n",
+        "/a",
+        "/b/c",
+        "/b/c/0",
+        "/b/c/1",
+        "/b/c/01",
+        "/b/c/+0",
+        "/b/c/-",
+        "/a~1b",
+        "/m~0n",
+        "/~01",
+        "/eé",
+        "/n",
+        "/u",
+        "/f",
+        "/g",
+        "/e",
+        "/neg",
+        "/0",
+        "/1",
+        "/7/k/2",
+        "/7/k/3",
+        "/7/k/01",
+        "/7/k/+1",
+        "/nested/deeper/deepest/x",
+        "/list/0/0/0",
+        "type",
+        "/missing",
+        "/type/0",
     ];
 
     #[test]
@@ -309,7 +340,10 @@ mod tests {
             panic!("an object")
         };
         assert!(members.iter().all(|(k, _)| matches!(k, Cow::Borrowed(_))));
-        assert!(matches!(frame.get("type"), Some(Json::String(Cow::Borrowed("pong")))));
+        assert!(matches!(
+            frame.get("type"),
+            Some(Json::String(Cow::Borrowed("pong")))
+        ));
         assert!(matches!(frame.get("esc"), Some(Json::String(Cow::Owned(s))) if s == "a\nb"));
     }
 
@@ -333,7 +367,15 @@ mod tests {
 
     #[test]
     fn not_json_is_none() {
-        for text in ["", "{", "{\"a\":}", "[1,]", "nul", "{\"a\":1} x", "\u{feff}{}"] {
+        for text in [
+            "",
+            "{",
+            "{\"a\":}",
+            "[1,]",
+            "nul",
+            "{\"a\":1} x",
+            "\u{feff}{}",
+        ] {
             assert!(Json::parse(text).is_none(), "{text:?}");
             assert!(serde_json::from_str::<Value>(text).is_err(), "{text:?}");
         }

@@ -317,3 +317,28 @@ steps = [
     assert_eq!(tb.stats().http["/api/messages"][&200], 6);
     assert_eq!(s.checks["flow/GET /api/messages"].run, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_a_ws_expect_matched_feeds_its_captures_into_later_frames() {
+    let tb = start(config()).await;
+    let text = format!(
+        r#"name = "ws-capture"
+{}
+[load]
+vus = 3
+iterations = 2
+[[scenarios]]
+name = "flow"
+steps = [
+  {{ ws_connect = {{}} }},
+  {{ ws_expect = {{ type = "system_message", match = [{{ pointer = "/data/event", equals = "connection_established" }}], capture = {{ uid = "/data/user_id", ready = "/data/connection_ready" }} }} }},
+  {{ ws_send = {{ json = {{ type = "hello-{{uid}}-{{ready}}" }} }} }},
+  {{ ws_expect = {{ type = "ack", match = [{{ pointer = "/received_type", equals = "hello-{{subject}}-true" }}] }} }},
+]
+"#,
+        auth("ws-capture", "")
+    );
+    let s = run(plan(&tb, &text)).await;
+    assert_eq!(s.counters.sessions_passed, 6, "{:#?}", s.failures);
+    assert_eq!(s.counters.sessions_failed, 0);
+}
