@@ -2,7 +2,6 @@
 //! `ws_send`, `ws_expect`, `ws_expect_sequence`, `ws_ping` and `ws_close`.
 
 use futures_util::{SinkExt, StreamExt};
-use crate::json::Json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -10,6 +9,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{Fatal, Read, Session, Want, describe, error_frame, unrendered};
 use crate::classify::Symptom;
+use crate::json::Json;
 use crate::program::{
     CloseStep, CompiledStep, ExpectStep, Frame, PingStep, SendStep, SequenceStep,
 };

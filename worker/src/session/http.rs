@@ -1,9 +1,8 @@
 //! The `http` step: one request to the target, its status, body checks and captures.
 
-use crate::json::Json;
-
 use super::{Fatal, Session, unrendered};
 use crate::classify::Symptom;
+use crate::json::Json;
 use crate::program::{CompiledStep, HttpStep};
 
 impl Session<'_> {
