@@ -5,6 +5,10 @@
 //! It answers as `serde_json::Value` does: a repeated name's last value counts, pointers follow
 //! RFC 6901 with serde_json's rules for array indices, numbers compare as `serde_json::Number`,
 //! and [`Display`](std::fmt::Display) prints what `Value` would print (objects by sorted name).
+//! One deliberate exception: serde_json's `raw_value` feature (which another crate in the build
+//! turns on) makes `Value` read an object whose first name is its private marker
+//! `$serde_json::private::RawValue` as the JSON inside that member's string. A frame is the
+//! target's to write, so here that object is an object like any other.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -86,13 +90,20 @@ fn index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
-/// How many distinct names an object's members have.
-fn distinct(members: &[(Cow<'_, str>, Json<'_>)]) -> usize {
-    members
-        .iter()
-        .enumerate()
-        .filter(|(i, (name, _))| !members[i + 1..].iter().any(|(later, _)| later == name))
-        .count()
+/// An object's members as `Value` holds them: one per name (the last of that name), sorted by
+/// name. O(n log n), so a hostile frame of many members costs no more than `Value` did.
+fn by_name<'m, 'a>(members: &'m [(Cow<'a, str>, Json<'a>)]) -> Vec<&'m (Cow<'a, str>, Json<'a>)> {
+    let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = members.iter().collect();
+    // A stable sort: members of one name stay in the order they came, the last one last.
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept: Vec<&(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(sorted.len());
+    for member in sorted {
+        match kept.last_mut() {
+            Some(last) if last.0 == member.0 => *last = member,
+            _ => kept.push(member),
+        }
+    }
+    kept
 }
 
 impl PartialEq<Value> for Json<'_> {
@@ -107,10 +118,13 @@ impl PartialEq<Value> for Json<'_> {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
             }
             (Json::Object(members), Value::Object(map)) => {
-                distinct(members) == map.len()
-                    && map
+                // Both sorted by name, one member per name.
+                let mine = by_name(members);
+                mine.len() == map.len()
+                    && mine
                         .iter()
-                        .all(|(k, v)| self.get(k).is_some_and(|mine| mine == v))
+                        .zip(map)
+                        .all(|(m, (k, v))| m.0 == *k && m.1 == *v)
             }
             _ => false,
         }
@@ -132,16 +146,7 @@ impl Serialize for Json<'_> {
                 seq.end()
             }
             Json::Object(members) => {
-                // As `Value` holds them: one per name (the last), sorted by name.
-                let mut kept: Vec<&(Cow<'_, str>, Json<'_>)> = members
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, (name, _))| {
-                        !members[i + 1..].iter().any(|(later, _)| later == name)
-                    })
-                    .map(|(_, m)| m)
-                    .collect();
-                kept.sort_by(|a, b| a.0.cmp(&b.0));
+                let kept = by_name(members);
                 let mut map = s.serialize_map(Some(kept.len()))?;
                 for (name, value) in kept {
                     map.serialize_entry(name.as_ref(), value)?;
@@ -330,6 +335,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_large_object_with_repeated_names_answers_as_value_does() {
+        // 3,000 members over 1,000 names, each name three times: the last one counts.
+        let members: Vec<String> = (0..3_000)
+            .map(|i| format!("\"k{}\":{i}", (i * 7) % 1_000))
+            .collect();
+        let text = format!("{{{}}}", members.join(","));
+        let mine = Json::parse(&text).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert!(mine == value);
+        assert_eq!(mine.to_string(), value.to_string());
+        for name in ["/k0", "/k1", "/k999", "/k500"] {
+            assert_eq!(
+                mine.pointer(name).unwrap().to_string(),
+                value[&name[1..]].to_string()
+            );
+        }
+        let mut other = value.clone();
+        other["k3"] = Value::from(-1);
+        assert!(mine != other);
+    }
+
+    #[test]
+    fn serde_json_s_raw_value_marker_is_an_ordinary_name() {
+        let text = r#"{"x":{"$serde_json::private::RawValue":"5"}}"#;
+        let frame = Json::parse(text).unwrap();
+        assert_eq!(
+            frame
+                .pointer("/x/$serde_json::private::RawValue")
+                .and_then(Json::as_str),
+            Some("5")
+        );
+        assert_eq!(frame.to_string(), text);
     }
 
     #[test]
