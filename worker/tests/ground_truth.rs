@@ -292,27 +292,24 @@ steps = [ {{ ws_connect = {{ auth = false, expect_rejection = {{ close_code = 10
     assert_eq!(s.checks["anonymous/ws_connect"].failed, 4);
 }
 
+/// A plan `name` of 3 VUs x 2 sessions of scenario `flow` running `steps` (TOML lines).
+fn flow_plan(tb: &gauntlet_testbed::Testbed, name: &str, steps: &str) -> gauntlet_core::plan::Plan {
+    let text = format!(
+        "name = \"{name}\"\n{}\n[load]\nvus = 3\niterations = 2\n[[scenarios]]\nname = \"flow\"\nsteps = [\n{steps}\n]\n",
+        auth(name, "")
+    );
+    plan(tb, &text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_steps_carry_the_token_and_captures_flow_into_later_frames() {
     let tb = start(config()).await;
-    let text = format!(
-        r#"name = "capture"
-{}
-[load]
-vus = 3
-iterations = 2
-[[scenarios]]
-name = "flow"
-steps = [
-  {{ http = {{ path = "/api/messages", auth = true, match = [{{ pointer = "/user_id", equals = "{{subject}}" }}], capture = {{ uid = "/user_id" }} }} }},
-  {{ ws_connect = {{}} }},
-  {{ ws_send = {{ json = {{ type = "hello-{{uid}}" }} }} }},
-  {{ ws_expect = {{ type = "ack", match = [{{ pointer = "/received_type", equals = "hello-{{uid}}" }}] }} }},
-]
-"#,
-        auth("capture", "")
-    );
-    let s = run(plan(&tb, &text)).await;
+    let steps = r#"
+  { http = { path = "/api/messages", auth = true, match = [{ pointer = "/user_id", equals = "{subject}" }], capture = { uid = "/user_id" } } },
+  { ws_connect = {} },
+  { ws_send = { json = { type = "hello-{uid}" } } },
+  { ws_expect = { type = "ack", match = [{ pointer = "/received_type", equals = "hello-{uid}" }] } },"#;
+    let s = run(flow_plan(&tb, "capture", steps)).await;
     assert_eq!(s.counters.sessions_passed, 6, "{:#?}", s.failures);
     assert_eq!(tb.stats().http["/api/messages"][&200], 6);
     assert_eq!(s.checks["flow/GET /api/messages"].run, 6);
@@ -321,24 +318,12 @@ steps = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_a_ws_expect_matched_feeds_its_captures_into_later_frames() {
     let tb = start(config()).await;
-    let text = format!(
-        r#"name = "ws-capture"
-{}
-[load]
-vus = 3
-iterations = 2
-[[scenarios]]
-name = "flow"
-steps = [
-  {{ ws_connect = {{}} }},
-  {{ ws_expect = {{ type = "system_message", match = [{{ pointer = "/data/event", equals = "connection_established" }}], capture = {{ uid = "/data/user_id", ready = "/data/connection_ready" }} }} }},
-  {{ ws_send = {{ json = {{ type = "hello-{{uid}}-{{ready}}" }} }} }},
-  {{ ws_expect = {{ type = "ack", match = [{{ pointer = "/received_type", equals = "hello-{{subject}}-true" }}] }} }},
-]
-"#,
-        auth("ws-capture", "")
-    );
-    let s = run(plan(&tb, &text)).await;
+    let steps = r#"
+  { ws_connect = {} },
+  { ws_expect = { type = "system_message", match = [{ pointer = "/data/event", equals = "connection_established" }], capture = { uid = "/data/user_id", ready = "/data/connection_ready" } } },
+  { ws_send = { json = { type = "hello-{uid}-{ready}" } } },
+  { ws_expect = { type = "ack", match = [{ pointer = "/received_type", equals = "hello-{subject}-true" }] } },"#;
+    let s = run(flow_plan(&tb, "ws-capture", steps)).await;
     assert_eq!(s.counters.sessions_passed, 6, "{:#?}", s.failures);
     assert_eq!(s.counters.sessions_failed, 0);
 }

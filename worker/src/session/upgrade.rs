@@ -291,44 +291,56 @@ mod tests {
             Err(WsError::Protocol(p)) => p,
             other => panic!("expected a protocol error, got {:?}", other.map(|_| ())),
         };
-        let (r, _) = against(None, |_| switching("d3Jvbmc=", "")).await;
-        assert_eq!(protocol(r), ProtocolError::SecWebSocketAcceptKeyMismatch);
-        let (r, _) = against(None, |accept| {
-            format!(
-                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .into_bytes()
-        })
-        .await;
-        assert_eq!(protocol(r), ProtocolError::MissingUpgradeWebSocketHeader);
-        let (r, _) = against(None, |accept| {
-            format!(
-                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            )
-            .into_bytes()
-        })
-        .await;
-        assert_eq!(protocol(r), ProtocolError::MissingConnectionUpgradeHeader);
-        let (r, _) = against(None, |a| switching(a, "Sec-WebSocket-Protocol: chat\r\n")).await;
-        assert_eq!(
-            protocol(r),
-            ProtocolError::SecWebSocketSubProtocolError(
-                SubProtocolError::ServerSentSubProtocolNoneRequested
-            )
-        );
-        let (r, _) = against(Some("a, b"), |a| switching(a, "")).await;
-        assert_eq!(
-            protocol(r),
-            ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::NoSubProtocol)
-        );
-        let (r, _) = against(Some("a, b"), |a| {
-            switching(a, "Sec-WebSocket-Protocol: c\r\n")
-        })
-        .await;
-        assert_eq!(
-            protocol(r),
-            ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::InvalidSubProtocol)
-        );
+        /// The subprotocols offered, the reply to the accept key, the error expected.
+        type Refusal = (Option<&'static str>, fn(&str) -> Vec<u8>, ProtocolError);
+        let refusals: [Refusal; 6] = [
+            (
+                None,
+                |_| switching("d3Jvbmc=", ""),
+                ProtocolError::SecWebSocketAcceptKeyMismatch,
+            ),
+            (
+                None,
+                |a| {
+                    format!(
+                        "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {a}\r\n\r\n"
+                    )
+                    .into_bytes()
+                },
+                ProtocolError::MissingUpgradeWebSocketHeader,
+            ),
+            (
+                None,
+                |a| {
+                    format!(
+                        "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {a}\r\n\r\n"
+                    )
+                    .into_bytes()
+                },
+                ProtocolError::MissingConnectionUpgradeHeader,
+            ),
+            (
+                None,
+                |a| switching(a, "Sec-WebSocket-Protocol: chat\r\n"),
+                ProtocolError::SecWebSocketSubProtocolError(
+                    SubProtocolError::ServerSentSubProtocolNoneRequested,
+                ),
+            ),
+            (
+                Some("a, b"),
+                |a| switching(a, ""),
+                ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::NoSubProtocol),
+            ),
+            (
+                Some("a, b"),
+                |a| switching(a, "Sec-WebSocket-Protocol: c\r\n"),
+                ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::InvalidSubProtocol),
+            ),
+        ];
+        for (offered, reply, want) in refusals {
+            let (r, _) = against(offered, reply).await;
+            assert_eq!(protocol(r), want);
+        }
         let (r, head) = against(Some("a, b"), |a| {
             switching(a, "Sec-WebSocket-Protocol: b\r\n")
         })
