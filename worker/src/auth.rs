@@ -9,10 +9,14 @@ use crate::error::CompileError;
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gauntlet_core::plan::{Algorithm, Auth, KeySource, Placement, TokenPer};
 use gauntlet_core::template::Template;
+use hmac::{Hmac, Mac as _};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
+use sha2::Sha256;
 
 use crate::render::{Context, JsonTemplate, Vars, compile, render, unix_now};
 use crate::rng::Rng;
@@ -31,10 +35,38 @@ pub struct Identity<'a> {
     pub subject_index: u64,
 }
 
+/// How tokens are signed.
+enum Signer {
+    /// HS256: the HMAC keyed once, cloned for each token (no key schedule, no allocation).
+    Hs256(Hmac<Sha256>),
+    /// RS256 and ES256: jsonwebtoken's signer.
+    Key(EncodingKey),
+}
+
+/// A member of the claims, in the order a token writes them.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Sub,
+    Iat,
+    Exp,
+    Jti,
+    /// The plan's claim of that index.
+    Claim(usize),
+}
+
 /// Mints the tokens of one plan.
+///
+/// A token is written straight into its string: the header's part is encoded once, the claims
+/// are written as JSON into a per-thread buffer and encoded after it, and the signature last.
+/// The bytes are those `jsonwebtoken::encode` gives for the same header and claims in a
+/// `serde_json::Map` (a test compares them); the claims' order is the map's, worked out once.
 pub struct Minter {
-    header: Header,
-    key: EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+    /// The header's base64url part and the dot after it.
+    head: String,
+    signer: Signer,
+    /// The claims' names as JSON (quoted, with the colon) and what each holds, in order.
+    order: Vec<(String, Slot)>,
     subject: Template,
     claims: Vec<(String, JsonTemplate)>,
     lifetime: Duration,
@@ -52,7 +84,7 @@ pub struct Minter {
 impl std::fmt::Debug for Minter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Minter")
-            .field("alg", &self.header.alg)
+            .field("alg", &self.alg)
             .field("key", &"<redacted>")
             .field("subject", &self.subject.to_string())
             .finish_non_exhaustive()
@@ -104,27 +136,34 @@ impl Minter {
             KeySource::KeyEnv(n) => read_env(n)?,
             KeySource::KeyFile(p) => read_file(p)?,
         };
-        let (alg, key) = match auth.algorithm {
-            Algorithm::HS256 => {
-                if material.is_empty() {
-                    return Err("auth: the HS256 secret is empty".into());
+        let (alg, signer) =
+            match auth.algorithm {
+                Algorithm::HS256 => {
+                    if material.is_empty() {
+                        return Err("auth: the HS256 secret is empty".into());
+                    }
+                    let mac = Hmac::<Sha256>::new_from_slice(material.as_bytes())
+                        .map_err(|e| format!("auth: unusable HS256 secret: {e}"))?;
+                    (jsonwebtoken::Algorithm::HS256, Signer::Hs256(mac))
                 }
-                (
-                    jsonwebtoken::Algorithm::HS256,
-                    EncodingKey::from_secret(material.as_bytes()),
-                )
-            }
-            Algorithm::RS256 => (
-                jsonwebtoken::Algorithm::RS256,
-                EncodingKey::from_rsa_pem(material.as_bytes())
-                    .map_err(|e| format!("auth: not an RSA private key in PEM: {e}"))?,
-            ),
-            Algorithm::ES256 => (
-                jsonwebtoken::Algorithm::ES256,
-                EncodingKey::from_ec_pem(material.as_bytes())
-                    .map_err(|e| format!("auth: not a P-256 private key in PEM (PKCS#8): {e}"))?,
-            ),
-        };
+                Algorithm::RS256 => (
+                    jsonwebtoken::Algorithm::RS256,
+                    Signer::Key(
+                        EncodingKey::from_rsa_pem(material.as_bytes())
+                            .map_err(|e| format!("auth: not an RSA private key in PEM: {e}"))?,
+                    ),
+                ),
+                Algorithm::ES256 => (
+                    jsonwebtoken::Algorithm::ES256,
+                    Signer::Key(EncodingKey::from_ec_pem(material.as_bytes()).map_err(|e| {
+                        format!("auth: not a P-256 private key in PEM (PKCS#8): {e}")
+                    })?),
+                ),
+            };
+        let header = serde_json::to_vec(&Header::new(alg))
+            .map_err(|e| format!("auth: cannot write the token header: {e}"))?;
+        let mut head = URL_SAFE_NO_PAD.encode(header);
+        head.push('.');
         let claims = auth
             .claims
             .iter()
@@ -136,8 +175,10 @@ impl Minter {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let minter = Minter {
-            header: Header::new(alg),
-            key,
+            alg,
+            head,
+            signer,
+            order: claim_order(&claims),
             subject: compile(&auth.subject).map_err(|e| format!("auth.subject: {e}"))?,
             claims,
             lifetime: auth.lifetime,
@@ -224,20 +265,105 @@ impl Minter {
             vars,
         };
         let now = unix_now().as_secs();
-        let mut claims = Map::new();
-        claims.insert("sub".into(), Value::String(who.subject.to_owned()));
-        claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + self.lifetime.as_secs()).into());
-        claims.insert("jti".into(), Value::String(rng.uuid()));
-        for (name, t) in &self.claims {
-            let v = t
-                .render_value(&ctx, rng)
-                .ok_or_else(|| format!("auth.claims.{name}: cannot render"))?;
-            claims.insert(name.clone(), v);
-        }
-        jsonwebtoken::encode(&self.header, &claims, &self.key)
-            .map_err(|e| format!("auth: signing failed: {e}"))
+        let jti = rng.uuid_bytes();
+        CLAIMS.with_borrow_mut(|json| {
+            json.clear();
+            json.push(b'{');
+            for (i, (name, slot)) in self.order.iter().enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json.extend_from_slice(name.as_bytes());
+                match *slot {
+                    Slot::Sub => write_json(json, &who.subject)?,
+                    Slot::Iat => write_json(json, &now)?,
+                    Slot::Exp => write_json(json, &(now + self.lifetime.as_secs()))?,
+                    Slot::Jti => {
+                        json.push(b'"');
+                        json.extend_from_slice(&jti);
+                        json.push(b'"');
+                    }
+                    Slot::Claim(k) => {
+                        let (name, t) = &self.claims[k];
+                        match t {
+                            JsonTemplate::Fixed(text, _) => json.extend_from_slice(text.as_bytes()),
+                            JsonTemplate::Dynamic(_) => {
+                                let v = t
+                                    .render_value(&ctx, rng)
+                                    .ok_or_else(|| format!("auth.claims.{name}: cannot render"))?;
+                                write_json(json, &v)?;
+                            }
+                        }
+                    }
+                }
+            }
+            json.push(b'}');
+            let signature = 43;
+            let mut token =
+                String::with_capacity(self.head.len() + json.len().div_ceil(3) * 4 + 1 + signature);
+            token.push_str(&self.head);
+            URL_SAFE_NO_PAD.encode_string(&json[..], &mut token);
+            match &self.signer {
+                Signer::Hs256(mac) => {
+                    let mut mac = mac.clone();
+                    mac.update(token.as_bytes());
+                    let sum = mac.finalize().into_bytes();
+                    token.push('.');
+                    URL_SAFE_NO_PAD.encode_string(sum, &mut token);
+                }
+                Signer::Key(key) => {
+                    let sum = jsonwebtoken::crypto::sign(token.as_bytes(), key, self.alg)
+                        .map_err(|e| format!("auth: signing failed: {e}"))?;
+                    token.push('.');
+                    token.push_str(&sum);
+                }
+            }
+            Ok(token)
+        })
     }
+}
+
+thread_local! {
+    /// The claims' JSON of the token being minted on this thread.
+    static CLAIMS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Appends `value` as JSON.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    serde_json::to_writer(out, value).map_err(|e| format!("auth: cannot write the claims: {e}"))
+}
+
+/// The claims' names, as JSON with the colon after each, and what each holds, in the order a
+/// `serde_json::Map` of them iterates (`sub`, `iat`, `exp` and `jti` first inserted, then the
+/// plan's claims, a plan claim of the same name replacing the standard one).
+fn claim_order(claims: &[(String, JsonTemplate)]) -> Vec<(String, Slot)> {
+    let mut slots = Map::new();
+    let standard = [
+        ("sub", Slot::Sub),
+        ("iat", Slot::Iat),
+        ("exp", Slot::Exp),
+        ("jti", Slot::Jti),
+    ];
+    let mut kinds: Vec<(String, Slot)> = Vec::new();
+    for (name, slot) in standard.into_iter().map(|(n, s)| (n.to_owned(), s)).chain(
+        claims
+            .iter()
+            .enumerate()
+            .map(|(k, (n, _))| (n.clone(), Slot::Claim(k))),
+    ) {
+        slots.insert(name.clone(), Value::Null);
+        match kinds.iter_mut().find(|(n, _)| *n == name) {
+            Some(kind) => kind.1 = slot,
+            None => kinds.push((name, slot)),
+        }
+    }
+    slots
+        .keys()
+        .filter_map(|name| {
+            let slot = kinds.iter().find(|(n, _)| n == name)?.1;
+            Some((format!("{}:", Value::String(name.clone())), slot))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -287,6 +413,102 @@ mod tests {
         assert_eq!(c["n"], 7);
         assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 900);
         assert!(c["jti"].as_str().unwrap().len() == 36);
+    }
+
+    /// What `jsonwebtoken::encode` gives for the claims and header a token carries.
+    fn encoded_again(token: &str, key: &EncodingKey) -> String {
+        let part = |i: usize| {
+            URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(i).unwrap())
+                .unwrap()
+        };
+        let header: Header = serde_json::from_slice(&part(0)).unwrap();
+        let claims: Map<String, Value> = serde_json::from_slice(&part(1)).unwrap();
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    /// The token VU `vu` got from the minter before it wrote tokens itself: a claims map
+    /// signed by `jsonwebtoken::encode`, from the same random source (`iat` read off `token`).
+    fn as_before(m: &Minter, vu: u64, token: &str, key: &EncodingKey) -> String {
+        let part = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap();
+        let now = serde_json::from_slice::<Value>(&part).unwrap()["iat"]
+            .as_u64()
+            .unwrap();
+        let mut rng = Rng::keyed(&[vu]);
+        let subject = m.subject(vu, &mut rng);
+        let vars = Vars::default();
+        let ctx = Context {
+            vu,
+            iteration: vu * 3,
+            subject: &subject,
+            subject_index: m.subject_index(vu),
+            scenario: "",
+            token: "",
+            vars: &vars,
+        };
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String(subject.clone()));
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + m.lifetime.as_secs()).into());
+        claims.insert("jti".into(), Value::String(rng.uuid()));
+        for (name, t) in &m.claims {
+            claims.insert(name.clone(), t.render_value(&ctx, &mut rng).unwrap());
+        }
+        jsonwebtoken::encode(&Header::new(m.alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_the_bytes_jsonwebtoken_writes() {
+        let secret = std::env::temp_dir().join(format!("gauntlet-mint-{}", std::process::id()));
+        std::fs::write(&secret, "s3cret \u{e9}\n").unwrap();
+        let claims = "claims = { aaa = \"{uuid}\", iss = \"me\", sub = \"over-{vu}\", jti = 5, \
+                      \"q\\\"uote\" = \"{uuid}\", \
+                      zz = { b = [1, \"x\\\"y\", 2.5], a = \"{subject}\" }, n = \"\\u0001\" }";
+        let a = auth(&format!(
+            "secret_file = \"{}\"\nsubject = \"u-\\\"{{subject_index}}\"\n{claims}",
+            secret.display()
+        ));
+        let m = Minter::new(&a).unwrap();
+        let _ = std::fs::remove_file(&secret);
+        let key = EncodingKey::from_secret("s3cret \u{e9}".as_bytes());
+        for vu in 0..20 {
+            let token = m
+                .mint(vu, vu * 3, &mut Rng::keyed(&[vu]), &Vars::default())
+                .unwrap();
+            assert_eq!(token, encoded_again(&token, &key));
+            assert_eq!(
+                token,
+                as_before(&m, vu, &token, &key),
+                "the same draws, the same bytes"
+            );
+            let claims: Map<String, Value> = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(token.split('.').nth(1).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                claims["sub"],
+                format!("over-{vu}"),
+                "a plan claim replaces `sub`"
+            );
+            assert_eq!(claims["jti"], 5);
+            assert_eq!(claims["zz"]["a"], format!("u-\"{vu}"));
+            assert_eq!(claims["aaa"].as_str().unwrap().len(), 36);
+        }
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let a = auth(&format!(
+            "algorithm = \"ES256\"\nkey_file = \"{dir}/tests/fixtures/ec_private.pem\"\n{claims}"
+        ));
+        let m = Minter::new(&a).unwrap();
+        let pem = std::fs::read(format!("{dir}/tests/fixtures/ec_private.pem")).unwrap();
+        let key = EncodingKey::from_ec_pem(&pem).unwrap();
+        let token = m
+            .mint(4, 1, &mut Rng::keyed(&[4]), &Vars::default())
+            .unwrap();
+        assert_eq!(token, encoded_again(&token, &key));
     }
 
     #[test]

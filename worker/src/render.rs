@@ -75,7 +75,9 @@ pub fn render(t: &Template, ctx: &Context<'_>, rng: &mut Rng) -> Option<String> 
     render_into(t, ctx, rng, &mut out).then_some(out)
 }
 
-fn render_into(t: &Template, ctx: &Context<'_>, rng: &mut Rng, out: &mut String) -> bool {
+/// Renders `t` at the end of `out`; `false` if it reads a variable not set yet (`out` then
+/// holds part of it).
+pub fn render_into(t: &Template, ctx: &Context<'_>, rng: &mut Rng, out: &mut String) -> bool {
     use std::fmt::Write as _;
     for part in &t.parts {
         match part {
@@ -87,7 +89,10 @@ fn render_into(t: &Template, ctx: &Context<'_>, rng: &mut Rng, out: &mut String)
                     Builtin::Subject => write!(out, "{}", ctx.subject),
                     Builtin::SubjectIndex => write!(out, "{}", ctx.subject_index),
                     Builtin::Scenario => write!(out, "{}", ctx.scenario),
-                    Builtin::Uuid => write!(out, "{}", rng.uuid()),
+                    Builtin::Uuid => {
+                        out.extend(rng.uuid_bytes().iter().map(|&b| char::from(b)));
+                        Ok(())
+                    }
                     Builtin::Now => write!(out, "{}", unix_now().as_secs()),
                     Builtin::NowMs => write!(out, "{}", unix_now().as_millis()),
                     Builtin::Token => write!(out, "{}", ctx.token),

@@ -32,16 +32,25 @@ impl Rng {
 
     /// A random (version 4) UUID in its text form.
     pub fn uuid(&mut self) -> String {
+        self.uuid_bytes().iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// A random (version 4) UUID's text, without allocating: the 32 hex digits of its two
+    /// halves in order, with dashes after the 8th, 12th, 16th and 20th.
+    pub fn uuid_bytes(&mut self) -> [u8; 36] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let hi = (self.next_u64() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
         let lo = (self.next_u64() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xFFFF,
-            hi & 0xFFFF,
-            lo >> 48,
-            lo & 0xFFFF_FFFF_FFFF
-        )
+        let digits = (u128::from(hi) << 64) | u128::from(lo);
+        let mut out = [b'-'; 36];
+        let mut shift = 128;
+        for (i, slot) in out.iter_mut().enumerate() {
+            if !matches!(i, 8 | 13 | 18 | 23) {
+                shift -= 4;
+                *slot = HEX[((digits >> shift) & 0xF) as usize];
+            }
+        }
+        out
     }
 }
 
@@ -57,6 +66,26 @@ mod tests {
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
         assert_ne!(u, r.uuid());
+    }
+
+    #[test]
+    fn uuid_text_is_the_halves_in_hex() {
+        let mut a = Rng::keyed(&[3]);
+        let mut b = a.clone();
+        for _ in 0..1000 {
+            let u = a.uuid();
+            let hi = (b.next_u64() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
+            let lo = (b.next_u64() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+            let want = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                hi >> 32,
+                (hi >> 16) & 0xFFFF,
+                hi & 0xFFFF,
+                lo >> 48,
+                lo & 0xFFFF_FFFF_FFFF
+            );
+            assert_eq!(u, want);
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::json::Json;
 use crate::matcher::{CompiledMatcher, text_at};
 use crate::program::{CompiledScenario, CompiledStep, Program, StepKind};
 use crate::recorder::{Ending, Met, Presence, VuRecorder};
-use crate::render::{Context, Vars, render};
+use crate::render::{Context, Vars, render, render_into};
 use crate::rng::Rng;
 
 /// A WebSocket as the conversation steps use it: frames out (a [`Sink`]) and frames in (a
@@ -98,7 +98,13 @@ pub struct Vu {
     pub rec: VuRecorder,
     token: Option<Token>,
     vars: Vars,
+    /// What an isolation check expects, rendered into this buffer for each frame (kept across
+    /// sessions, so a frame's check allocates nothing).
+    expected: String,
 }
+
+/// The most a VU keeps of [`Vu`]'s buffer for isolation checks between frames, in bytes.
+const KEEP_EXPECTED: usize = 256;
 
 /// A minted token kept for reuse (`token_per = "vu"`), with the subject it was minted for.
 #[derive(Debug, Clone)]
@@ -127,6 +133,7 @@ impl Vu {
             rec,
             token: None,
             vars: Vars::default(),
+            expected: String::new(),
         }
     }
 
@@ -689,10 +696,18 @@ impl<'a> Session<'a> {
             let Some(found) = text_at(&frame, &check.pointer) else {
                 continue;
             };
-            let Some(want) = self.render(&check.equals) else {
+            let mut want = std::mem::take(&mut self.vu.expected);
+            want.clear();
+            let rendered =
+                self.with_ctx(|ctx, rng| render_into(&check.equals, ctx, rng, &mut want));
+            let ok = found == want.as_str();
+            // Kept for the next frame unless a long variable made it large.
+            if want.capacity() <= KEEP_EXPECTED {
+                self.vu.expected = want;
+            }
+            if !rendered {
                 continue;
-            };
-            let ok = found == want;
+            }
             self.vu.rec.check(check.check, ok);
             if !ok {
                 self.fail(
