@@ -169,7 +169,9 @@ pub async fn run_with_progress(
                     vu,
                     ramp.clone(),
                     started,
-                    (stopping.clone(), hard.clone()),
+                    // A token of its own: a session checks it at every poll, and a token that
+                    // every VU shared would be one lock they all took (it cancels with `hard`).
+                    (stopping.clone(), hard.child_token()),
                     Arc::clone(&active),
                 ));
             }
@@ -301,8 +303,9 @@ async fn open_arrivals(
 ) {
     let pool = config.segment.vus(program.plan.max_vus());
     let mut next_new = pool.start;
-    // Idle VUs; a session task puts its VU back when it ends. Bounded by the pool size.
-    let idle: Arc<Mutex<Vec<Vu>>> = Arc::new(Mutex::new(Vec::new()));
+    // Idle VUs, each with its own token cancelled by `hard` (see `run`); a session task puts
+    // its VU back when it ends. Bounded by the pool size.
+    let idle: Arc<Mutex<Vec<(Vu, CancellationToken)>>> = Arc::new(Mutex::new(Vec::new()));
     // Tokens kept per subject (`token_per = "vu"`): a slot runs arrivals of any subject.
     let tokens = program
         .minter
@@ -328,12 +331,13 @@ async fn open_arrivals(
             Some(vu) => vu,
             None if next_new < pool.end => {
                 next_new += 1;
-                Vu::new(
+                let vu = Vu::new(
                     &program,
                     next_new - 1,
                     collector.recorder(next_new - 1),
                     config.seed,
-                )
+                );
+                (vu, hard.child_token())
             }
             None => {
                 dropped += 1;
@@ -351,11 +355,10 @@ async fn open_arrivals(
         let program = Arc::clone(&program);
         let idle = Arc::clone(&idle);
         let tokens = tokens.clone();
-        let hard = hard.clone();
         let session = ActiveGuard::new(&active);
         tracker.spawn(async move {
             let _session = session;
-            let mut vu = vu;
+            let (mut vu, hard) = vu;
             vu.take_arrival(&program, config.seed, arrival);
             if let Some(tokens) = &tokens {
                 tokens.lend(&mut vu);
@@ -374,7 +377,9 @@ async fn open_arrivals(
                 tokens.keep(&vu);
             }
             vu.rec.shrink();
-            idle.lock().unwrap_or_else(|p| p.into_inner()).push(vu);
+            idle.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((vu, hard));
         });
     }
 }

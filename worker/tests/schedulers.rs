@@ -91,6 +91,23 @@ async fn open_model_drops_arrivals_that_find_no_free_vu() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn open_model_interrupts_a_reused_vus_session_after_the_graceful_stop() {
+    // Arrivals at 0, 1, 2 and 3 s, 2.5 s each, two VUs: the first two run, the third finds no
+    // free VU, the fourth reuses the first VU at 3 s and would end at 5.5 s, after duration
+    // (4 s) + graceful_stop (1 s), so it is interrupted.
+    let s = run(sleepy(
+        "model = \"open\"\nrate = 1\nduration = \"4s\"\nmax_vus = 2\ngraceful_stop = \"1s\"",
+        "2500ms",
+    ))
+    .await;
+    assert_eq!(s.counters.sessions_started, 3);
+    assert_eq!(s.counters.sessions_passed, 2);
+    assert_eq!(s.counters.dropped_arrivals, 1);
+    assert_eq!(s.counters.sessions_interrupted, 1);
+    assert_eq!(s.counters.sessions_failed, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_request_drains_like_the_end_of_the_run() {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
