@@ -839,6 +839,35 @@ equals = "{thread}"
     }
 
     #[test]
+    fn header_names_http_forbids_are_located() {
+        let text = THREADS
+            .replace(
+                "base_url = \"http://127.0.0.1:1\"",
+                "base_url = \"http://127.0.0.1:1\"\nheaders = { \"x thread\" = \"1\", X-Ok = \"2\" }",
+            )
+            .replace(
+                "{ ws_connect = { query = { thread_id = \"{thread}\" } } },",
+                "{ ws_connect = { headers = { \"a:b\" = \"{thread}\" } } },\n  \
+                 { http = { path = \"/\", headers = { \"\" = \"{nope}\" } } },",
+            );
+        let e = messages(&text);
+        let names = "(letters, digits and !#$%&'*+-.^_`|~ only)";
+        assert_eq!(
+            e,
+            [
+                format!("plan.toml:4:26: target.headers.x thread: `x thread` is not an HTTP header name {names}"),
+                format!("plan.toml:13:40: scenarios[0].steps[0].ws_connect.headers.a:b: `a:b` is not an HTTP header name {names}"),
+                format!("plan.toml:14:36: scenarios[0].steps[1].http.headers.: `` is not an HTTP header name {names}"),
+                "plan.toml:14:36: scenarios[0].steps[1].http.headers.: unknown template variable `nope` \
+                 (known here: vu, iteration, subject, subject_index, scenario, uuid, now, now_ms, \
+                 token, thread)"
+                    .to_owned(),
+            ],
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn steps_need_an_open_socket_and_captures_flow_forward() {
         let text = MINIMAL.replace("{ ws_connect = {} }, ", "");
         let e = errors(&text);

@@ -189,7 +189,7 @@ impl Program {
         if endpoints.is_empty() {
             return Err(CompileError("target: no WebSocket URL".into()));
         }
-        let headers = templates(&plan.target.headers, "target.headers")?;
+        let headers = header_templates(&plan.target.headers, "target.headers")?;
         let minter = plan.auth.as_ref().map(Minter::new).transpose()?;
         let mut names = Names::default();
         let m_handshake = names.metric(METRIC_HANDSHAKE.into());
@@ -374,6 +374,23 @@ fn templates(
         .collect()
 }
 
+/// [`templates`] of HTTP headers: each name must be one HTTP allows (the requests write them
+/// as they are).
+fn header_templates(
+    map: &BTreeMap<String, String>,
+    at: &str,
+) -> Result<Vec<(String, Template)>, CompileError> {
+    if let Some(name) = map
+        .keys()
+        .find(|k| reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err())
+    {
+        return Err(CompileError(format!(
+            "{at}.{name}: `{name}` is not a valid HTTP header name"
+        )));
+    }
+    templates(map, at)
+}
+
 fn matchers(list: &[plan::Matcher], at: &str) -> Result<Vec<CompiledMatcher>, CompileError> {
     list.iter()
         .enumerate()
@@ -405,7 +422,7 @@ fn compile_steps(
             Step::WsConnect(s) => StepKind::Connect(ConnectStep {
                 path: s.path.clone(),
                 query: templates(&s.query, &format!("{at}.query"))?,
-                headers: templates(&s.headers, &format!("{at}.headers"))?,
+                headers: header_templates(&s.headers, &format!("{at}.headers"))?,
                 auth: s.auth.unwrap_or(true),
                 confirmation: match &s.outcome {
                     plan::ConnectOutcome::Open { confirmation } => {
@@ -469,7 +486,7 @@ fn compile_steps(
                     CompileError(format!("{at}.method: `{}` is not a method", s.method))
                 })?,
                 path: compile(&s.path).map_err(e)?,
-                headers: templates(&s.headers, &format!("{at}.headers"))?,
+                headers: header_templates(&s.headers, &format!("{at}.headers"))?,
                 auth: s.auth,
                 json: match &s.body {
                     Some(plan::Payload::Json(json)) => {
@@ -672,6 +689,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A plan with one `ws_connect` and one `http` step, after `edit`.
+    fn with_headers(target: &str, edit: impl FnOnce(&mut Plan)) -> Result<Plan, String> {
+        let text = format!(
+            "name = \"h\"\n[target]\nbase_url = \"http://127.0.0.1:9\"\n{target}\n\
+             [load]\nvus = 1\niterations = 1\n[[scenarios]]\nname = \"s\"\n\
+             steps = [{{ ws_connect = {{}} }}, {{ http = {{ path = \"/\" }} }}]\n"
+        );
+        let mut plan = Plan::from_text("h.toml", &text, &plan::Overrides::default())
+            .map_err(|e| e.to_string())?;
+        edit(&mut plan);
+        Ok(plan)
+    }
+
+    /// Plan validation (`gauntlet validate`, a worker's load) and `http::HeaderName` accept the
+    /// same header names.
+    #[test]
+    fn validation_accepts_the_header_names_http_does() {
+        for c in (0u8..128).map(char::from).chain(['\u{e9}']) {
+            let name = format!("x{c}y");
+            let toml_name = serde_json::to_string(&name).unwrap();
+            let validated = with_headers(&format!("headers = {{ {toml_name} = \"1\" }}"), |_| {});
+            let http = reqwest::header::HeaderName::from_bytes(name.as_bytes());
+            assert_eq!(validated.is_ok(), http.is_ok(), "{c:?}: {validated:?}");
+        }
+    }
+
+    /// A plan built in code, not loaded, still cannot send a header name HTTP forbids.
+    #[test]
+    fn header_names_http_forbids_fail_the_plan_where_they_are() {
+        let compiled = |edit: &dyn Fn(&mut Plan)| {
+            let plan = with_headers("headers = { \"X-Ok\" = \"1\" }", edit).unwrap();
+            Program::compile(plan).map(|_| ()).map_err(|e| e.0)
+        };
+        assert_eq!(compiled(&|_| {}), Ok(()));
+        let e = compiled(&|p| {
+            p.target.headers.insert("Bad Name".into(), "1".into());
+        });
+        assert_eq!(
+            e,
+            Err("target.headers.Bad Name: `Bad Name` is not a valid HTTP header name".into())
+        );
+        let step = |i: usize, name: &'static str| {
+            move |p: &mut Plan| match &mut p.scenarios[0].steps[i] {
+                Step::WsConnect(s) => {
+                    s.headers.insert(name.into(), "1".into());
+                }
+                Step::Http(s) => {
+                    s.headers.insert(name.into(), "1".into());
+                }
+                _ => unreachable!(),
+            }
+        };
+        let e = compiled(&step(0, "x:y")).unwrap_err();
+        assert!(
+            e.contains("headers.x:y: `x:y` is not a valid HTTP header name"),
+            "{e}"
+        );
+        let e = compiled(&step(1, "")).unwrap_err();
+        assert!(
+            e.contains("headers.: `` is not a valid HTTP header name"),
+            "{e}"
+        );
     }
 
     /// Steps, nested ones included, that check nothing.

@@ -2,17 +2,16 @@
 //! source address if the worker has them), TLS for `wss://`, the upgrade with the VU's token,
 //! and the confirmation frame or the expected rejection.
 
+use std::borrow::Cow;
+
 use gauntlet_core::plan::Placement;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 use super::spill::Spill;
-use super::upgrade::upgrade;
+use super::upgrade::{RequestError, UpgradeRequest, upgrade};
 use super::{Fatal, Read, Session, Want, Ws, close_quietly, unrendered};
 use crate::classify::Symptom;
 use crate::program::{CompiledStep, ConnectStep};
@@ -39,27 +38,30 @@ impl Session<'_> {
         // What a pause read off the old connection is not the new one's.
         self.held = None;
         self.arrive();
-        let mut url = self.p.endpoint(self.vu.route).ws_url.clone();
-        if let Some(path) = path {
-            url.set_path(path);
-        }
-        let use_token = *auth && self.p.minter.is_some();
-        {
+        let p = self.p;
+        let endpoint = &p.endpoint(self.vu.route).ws_url;
+        let use_token = *auth && p.minter.is_some();
+        let token_in_query =
+            use_token && p.minter.as_ref().map(|m| m.placement) == Some(Placement::Query);
+        // The endpoint's URL as it is, or a copy with the step's path and query.
+        let mut changed = None;
+        if path.is_some() || !query.is_empty() || token_in_query {
+            let mut url = endpoint.clone();
+            if let Some(path) = path {
+                url.set_path(path);
+            }
             let mut pairs = Vec::new();
             for (k, t) in query {
                 match self.render(t) {
-                    Some(v) => pairs.push((k.clone(), v)),
+                    Some(v) => pairs.push((k.as_str(), v)),
                     None => {
                         self.fail(&step.name, unrendered(k));
                         return Err(Fatal);
                     }
                 }
             }
-            if use_token
-                && let Some(m) = &self.p.minter
-                && m.placement == Placement::Query
-            {
-                pairs.push((m.query_param.clone(), self.token.clone()));
+            if token_in_query && let Some(m) = &p.minter {
+                pairs.push((m.query_param.as_str(), self.token.clone()));
             }
             if !pairs.is_empty() {
                 let mut q = url.query_pairs_mut();
@@ -67,63 +69,63 @@ impl Session<'_> {
                     q.append_pair(k, v);
                 }
             }
+            changed = Some(url);
         }
-        let mut request = match url.as_str().into_client_request() {
+        let url = changed.as_ref().unwrap_or(endpoint);
+        // The plan's headers (names checked when it compiled), then the token's.
+        let mut extra: Vec<(&str, Cow<'_, str>)> =
+            Vec::with_capacity(p.headers.len() + headers.len() + 1);
+        for (k, t) in p.headers.iter().chain(headers) {
+            let value = match t.as_literal() {
+                Some(text) => Cow::Borrowed(text),
+                None => match self.render(t) {
+                    Some(v) => Cow::Owned(v),
+                    None => {
+                        self.fail(&step.name, unrendered(k));
+                        return Err(Fatal);
+                    }
+                },
+            };
+            extra.push((k.as_str(), value));
+        }
+        if use_token && let Some(m) = &p.minter {
+            match m.placement {
+                Placement::Header => extra.push((
+                    "Authorization",
+                    Cow::Owned(format!("Bearer {}", self.token)),
+                )),
+                Placement::Subprotocol => {
+                    use base64::Engine as _;
+                    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(self.token.as_bytes());
+                    extra.push((
+                        "Sec-WebSocket-Protocol",
+                        Cow::Owned(format!("{}{b64}", m.subprotocol_prefix)),
+                    ));
+                }
+                Placement::Query => {}
+            }
+        }
+        let request = match UpgradeRequest::new(url, &extra) {
             Ok(r) => r,
-            Err(e) => {
+            Err(RequestError::Url(e)) => {
                 self.fail(
                     &step.name,
                     Symptom::Protocol(format!("bad WebSocket URL {url}: {e}")),
                 );
                 return Err(Fatal);
             }
+            Err(RequestError::Header(k)) => {
+                self.fail(
+                    &step.name,
+                    Symptom::Protocol(format!("header `{k}` is not a valid HTTP header")),
+                );
+                return Err(Fatal);
+            }
         };
-        let mut all_headers = Vec::new();
-        for (k, t) in self.p.headers.iter().chain(headers) {
-            match self.render(t) {
-                Some(v) => all_headers.push((k.clone(), v)),
-                None => {
-                    self.fail(&step.name, unrendered(k));
-                    return Err(Fatal);
-                }
-            }
-        }
-        if use_token && let Some(m) = &self.p.minter {
-            match m.placement {
-                Placement::Header => {
-                    all_headers.push(("Authorization".into(), format!("Bearer {}", self.token)))
-                }
-                Placement::Subprotocol => {
-                    use base64::Engine as _;
-                    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .encode(self.token.as_bytes());
-                    all_headers.push((
-                        "Sec-WebSocket-Protocol".into(),
-                        format!("{}{b64}", m.subprotocol_prefix),
-                    ));
-                }
-                Placement::Query => {}
-            }
-        }
-        for (k, v) in all_headers {
-            match (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(&v),
-            ) {
-                (Ok(k), Ok(v)) => {
-                    request.headers_mut().insert(k, v);
-                }
-                _ => {
-                    self.fail(
-                        &step.name,
-                        Symptom::Protocol(format!("header `{k}` is not a valid HTTP header")),
-                    );
-                    return Err(Fatal);
-                }
-            }
-        }
+        drop(extra);
         let deadline = Instant::now() + self.p.plan.target.connect_timeout;
-        let ws = match self.handshake(&url, request, deadline).await {
+        let ws = match self.handshake(url, request, deadline).await {
             Ok(ws) => ws,
             Err(symptom) => {
                 if let (Some(r), Symptom::Handshake { status, .. }) = (rejection, &symptom)
@@ -179,7 +181,7 @@ impl Session<'_> {
     async fn handshake(
         &mut self,
         url: &url::Url,
-        request: Request,
+        request: UpgradeRequest,
         deadline: Instant,
     ) -> Result<Ws, Symptom> {
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -211,7 +213,9 @@ impl Session<'_> {
                 Err(e) => return Err(Symptom::Tls(format!("{host}: {e}"))),
             };
             let tls = tokio_rustls::TlsConnector::from(self.p.tls.clone());
-            match timeout_at(deadline, tls.connect(name, tcp)).await {
+            // Boxed: the TLS handshake's state is the largest of the connecting future's, which
+            // every session (`ws://` ones too) allocates and copies.
+            match timeout_at(deadline, Box::pin(tls.connect(name, tcp))).await {
                 Err(_) => return Err(Symptom::Timeout("TLS handshake".into())),
                 Ok(Err(e)) => return Err(Symptom::Tls(format!("{host}: {e}"))),
                 Ok(Ok(stream)) => Box::new(Spill::new(stream)),

@@ -215,7 +215,7 @@ impl PlanSpec {
             p.add("target.ws_path", "must start with `/`".into());
         }
         for (name, value) in &self.target.headers {
-            p.template(value, &format!("target.headers.{name}"), everywhere);
+            p.header(name, value, &format!("target.headers.{name}"), everywhere);
         }
         if self.target.connect_timeout.is_zero() {
             p.add("target.connect_timeout", "must be above 0".into());

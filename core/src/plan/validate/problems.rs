@@ -88,6 +88,22 @@ impl Problems {
         }
     }
 
+    /// Checks a header's name: an HTTP token (RFC 9110, 5.1: letters, digits and
+    /// ``!#$%&'*+-.^_`|~``), the names `http::HeaderName` accepts.
+    pub(super) fn header(&mut self, name: &str, value: &str, at: &str, scope: &Scope) {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            self.add(
+                at,
+                format!(
+                    "`{name}` is not an HTTP header name (letters, digits and \
+                     !#$%&'*+-.^_`|~ only)"
+                ),
+            );
+        }
+        self.template(value, at, scope);
+    }
+
     /// Checks a template's syntax and that every variable it reads is known in `scope`.
     pub(super) fn template(&mut self, text: &str, at: &str, scope: &Scope) {
         let t = match Template::parse(text) {

@@ -54,7 +54,7 @@ pub(super) fn check_steps(
                     p.template(v, &format!("{at}.query.{k}"), scope);
                 }
                 for (k, v) in &s.headers {
-                    p.template(v, &format!("{at}.headers.{k}"), scope);
+                    p.header(k, v, &format!("{at}.headers.{k}"), scope);
                 }
                 for (j, m) in s.confirmation.iter().enumerate() {
                     p.matcher(m, &format!("{at}.confirmation[{j}]"), scope);
@@ -169,7 +169,7 @@ pub(super) fn check_steps(
                 }
                 p.template(&s.path, &format!("{at}.path"), scope);
                 for (k, v) in &s.headers {
-                    p.template(v, &format!("{at}.headers.{k}"), scope);
+                    p.header(k, v, &format!("{at}.headers.{k}"), scope);
                 }
                 if s.json.is_some() && s.body.is_some() {
                     p.add(&at, "give json or body, not both".into());
