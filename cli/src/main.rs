@@ -173,9 +173,9 @@ fn main() -> ExitCode {
 }
 
 /// Log output with credentials masked ([`gauntlet_core::redact::text`]), at every level and
-/// whatever the filter: dependencies log what they send at debug and trace (tungstenite the
-/// whole upgrade request with `Authorization: Bearer <jwt>` and every frame, hyper, h2 and
-/// tonic their connections), and no list of targets to cap would stay complete. The
+/// whatever the filter: the worker and its dependencies log what they send at debug and trace
+/// (the whole upgrade request with `Authorization: Bearer <jwt>`, tungstenite every frame,
+/// hyper, h2 and tonic their connections), and no list of targets to cap would stay complete. The
 /// formatter writes each event, whole, in one `write`, so each event is masked as a whole.
 /// It goes out through [`out::stderr`]: above the live bar, and never failing, so a closed
 /// stderr neither panics the task that logged nor stops the process on its way out.

@@ -159,7 +159,7 @@ async fn no_credential_reaches_output_reports_history_or_trace_logs() {
         )),
         "{stderr}"
     );
-    // The upgrade request was logged (tungstenite, trace) with every credential masked, and
+    // The upgrade request was logged (the worker, trace) with every credential masked, and
     // what is no credential kept.
     for header in [
         "GET /ws?access_key=<redacted> HTTP/1.1",

@@ -631,7 +631,7 @@ mod tests {
 
     #[test]
     fn named_header_forms_are_masked_in_a_request_dump() {
-        // What tungstenite logs at trace level: the request, debug-escaped.
+        // What the worker logs at trace level (as tungstenite did): the request, debug-escaped.
         let dump = format!(
             r#"Request: "GET /ws?thread_id=t&access_key=query-val HTTP/1.1\r\nHost: 127.0.0.1:1\r\nauthorization: Bearer {JWT_SAMPLE}\r\nx-auth: xauth-val\r\nocp-apim-subscription-key: ocp-val\r\napi-key: apikey-val\r\ncookie: a=1; b=2\r\nx-session-id: sess-val\r\nx-stage: eu\r\n\r\n""#
         );

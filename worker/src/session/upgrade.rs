@@ -226,6 +226,9 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         offered: wanted,
     } = request;
     let accept = derive_accept_key(&bytes[key_at]);
+    // As tungstenite logged it (and as the binary's log masking reads it): the request,
+    // debug-escaped, at trace level.
+    tracing::trace!("Request: {:?}", String::from_utf8_lossy(&bytes));
     io.write_all(&bytes).await?;
     io.flush().await?;
     drop(bytes);
