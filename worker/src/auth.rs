@@ -506,9 +506,24 @@ mod tests {
         let pem = std::fs::read(format!("{dir}/tests/fixtures/ec_private.pem")).unwrap();
         let key = EncodingKey::from_ec_pem(&pem).unwrap();
         let token = m
-            .mint(4, 1, &mut Rng::keyed(&[4]), &Vars::default())
+            .mint(4, 12, &mut Rng::keyed(&[4]), &Vars::default())
             .unwrap();
         assert_eq!(token, encoded_again(&token, &key));
+        assert_eq!(token, as_before(&m, 4, &token, &key));
+        // RS256 (PKCS#1 v1.5 signatures are deterministic too).
+        let a = auth(&format!(
+            "algorithm = \"RS256\"\nkey_file = \"{dir}/tests/fixtures/rsa_private.pem\"\n{claims}"
+        ));
+        let m = Minter::new(&a).unwrap();
+        let pem = std::fs::read(format!("{dir}/tests/fixtures/rsa_private.pem")).unwrap();
+        let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+        for vu in 0..3 {
+            let token = m
+                .mint(vu, vu * 3, &mut Rng::keyed(&[vu]), &Vars::default())
+                .unwrap();
+            assert_eq!(token, encoded_again(&token, &key));
+            assert_eq!(token, as_before(&m, vu, &token, &key));
+        }
     }
 
     #[test]
