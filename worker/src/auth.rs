@@ -298,6 +298,7 @@ impl Minter {
                 }
             }
             json.push(b'}');
+            // A capacity hint: HS256's signature is 43 characters of base64url.
             let signature = 43;
             let mut token =
                 String::with_capacity(self.head.len() + json.len().div_ceil(3) * 4 + 1 + signature);
@@ -337,31 +338,29 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Res
 /// `serde_json::Map` of them iterates (`sub`, `iat`, `exp` and `jti` first inserted, then the
 /// plan's claims, a plan claim of the same name replacing the standard one).
 fn claim_order(claims: &[(String, JsonTemplate)]) -> Vec<(String, Slot)> {
-    let mut slots = Map::new();
-    let standard = [
+    let all: Vec<(&str, Slot)> = [
         ("sub", Slot::Sub),
         ("iat", Slot::Iat),
         ("exp", Slot::Exp),
         ("jti", Slot::Jti),
-    ];
-    let mut kinds: Vec<(String, Slot)> = Vec::new();
-    for (name, slot) in standard.into_iter().map(|(n, s)| (n.to_owned(), s)).chain(
+    ]
+    .into_iter()
+    .chain(
         claims
             .iter()
             .enumerate()
-            .map(|(k, (n, _))| (n.clone(), Slot::Claim(k))),
-    ) {
-        slots.insert(name.clone(), Value::Null);
-        match kinds.iter_mut().find(|(n, _)| *n == name) {
-            Some(kind) => kind.1 = slot,
-            None => kinds.push((name, slot)),
-        }
+            .map(|(k, (name, _))| (name.as_str(), Slot::Claim(k))),
+    )
+    .collect();
+    // The map keeps each name once, with the index of its last slot, in its own order.
+    let mut map = Map::new();
+    for (i, (name, _)) in all.iter().enumerate() {
+        map.insert((*name).to_owned(), Value::from(i));
     }
-    slots
-        .keys()
-        .filter_map(|name| {
-            let slot = kinds.iter().find(|(n, _)| n == name)?.1;
-            Some((format!("{}:", Value::String(name.clone())), slot))
+    map.into_iter()
+        .filter_map(|(name, i)| {
+            let slot = all.get(usize::try_from(i.as_u64()?).ok()?)?.1;
+            Some((format!("{}:", Value::String(name)), slot))
         })
         .collect()
 }

@@ -123,6 +123,7 @@ impl Session<'_> {
                 return Err(Fatal);
             }
         };
+        // The rendered values are in the request now: not kept across the connect's waits.
         drop(extra);
         let deadline = Instant::now() + self.p.plan.target.connect_timeout;
         let ws = match self.handshake(url, request, deadline).await {

@@ -82,18 +82,17 @@ impl UpgradeRequest {
         extra: &[(&str, V)],
     ) -> Result<Self, RequestError> {
         if !matches!(url.scheme(), "ws" | "wss") {
-            return Err(RequestError::Url(format!(
-                "{}",
-                UrlError::UnsupportedUrlScheme
-            )));
+            return Err(RequestError::Url(
+                UrlError::UnsupportedUrlScheme.to_string(),
+            ));
         }
         // `http::Uri`'s limit, which the URL passed through before.
         if url.as_str().len() > MAX_URL {
             return Err(RequestError::Url(format!("longer than {MAX_URL} bytes")));
         }
         let host = match url.host_str() {
-            None => return Err(RequestError::Url(format!("{}", UrlError::NoHostName))),
-            Some("") => return Err(RequestError::Url(format!("{}", UrlError::EmptyHostName))),
+            None => return Err(RequestError::Url(UrlError::NoHostName.to_string())),
+            Some("") => return Err(RequestError::Url(UrlError::EmptyHostName.to_string())),
             Some(h) => h,
         };
         // The value each name ends with: the last given.
@@ -115,13 +114,7 @@ impl UpgradeRequest {
             // What `http::HeaderValue` allows; the upgrade's own five were written as text
             // (`HeaderValue::to_str`), so a value replacing one is visible ASCII.
             let own = OWN.iter().any(|own| own.eq_ignore_ascii_case(name));
-            let allowed = |b: u8| {
-                if own {
-                    (32..127).contains(&b) || b == b'\t'
-                } else {
-                    (b >= 32 && b != 127) || b == b'\t'
-                }
-            };
+            let allowed = if own { visible } else { field_byte };
             if !value.as_ref().bytes().all(allowed) {
                 return Err(RequestError::Header((*name).to_owned()));
             }
@@ -195,18 +188,22 @@ impl UpgradeRequest {
             offered,
         })
     }
+}
 
-    /// The request's bytes.
-    #[cfg(test)]
-    pub(super) fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
+/// A byte `http::HeaderValue` allows in a value: anything but control characters (tab aside).
+fn field_byte(b: u8) -> bool {
+    (b >= 32 && b != 127) || b == b'\t'
+}
+
+/// A byte `http::HeaderValue::to_str` reads as text: visible ASCII, space or tab.
+fn visible(b: u8) -> bool {
+    (32..127).contains(&b) || b == b'\t'
 }
 
 /// The subprotocols a `Sec-WebSocket-Protocol` value offers (comma-separated); `Err` unless
 /// it is visible ASCII (what `http::HeaderValue::to_str` accepts).
 fn subprotocols(name: &str, value: &str) -> Result<Vec<String>, RequestError> {
-    if !value.bytes().all(|b| (32..127).contains(&b) || b == b'\t') {
+    if !value.bytes().all(visible) {
         return Err(RequestError::Header(name.to_owned()));
     }
     Ok(value.split(',').map(|s| s.trim().to_owned()).collect())
@@ -421,7 +418,7 @@ mod tests {
             let key = std::str::from_utf8(&ours.bytes[ours.key_at.clone()]).unwrap();
             assert_eq!(key.len(), 24, "a fresh key: 16 bytes in base64");
             assert_eq!(
-                lines(ours.bytes()),
+                lines(&ours.bytes),
                 as_tungstenite_writes(url.as_str(), extra, key),
                 "{url} {extra:?}"
             );
@@ -437,7 +434,7 @@ mod tests {
         let key = std::str::from_utf8(&ours.bytes[ours.key_at.clone()]).unwrap();
         assert_eq!(key, "x");
         assert_eq!(
-            lines(ours.bytes()),
+            lines(&ours.bytes),
             as_tungstenite_writes(url.as_str(), &extra, key)
         );
         for own in OWN {
@@ -465,7 +462,7 @@ mod tests {
             &ours.bytes[ours.key_at.clone()],
             b"dGhlIHNhbXBsZSBub25jZQ=="
         );
-        let text = String::from_utf8(ours.bytes().to_vec()).unwrap();
+        let text = String::from_utf8(ours.bytes.clone()).unwrap();
         assert!(text.ends_with("\r\nx-z: 3\r\nx-y: 2\r\n\r\n"), "{text:?}");
         assert_eq!(
             ours.offered, None,
